@@ -1,0 +1,36 @@
+# posekernels: `make test` and `make demo` set everything up themselves.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The CPU build of torch keeps CI small; a machine that already has torch (a CUDA build, say) keeps it.
+TORCH_SPEC ?= torch==2.13.0
+SOURCES := setup.py pyproject.toml $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh python_api/*.cpp python_api/*.h python_api/cuda/*.cpp)
+STAMP := build/.posekernels-installed
+
+.PHONY: install test test-fast demo bench gpu-check clean
+
+$(STAMP): $(SOURCES)
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install setuptools wheel ninja pybind11
+	$(PIP) install --no-build-isolation -e ".[test,triton]"
+	$(PYTHON) -c "import posekernels, json; i = posekernels.build_info(); print(json.dumps(i)); assert i['extension'], i['extension_error']"
+	@mkdir -p build && touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest tests -q
+
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest tests -q -m "not slow"
+
+demo: $(STAMP)
+	$(PYTHON) -m posekernels demo
+
+bench: $(STAMP)
+	$(PYTHON) -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name
+
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+clean:
+	rm -rf build posekernels/_C*.so *.egg-info .pytest_cache

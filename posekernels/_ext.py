@@ -1,0 +1,36 @@
+"""Loads the compiled extension ``posekernels._C`` once; everything else asks here."""
+from __future__ import annotations
+
+import warnings
+
+_C = None
+_ERROR: str | None = None
+
+try:  # the extension registers the posekernels:: ops with torch.library on import
+    from . import _C as _C  # type: ignore[attr-defined]  # noqa: F401
+except Exception as exc:  # pragma: no cover - exercised only without a build
+    _C = None
+    _ERROR = f"{type(exc).__name__}: {exc}"
+    warnings.warn(
+        "posekernels: the compiled extension posekernels._C is not available "
+        f"({_ERROR}); ops fall back to the 'reference' PyTorch backend "
+        "(and 'triton' where available). Reinstall with "
+        "`pip install --no-build-isolation -e .` to build it.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def has_extension() -> bool:
+    return _C is not None
+
+
+def compiled_backends() -> list[str]:
+    """Backends compiled into the extension ("cpu", and "cuda" when built with CUDA)."""
+    if _C is None:
+        return []
+    return list(_C.compiled_backends())
+
+
+def load_error() -> str | None:
+    return _ERROR

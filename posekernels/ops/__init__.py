@@ -1,0 +1,193 @@
+"""The two hot operations of graph-convolutional pose lifting, with interchangeable backends.
+
+Every model in posekernels goes through these functions.
+
+Backends:
+
+* ``"reference"``: plain PyTorch (:mod:`posekernels.ops.reference`); the specification and the
+  fallback; always available.
+* ``"cpu"``: fused C++ forward and backward kernels (csrc/cpu) for CPU tensors.
+* ``"triton"``: Triton forward and backward kernels for CUDA tensors (and, for testing, CPU
+  tensors when ``TRITON_INTERPRET=1`` was set before triton was imported).
+* ``"cuda"``: CUDA kernels (csrc/cuda) when the extension was built with CUDA.
+
+``backend=None`` picks the first entry of :func:`available_backends` for the tensor's device;
+:func:`use_backend` changes that choice for a block of code (for example a whole model).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .. import _ext
+from . import _native, _validate, reference
+
+__all__ = [
+    "adaptive_graph_conv",
+    "grouped_joint_linear",
+    "available_backends",
+    "use_backend",
+    "BACKENDS",
+]
+
+BACKENDS = ("cuda", "triton", "cpu", "reference")
+
+_local = threading.local()
+
+
+def _triton_module():
+    """The Triton backend module, or None when triton cannot be imported."""
+    if not hasattr(_triton_module, "cached"):
+        try:
+            from . import _triton
+        except Exception:  # triton missing or broken: the backend is simply unavailable
+            _triton = None
+        _triton_module.cached = _triton
+    return _triton_module.cached
+
+
+def _triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available_backends(device: torch.device | str | None = None) -> list[str]:
+    """Backends that can run on ``device`` (default: CPU), fastest first."""
+    device = torch.device("cpu" if device is None else device)
+    compiled = _ext.compiled_backends()
+    out = []
+    if device.type == "cuda":
+        if "cuda" in compiled:
+            out.append("cuda")
+        if _triton_module() is not None:
+            out.append("triton")
+        out.append("reference")
+    elif device.type == "cpu":
+        if "cpu" in compiled:
+            out.append("cpu")
+        out.append("reference")
+        if _triton_interpreting() and _triton_module() is not None:
+            out.append("triton")
+    else:
+        out.append("reference")
+    return out
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """Make ``name`` the default backend of both ops inside a ``with`` block (None: automatic).
+
+    >>> with posekernels.ops.use_backend("reference"):
+    ...     y = model(x)
+    """
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+    previous = getattr(_local, "backend", None)
+    _local.backend = name
+    try:
+        yield
+    finally:
+        _local.backend = previous
+
+
+def _resolve(backend: str | None, device: torch.device) -> str:
+    if backend is None:
+        backend = getattr(_local, "backend", None)
+    available = available_backends(device)
+    if backend is None:
+        return available[0]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend not in available:
+        raise ValueError(f"backend {backend!r} is not available for {device.type} tensors here; "
+                         f"available: {available}")
+    return backend
+
+
+def _kernels(backend: str):
+    return _triton_module() if backend == "triton" else _native
+
+
+def _autocast(device: torch.device, *tensors):
+    """Cast floating tensors to the autocast dtype when autocast is on (kernels take one dtype)."""
+    if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
+        dtype = torch.get_autocast_dtype(device.type)
+        return tuple(t.to(dtype) if t is not None else None for t in tensors)
+    return tensors
+
+
+def _contiguous(*tensors):
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
+def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = None,
+                        B: Tensor | None = None, theta_w: Tensor | None = None,
+                        theta_b: Tensor | None = None, phi_w: Tensor | None = None,
+                        phi_b: Tensor | None = None, *, backend: str | None = None) -> Tensor:
+    """Adaptive graph convolution: the graph part of an AGCN unit, all K partitions at once.
+
+    Shapes: x (N, Cin, T, V); A and B (K, V, V); W (K, Cout, Cin); bias (K, Cout);
+    theta_w, phi_w (K, Ce, Cin); theta_b, phi_b (K, Ce). Returns y (N, Cout, T, V)::
+
+        y[n,o,t,w] = sum_k ( sum_c W[k,o,c] * sum_v x[n,c,t,v] * M[n,k,v,w] + bias[k,o] )
+        M[n,k]     = A[k] + B[k] + C[n,k]
+        C[n,k]     = softmax over v of S[n,k,v,w] / (Ce*T)
+        S[n,k,v,w] = sum_{e,t} theta_k(x)[n,e,t,v] * phi_k(x)[n,e,t,w]
+
+    where theta_k / phi_k are 1x1 convolutions (theta_w[k], theta_b[k]). Without theta_w/phi_w
+    there is no attention term C; without B there is no B. Gradients flow to every argument
+    except A, which is a constant graph. This equals the released GLA-GCN graph unit (conv_a =
+    theta, conv_b = phi, PA = B, conv_d = W), summed over partitions.
+    """
+    _validate.check_adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    name = _resolve(backend, x.device)
+    if name == "reference":
+        return reference.adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    args = _autocast(x.device, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    return _kernels(name).adaptive_graph_conv(*_contiguous(*args))
+
+
+def _blend(W_joint, b_joint, W_shared, b_shared, lam, v):
+    """Fold the two weight groups into one per-joint weight (V, C, D) and bias (V, D) or None."""
+    if W_joint is None:
+        W = W_shared.expand(v, -1, -1)
+        return W, (None if b_shared is None else b_shared.expand(v, -1))
+    if W_shared is None:
+        return W_joint, b_joint
+    W = lam * W_joint + (1 - lam) * W_shared
+    if b_joint is None and b_shared is None:
+        return W, None
+    bj = b_joint if b_joint is not None else W_joint.new_zeros(W_joint.shape[0], W_joint.shape[2])
+    bs = b_shared if b_shared is not None else W_shared.new_zeros(W_shared.shape[1])
+    return W, lam * bj + (1 - lam) * bs
+
+
+def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tensor | None = None,
+                         W_shared: Tensor | None = None, b_shared: Tensor | None = None,
+                         lam: float | Tensor = 0.5, *, backend: str | None = None) -> Tensor:
+    """Grouped per-joint linear map (GLA-GCN's individually connected layer).
+
+    Shapes: x (..., V, C); W_joint (V, C, D); b_joint (V, D); W_shared (C, D); b_shared (D,);
+    lam a float in [0, 1] or a 0-dim tensor (learnable: it receives a gradient). Returns
+    (..., V, D)::
+
+        y[..., v, :] = lam * (x[..., v, :] @ W_joint[v] + b_joint[v])
+                       + (1 - lam) * (x[..., v, :] @ W_shared + b_shared)
+
+    With only one weight group given, that group alone is used (lam is ignored). The kernel
+    backends blend the two groups into one per-joint weight first (a V*C*D elementwise op) and
+    run a single fused per-joint product.
+    """
+    _validate.check_grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam)
+    name = _resolve(backend, x.device)
+    if name == "reference":
+        return reference.grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam)
+    v, c = x.shape[-2], x.shape[-1]
+    W, b = _blend(W_joint, b_joint, W_shared, b_shared, lam, v)
+    x3, W, b = _autocast(x.device, x.reshape(-1, v, c), W, b)
+    y = _kernels(name).joint_linear(*_contiguous(x3, W, b))
+    return y.reshape(*x.shape[:-1], W.shape[-1])

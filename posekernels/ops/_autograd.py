@@ -1,0 +1,109 @@
+"""Fake (meta) kernels and autograd formulas shared by every kernel backend.
+
+Each kernel backend (the C++ ops ``posekernels::agc_forward`` & co. for cpu/cuda, the Triton
+custom ops ``posekernels::agc_forward_triton`` & co.) implements the same four schemas:
+
+``agc_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w,
+Tensor? theta_b, Tensor? phi_w, Tensor? phi_b) -> (Tensor y, Tensor attn)``
+    x (N, Cin, T, V) contiguous; y (N, Cout, T, V); attn (N, K, V, V) holds the softmax term C
+    when theta_w is given (saved for the backward), else an empty tensor of shape (0,).
+
+``agc_backward(Tensor grad_y, Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B,
+Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn)
+-> (Tensor gx, Tensor gW, Tensor gbias, Tensor gB, Tensor gtheta_w, Tensor gtheta_b,
+Tensor gphi_w, Tensor gphi_b)``
+    Gradients with the shapes of their inputs; the gradient of an absent input is an empty
+    tensor of shape (0,). A is a constant.
+
+``jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor``
+    x (M, V, C), W (V, C, D), b (V, D): y[m, v] = x[m, v] @ W[v] + b[v], shape (M, V, D).
+
+``jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor gx, Tensor gW, Tensor gb)``
+    gb is empty (shape (0,)) when has_bias is false.
+
+This module registers, for one backend's ops, the fake kernels (so torch.compile and opcheck can
+trace them) and the autograd formula that calls the backend's own backward op.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_EMPTY_SHAPE = (0,)
+
+
+def _empty_like(ref: Tensor) -> Tensor:
+    return ref.new_empty(_EMPTY_SHAPE)
+
+
+def _grad_or_empty(t: Tensor | None, ref: Tensor) -> Tensor:
+    return torch.empty_like(t) if t is not None else _empty_like(ref)
+
+
+def register_agc(forward: str, backward: str) -> None:
+    """Register fake kernels and autograd for an adaptive-graph-conv forward/backward op pair."""
+
+    @torch.library.register_fake(forward)
+    def _fake_forward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
+        n, _, t, v = x.shape
+        y = x.new_empty((n, W.shape[1], t, v))
+        attn = x.new_empty((n, A.shape[0], v, v)) if theta_w is not None else _empty_like(x)
+        return y, attn
+
+    @torch.library.register_fake(backward)
+    def _fake_backward(grad_y, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn):
+        return (torch.empty_like(x), torch.empty_like(W), _grad_or_empty(bias, x),
+                _grad_or_empty(B, x), _grad_or_empty(theta_w, x), _grad_or_empty(theta_b, x),
+                _grad_or_empty(phi_w, x), _grad_or_empty(phi_b, x))
+
+    backward_op = _resolve(backward)
+
+    def setup_context(ctx, inputs, output):
+        x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b = inputs
+        _, attn = output
+        ctx.has = tuple(t is not None for t in (bias, B, theta_w, theta_b, phi_w, phi_b))
+        ctx.save_for_backward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn)
+        ctx.mark_non_differentiable(attn)
+
+    def backward_fn(ctx, grad_y, _grad_attn):
+        x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn = ctx.saved_tensors
+        grads = backward_op(grad_y.contiguous(), x, A, W, bias, B, theta_w, theta_b, phi_w,
+                            phi_b, attn)
+        gx, gW, gbias, gB, gtw, gtb, gpw, gpb = grads
+        opt = [g if has else None for g, has in zip((gbias, gB, gtw, gtb, gpw, gpb), ctx.has)]
+        gbias, gB, gtw, gtb, gpw, gpb = opt
+        return gx, None, gW, gbias, gB, gtw, gtb, gpw, gpb
+
+    torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
+
+
+def register_jl(forward: str, backward: str) -> None:
+    """Register fake kernels and autograd for a per-joint-linear forward/backward op pair."""
+
+    @torch.library.register_fake(forward)
+    def _fake_forward(x, W, b):
+        return x.new_empty((x.shape[0], x.shape[1], W.shape[2]))
+
+    @torch.library.register_fake(backward)
+    def _fake_backward(grad_y, x, W, has_bias):
+        gb = x.new_empty((W.shape[0], W.shape[2])) if has_bias else _empty_like(x)
+        return torch.empty_like(x), torch.empty_like(W), gb
+
+    backward_op = _resolve(backward)
+
+    def setup_context(ctx, inputs, output):
+        x, W, b = inputs
+        ctx.has_bias = b is not None
+        ctx.save_for_backward(x, W)
+
+    def backward_fn(ctx, grad_y):
+        x, W = ctx.saved_tensors
+        gx, gW, gb = backward_op(grad_y.contiguous(), x, W, ctx.has_bias)
+        return gx, gW, (gb if ctx.has_bias else None)
+
+    torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
+
+
+def _resolve(qualname: str):
+    ns, name = qualname.split("::")
+    return getattr(getattr(torch.ops, ns), name).default
