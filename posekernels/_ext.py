@@ -1,12 +1,15 @@
 """Loads the compiled extension ``posekernels._C`` once; everything else asks here."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 _C = None
 _ERROR: str | None = None
 
 try:  # the extension registers the posekernels:: ops with torch.library on import
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        raise ImportError("posekernels._C was not built")
     from . import _C as _C  # type: ignore[attr-defined]  # noqa: F401
 except Exception as exc:  # pragma: no cover - exercised only without a build
     _C = None
