@@ -1,0 +1,148 @@
+"""pytest-benchmark suite for the two ops.
+
+Run with ``make bench`` (or ``python -m pytest benchmarks --benchmark-enable --benchmark-only
+--benchmark-json out.json`` then ``python benchmarks/summarize.py out.json``). Every variant of one
+shape runs in the same session, so the ratios that summarize.py prints are side by side.
+
+Implementations compared (per device):
+* ``released``: the eager formulation of the released GLA-GCN code (benchmarks/peer_released.py),
+* ``reference``: posekernels' plain-PyTorch reference backend,
+* ``cpu`` / ``triton`` / ``cuda``: the kernel backends available for the device,
+* ``compiled``: torch.compile(mode="max-autotune-no-cudagraphs") of the reference (CUDA only).
+
+Shapes (K=3, Ce=24, Cin=Cout=96, V=17): (N=64, T=27) and (N=8, T=243) on CPU, plus
+(N=256, T=243) and (N=1024, T=27) on CUDA. The grouped per-joint linear op is measured on the
+per-frame features of the same shapes, x (N*T, 17, 96) -> (N*T, 17, 3), with both weight groups.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from benchmarks.peer_released import released_graph_unit, released_icl_grouped
+from posekernels import ops
+from posekernels.ops import reference
+
+DEVICE = torch.device(os.environ.get("POSEKERNELS_BENCH_DEVICE",
+                                     "cuda" if torch.cuda.is_available() else "cpu"))
+CPU_SHAPES = [(64, 27), (8, 243)]
+CUDA_SHAPES = CPU_SHAPES + [(256, 243), (1024, 27)]
+SHAPES = CUDA_SHAPES if DEVICE.type == "cuda" else CPU_SHAPES
+DTYPES = [torch.float32, torch.bfloat16] if DEVICE.type == "cuda" else [torch.float32]
+K, CE, C, V, D = 3, 24, 96, 17, 3
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _impls():
+    names = ["released", "reference"] + [b for b in ops.available_backends(DEVICE) if b != "reference"]
+    if DEVICE.type == "cuda":
+        names.append("compiled")
+    return names
+
+
+def agc_inputs(n, t, dtype, requires_grad):
+    g = torch.Generator(device="cpu").manual_seed(torch.seed())
+
+    def r(*shape, scale=1.0):
+        x = (torch.randn(*shape, generator=g) * scale).to(DEVICE, dtype)
+        return x.requires_grad_(requires_grad)
+
+    A = torch.rand(K, V, V, generator=g).to(DEVICE, dtype)
+    return dict(x=r(n, C, t, V), A=A, W=r(K, C, C, scale=1 / math.sqrt(C * K)), bias=r(K, C, scale=0.1),
+                B=r(K, V, V, scale=0.1), theta_w=r(K, CE, C, scale=C ** -0.5), theta_b=r(K, CE, scale=0.1),
+                phi_w=r(K, CE, C, scale=C ** -0.5), phi_b=r(K, CE, scale=0.1))
+
+
+_COMPILED = {}
+
+
+def _agc_fn(impl):
+    if impl == "released":
+        return released_graph_unit
+    if impl == "compiled":
+        if "agc" not in _COMPILED:
+            _COMPILED["agc"] = torch.compile(reference.adaptive_graph_conv, mode="max-autotune-no-cudagraphs")
+        return _COMPILED["agc"]
+    return lambda **a: ops.adaptive_graph_conv(**a, backend=impl)
+
+
+def _bench(benchmark, fn, inputs, backward):
+    leaves = [v for v in inputs.values() if v is not None and v.requires_grad]
+    if backward:
+        with torch.no_grad():
+            gy = torch.randn_like(fn(**inputs))
+
+        def step():
+            y = fn(**inputs)
+            torch.autograd.grad(y, leaves, gy)
+            _sync()
+    else:
+        def step():
+            with torch.no_grad():
+                fn(**inputs)
+            _sync()
+    for _ in range(2):  # warm-up (and compilation) outside the timed rounds
+        step()
+    benchmark.pedantic(step, rounds=10 if DEVICE.type == "cpu" else 50, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,t", SHAPES, ids=lambda v: str(v))
+def test_adaptive_graph_conv(benchmark, impl, mode, dtype, n, t):
+    benchmark.group = f"adaptive_graph_conv {DEVICE.type} N={n} T={t} {str(dtype)[6:]} {mode}"
+    benchmark.extra_info.update(op="adaptive_graph_conv", impl=impl, n=n, t=t, mode=mode,
+                                dtype=str(dtype), device=DEVICE.type,
+                                flop=_agc_flop(n, t, backward=mode != "fwd"))
+    inputs = agc_inputs(n, t, dtype, requires_grad=mode != "fwd")
+    _bench(benchmark, _agc_fn(impl), inputs, backward=mode != "fwd")
+
+
+def _agc_flop(n, t, backward):
+    """2 x multiply-accumulates of one forward (the backward does about twice the forward)."""
+    per_position = K * CE * C * 2 + K * CE * V + K * C * V + K * C * C
+    fwd = 2 * per_position * n * t * V
+    return fwd * (3 if backward else 1)
+
+
+def gjl_inputs(m, dtype, requires_grad):
+    g = torch.Generator(device="cpu").manual_seed(torch.seed())
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(DEVICE, dtype).requires_grad_(requires_grad)
+
+    return dict(x=r(m, V, C), W_joint=r(V, C, D, scale=C ** -0.5), b_joint=r(V, D),
+                W_shared=r(C, D, scale=C ** -0.5), b_shared=r(D))
+
+
+def _gjl_fn(impl):
+    if impl == "released":
+        return lambda **a: released_icl_grouped(**a, lam=0.5)
+    if impl == "compiled":
+        if "gjl" not in _COMPILED:
+            _COMPILED["gjl"] = torch.compile(reference.grouped_joint_linear, mode="max-autotune-no-cudagraphs")
+        return _COMPILED["gjl"]
+    return lambda **a: ops.grouped_joint_linear(**a, lam=0.5, backend=impl)
+
+
+@pytest.mark.parametrize("impl", _impls())
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n,t", SHAPES, ids=lambda v: str(v))
+def test_grouped_joint_linear(benchmark, impl, mode, dtype, n, t):
+    m = n * t
+    benchmark.group = f"grouped_joint_linear {DEVICE.type} M={m} {str(dtype)[6:]} {mode}"
+    elem = torch.tensor([], dtype=dtype).element_size()
+    benchmark.extra_info.update(op="grouped_joint_linear", impl=impl, m=m, mode=mode, dtype=str(dtype),
+                                device=DEVICE.type,
+                                bytes=(m * V * (C + D)) * elem * (3 if mode != "fwd" else 1))
+    _bench(benchmark, _gjl_fn(impl), gjl_inputs(m, dtype, requires_grad=mode != "fwd"),
+           backward=mode != "fwd")
