@@ -1,0 +1,278 @@
+"""The Triton backend: custom ops ``posekernels::agc_*_triton`` / ``posekernels::jl_*_triton``.
+
+The four ops implement the schemas documented in :mod:`posekernels.ops._autograd` with the Triton
+kernels of :mod:`posekernels.ops._triton_kernels`; fake kernels and autograd are registered
+through :func:`_autograd.register_agc` / :func:`_autograd.register_jl`, exactly as for the compiled
+ops in :mod:`posekernels.ops._native`.
+
+The kernels run on CUDA tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` was set before
+triton was first imported (testing only: slow). Importing this module raises ImportError when
+triton is not installed; the dispatcher then treats the backend as unavailable.
+
+Pipeline of one adaptive graph convolution (N samples, K partitions):
+
+forward
+    1. ``agc_attention_fwd`` (grid N x K, only with attention): C = softmax(S / (Ce T)) and the
+       fp32 graph M = A + B + C, both (N, K, V, V).
+    2. ``agc_fwd`` (grid N x time tiles x Cout blocks): y = sum_k (W_k x) M_k + sum_k bias_k.
+backward
+    1. ``agc_bwd_graph`` (grid N x K, only with B or attention): gM = dL/dM per sample and
+       partition, and the softmax backward gS.
+    2. ``agc_bwd_x`` (grid N x time tiles x Cin blocks): grad x, graph and embedding terms.
+    3. ``agc_bwd_w`` (grid blocks x K x splits of N): partial grad W and grad bias, summed here.
+    4. ``agc_bwd_attw`` (grid blocks x K x splits of N, only with attention): partial grads of
+       theta_w, theta_b, phi_w, phi_b, summed here.
+"""
+import contextlib
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import triton  # noqa: F401  (an ImportError here means: backend unavailable)
+import triton.language as tl
+
+from . import _autograd
+from . import _triton_kernels as _k
+
+AGC_FORWARD = "posekernels::agc_forward_triton"
+AGC_BACKWARD = "posekernels::agc_backward_triton"
+JL_FORWARD = "posekernels::jl_forward_triton"
+JL_BACKWARD = "posekernels::jl_backward_triton"
+
+__all__ = ["adaptive_graph_conv", "joint_linear"]
+
+
+# ------------------------------------------------------------------------------------------------
+# launch parameters
+
+
+def _acc_torch(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _acc_tl(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: fp32 follows torch.get_float32_matmul_precision() ("highest":
+    3xTF32, close to fp32 accuracy; otherwise TF32). Ignored for 16-bit inputs."""
+    if dtype == torch.float64:
+        return "ieee"
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return "tf32x3"
+    return "tf32"
+
+
+def _pow2(n: int, lo: int, hi: Optional[int] = None) -> int:
+    b = max(lo, triton.next_power_of_2(n))
+    return b if hi is None else min(b, hi)
+
+
+def _tile(v: int) -> int:
+    """Positions per time tile (whole frames, FT = BJ // V of them)."""
+    return _pow2(v, 64)
+
+
+def _embed_block(ce: int) -> int:
+    return 16 if _k.INTERPRET else _pow2(ce, 16, 64)
+
+
+def _splits(n: int, programs: int, device: torch.device) -> Tuple[int, int]:
+    """(number of splits, items per split) of a reduction over n items for split-n kernels."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        want = max(1, (4 * sms) // max(1, programs))
+    else:
+        want = 2  # interpreter: exercise the split path on tiny inputs
+    per = triton.cdiv(n, max(1, min(n, want)))
+    return triton.cdiv(n, per), per
+
+
+def _device_guard(t: Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _or(t: Optional[Tensor], dummy: Tensor) -> Tensor:
+    return dummy if t is None else t
+
+
+def _c(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _static_graph(A: Tensor, B: Optional[Tensor], acc: torch.dtype) -> Tensor:
+    m = A.to(acc)
+    if B is not None:
+        m = m + B.to(acc)
+    return m.contiguous()
+
+
+# ------------------------------------------------------------------------------------------------
+# adaptive graph convolution
+
+
+@torch.library.custom_op(AGC_FORWARD, mutates_args=())
+def agc_forward_triton(x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
+                       B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
+                       phi_w: Optional[Tensor], phi_b: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    x, A, W, bias, B = x.contiguous(), A.contiguous(), W.contiguous(), _c(bias), _c(B)
+    theta_w, theta_b, phi_w, phi_b = _c(theta_w), _c(theta_b), _c(phi_w), _c(phi_b)
+    n, cin, t, v = x.shape
+    k, cout = W.shape[0], W.shape[1]
+    acc = _acc_torch(x.dtype)
+    meta = dict(BJ=_tile(v), ACC=_acc_tl(x.dtype), PREC=_precision(x.dtype))
+    tiles = triton.cdiv(t, meta["BJ"] // v)
+    y = x.new_empty((n, cout, t, v))
+    with _device_guard(x):
+        if theta_w is not None:
+            ce = theta_w.shape[1]
+            attn = x.new_empty((n, k, v, v))
+            M = torch.empty((n, k, v, v), dtype=acc, device=x.device)
+            _k.agc_attention_fwd[(n, k)](
+                x, theta_w, _or(theta_b, x), phi_w, _or(phi_b, x), A, _or(B, x), attn, M,
+                cin, ce, t, v, 1.0 / (ce * t), HAS_TB=theta_b is not None,
+                HAS_PB=phi_b is not None, HAS_B=B is not None, BE=_embed_block(ce),
+                BV=_pow2(v, 16), **meta)
+            s_mn = k * v * v
+        else:
+            attn = x.new_empty((0,))
+            M = _static_graph(A, B, acc)
+            s_mn = 0
+        _k.agc_fwd[lambda m: (n, tiles, triton.cdiv(cout, m["BO"]))](
+            x, W, M, _or(bias, x), y, k, cin, cout, t, v, s_mn, HAS_BIAS=bias is not None,
+            **meta)
+    return y, attn
+
+
+@torch.library.custom_op(AGC_BACKWARD, mutates_args=())
+def agc_backward_triton(grad_y: Tensor, x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
+                        B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
+                        phi_w: Optional[Tensor], phi_b: Optional[Tensor], attn: Tensor
+                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    g, x, A, W, attn = (grad_y.contiguous(), x.contiguous(), A.contiguous(), W.contiguous(),
+                        attn.contiguous())
+    bias, B, theta_w, theta_b, phi_w, phi_b = (_c(bias), _c(B), _c(theta_w), _c(theta_b),
+                                               _c(phi_w), _c(phi_b))
+    n, cin, t, v = x.shape
+    k, cout = W.shape[0], W.shape[1]
+    dtype, dev = x.dtype, x.device
+    acc = _acc_torch(dtype)
+    has_att = theta_w is not None
+    ce = theta_w.shape[1] if has_att else 1
+    be = _embed_block(ce)
+    scale = 1.0 / (ce * t)
+    meta = dict(BJ=_tile(v), ACC=_acc_tl(dtype), PREC=_precision(dtype))
+    tiles = triton.cdiv(t, meta["BJ"] // v)
+    empty = x.new_empty((0,))
+    dummy = torch.empty((1,), dtype=acc, device=dev)
+    static = _static_graph(A, B, acc)
+    if has_att:
+        M = (static.unsqueeze(0) + attn.to(acc)).contiguous()
+        s_mn = k * v * v
+    else:
+        M, s_mn = static, 0
+    with _device_guard(x):
+        gM = torch.empty((n, k, v, v), dtype=acc, device=dev) if B is not None else dummy
+        gS = torch.empty((n, k, v, v), dtype=acc, device=dev) if has_att else dummy
+        if B is not None or has_att:
+            _k.agc_bwd_graph[(n, k)](
+                g, x, W, attn if has_att else x, gM, gS, cin, cout, t, v,
+                STORE_GM=B is not None, HAS_ATT=has_att, BV=_pow2(v, 16), **meta)
+
+        gx = torch.empty_like(x)
+        _k.agc_bwd_x[lambda m: (n, tiles, triton.cdiv(cin, m["BC"]))](
+            g, x, W, M, _or(theta_w, x), _or(theta_b, x), _or(phi_w, x), _or(phi_b, x), gS, gx,
+            k, cin, cout, ce, t, v, s_mn, scale, HAS_ATT=has_att, HAS_TB=theta_b is not None,
+            HAS_PB=phi_b is not None, BE=be, **meta)
+
+        splits, per = _splits(n, triton.cdiv(cout, 64) * triton.cdiv(cin, 32) * k, dev)
+        gWp = torch.empty((splits, k, cout, cin), dtype=acc, device=dev)
+        gbp = torch.empty((splits, cout), dtype=acc, device=dev) if bias is not None else dummy
+        _k.agc_bwd_w[lambda m: (triton.cdiv(cout, m["BO"]) * triton.cdiv(cin, m["BC"]), k,
+                                splits)](
+            g, x, M, gWp, gbp, n, cin, cout, t, v, s_mn, per, HAS_BIAS=bias is not None, **meta)
+        gW = gWp.sum(0).to(dtype)
+        gbias = (gbp.sum(0).to(dtype).unsqueeze(0).expand(k, cout).contiguous()
+                 if bias is not None else empty)
+        gB = gM.sum(0).to(dtype) if B is not None else x.new_empty((0,))
+
+        if has_att:
+            splits, per = _splits(n, triton.cdiv(ce, be) * triton.cdiv(cin, 32) * k, dev)
+            gtwp = torch.empty((splits, k, ce, cin), dtype=acc, device=dev)
+            gpwp = torch.empty((splits, k, ce, cin), dtype=acc, device=dev)
+            gtbp = torch.empty((splits, k, ce), dtype=acc, device=dev) if theta_b is not None else dummy
+            gpbp = torch.empty((splits, k, ce), dtype=acc, device=dev) if phi_b is not None else dummy
+            _k.agc_bwd_attw[lambda m: (triton.cdiv(ce, be) * triton.cdiv(cin, m["BC"]), k,
+                                       splits)](
+                x, theta_w, _or(theta_b, x), phi_w, _or(phi_b, x), gS, gtwp, gpwp, gtbp, gpbp,
+                n, cin, ce, t, v, per, scale, HAS_TB=theta_b is not None,
+                HAS_PB=phi_b is not None, STORE_TB=theta_b is not None,
+                STORE_PB=phi_b is not None, BE=be, **meta)
+            gtw, gpw = gtwp.sum(0).to(dtype), gpwp.sum(0).to(dtype)
+            gtb = gtbp.sum(0).to(dtype) if theta_b is not None else x.new_empty((0,))
+            gpb = gpbp.sum(0).to(dtype) if phi_b is not None else x.new_empty((0,))
+        else:
+            gtw, gtb, gpw, gpb = (x.new_empty((0,)) for _ in range(4))
+    return gx, gW, gbias, gB, gtw, gtb, gpw, gpb
+
+
+# ------------------------------------------------------------------------------------------------
+# per-joint linear
+
+
+def _jl_block_d(d: int) -> int:
+    return _pow2(d, 16, 64)
+
+
+@torch.library.custom_op(JL_FORWARD, mutates_args=())
+def jl_forward_triton(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+    x, W, b = x.contiguous(), W.contiguous(), _c(b)
+    m, v, c = x.shape
+    d = W.shape[2]
+    bd = _jl_block_d(d)
+    y = x.new_empty((m, v, d))
+    with _device_guard(x):
+        _k.jl_fwd[lambda meta: (triton.cdiv(m, meta["BM"]), v, triton.cdiv(d, bd))](
+            x, W, _or(b, x), y, m, v, c, d, HAS_B=b is not None, BD=bd, ACC=_acc_tl(x.dtype),
+            PREC=_precision(x.dtype))
+    return y
+
+
+@torch.library.custom_op(JL_BACKWARD, mutates_args=())
+def jl_backward_triton(grad_y: Tensor, x: Tensor, W: Tensor,
+                       has_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    g, x, W = grad_y.contiguous(), x.contiguous(), W.contiguous()
+    m, v, c = x.shape
+    d = W.shape[2]
+    bd = _jl_block_d(d)
+    dtype, dev = x.dtype, x.device
+    acc = _acc_torch(dtype)
+    meta = dict(BD=bd, ACC=_acc_tl(dtype), PREC=_precision(dtype))
+    gx = torch.empty_like(x)
+    with _device_guard(x):
+        _k.jl_bwd_x[lambda mt: (triton.cdiv(m, mt["BM"]), v, triton.cdiv(c, mt["BC"]))](
+            g, W, gx, m, v, c, d, **meta)
+        splits, per = _splits(m, triton.cdiv(c, 32) * triton.cdiv(d, bd) * v, dev)
+        gWp = torch.empty((splits, v, c, d), dtype=acc, device=dev)
+        gbp = (torch.empty((splits, v, d), dtype=acc, device=dev) if has_bias
+               else torch.empty((1,), dtype=acc, device=dev))
+        _k.jl_bwd_w[lambda mt: (triton.cdiv(c, mt["BC"]) * triton.cdiv(d, bd), v, splits)](
+            g, x, gWp, gbp, m, v, c, d, per, HAS_B=has_bias, **meta)
+    gW = gWp.sum(0).to(dtype)
+    gb = gbp.sum(0).to(dtype) if has_bias else x.new_empty((0,))
+    return gx, gW, gb
+
+
+_autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
+_autograd.register_jl(JL_FORWARD, JL_BACKWARD)
+
+
+def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
+    return torch.ops.posekernels.agc_forward_triton(x, A, W, bias, B, theta_w, theta_b, phi_w,
+                                                   phi_b)[0]
+
+
+def joint_linear(x, W, b):
+    return torch.ops.posekernels.jl_forward_triton(x, W, b)
