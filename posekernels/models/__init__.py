@@ -1,0 +1,21 @@
+"""Graph-convolutional 3D pose lifting models built on :mod:`posekernels.ops`.
+
+* :class:`GLAGCN` -- the full GLA-GCN (sequence branch, strided modules, individually connected
+  layer) with its ablations and a causal variant; :func:`released_sagcn` -- the authors' released
+  single-frame model; :func:`load_official_checkpoint` -- their checkpoints in our modules.
+* Loss helpers for GLA-GCN's two training stages (:func:`glagcn_stage1_loss`,
+  :func:`glagcn_stage2_loss`) and :func:`mpjpe_loss`.
+"""
+from __future__ import annotations
+
+from .checkpoint import convert_official_state_dict, load_official_checkpoint, official_key_shapes
+from .glagcn import (GLAGCN, AGCNBlock, GraphUnit, JointHead, StridedModule, TemporalUnit,
+                     glagcn_global_loss, glagcn_local_loss, glagcn_stage1_loss, glagcn_stage2_loss,
+                     mpjpe_loss, released_sagcn, target_pose)
+
+__all__ = [
+    "GLAGCN", "released_sagcn", "load_official_checkpoint", "convert_official_state_dict",
+    "official_key_shapes", "GraphUnit", "TemporalUnit", "AGCNBlock", "StridedModule", "JointHead",
+    "mpjpe_loss", "target_pose", "glagcn_local_loss", "glagcn_global_loss", "glagcn_stage1_loss",
+    "glagcn_stage2_loss",
+]

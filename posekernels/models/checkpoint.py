@@ -1,0 +1,284 @@
+"""Load the GLA-GCN authors' released checkpoints into :func:`posekernels.models.released_sagcn`.
+
+Their files are ``torch.save`` dicts whose model entry is ``"model_pos"``, saved from a
+DataParallel wrapper (every key starts with ``"module."``). The released network (names as in
+their state dict, C channels, V joints, K = 3 partitions, Ce = C // 4)::
+
+    data_bn.*                                  BatchNorm1d(2V)
+    expand_gcn.gcn1.{conv_a,conv_b}.k.*        theta_k / phi_k, Conv2d(Cin, Ce, 1)
+    expand_gcn.gcn1.conv_d.k.*                 W_k, Conv2d(Cin, C, 1)
+    expand_gcn.gcn1.PA                         B (K, V, V)
+    expand_gcn.gcn1.down.{0,1}.*               graph-unit shortcut: Conv2d 1x1 + BatchNorm
+    expand_gcn.gcn1.bn.*                       graph-unit BatchNorm
+    expand_gcn.tcn1.{conv,bn}.*                temporal unit, Conv2d (9, 1) + BatchNorm
+    expand_gcn.residual.{conv,bn}.*            block shortcut, Conv2d 1x1 + BatchNorm
+    layers_tcngcn.{2i}.{gcn1,tcn1}.*           stage i, stride-1 block (identity shortcuts)
+    layers_tcngcn.{2i+1}.{gcn1,tcn1}.*         stage i, stride-3 block (no block shortcut)
+    fc.{weight,bias}                           Conv1d(C, 3, 1), the shared head
+
+The fixed partitions A are not stored: the model rebuilds them from the skeleton.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from ..skeletons import Skeleton, get_skeleton
+from .glagcn import GLAGCN, released_sagcn
+
+__all__ = ["load_official_checkpoint", "convert_official_state_dict", "official_key_shapes",
+           "read_official_state_dict"]
+
+_K = 3
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _bn(prefix: str, c: int) -> dict:
+    return {f"{prefix}.{n}": (() if n == "num_batches_tracked" else (c,)) for n in _BN}
+
+
+def _graph_unit_keys(prefix: str, cin: int, cout: int, v: int) -> dict:
+    ce = cout // 4 if cout // 4 >= 1 else 3
+    keys = {f"{prefix}.PA": (_K, v, v)}
+    for k in range(_K):
+        keys[f"{prefix}.conv_a.{k}.weight"] = (ce, cin, 1, 1)
+        keys[f"{prefix}.conv_a.{k}.bias"] = (ce,)
+    for k in range(_K):
+        keys[f"{prefix}.conv_b.{k}.weight"] = (ce, cin, 1, 1)
+        keys[f"{prefix}.conv_b.{k}.bias"] = (ce,)
+    for k in range(_K):
+        keys[f"{prefix}.conv_d.{k}.weight"] = (cout, cin, 1, 1)
+        keys[f"{prefix}.conv_d.{k}.bias"] = (cout,)
+    if cin != cout:
+        keys[f"{prefix}.down.0.weight"] = (cout, cin, 1, 1)
+        keys[f"{prefix}.down.0.bias"] = (cout,)
+        keys.update(_bn(f"{prefix}.down.1", cout))
+    keys.update(_bn(f"{prefix}.bn", cout))
+    return keys
+
+
+def _block_keys(prefix: str, cin: int, cout: int, v: int, residual_conv: bool) -> dict:
+    keys = _graph_unit_keys(f"{prefix}.gcn1", cin, cout, v)
+    keys[f"{prefix}.tcn1.conv.weight"] = (cout, cout, 9, 1)
+    keys[f"{prefix}.tcn1.conv.bias"] = (cout,)
+    keys.update(_bn(f"{prefix}.tcn1.bn", cout))
+    if residual_conv:
+        keys[f"{prefix}.residual.conv.weight"] = (cout, cin, 1, 1)
+        keys[f"{prefix}.residual.conv.bias"] = (cout,)
+        keys.update(_bn(f"{prefix}.residual.bn", cout))
+    return keys
+
+
+def official_key_shapes(receptive_field: int = 243, channels: int = 96, joints: int = 17) -> dict:
+    """Every key of the released model's state dict (without ``module.``) and its shape."""
+    stages = 0
+    t = receptive_field
+    while t > 1 and t % 3 == 0:
+        t //= 3
+        stages += 1
+    if t != 1 or stages < 1:
+        raise ValueError(f"receptive_field must be 3**k with k >= 1, got {receptive_field}")
+    c, v = channels, joints
+    keys = _bn("data_bn", 2 * v)
+    keys.update(_block_keys("expand_gcn", 2, c, v, residual_conv=True))
+    for i in range(2 * stages):
+        keys.update(_block_keys(f"layers_tcngcn.{i}", c, c, v, residual_conv=False))
+    keys["fc.weight"] = (3, c, 1)
+    keys["fc.bias"] = (3,)
+    return keys
+
+
+# ----------------------------------------------------------------------------- reading files
+def _allowed_global(name: str) -> bool:
+    return name.split(".")[0] == "numpy" or name == "argparse.Namespace"
+
+
+def _resolve_globals(names: list[str]) -> list:
+    out = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        out.append(getattr(importlib.import_module(module), attr))
+    if any(n.split(".")[0] == "numpy" for n in names):  # numpy arrays also rebuild their dtype class
+        dtypes = importlib.import_module("numpy.dtypes")
+        out.extend(getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType"))
+    return out
+
+
+def _torch_load(path, map_location):
+    """``torch.load(weights_only=True)``. Training checkpoints often also hold numpy objects (a
+    numpy RandomState, numpy scalars) or the run's ``argparse.Namespace``: those globals, and
+    only those, are allowed on a second attempt (still a weights-only load)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            raise exc
+        if not unsafe or not all(_allowed_global(n) for n in unsafe):
+            raise ValueError(f"{os.fspath(path)!r} holds objects that a weights-only load refuses "
+                             f"({', '.join(unsafe)}); convert it to a plain state dict first") from exc
+        with torch.serialization.safe_globals(_resolve_globals(unsafe)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def read_official_state_dict(path_or_state_dict, map_location="cpu") -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file or dict, with any ``module.`` prefix removed.
+
+    Accepts their training checkpoint (a dict with ``"model_pos"``), a bare state dict with or
+    without the ``module.`` prefix, or a path to either. Files are read with weights_only=True.
+    """
+    obj = path_or_state_dict
+    if isinstance(obj, (str, os.PathLike)):
+        obj = _torch_load(obj, map_location)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a checkpoint dict or a state dict, got {type(obj).__name__}")
+    if "model_pos" in obj:
+        obj = obj["model_pos"]
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"checkpoint entry 'model_pos' must be a state dict, got {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ValueError(f"state dict keys must be strings, got {key!r}")
+        name = key[len("module."):] if key.startswith("module.") else key
+        if not isinstance(value, Tensor):
+            raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor "
+                             "(is this a GLA-GCN checkpoint?)")
+        if name in out:
+            raise ValueError(f"state dict key {name!r} appears both with and without 'module.'")
+        out[name] = value
+    if not out:
+        raise ValueError("the state dict is empty")
+    return out
+
+
+# ----------------------------------------------------------------------------- conversion
+def _infer_layout(sd: Mapping[str, Tensor]) -> tuple[int, int, int]:
+    key = "expand_gcn.gcn1.conv_d.0.weight"
+    if key not in sd:
+        raise ValueError(f"missing key {key!r}: cannot infer the channel count (is this a released "
+                         "GLA-GCN S_AGCN checkpoint?)")
+    if sd[key].dim() != 4:
+        raise ValueError(f"key {key!r} has shape {tuple(sd[key].shape)}, expected (C, 2, 1, 1)")
+    channels = int(sd[key].shape[0])
+    key = "data_bn.weight"
+    if key not in sd:
+        raise ValueError(f"missing key {key!r}: cannot infer the joint count")
+    if sd[key].dim() != 1 or sd[key].shape[0] % 2:
+        raise ValueError(f"key {key!r} has shape {tuple(sd[key].shape)}, expected (2V,)")
+    joints = int(sd[key].shape[0]) // 2
+    layers = set()
+    for name in sd:
+        if name.startswith("layers_tcngcn."):
+            index = name.split(".")[1]
+            if not index.isdigit():
+                raise ValueError(f"unexpected key {name!r} in the checkpoint")
+            layers.add(int(index))
+    if not layers:
+        raise ValueError("no 'layers_tcngcn.*' keys: cannot infer the receptive field")
+    n = max(layers) + 1
+    if n % 2:
+        raise ValueError(f"found layers_tcngcn.0..{n - 1}: expected an even number of layers "
+                         f"(two per stage); missing key prefix 'layers_tcngcn.{n}.'")
+    return 3 ** (n // 2), channels, joints
+
+
+def convert_official_state_dict(state_dict, skeleton: str | Skeleton = "h36m17"):
+    """Map a released state dict onto :func:`released_sagcn`'s parameter names.
+
+    Returns ``(our_state_dict, receptive_field, channels)``. Raises ValueError naming the first
+    unknown, missing or mis-shaped key, or a joint count that does not fit ``skeleton``.
+    """
+    sd = read_official_state_dict(state_dict)
+    sk = get_skeleton(skeleton)
+    receptive_field, channels, joints = _infer_layout(sd)
+    if joints != sk.num_joints:
+        raise ValueError(f"key 'data_bn.weight' has shape {tuple(sd['data_bn.weight'].shape)}: the "
+                         f"checkpoint is for {joints} joints but skeleton {sk.name!r} has "
+                         f"{sk.num_joints} (expected shape ({2 * sk.num_joints},)); pass the "
+                         "matching skeleton (for example 'humaneva15' for 15 joints)")
+    expected = official_key_shapes(receptive_field, channels, joints)
+    unknown = [k for k in sd if k not in expected]
+    if unknown:
+        raise ValueError(f"unexpected key {unknown[0]!r} in the checkpoint"
+                         + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                         + f"; a T={receptive_field}, C={channels} released model has no such key")
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r} in the checkpoint"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    for key, shape in expected.items():
+        if tuple(sd[key].shape) != shape:
+            raise ValueError(f"key {key!r} has shape {tuple(sd[key].shape)}, expected {shape} "
+                             f"(T={receptive_field}, C={channels}, V={joints})")
+
+    out: dict[str, Tensor] = {}
+
+    def bn(src: str, dst: str) -> None:
+        for n in _BN:
+            out[f"{dst}.{n}"] = sd[f"{src}.{n}"]
+
+    def graph_unit(src: str, dst: str, has_down: bool) -> None:
+        out[f"{dst}.B"] = sd[f"{src}.PA"]
+        for ours, theirs in (("theta", "conv_a"), ("phi", "conv_b")):
+            out[f"{dst}.{ours}_w"] = torch.stack(
+                [sd[f"{src}.{theirs}.{k}.weight"][:, :, 0, 0] for k in range(_K)])
+            out[f"{dst}.{ours}_b"] = torch.stack([sd[f"{src}.{theirs}.{k}.bias"] for k in range(_K)])
+        out[f"{dst}.W"] = torch.stack([sd[f"{src}.conv_d.{k}.weight"][:, :, 0, 0] for k in range(_K)])
+        out[f"{dst}.bias"] = torch.stack([sd[f"{src}.conv_d.{k}.bias"] for k in range(_K)])
+        if has_down:
+            out[f"{dst}.shortcut.conv.weight"] = sd[f"{src}.down.0.weight"]
+            out[f"{dst}.shortcut.conv.bias"] = sd[f"{src}.down.0.bias"]
+            bn(f"{src}.down.1", f"{dst}.shortcut.bn")
+        bn(f"{src}.bn", f"{dst}.bn")
+
+    def block(src: str, dst: str, first: bool) -> None:
+        graph_unit(f"{src}.gcn1", f"{dst}.gcn", has_down=first)
+        out[f"{dst}.tcn.conv.weight"] = sd[f"{src}.tcn1.conv.weight"]
+        out[f"{dst}.tcn.conv.bias"] = sd[f"{src}.tcn1.conv.bias"]
+        bn(f"{src}.tcn1.bn", f"{dst}.tcn.bn")
+        if first:
+            out[f"{dst}.residual.conv.weight"] = sd[f"{src}.residual.conv.weight"]
+            out[f"{dst}.residual.conv.bias"] = sd[f"{src}.residual.conv.bias"]
+            bn(f"{src}.residual.bn", f"{dst}.residual.bn")
+
+    bn("data_bn", "data_bn")
+    block("expand_gcn", "expand", first=True)
+    stages = 0
+    t = receptive_field
+    while t > 1:
+        t //= 3
+        stages += 1
+    for i in range(stages):
+        block(f"layers_tcngcn.{2 * i}", f"stages.{i}.block1", first=False)
+        block(f"layers_tcngcn.{2 * i + 1}", f"stages.{i}.block2", first=False)
+    out["head.W_shared"] = sd["fc.weight"][:, :, 0].t()
+    out["head.b_shared"] = sd["fc.bias"]
+    return out, receptive_field, channels
+
+
+def load_official_checkpoint(path_or_state_dict, skeleton: str | Skeleton = "h36m17",
+                             map_location="cpu") -> GLAGCN:
+    """Build :func:`released_sagcn` from the authors' checkpoint and return it in eval mode.
+
+    ``path_or_state_dict``: a file path (read with ``torch.load(weights_only=True)``), their
+    checkpoint dict (model under ``"model_pos"``), or a bare state dict, with or without the
+    ``module.`` prefix. The receptive field (3 ** (number of layers_tcngcn / 2)) and the channel
+    count are inferred from the keys; ``skeleton`` must have the checkpoint's joint count
+    (``"h36m17"`` or ``"humaneva15"`` for the released files). Unknown, missing or mis-shaped
+    keys raise ValueError naming the key.
+    """
+    sk = get_skeleton(skeleton)
+    sd = read_official_state_dict(path_or_state_dict, map_location=map_location)
+    ours, receptive_field, channels = convert_official_state_dict(sd, sk)
+    model = released_sagcn(receptive_field=receptive_field, channels=channels, skeleton=sk)
+    result = model.load_state_dict(ours, strict=True)
+    if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict raises first
+        raise ValueError(f"internal mapping error: {result}")
+    return model.eval()

@@ -1,0 +1,515 @@
+"""GLA-GCN (Yu et al., ICCV 2023): global-local adaptive graph convolution for 3D pose lifting.
+
+Building blocks (all graph work goes through :func:`posekernels.ops.adaptive_graph_conv`, all
+per-joint output layers through :func:`posekernels.ops.grouped_joint_linear`):
+
+* :class:`GraphUnit` -- adaptive graph convolution (fixed partitions A, learned B, attention C)
+  + BatchNorm + dropout + shortcut + ReLU.
+* :class:`TemporalUnit` -- the 9-tap temporal convolution (optionally strided, optionally
+  causal) + BatchNorm.
+* :class:`AGCNBlock` -- ``ReLU(temporal(graph(x)) + shortcut(x))``.
+* :class:`StridedModule` -- two blocks (the second with stride 3) with a residual around them
+  that samples one frame in three.
+* :class:`JointHead` -- the output layers: ``"icl"`` (individually connected layer: per-joint and
+  shared weights blended by lambda), ``"shared"`` (one weight for all joints, the released head)
+  and ``"fc"`` (a fully connected layer on the flattened features).
+* :class:`GLAGCN` -- the paper's full model and its ablations; :func:`released_sagcn` -- the
+  authors' released single-frame model.
+
+The mpjpe-style loss helpers for the paper's two training stages live here too.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import ops
+from ..skeletons import Skeleton, get_skeleton
+
+__all__ = [
+    "GraphUnit", "TemporalUnit", "AGCNBlock", "StridedModule", "JointHead", "GLAGCN",
+    "released_sagcn", "mpjpe_loss", "target_pose", "glagcn_local_loss", "glagcn_global_loss",
+    "glagcn_stage1_loss", "glagcn_stage2_loss", "check_pose_input",
+]
+
+TEMPORAL_KERNEL = 9
+STRIDE = 3
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_pose_input(x, *, joints: int, coords: int, skeleton: str, window: int | None = None,
+                     layout: str) -> None:
+    """Shape, dtype and value checks for a model input; raises ValueError/TypeError naming what
+    was expected. ``layout`` describes the expected shape, e.g. ``"(N, T, V, 2)"``. The NaN/inf
+    check is skipped while torch.compile traces and is queued asynchronously on CUDA."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor of shape {layout}, got dtype {x.dtype}")
+    ndim = 4 if window is not None else 3
+    expected = (["N"] + ([str(window)] if window is not None else []) + [str(joints), str(coords)])
+    expected_txt = "(" + ", ".join(expected) + ")"
+    if x.dim() != ndim:
+        raise ValueError(f"input must have shape {layout} = {expected_txt} ({ndim} dimensions), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"input must hold at least one sample, got shape {tuple(x.shape)}")
+    if window is not None and x.shape[1] != window:
+        raise ValueError(f"input window has {x.shape[1]} frames but the model's receptive field is "
+                         f"{window}: expected shape {expected_txt}, got {tuple(x.shape)}")
+    if x.shape[-2] != joints:
+        raise ValueError(f"input has {x.shape[-2]} joints but skeleton {skeleton!r} has {joints}: "
+                         f"expected shape {expected_txt}, got {tuple(x.shape)}")
+    if x.shape[-1] != coords:
+        raise ValueError(f"input's last dimension must be {coords} (coordinates per joint): "
+                         f"expected shape {expected_txt}, got {tuple(x.shape)}")
+    if torch.compiler.is_compiling():
+        return
+    if x.device.type == "cpu":
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input contains NaN or inf; every coordinate must be finite")
+    else:
+        torch._assert_async(torch.isfinite(x).all(), "input contains NaN or inf; every "
+                            "coordinate must be finite")
+
+
+# ----------------------------------------------------------------------------- units
+def _kaiming_fan_out_(w: Tensor) -> None:
+    nn.init.kaiming_normal_(w, mode="fan_out")
+
+
+class ConvBN(nn.Module):
+    """1x1 convolution + BatchNorm (the graph unit's shortcut when channels change)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+        self.bn = nn.BatchNorm2d(out_channels)
+        _kaiming_fan_out_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+
+class GraphUnit(nn.Module):
+    """Adaptive graph convolution + BatchNorm + dropout + shortcut + ReLU.
+
+    ``y = ReLU(dropout(BN(sum_k W_k (x (A_k + B_k + C_k)))) + shortcut(x))`` where the sum is
+    :func:`posekernels.ops.adaptive_graph_conv`. ``adaptive=False`` drops B, ``attention=False``
+    drops the data-dependent C (together: an ST-GCN graph unit). The attention embedding width
+    is ``out_channels // 4`` (3 when that is 0). The shortcut is the identity when the channel
+    count is unchanged, else a 1x1 convolution + BatchNorm.
+
+    Parameters: ``A`` (buffer, not saved) the (K, V, V) partitions; ``W`` (K, Cout, Cin) and
+    ``bias`` (K, Cout) the per-partition channel mixes; ``B`` (K, V, V); ``theta_w``/``phi_w``
+    (K, Ce, Cin) with biases (K, Ce).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, A: Tensor, adaptive: bool = True,
+                 attention: bool = True, dropout: float = 0.1):
+        super().__init__()
+        k, v, _ = A.shape
+        self.in_channels, self.out_channels = in_channels, out_channels
+        # the constant graph: a non-saved buffer, rebuilt from an exact float64 copy whenever the
+        # module changes dtype/device (so model.double() gets 1/3, not float32's 1/3)
+        self._A_exact = A.detach().to("cpu", torch.float64).clone()
+        self.register_buffer("A", A.detach().to(torch.float32).clone(), persistent=False)
+        self.W = nn.Parameter(torch.empty(k, out_channels, in_channels))
+        self.bias = nn.Parameter(torch.zeros(k, out_channels))
+        nn.init.normal_(self.W, 0.0, math.sqrt(2.0 / (out_channels * in_channels * k)))
+        if adaptive:
+            self.B = nn.Parameter(torch.full((k, v, v), 1e-6))
+        else:
+            self.register_parameter("B", None)
+        if attention:
+            ce = out_channels // 4
+            if ce < 1:
+                ce = 3
+            self.embed_channels = ce
+            std = math.sqrt(2.0 / ce)  # Kaiming normal, fan_out of a (Ce, Cin, 1, 1) convolution
+            self.theta_w = nn.Parameter(torch.randn(k, ce, in_channels) * std)
+            self.theta_b = nn.Parameter(torch.zeros(k, ce))
+            self.phi_w = nn.Parameter(torch.randn(k, ce, in_channels) * std)
+            self.phi_b = nn.Parameter(torch.zeros(k, ce))
+        else:
+            self.embed_channels = 0
+            for name in ("theta_w", "theta_b", "phi_w", "phi_b"):
+                self.register_parameter(name, None)
+        self.bn = nn.BatchNorm2d(out_channels)
+        nn.init.constant_(self.bn.weight, 1e-6)
+        self.drop = nn.Dropout(dropout)
+        self.shortcut = ConvBN(in_channels, out_channels) if in_channels != out_channels else None
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.A = self._A_exact.to(device=self.A.device, dtype=self.A.dtype)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = ops.adaptive_graph_conv(x, self.A, self.W, self.bias, self.B, self.theta_w,
+                                    self.theta_b, self.phi_w, self.phi_b)
+        y = self.drop(self.bn(y))
+        y = y + (x if self.shortcut is None else self.shortcut(x))
+        return F.relu(y)
+
+
+class TemporalUnit(nn.Module):
+    """Temporal convolution with kernel (k, 1) and stride (s, 1), then BatchNorm (no ReLU).
+
+    Centred (default): zero padding (k - 1) / 2 on both sides; output frame i is centred on input
+    frame s * i. Causal: the window is shifted so output frame i ends on input frame
+    s * i + s - 1 (the last frame of its group) and never sees a later frame: k - s frames of
+    zero padding on the left (or, when k < s, the first s - k frames are skipped).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = TEMPORAL_KERNEL,
+                 stride: int = 1, causal: bool = False):
+        super().__init__()
+        self.kernel, self.stride, self.causal = kernel, stride, causal
+        pad = 0 if causal else (kernel - 1) // 2
+        self.conv = nn.Conv2d(in_channels, out_channels, (kernel, 1), stride=(stride, 1),
+                              padding=(pad, 0))
+        self.bn = nn.BatchNorm2d(out_channels)
+        _kaiming_fan_out_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.causal:
+            left = self.kernel - self.stride
+            if left > 0:
+                x = F.pad(x, (0, 0, left, 0))
+            elif left < 0:
+                x = x[:, :, -left:]
+        return self.bn(self.conv(x))
+
+
+class AGCNBlock(nn.Module):
+    """``ReLU(temporal(graph(x)) + shortcut(x))``.
+
+    The block shortcut is the identity when channels and stride are unchanged, a 1x1 (strided)
+    convolution + BatchNorm otherwise, and absent with ``residual=False``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, A: Tensor, stride: int = 1,
+                 residual: bool = True, causal: bool = False, adaptive: bool = True,
+                 attention: bool = True, kernel: int = TEMPORAL_KERNEL):
+        super().__init__()
+        self.gcn = GraphUnit(in_channels, out_channels, A, adaptive=adaptive, attention=attention)
+        self.tcn = TemporalUnit(out_channels, out_channels, kernel, stride, causal)
+        if not residual:
+            self.residual_mode = "none"
+            self.residual = None
+        elif in_channels == out_channels and stride == 1:
+            self.residual_mode = "identity"
+            self.residual = None
+        else:
+            self.residual_mode = "conv"
+            self.residual = TemporalUnit(in_channels, out_channels, 1, stride, causal)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.tcn(self.gcn(x))
+        if self.residual_mode == "identity":
+            y = y + x
+        elif self.residual_mode == "conv":
+            y = y + self.residual(x)
+        return F.relu(y)
+
+
+class StridedModule(nn.Module):
+    """One temporal stage: the window shrinks by 3.
+
+    ``r + dropout(block2(dropout(block1(x))))`` where block1 is a stride-1 block with its
+    shortcut and block2 a stride-3 block without one; ``r`` keeps one frame in three: frames
+    1, 4, 7, ... (the centre of each group; the released arrangement, whose strided convolution
+    output i is centred on frame 3i) or, causal, frames 2, 5, 8, ... (the last of each group).
+    ``temporal="avgpool"`` (ablation): block2 runs at stride 1 and a 3-frame average pooling
+    (stride 3) shrinks the window instead of the strided convolution.
+    """
+
+    def __init__(self, channels: int, A: Tensor, causal: bool = False, temporal: str = "strided",
+                 dropout: float = 0.1, adaptive: bool = True, attention: bool = True):
+        super().__init__()
+        self.pool = temporal == "avgpool"
+        kw = dict(causal=causal, adaptive=adaptive, attention=attention)
+        self.block1 = AGCNBlock(channels, channels, A, stride=1, residual=True, **kw)
+        self.block2 = AGCNBlock(channels, channels, A, stride=1 if self.pool else STRIDE,
+                                residual=False, **kw)
+        self.drop = nn.Dropout(dropout)
+        self.offset = STRIDE - 1 if causal else STRIDE // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = x[:, :, self.offset::STRIDE]
+        y = self.drop(self.block1(x))
+        y = self.drop(self.block2(y))
+        if self.pool:
+            y = F.avg_pool2d(y, (STRIDE, 1), stride=(STRIDE, 1))
+        return r + y
+
+
+class JointHead(nn.Module):
+    """Per-joint output layer on features (..., V, C) -> (..., V, out).
+
+    * ``"icl"``: the individually connected layer, ``lam * (v_i W_i + b_i) + (1 - lam) *
+      (v_i W_s + b_s)`` (per-joint ``W_joint`` (V, C, out) and shared ``W_shared`` (C, out));
+    * ``"shared"``: ``v_i W_s + b_s`` only (the released Conv1d(C, out, 1) head);
+    * ``"fc"``: one fully connected layer on the flattened (V * C) features to V * out.
+
+    Weights start like PyTorch's default Linear initialisation (uniform, bound 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, kind: str, channels: int, joints: int, out_features: int = 3,
+                 lam: float = 0.5):
+        super().__init__()
+        if kind not in ("icl", "shared", "fc"):
+            raise ValueError(f"head must be 'icl', 'shared' or 'fc', got {kind!r}")
+        self.kind, self.joints, self.out_features, self.lam = kind, joints, out_features, float(lam)
+        fan_in = channels * joints if kind == "fc" else channels
+        bound = 1.0 / math.sqrt(fan_in)
+
+        def uniform(*shape):
+            return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+        if kind == "icl":
+            self.W_joint = uniform(joints, channels, out_features)
+            self.b_joint = uniform(joints, out_features)
+        else:
+            self.register_parameter("W_joint", None)
+            self.register_parameter("b_joint", None)
+        if kind == "fc":
+            self.W_shared = uniform(joints * channels, joints * out_features)
+            self.b_shared = uniform(joints * out_features)
+        else:
+            self.W_shared = uniform(channels, out_features)
+            self.b_shared = uniform(out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "fc":
+            lead = x.shape[:-2]
+            flat = x.reshape(*lead, 1, x.shape[-2] * x.shape[-1])
+            y = ops.grouped_joint_linear(flat, None, None, self.W_shared, self.b_shared)
+            return y.reshape(*lead, self.joints, self.out_features)
+        return ops.grouped_joint_linear(x, self.W_joint, self.b_joint, self.W_shared,
+                                        self.b_shared, self.lam)
+
+
+# ----------------------------------------------------------------------------- the model
+def _stages_for(receptive_field) -> int:
+    if isinstance(receptive_field, bool) or not isinstance(receptive_field, int):
+        raise ValueError(f"receptive_field must be an int 3**k (k >= 1), got {receptive_field!r}")
+    k, t = 0, receptive_field
+    while t > 1 and t % 3 == 0:
+        t //= 3
+        k += 1
+    if t != 1 or k < 1:
+        raise ValueError(f"receptive_field must be 3**k with k >= 1 (3, 9, 27, 81, 243, ...), "
+                         f"got {receptive_field}")
+    return k
+
+
+class GLAGCN(nn.Module):
+    """GLA-GCN: global-local adaptive GCN lifting a 2D window to the 3D pose of one frame.
+
+    ``forward(x)`` takes normalised 2D keypoints ``x`` (N, T, V, 2) with T = ``receptive_field``
+    and returns the 3D pose (N, 1, V, 3) of the window's centre frame (index (T - 1) / 2), or of
+    its last frame when ``causal=True``. ``forward(x, return_sequence=True)`` returns
+    ``(pose, sequence)`` where ``sequence`` (N, T, V, 3) is the global branch's reconstruction of
+    the whole 3D pose sequence (``sequence_branch=True`` only).
+
+    Arrangement (T = 3**k, C = ``channels``, V joints, K = 3 partitions)::
+
+        x (N, T, V, 2) -> channels in joint*2 + coordinate order -> BatchNorm1d(2V)
+          -> (N, 2, T, V) -> expand: AGCN block 2 -> C (graph shortcut 1x1 conv + BN,
+                                      block shortcut 1x1 conv + BN)
+          -> global branch (sequence_branch=True): ``global_blocks`` (default 4) AGCN blocks
+             C -> C at stride 1, each followed by dropout; the features (N, C, T, V) give the
+             sequence reconstruction through a shared per-joint projection C -> 3
+             (``sequence_head``, grouped_joint_linear with one shared weight)
+          -> k strided modules (each: stride-1 block with shortcut, stride-3 block without,
+             residual sampling one frame in three): (N, C, T, V) -> (N, C, 1, V)
+          -> head on each joint's C-vector: "icl" lam * (v_i W_i + b_i) + (1 - lam) * (v_i W_s
+             + b_s), or "shared", or "fc" -> (N, 1, V, 3)
+
+    Parameter count at T = 243, C = 96, h36m17 (K = 3, V = 17): data BatchNorm 68; expand block
+    86,547; each C -> C block 126,195 (graph unit 42,963 incl. B = 867; temporal unit 83,232);
+    4 global blocks 504,780; sequence projection 291; 5 strided modules (10 blocks) 1,261,950;
+    individually connected layer 5,238 (per-joint 17 x (96 x 3 + 3) = 4,947, shared 291).
+    Total **1,858,874**: 1.1 % below the paper's 1.88M (its "1.35M without" is this model with
+    ``sequence_branch=False``: 1,353,803). Why four global blocks: the released single-frame
+    model (1,348,856) is the strided branch alone, so the sequence branch must add about
+    0.53M; one C -> C block is 0.126M, so 4 blocks plus the two small heads give 1.859M (within
+    1.2 %), while 3 blocks (1.733M, -7.8 %) or 5 blocks (1.985M, +5.6 %) miss the published
+    figure. The global blocks run at stride 1 over the whole window (their output is the
+    sequence feature F(C, T, V)), the projection to 3D is shared by all joints and frames (a 1x1
+    convolution, like the released head), and lambda is a fixed hyper-parameter (not learned).
+
+    Options:
+
+    * ``causal=True``: every temporal convolution is shifted to end on the current frame (zero
+      padding on the left only) and the strided modules' residual keeps the last frame of each
+      group of three, so the output is the window's last frame and the sequence features of
+      frame t use no later frame through any convolution. (The attention term of the adaptive
+      graph sums over the whole window by design, so with ``block="agcn"`` a reconstructed
+      sequence frame may see later frames of the same window; the output pose, the last frame,
+      never sees beyond the window.)
+    * ``block="stgcn"``: graph units without B and without attention (ST-GCN ablation).
+    * ``temporal="avgpool"``: each strided module's stride-3 convolution becomes a stride-1
+      block followed by 3-frame average pooling (ablation of the strided design; same
+      parameter count).
+    * ``head="fc"``: a fully connected layer on the flattened (V * C) features; ``"shared"``:
+      one shared C -> 3 layer for all joints (the released head).
+    * ``global_blocks`` (keyword only): the number of C -> C blocks in the global branch.
+
+    Any receptive field 3**k (k >= 1) and any skeleton of :mod:`posekernels.skeletons` (or a
+    :class:`~posekernels.skeletons.Skeleton`).
+    """
+
+    def __init__(self, receptive_field: int = 243, channels: int = 96,
+                 skeleton: str | Skeleton = "h36m17", sequence_branch: bool = True,
+                 head: str = "icl", lam: float = 0.5, causal: bool = False, block: str = "agcn",
+                 temporal: str = "strided", dropout: float = 0.1, *, global_blocks: int = 4):
+        super().__init__()
+        stages = _stages_for(receptive_field)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if head not in ("icl", "shared", "fc"):
+            raise ValueError(f"head must be 'icl', 'shared' or 'fc', got {head!r}")
+        if block not in ("agcn", "stgcn"):
+            raise ValueError(f"block must be 'agcn' or 'stgcn', got {block!r}")
+        if temporal not in ("strided", "avgpool"):
+            raise ValueError(f"temporal must be 'strided' or 'avgpool', got {temporal!r}")
+        if not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if isinstance(global_blocks, bool) or not isinstance(global_blocks, int) or global_blocks < 0:
+            raise ValueError(f"global_blocks must be a non-negative int, got {global_blocks!r}")
+        sk = get_skeleton(skeleton)
+        self.skeleton = sk
+        self.receptive_field = receptive_field
+        self.channels = channels
+        self.num_joints = v = sk.num_joints
+        self.causal = bool(causal)
+        self.sequence_branch = bool(sequence_branch)
+        self.head_kind, self.block_kind, self.temporal_kind = head, block, temporal
+        self.target_index = receptive_field - 1 if causal else (receptive_field - 1) // 2
+        adaptive = attention = block == "agcn"
+        kw = dict(causal=self.causal, adaptive=adaptive, attention=attention)
+        A = sk.partitions(torch.float64)
+
+        self.data_bn = nn.BatchNorm1d(2 * v)
+        self.expand = AGCNBlock(2, channels, A, stride=1, residual=True, **kw)
+        self.global_blocks = nn.ModuleList(
+            [AGCNBlock(channels, channels, A, stride=1, residual=True, **kw)
+             for _ in range(global_blocks if sequence_branch else 0)])
+        self.sequence_head = JointHead("shared", channels, v) if sequence_branch else None
+        self.stages = nn.ModuleList(
+            [StridedModule(channels, A, temporal=temporal, dropout=dropout, **kw)
+             for _ in range(stages)])
+        self.head = JointHead(head, channels, v, lam=lam)
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def lam(self) -> float:
+        return self.head.lam
+
+    def check_input(self, x: Tensor) -> None:
+        check_pose_input(x, joints=self.num_joints, coords=2, skeleton=self.skeleton.name,
+                         window=self.receptive_field, layout="(N, T, V, 2)")
+
+    def features(self, x: Tensor) -> Tensor:
+        """Normalised input (N, T, V, 2) -> expand-block features (N, C, T, V)."""
+        n, t, v, c = x.shape
+        h = x.permute(0, 2, 3, 1).reshape(n, v * c, t)  # channel = joint * 2 + coordinate
+        h = self.data_bn(h)
+        h = h.reshape(n, v, c, t).permute(0, 2, 3, 1)
+        return self.expand(h)
+
+    def forward(self, x: Tensor, return_sequence: bool = False):
+        self.check_input(x)
+        if return_sequence and not self.sequence_branch:
+            raise ValueError("return_sequence=True needs the sequence branch; this model was built "
+                             "with sequence_branch=False")
+        h = self.features(x)
+        sequence = None
+        if self.sequence_branch:
+            for blk in self.global_blocks:
+                h = self.drop(blk(h))
+            if return_sequence:
+                sequence = self.sequence_head(h.permute(0, 2, 3, 1))  # (N, T, V, 3)
+        for stage in self.stages:
+            h = stage(h)
+        pose = self.head(h[:, :, 0].transpose(1, 2)).unsqueeze(1)  # (N, 1, V, 3)
+        if return_sequence:
+            return pose, sequence
+        return pose
+
+    def loss(self, x: Tensor, target_sequence: Tensor, stage: int = 1) -> Tensor:
+        """The paper's training loss on a batch: stage 1 ``L_global + L_local`` (needs the
+        sequence branch), stage 2 ``L_local``. ``target_sequence`` (N, T, V, 3) holds the 3D
+        targets of every frame of the window (root-relative, metres)."""
+        if stage == 1:
+            pose, sequence = self.forward(x, return_sequence=True)
+            return glagcn_stage1_loss(pose, sequence, target_sequence, causal=self.causal)
+        if stage == 2:
+            pose = self.forward(x)
+            return glagcn_stage2_loss(pose, target_pose(target_sequence, causal=self.causal))
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def released_sagcn(receptive_field: int = 243, channels: int = 96,
+                   skeleton: str | Skeleton = "h36m17") -> GLAGCN:
+    """The authors' released single-frame strided AGCN: no sequence branch, one shared C -> 3 head.
+
+    Built from the same blocks as :class:`GLAGCN` (``sequence_branch=False, head="shared"``).
+    Parameter counts at C = 96: 844,076 / 1,096,466 / 1,348,856 (h36m17, T = 27 / 81 / 243),
+    842,724 / 1,094,730 / 1,346,736 (humaneva15). Load the authors' weights with
+    :func:`posekernels.models.load_official_checkpoint`.
+    """
+    return GLAGCN(receptive_field=receptive_field, channels=channels, skeleton=skeleton,
+                  sequence_branch=False, head="shared", causal=False, block="agcn",
+                  temporal="strided", dropout=0.1)
+
+
+# ----------------------------------------------------------------------------- losses
+def mpjpe_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean per-joint position error: mean Euclidean distance over the last axis (differentiable)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must "
+                         "have the same shape")
+    return torch.linalg.vector_norm(pred - target, dim=-1).mean()
+
+
+def target_pose(target_sequence: Tensor, causal: bool = False) -> Tensor:
+    """The frame a GLA-GCN window predicts: (N, T, V, 3) -> (N, 1, V, 3), the centre frame
+    (T - 1) / 2, or the last frame when ``causal``."""
+    if target_sequence.dim() != 4:
+        raise ValueError(f"target_sequence must have shape (N, T, V, 3), got {tuple(target_sequence.shape)}")
+    t = target_sequence.shape[1]
+    i = t - 1 if causal else (t - 1) // 2
+    return target_sequence[:, i:i + 1]
+
+
+def glagcn_local_loss(pose: Tensor, target: Tensor) -> Tensor:
+    """L_local: MPJPE of the predicted frame; ``pose`` and ``target`` (N, 1, V, 3)."""
+    return mpjpe_loss(pose, target)
+
+
+def glagcn_global_loss(sequence: Tensor, target_sequence: Tensor) -> Tensor:
+    """L_global: MPJPE over all frames and joints of the reconstructed sequence (N, T, V, 3)."""
+    return mpjpe_loss(sequence, target_sequence)
+
+
+def glagcn_stage1_loss(pose: Tensor, sequence: Tensor, target_sequence: Tensor,
+                       causal: bool = False) -> Tensor:
+    """Stage 1 of the paper's training: ``L_global + L_local``."""
+    return (glagcn_global_loss(sequence, target_sequence)
+            + glagcn_local_loss(pose, target_pose(target_sequence, causal)))
+
+
+def glagcn_stage2_loss(pose: Tensor, target: Tensor) -> Tensor:
+    """Stage 2 of the paper's training: ``L_local`` alone; ``target`` (N, 1, V, 3)."""
+    return glagcn_local_loss(pose, target)
