@@ -1,0 +1,467 @@
+// Fused adaptive graph convolution on the CPU: forward and backward.
+//
+// Per sample n (x_n viewed as X (Cin, T*V), or equivalently (Cin*T, V)):
+//   TP    = [theta_w; phi_w] (2*K*Ce, Cin) @ X + [theta_b; phi_b]      (only with attention)
+//   S_k   = Theta_k^T Phi_k / (Ce*T), Theta_k, Phi_k viewed (Ce*T, V)  -> (V, V)
+//   C_k   = softmax over v (the rows) of S_k; M_k = A_k + B_k + C_k
+//   Z     = [X @ M_0; ...; X @ M_{K-1}]                                 (K*Cin, T*V)
+//   y_n   = Wcat (Cout, K*Cin) @ Z + sum_k bias[k]                      one GEMM for all K
+// The samples are split into one chunk per thread; each chunk works in its own scratch (Z, TP,
+// M, ...), so no (N, K, Cin, T, V) intermediate is ever allocated, and accumulates its own
+// partial weight gradients, summed at the end. The backward recomputes TP (and Z) per sample
+// instead of saving them; the softmax term comes from the forward's `attn` output.
+#include "cpu/gemm.h"
+#include "cpu/kernels.h"
+#include "cpu/parallel.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace posekernels::cpu {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+struct Sizes {
+  int64_t N, C, T, V, K, O, E;  // E = Ce, 0 without attention
+  int64_t TV() const { return T * V; }
+  int64_t VV() const { return V * V; }
+  int64_t KC() const { return K * C; }
+  int64_t KE2() const { return 2 * K * E; }  // rows of the stacked theta/phi embedding
+};
+
+Sizes sizes_of(const at::Tensor& x, const at::Tensor& W, const OptTensor& theta_w) {
+  Sizes s{};
+  s.N = x.size(0);
+  s.C = x.size(1);
+  s.T = x.size(2);
+  s.V = x.size(3);
+  s.K = W.size(0);
+  s.O = W.size(1);
+  s.E = theta_w.has_value() ? theta_w->size(1) : 0;
+  return s;
+}
+
+// Operands shared by every sample, prepared once per call (all small).
+struct Prepared {
+  at::Tensor M;         // (K, V, V): A + B
+  at::Tensor Wcat;      // (Cout, K*Cin): W[k, o, c] stored at [o, k*Cin + c]
+  at::Tensor bias_sum;  // (Cout,) = sum_k bias[k], or undefined
+  at::Tensor TPw;       // (2*K*Ce, Cin): theta_w rows, then phi_w rows; undefined without attention
+  at::Tensor TPb;       // (2*K*Ce,): theta_b then phi_b (zeros for an absent one), or undefined
+};
+
+Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const OptTensor& bias,
+                 const OptTensor& B, const OptTensor& theta_w, const OptTensor& theta_b,
+                 const OptTensor& phi_w, const OptTensor& phi_b) {
+  Prepared p;
+  p.M = B.has_value() ? (A + *B).contiguous() : A;
+  p.Wcat = W.permute({1, 0, 2}).contiguous();
+  if (bias.has_value()) {
+    p.bias_sum = bias->sum(0).contiguous();
+  }
+  if (s.E > 0) {
+    const int64_t ke = s.K * s.E;
+    p.TPw = at::cat({theta_w->reshape({ke, s.C}), phi_w->reshape({ke, s.C})}, 0).contiguous();
+    if (theta_b.has_value() || phi_b.has_value()) {
+      at::Tensor tb = theta_b.has_value() ? theta_b->reshape({ke}) : at::zeros({ke}, A.options());
+      at::Tensor pb = phi_b.has_value() ? phi_b->reshape({ke}) : at::zeros({ke}, A.options());
+      p.TPb = at::cat({tb, pb}, 0).contiguous();
+    }
+  }
+  return p;
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+// Column softmax of a (V, V) row-major matrix: c[:, w] = softmax over v of s[:, w].
+template <typename scalar_t>
+void column_softmax(const scalar_t* s, scalar_t* c, int64_t V) {
+  for (int64_t w = 0; w < V; ++w) {
+    scalar_t mx = s[w];
+    for (int64_t v = 1; v < V; ++v) {
+      mx = std::max(mx, s[v * V + w]);
+    }
+    scalar_t sum = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const scalar_t e = std::exp(s[v * V + w] - mx);
+      c[v * V + w] = e;
+      sum += e;
+    }
+    const scalar_t inv = scalar_t(1) / sum;
+    for (int64_t v = 0; v < V; ++v) {
+      c[v * V + w] *= inv;
+    }
+  }
+}
+
+// In place: g <- scale * c * (g - sum_v c[v, w] g[v, w]), the backward of column_softmax.
+template <typename scalar_t>
+void column_softmax_backward(const scalar_t* c, scalar_t* g, int64_t V, scalar_t scale) {
+  for (int64_t w = 0; w < V; ++w) {
+    scalar_t dot = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      dot += c[v * V + w] * g[v * V + w];
+    }
+    for (int64_t v = 0; v < V; ++v) {
+      g[v * V + w] = scale * c[v * V + w] * (g[v * V + w] - dot);
+    }
+  }
+}
+
+// TP (2*K*Ce, T*V) = TPw @ X + TPb.
+template <typename scalar_t>
+void embed(const Sizes& s, const scalar_t* TPw, const scalar_t* TPb, const scalar_t* X,
+           scalar_t* TP) {
+  const int64_t TV = s.TV();
+  scalar_t beta = 0;
+  if (TPb != nullptr) {
+    for (int64_t r = 0; r < s.KE2(); ++r) {
+      std::fill(TP + r * TV, TP + (r + 1) * TV, TPb[r]);
+    }
+    beta = 1;
+  }
+  gemm_rm<scalar_t>(false, false, s.KE2(), TV, s.C, 1, TPw, s.C, X, TV, beta, TP, TV);
+}
+
+// Pointers to Theta_k and Phi_k inside TP, each viewed (Ce*T, V).
+template <typename scalar_t>
+scalar_t* theta_of(const Sizes& s, scalar_t* TP, int64_t k) {
+  return TP + k * s.E * s.TV();
+}
+template <typename scalar_t>
+scalar_t* phi_of(const Sizes& s, scalar_t* TP, int64_t k) {
+  return TP + (s.K + k) * s.E * s.TV();
+}
+
+// C_k = column softmax of Theta_k^T Phi_k / (Ce*T), using S (V, V) as scratch.
+template <typename scalar_t>
+void attention_term(const Sizes& s, scalar_t* TP, int64_t k, scalar_t* S, scalar_t* Ck) {
+  const int64_t V = s.V;
+  const int64_t ET = s.E * s.T;
+  gemm_rm<scalar_t>(true, false, V, V, ET, scalar_t(1) / scalar_t(ET), theta_of(s, TP, k), V,
+                    phi_of(s, TP, k), V, 0, S, V);
+  column_softmax(S, Ck, V);
+}
+
+template <typename scalar_t>
+void add_into(const scalar_t* a, const scalar_t* b, scalar_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = a[i] + b[i];
+  }
+}
+
+template <typename scalar_t>
+void accumulate(const scalar_t* a, scalar_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] += a[i];
+  }
+}
+
+template <typename scalar_t>
+void add_row_sums(const scalar_t* a, int64_t rows, int64_t cols, scalar_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* row = a + r * cols;
+    scalar_t acc = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      acc += row[j];
+    }
+    out[r] += acc;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+template <typename scalar_t>
+void forward_kernel(const Sizes& s, const Prepared& p, const at::Tensor& x, at::Tensor& y,
+                    at::Tensor& attn) {
+  const bool attention = s.E > 0;
+  const int64_t TV = s.TV(), VV = s.VV(), KC = s.KC(), CT = s.C * s.T;
+  const int64_t scratch = KC * TV + (attention ? s.KE2() * TV + s.K * VV + VV : 0);
+  const int64_t chunks = chunk_count(s.N, 1);
+  at::Tensor work = at::empty({chunks, scratch}, x.options());
+
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  scalar_t* attnp = attention ? attn.mutable_data_ptr<scalar_t>() : nullptr;
+  scalar_t* workp = work.mutable_data_ptr<scalar_t>();
+  const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
+  const scalar_t* Wcat = p.Wcat.const_data_ptr<scalar_t>();
+  const scalar_t* bias_sum = ptr_or_null<scalar_t>(p.bias_sum);
+  const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
+  const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
+
+  for_each_chunk(chunks, [&](int64_t chunk) {
+    scalar_t* Z = workp + chunk * scratch;
+    scalar_t* TP = Z + KC * TV;
+    scalar_t* M = TP + s.KE2() * TV;
+    scalar_t* S = M + s.K * VV;
+    const int64_t n_end = chunk_begin(chunk + 1, chunks, s.N);
+    for (int64_t n = chunk_begin(chunk, chunks, s.N); n < n_end; ++n) {
+      const scalar_t* X = xp + n * s.C * TV;
+      const scalar_t* Mn = Mbase;
+      if (attention) {
+        embed(s, TPw, TPb, X, TP);
+        for (int64_t k = 0; k < s.K; ++k) {
+          scalar_t* Ck = attnp + (n * s.K + k) * VV;
+          attention_term(s, TP, k, S, Ck);
+          add_into(Mbase + k * VV, Ck, M + k * VV, VV);
+        }
+        Mn = M;
+      }
+      for (int64_t k = 0; k < s.K; ++k) {  // Z_k (Cin*T, V) = X (Cin*T, V) @ M_k
+        gemm_rm<scalar_t>(false, false, CT, s.V, s.V, 1, X, s.V, Mn + k * VV, s.V, 0,
+                          Z + k * CT * s.V, s.V);
+      }
+      scalar_t* Y = yp + n * s.O * TV;
+      scalar_t beta = 0;
+      if (bias_sum != nullptr) {
+        for (int64_t o = 0; o < s.O; ++o) {
+          std::fill(Y + o * TV, Y + (o + 1) * TV, bias_sum[o]);
+        }
+        beta = 1;
+      }
+      gemm_rm<scalar_t>(false, false, s.O, TV, KC, 1, Wcat, KC, Z, TV, beta, Y, TV);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+
+struct BackwardResult {
+  at::Tensor gx, gWcat, gbias_sum, gB, gTPw, gTPb;
+};
+
+template <typename scalar_t>
+BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tensor& grad_y,
+                               const at::Tensor& x, const at::Tensor& attn, bool has_bias,
+                               bool has_B) {
+  const bool attention = s.E > 0;
+  const bool recompute_attn = attention && (!attn.defined() || attn.numel() == 0);
+  const bool need_gM = has_B || attention;
+  const bool has_TPb = p.TPb.defined();
+  const int64_t TV = s.TV(), VV = s.VV(), KC = s.KC(), CT = s.C * s.T, KE2 = s.KE2();
+  const int64_t ET = s.E * s.T;
+
+  // Scratch layout per chunk: Z | gM | TP | gTP | M | Cbuf | S
+  const int64_t z_size = KC * TV;
+  const int64_t gm_size = need_gM ? VV : 0;
+  const int64_t tp_size = attention ? KE2 * TV : 0;
+  const int64_t m_size = attention ? s.K * VV : 0;
+  const int64_t c_size = recompute_attn ? s.K * VV : 0;
+  const int64_t s_size = recompute_attn ? VV : 0;
+  const int64_t scratch = z_size + gm_size + 2 * tp_size + m_size + c_size + s_size;
+  // Partial sums per chunk: gWcat | gbias | gB | gTPw | gTPb
+  const int64_t pw_size = s.O * KC;
+  const int64_t pbias_size = has_bias ? s.O : 0;
+  const int64_t pB_size = has_B ? s.K * VV : 0;
+  const int64_t ptpw_size = attention ? KE2 * s.C : 0;
+  const int64_t ptpb_size = has_TPb ? KE2 : 0;
+  const int64_t partial = pw_size + pbias_size + pB_size + ptpw_size + ptpb_size;
+
+  const int64_t chunks = chunk_count(s.N, 1);
+  at::Tensor work = at::empty({chunks, scratch}, x.options());
+  at::Tensor partials = at::zeros({chunks, partial}, x.options());
+  at::Tensor gx = at::empty_like(x);
+
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* gyp = grad_y.const_data_ptr<scalar_t>();
+  const scalar_t* attnp = (attention && !recompute_attn) ? attn.const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+  scalar_t* workp = work.mutable_data_ptr<scalar_t>();
+  scalar_t* partp = partials.mutable_data_ptr<scalar_t>();
+  const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
+  const scalar_t* Wcat = p.Wcat.const_data_ptr<scalar_t>();
+  const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
+  const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
+
+  for_each_chunk(chunks, [&](int64_t chunk) {
+    scalar_t* Z = workp + chunk * scratch;  // Z, then overwritten by gZ
+    scalar_t* gM = Z + z_size;
+    scalar_t* TP = gM + gm_size;
+    scalar_t* gTP = TP + tp_size;
+    scalar_t* M = gTP + tp_size;
+    scalar_t* Cbuf = M + m_size;
+    scalar_t* S = Cbuf + c_size;
+    scalar_t* gW_p = partp + chunk * partial;
+    scalar_t* gbias_p = gW_p + pw_size;
+    scalar_t* gB_p = gbias_p + pbias_size;
+    scalar_t* gTPw_p = gB_p + pB_size;
+    scalar_t* gTPb_p = gTPw_p + ptpw_size;
+    std::vector<const scalar_t*> Cks(static_cast<size_t>(s.K), nullptr);
+
+    const int64_t n_end = chunk_begin(chunk + 1, chunks, s.N);
+    for (int64_t n = chunk_begin(chunk, chunks, s.N); n < n_end; ++n) {
+      const scalar_t* X = xp + n * s.C * TV;
+      const scalar_t* GY = gyp + n * s.O * TV;
+      scalar_t* GX = gxp + n * s.C * TV;
+
+      const scalar_t* Mn = Mbase;
+      if (attention) {
+        embed(s, TPw, TPb, X, TP);
+        for (int64_t k = 0; k < s.K; ++k) {
+          if (recompute_attn) {
+            attention_term(s, TP, k, S, Cbuf + k * VV);
+            Cks[k] = Cbuf + k * VV;
+          } else {
+            Cks[k] = attnp + (n * s.K + k) * VV;
+          }
+          add_into(Mbase + k * VV, Cks[k], M + k * VV, VV);
+        }
+        Mn = M;
+      }
+      for (int64_t k = 0; k < s.K; ++k) {  // recompute Z_k = X @ M_k
+        gemm_rm<scalar_t>(false, false, CT, s.V, s.V, 1, X, s.V, Mn + k * VV, s.V, 0,
+                          Z + k * CT * s.V, s.V);
+      }
+      // gWcat += GY (Cout, TV) @ Z^T (TV, K*Cin)
+      gemm_rm<scalar_t>(false, true, s.O, KC, TV, 1, GY, TV, Z, TV, 1, gW_p, KC);
+      if (has_bias) {
+        add_row_sums(GY, s.O, TV, gbias_p);
+      }
+      // gZ (K*Cin, TV) = Wcat^T @ GY, written over Z
+      gemm_rm<scalar_t>(true, false, KC, TV, s.O, 1, Wcat, KC, GY, TV, 0, Z, TV);
+
+      for (int64_t k = 0; k < s.K; ++k) {
+        const scalar_t* gZk = Z + k * CT * s.V;  // (Cin*T, V)
+        // GX (Cin*T, V) (+)= gZ_k @ M_k^T
+        gemm_rm<scalar_t>(false, true, CT, s.V, s.V, 1, gZk, s.V, Mn + k * VV, s.V,
+                          k == 0 ? 0 : 1, GX, s.V);
+        if (!need_gM) {
+          continue;
+        }
+        // gM_k (V, V) = X^T (V, Cin*T) @ gZ_k
+        gemm_rm<scalar_t>(true, false, s.V, s.V, CT, 1, X, s.V, gZk, s.V, 0, gM, s.V);
+        if (has_B) {
+          accumulate(gM, gB_p + k * VV, VV);
+        }
+        if (attention) {
+          column_softmax_backward(Cks[k], gM, s.V, scalar_t(1) / scalar_t(ET));  // gM -> gS
+          // gTheta_k = Phi_k @ gS^T ; gPhi_k = Theta_k @ gS   (each (Ce*T, V))
+          gemm_rm<scalar_t>(false, true, ET, s.V, s.V, 1, phi_of(s, TP, k), s.V, gM, s.V, 0,
+                            theta_of(s, gTP, k), s.V);
+          gemm_rm<scalar_t>(false, false, ET, s.V, s.V, 1, theta_of(s, TP, k), s.V, gM, s.V, 0,
+                            phi_of(s, gTP, k), s.V);
+        }
+      }
+      if (attention) {
+        // gTPw += gTP (2KCe, TV) @ X^T ; gTPb += row sums ; GX (Cin, TV) += TPw^T @ gTP
+        gemm_rm<scalar_t>(false, true, KE2, s.C, TV, 1, gTP, TV, X, TV, 1, gTPw_p, s.C);
+        if (has_TPb) {
+          // Only phi_b's half: theta_b shifts S[:, w] by a constant per column w (its term is
+          // sum_{e,t} theta_b[e] Phi[e,t,w] / (Ce*T)), which the softmax over v ignores, so the
+          // gradient of theta_b is exactly zero (summing gTheta would only give rounding noise).
+          const int64_t ke = s.K * s.E;
+          add_row_sums(gTP + ke * TV, ke, TV, gTPb_p + ke);
+        }
+        gemm_rm<scalar_t>(true, false, s.C, TV, KE2, 1, TPw, s.C, gTP, TV, 1, GX, TV);
+      }
+    }
+  });
+
+  at::Tensor total = chunks == 1 ? partials[0] : partials.sum(0);
+  BackwardResult r;
+  r.gx = gx;
+  int64_t offset = 0;
+  auto take = [&](int64_t size) {
+    at::Tensor t = total.narrow(0, offset, size);
+    offset += size;
+    return t;
+  };
+  r.gWcat = take(pw_size);
+  if (has_bias) r.gbias_sum = take(pbias_size);
+  if (has_B) r.gB = take(pB_size);
+  if (attention) r.gTPw = take(ptpw_size);
+  if (has_TPb) r.gTPb = take(ptpb_size);
+  return r;
+}
+
+at::Tensor empty_grad(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+OptTensor to_float(const OptTensor& t) {
+  return t.has_value() ? OptTensor(t->to(at::kFloat)) : std::nullopt;
+}
+
+bool is_reduced(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> agc_forward(const at::Tensor& x, const at::Tensor& A,
+                                               const at::Tensor& W, const OptTensor& bias,
+                                               const OptTensor& B, const OptTensor& theta_w,
+                                               const OptTensor& theta_b, const OptTensor& phi_w,
+                                               const OptTensor& phi_b) {
+  if (is_reduced(x)) {  // compute in float32, return the input dtype
+    auto [y, attn] = agc_forward(x.to(at::kFloat), A.to(at::kFloat), W.to(at::kFloat),
+                                 to_float(bias), to_float(B), to_float(theta_w),
+                                 to_float(theta_b), to_float(phi_w), to_float(phi_b));
+    return {y.to(x.scalar_type()), attn.to(x.scalar_type())};
+  }
+  const Sizes s = sizes_of(x, W, theta_w);
+  const Prepared p = prepare(s, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  at::Tensor y = at::empty({s.N, s.O, s.T, s.V}, x.options());
+  at::Tensor attn = s.E > 0 ? at::empty({s.N, s.K, s.V, s.V}, x.options()) : empty_grad(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_agc_forward_cpu", [&] {
+    forward_kernel<scalar_t>(s, p, x, y, attn);
+  });
+  return {y, attn};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+agc_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
+             const at::Tensor& W, const OptTensor& bias, const OptTensor& B,
+             const OptTensor& theta_w, const OptTensor& theta_b, const OptTensor& phi_w,
+             const OptTensor& phi_b, const at::Tensor& attn) {
+  if (is_reduced(x)) {
+    // Compute in float32; the saved attn was rounded to the input dtype, so the softmax term is
+    // recomputed in float32 from theta/phi (which the backward recomputes anyway).
+    const auto dtype = x.scalar_type();
+    auto grads = agc_backward(grad_y.to(at::kFloat), x.to(at::kFloat), A.to(at::kFloat),
+                              W.to(at::kFloat), to_float(bias), to_float(B), to_float(theta_w),
+                              to_float(theta_b), to_float(phi_w), to_float(phi_b),
+                              at::empty({0}, x.options().dtype(at::kFloat)));
+    return {std::get<0>(grads).to(dtype), std::get<1>(grads).to(dtype),
+            std::get<2>(grads).to(dtype), std::get<3>(grads).to(dtype),
+            std::get<4>(grads).to(dtype), std::get<5>(grads).to(dtype),
+            std::get<6>(grads).to(dtype), std::get<7>(grads).to(dtype)};
+  }
+  const Sizes s = sizes_of(x, W, theta_w);
+  const Prepared p = prepare(s, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  BackwardResult r;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_agc_backward_cpu", [&] {
+    r = backward_kernel<scalar_t>(s, p, grad_y, x, attn, bias.has_value(), B.has_value());
+  });
+
+  at::Tensor gW = r.gWcat.view({s.O, s.K, s.C}).permute({1, 0, 2}).contiguous();
+  at::Tensor gbias = bias.has_value()
+                         ? r.gbias_sum.unsqueeze(0).expand({s.K, s.O}).contiguous()
+                         : empty_grad(x);
+  at::Tensor gB = B.has_value() ? r.gB.view({s.K, s.V, s.V}).clone() : empty_grad(x);
+  at::Tensor gtw = empty_grad(x), gtb = empty_grad(x), gpw = empty_grad(x), gpb = empty_grad(x);
+  if (s.E > 0) {
+    const int64_t ke = s.K * s.E;
+    gtw = r.gTPw.narrow(0, 0, ke * s.C).view({s.K, s.E, s.C}).clone();
+    gpw = r.gTPw.narrow(0, ke * s.C, ke * s.C).view({s.K, s.E, s.C}).clone();
+    if (theta_b.has_value()) {
+      gtb = r.gTPb.narrow(0, 0, ke).view({s.K, s.E}).clone();
+    }
+    if (phi_b.has_value()) {
+      gpb = r.gTPb.narrow(0, ke, ke).view({s.K, s.E}).clone();
+    }
+  }
+  return {r.gx, gW, gbias, gB, gtw, gtb, gpw, gpb};
+}
+
+}  // namespace posekernels::cpu

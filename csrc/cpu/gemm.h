@@ -1,0 +1,38 @@
+// Row-major matrix product on raw buffers, for the per-sample work of the CPU kernels.
+//
+//   C (R x S) = alpha * op(A) (R x Q) * op(B) (Q x S) + beta * C
+//
+// op(A) is A (stored R x Q, row stride lda) or, with trans_a, A^T (A stored Q x R); the same for B.
+// Every matrix is row-major with unit column stride and the given row stride (leading dimension).
+// beta == 0 ignores the old contents of C (it may hold garbage, NaN included).
+//
+// Implementation: an ATen matrix product (Tensor::addmm_) on tensors that view the buffers, so it
+// runs on whatever BLAS this torch was built with. Called inside an OpenMP parallel region the
+// product itself runs single-threaded (ATen and MKL do not nest), which is what the callers want:
+// they parallelise over samples themselves.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+
+namespace posekernels::cpu {
+
+template <typename scalar_t>
+inline at::Tensor view_matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {
+  auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  return at::from_blob(const_cast<scalar_t*>(data), {rows, cols}, {ld, 1}, options);
+}
+
+template <typename scalar_t>
+inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, scalar_t alpha,
+                    const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb, scalar_t beta,
+                    scalar_t* C, int64_t ldc) {
+  at::Tensor a = trans_a ? view_matrix(A, Q, R, lda).t() : view_matrix(A, R, Q, lda);
+  at::Tensor b = trans_b ? view_matrix(B, S, Q, ldb).t() : view_matrix(B, Q, S, ldb);
+  at::Tensor c = view_matrix(C, R, S, ldc);
+  c.addmm_(a, b, beta, alpha);
+}
+
+}  // namespace posekernels::cpu

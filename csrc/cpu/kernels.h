@@ -1,0 +1,48 @@
+// Fused CPU kernels of posekernels: adaptive graph convolution (agc) and per-joint linear (jl).
+//
+// The formulas are those of posekernels/ops/reference.py. These functions trust their caller
+// (python_api/ops.cpp validates): every tensor is a defined, contiguous CPU tensor, all share one
+// floating dtype, and the shapes agree:
+//   agc: x (N, Cin, T, V); A, B (K, V, V); W (K, Cout, Cin); bias (K, Cout);
+//        theta_w, phi_w (K, Ce, Cin) (both or neither); theta_b, phi_b (K, Ce) (only with them);
+//        grad_y (N, Cout, T, V); attn (N, K, V, V), or an empty tensor to recompute it.
+//   jl:  x (M, V, C); W (V, C, D); b (V, D); grad_y (M, V, D).
+// All sizes are >= 1. float32 and float64 are computed natively; float16 and bfloat16 are computed
+// in float32 and the results returned in the input dtype.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <tuple>
+
+namespace posekernels::cpu {
+
+// Returns (y (N, Cout, T, V), attn). attn is the softmax term C (N, K, V, V) when theta_w is
+// given (the backward reuses it), else an empty tensor of shape (0,).
+std::tuple<at::Tensor, at::Tensor> agc_forward(
+    const at::Tensor& x, const at::Tensor& A, const at::Tensor& W,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& B,
+    const std::optional<at::Tensor>& theta_w, const std::optional<at::Tensor>& theta_b,
+    const std::optional<at::Tensor>& phi_w, const std::optional<at::Tensor>& phi_b);
+
+// Returns (gx, gW, gbias, gB, gtheta_w, gtheta_b, gphi_w, gphi_b); the gradient of an absent
+// input is an empty tensor of shape (0,). theta/phi are recomputed, not saved. If attn is empty
+// while theta_w is given, the softmax term is recomputed as well.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
+agc_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
+             const at::Tensor& W, const std::optional<at::Tensor>& bias,
+             const std::optional<at::Tensor>& B, const std::optional<at::Tensor>& theta_w,
+             const std::optional<at::Tensor>& theta_b, const std::optional<at::Tensor>& phi_w,
+             const std::optional<at::Tensor>& phi_b, const at::Tensor& attn);
+
+// y (M, V, D) = x[m, v] @ W[v] + b[v].
+at::Tensor jl_forward(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Tensor>& b);
+
+// Returns (gx, gW, gb); gb is empty (shape (0,)) when has_bias is false.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward(const at::Tensor& grad_y,
+                                                           const at::Tensor& x,
+                                                           const at::Tensor& W, bool has_bias);
+
+}  // namespace posekernels::cpu

@@ -1,0 +1,223 @@
+// Argument validation of the posekernels:: ops, shared by every device's bindings.
+//
+// The Python front end (posekernels/ops/_validate.py) checks arguments before it calls an op,
+// but torch.ops.posekernels.* can be called directly, so every kernel binding checks again here:
+// bad ranks, shapes or sizes raise ValueError, non-floating or mismatched dtypes raise TypeError
+// (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE), never a crash. Non-contiguous tensors are accepted and
+// made contiguous (the kernels index raw contiguous buffers).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace posekernels::checks {
+
+using OptTensor = std::optional<at::Tensor>;
+
+inline std::string shape_str(at::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << "(";
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    out << (i ? ", " : "") << sizes[i];
+  }
+  out << (sizes.size() == 1 ? ",)" : ")");
+  return out.str();
+}
+
+inline std::string dtype_str(at::ScalarType t) {
+  switch (t) {
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble;
+}
+
+// A defined dense floating tensor of the given rank.
+inline void check_tensor(const at::Tensor& t, const char* name, int64_t rank, const char* doc) {
+  TORCH_CHECK_VALUE(t.defined(), name, " must be a tensor of shape ", doc, ", got an undefined tensor");
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, name, " must be a dense (strided) tensor, got layout ",
+                   t.layout());
+  TORCH_CHECK_TYPE(is_supported_float(t.scalar_type()), name,
+                   " must be a floating-point tensor (float16, bfloat16, float32 or float64), got dtype ",
+                   dtype_str(t.scalar_type()));
+  TORCH_CHECK_VALUE(t.dim() == rank, name, " must have shape ", doc, " (", rank,
+                    " dimensions), got ", shape_str(t.sizes()));
+}
+
+inline void check_shape(const at::Tensor& t, const char* name, std::initializer_list<int64_t> expected,
+                        const char* doc) {
+  const std::vector<int64_t> want(expected);
+  TORCH_CHECK_VALUE(t.sizes().equals(want), name, " must have shape ", doc, " = ", shape_str(want),
+                    ", got ", shape_str(t.sizes()));
+}
+
+// Same device and dtype as the reference tensor.
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
+                    ref.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", dtype_str(t.scalar_type()),
+                   " but ", ref_name, " has dtype ", dtype_str(ref.scalar_type()),
+                   "; all tensors must share one dtype");
+}
+
+inline OptTensor contiguous(const OptTensor& t) {
+  return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt;
+}
+
+// Validated, contiguous arguments of agc_forward / agc_backward.
+struct AgcArgs {
+  at::Tensor x, A, W;
+  OptTensor bias, B, theta_w, theta_b, phi_w, phi_b;
+  int64_t N = 0, Cin = 0, T = 0, V = 0, K = 0, Cout = 0, Ce = 0;
+};
+
+inline AgcArgs check_agc(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W, const OptTensor& bias,
+                         const OptTensor& B, const OptTensor& theta_w, const OptTensor& theta_b,
+                         const OptTensor& phi_w, const OptTensor& phi_b) {
+  AgcArgs a;
+  check_tensor(x, "x", 4, "(N, Cin, T, V)");
+  a.N = x.size(0);
+  a.Cin = x.size(1);
+  a.T = x.size(2);
+  a.V = x.size(3);
+  TORCH_CHECK_VALUE(a.N >= 1 && a.Cin >= 1 && a.T >= 1 && a.V >= 1,
+                    "x must have shape (N, Cin, T, V) with every size >= 1, got ", shape_str(x.sizes()));
+
+  check_tensor(A, "A", 3, "(K, V, V)");
+  a.K = A.size(0);
+  TORCH_CHECK_VALUE(a.K >= 1, "A must hold at least one partition: shape (K, V, V) with K >= 1, got ",
+                    shape_str(A.sizes()));
+  check_shape(A, "A", {a.K, a.V, a.V}, "(K, V, V) with V = x.shape[3]");
+  check_same(A, "A", x, "x");
+
+  check_tensor(W, "W", 3, "(K, Cout, Cin)");
+  a.Cout = W.size(1);
+  TORCH_CHECK_VALUE(W.size(0) == a.K && W.size(2) == a.Cin && a.Cout >= 1, "W must have shape (K, Cout, Cin) = (",
+                    a.K, ", Cout, ", a.Cin, ") with Cout >= 1, got ", shape_str(W.sizes()));
+  check_same(W, "W", x, "x");
+
+  if (bias.has_value()) {
+    check_tensor(*bias, "bias", 2, "(K, Cout)");
+    check_shape(*bias, "bias", {a.K, a.Cout}, "(K, Cout)");
+    check_same(*bias, "bias", x, "x");
+  }
+  if (B.has_value()) {
+    check_tensor(*B, "B", 3, "(K, V, V)");
+    check_shape(*B, "B", {a.K, a.V, a.V}, "(K, V, V)");
+    check_same(*B, "B", x, "x");
+  }
+  TORCH_CHECK_VALUE(theta_w.has_value() == phi_w.has_value(),
+                    "theta_w and phi_w must be given together (attention) or both be None");
+  if (!theta_w.has_value()) {
+    TORCH_CHECK_VALUE(!theta_b.has_value(), "theta_b was given without theta_w/phi_w");
+    TORCH_CHECK_VALUE(!phi_b.has_value(), "phi_b was given without theta_w/phi_w");
+  } else {
+    check_tensor(*theta_w, "theta_w", 3, "(K, Ce, Cin)");
+    a.Ce = theta_w->size(1);
+    TORCH_CHECK_VALUE(theta_w->size(0) == a.K && theta_w->size(2) == a.Cin && a.Ce >= 1,
+                      "theta_w must have shape (K, Ce, Cin) = (", a.K, ", Ce, ", a.Cin,
+                      ") with Ce >= 1, got ", shape_str(theta_w->sizes()));
+    check_same(*theta_w, "theta_w", x, "x");
+    check_tensor(*phi_w, "phi_w", 3, "(K, Ce, Cin)");
+    check_shape(*phi_w, "phi_w", {a.K, a.Ce, a.Cin}, "(K, Ce, Cin), the shape of theta_w");
+    check_same(*phi_w, "phi_w", x, "x");
+    if (theta_b.has_value()) {
+      check_tensor(*theta_b, "theta_b", 2, "(K, Ce)");
+      check_shape(*theta_b, "theta_b", {a.K, a.Ce}, "(K, Ce)");
+      check_same(*theta_b, "theta_b", x, "x");
+    }
+    if (phi_b.has_value()) {
+      check_tensor(*phi_b, "phi_b", 2, "(K, Ce)");
+      check_shape(*phi_b, "phi_b", {a.K, a.Ce}, "(K, Ce)");
+      check_same(*phi_b, "phi_b", x, "x");
+    }
+  }
+  a.x = x.contiguous();
+  a.A = A.contiguous();
+  a.W = W.contiguous();
+  a.bias = contiguous(bias);
+  a.B = contiguous(B);
+  a.theta_w = contiguous(theta_w);
+  a.theta_b = contiguous(theta_b);
+  a.phi_w = contiguous(phi_w);
+  a.phi_b = contiguous(phi_b);
+  return a;
+}
+
+// grad_y of agc_backward: (N, Cout, T, V).
+inline at::Tensor check_agc_grad(const at::Tensor& grad_y, const AgcArgs& a) {
+  check_tensor(grad_y, "grad_y", 4, "(N, Cout, T, V)");
+  check_shape(grad_y, "grad_y", {a.N, a.Cout, a.T, a.V}, "(N, Cout, T, V), the shape of the output");
+  check_same(grad_y, "grad_y", a.x, "x");
+  return grad_y.contiguous();
+}
+
+// attn of agc_backward: the forward's (N, K, V, V) softmax term with attention, or an empty
+// tensor (with attention: recompute it). Without attention it is not used.
+inline at::Tensor check_agc_attn(const at::Tensor& attn, const AgcArgs& a) {
+  TORCH_CHECK_VALUE(attn.defined(), "attn must be a tensor (the forward's second output)");
+  if (a.Ce == 0) {
+    return attn;
+  }
+  TORCH_CHECK_TYPE(attn.layout() == at::kStrided, "attn must be a dense (strided) tensor, got layout ",
+                   attn.layout());
+  check_same(attn, "attn", a.x, "x");
+  if (attn.numel() == 0) {
+    return attn;
+  }
+  check_shape(attn, "attn", {a.N, a.K, a.V, a.V}, "(N, K, V, V), the forward's second output");
+  return attn.contiguous();
+}
+
+// Validated, contiguous arguments of jl_forward / jl_backward.
+struct JlArgs {
+  at::Tensor x, W;
+  OptTensor b;
+  int64_t M = 0, V = 0, C = 0, D = 0;
+};
+
+inline JlArgs check_jl(const at::Tensor& x, const at::Tensor& W, const OptTensor& b) {
+  JlArgs a;
+  check_tensor(x, "x", 3, "(M, V, C)");
+  a.M = x.size(0);
+  a.V = x.size(1);
+  a.C = x.size(2);
+  TORCH_CHECK_VALUE(a.M >= 1 && a.V >= 1 && a.C >= 1, "x must have shape (M, V, C) with every size >= 1, got ",
+                    shape_str(x.sizes()));
+  check_tensor(W, "W", 3, "(V, C, D)");
+  a.D = W.size(2);
+  TORCH_CHECK_VALUE(W.size(0) == a.V && W.size(1) == a.C && a.D >= 1, "W must have shape (V, C, D) = (", a.V,
+                    ", ", a.C, ", D) with D >= 1, got ", shape_str(W.sizes()));
+  check_same(W, "W", x, "x");
+  if (b.has_value()) {
+    check_tensor(*b, "b", 2, "(V, D)");
+    check_shape(*b, "b", {a.V, a.D}, "(V, D)");
+    check_same(*b, "b", x, "x");
+  }
+  a.x = x.contiguous();
+  a.W = W.contiguous();
+  a.b = contiguous(b);
+  return a;
+}
+
+inline at::Tensor check_jl_grad(const at::Tensor& grad_y, const JlArgs& a) {
+  check_tensor(grad_y, "grad_y", 3, "(M, V, D)");
+  check_shape(grad_y, "grad_y", {a.M, a.V, a.D}, "(M, V, D), the shape of the output");
+  check_same(grad_y, "grad_y", a.x, "x");
+  return grad_y.contiguous();
+}
+
+}  // namespace posekernels::checks

@@ -1,0 +1,77 @@
+// Schemas of the posekernels:: ops and their CPU kernels.
+//
+// The schemas are the contract shared by every backend (see posekernels/ops/_autograd.py, which
+// registers their fake kernels and autograd formulas from Python). The CPU implementations
+// validate their arguments (checks.h) and run the fused kernels of csrc/cpu. CUDA kernels are
+// registered for the same schemas by python_api/cuda/*.cpp when the extension is built with CUDA.
+#include "checks.h"
+#include "cpu/kernels.h"
+
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace posekernels {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+using AgcGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor>;
+
+std::tuple<at::Tensor, at::Tensor> agc_forward_cpu(const at::Tensor& x, const at::Tensor& A,
+                                                   const at::Tensor& W, const OptTensor& bias,
+                                                   const OptTensor& B, const OptTensor& theta_w,
+                                                   const OptTensor& theta_b, const OptTensor& phi_w,
+                                                   const OptTensor& phi_b) {
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  return cpu::agc_forward(a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b);
+}
+
+AgcGrads agc_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
+                          const at::Tensor& W, const OptTensor& bias, const OptTensor& B,
+                          const OptTensor& theta_w, const OptTensor& theta_b, const OptTensor& phi_w,
+                          const OptTensor& phi_b, const at::Tensor& attn) {
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  const at::Tensor gy = checks::check_agc_grad(grad_y, a);
+  const at::Tensor at = checks::check_agc_attn(attn, a);
+  return cpu::agc_backward(gy, a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b, at);
+}
+
+at::Tensor jl_forward_cpu(const at::Tensor& x, const at::Tensor& W, const OptTensor& b) {
+  const auto a = checks::check_jl(x, W, b);
+  return cpu::jl_forward(a.x, a.W, a.b);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                                                               const at::Tensor& W, bool has_bias) {
+  const auto a = checks::check_jl(x, W, std::nullopt);
+  const at::Tensor gy = checks::check_jl_grad(grad_y, a);
+  return cpu::jl_backward(gy, a.x, a.W, has_bias);
+}
+
+}  // namespace
+}  // namespace posekernels
+
+TORCH_LIBRARY(posekernels, m) {
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+  m.def(
+      "agc_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
+      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "agc_backward(Tensor grad_y, Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, "
+      "Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
+  m.def("jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor", tags);
+  m.def("jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor, Tensor, Tensor)", tags);
+}
+
+TORCH_LIBRARY_IMPL(posekernels, CPU, m) {
+  m.impl("agc_forward", TORCH_FN(posekernels::agc_forward_cpu));
+  m.impl("agc_backward", TORCH_FN(posekernels::agc_backward_cpu));
+  m.impl("jl_forward", TORCH_FN(posekernels::jl_forward_cpu));
+  m.impl("jl_backward", TORCH_FN(posekernels::jl_backward_cpu));
+}
