@@ -42,7 +42,7 @@ def extensions():
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     sources = rel_glob("csrc/cpu/*.cpp") + rel_glob("python_api/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fvisibility=hidden"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fvisibility=hidden"]
     macros = [("POSEKERNELS_VERSION", f'"{read_version()}"')]
     include_dirs = [os.path.join(HERE, "csrc")]
     if want_cuda():
