@@ -425,7 +425,7 @@ class GLAGCN(nn.Module):
         n, t, v, c = x.shape
         h = x.permute(0, 2, 3, 1).reshape(n, v * c, t)  # channel = joint * 2 + coordinate
         h = self.data_bn(h)
-        h = h.reshape(n, v, c, t).permute(0, 2, 3, 1)
+        h = h.reshape(n, v, c, t).permute(0, 2, 3, 1).contiguous()
         return self.expand(h)
 
     def forward(self, x: Tensor, return_sequence: bool = False):
