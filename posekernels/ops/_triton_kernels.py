@@ -111,7 +111,7 @@ def _embed(x_n, tw_k, tb_k, pw_k, pb_k, e, e_ok, Cin, TV, p, j_ok,
 
 
 @triton.autotune(
-    configs=_configs([({"BC": 32}, 4, 2), ({"BC": 64}, 4, 2), ({"BC": 32}, 8, 3)], {"BC": 16}),
+    configs=_configs([({"BC": 32}, 4, 2), ({"BC": 32}, 8, 2), ({"BC": 64}, 8, 2)], {"BC": 16}),
     key=["Cin", "Ce", "T", "V"])
 @triton.jit
 def agc_attention_fwd(x, tw, tb, pw, pb, A, Bm, attn, M, Cin, Ce, T, V, scale,
@@ -157,8 +157,8 @@ def agc_attention_fwd(x, tw, tb, pw, pb, A, Bm, attn, M, Cin, Ce, T, V, scale,
 
 
 @triton.autotune(
-    configs=_configs([({"BO": 64, "BC": 32}, 4, 3), ({"BO": 32, "BC": 32}, 4, 3),
-                      ({"BO": 128, "BC": 32}, 8, 3), ({"BO": 64, "BC": 64}, 8, 2)],
+    configs=_configs([({"BO": 64, "BC": 32}, 4, 3), ({"BO": 64, "BC": 32}, 8, 3),
+                      ({"BO": 32, "BC": 32}, 8, 3), ({"BO": 128, "BC": 32}, 8, 3)],
                      {"BO": 16, "BC": 16}),
     key=["Cin", "Cout", "T", "V"])
 @triton.jit
@@ -203,7 +203,7 @@ def agc_fwd(x, W, M, bias, y, K, Cin, Cout, T, V, sMn, HAS_BIAS: tl.constexpr,
 
 
 @triton.autotune(
-    configs=_configs([({"BO": 32, "BC": 32}, 4, 2), ({"BO": 64, "BC": 32}, 4, 2),
+    configs=_configs([({"BO": 32, "BC": 32}, 4, 2), ({"BO": 32, "BC": 32}, 8, 2),
                       ({"BO": 64, "BC": 64}, 8, 2)], {"BO": 16, "BC": 16}),
     key=["Cin", "Cout", "T", "V"])
 @triton.jit
@@ -251,7 +251,7 @@ def agc_bwd_graph(g, x, W, attn, gM, gS, Cin, Cout, T, V,
 
 
 @triton.autotune(
-    configs=_configs([({"BC": 32, "BO": 32}, 4, 2), ({"BC": 64, "BO": 32}, 8, 2),
+    configs=_configs([({"BC": 32, "BO": 32}, 8, 2), ({"BC": 64, "BO": 32}, 8, 2),
                       ({"BC": 128, "BO": 32}, 8, 2)], {"BC": 16, "BO": 16}),
     key=["Cin", "Cout", "Ce", "T", "V"])
 @triton.jit
@@ -311,7 +311,7 @@ def agc_bwd_x(g, x, W, M, tw, tb, pw, pb, gS, gx, K, Cin, Cout, Ce, T, V, sMn, s
 
 
 @triton.autotune(
-    configs=_configs([({"BO": 64, "BC": 32}, 4, 2), ({"BO": 32, "BC": 32}, 4, 2),
+    configs=_configs([({"BO": 32, "BC": 32}, 8, 2), ({"BO": 64, "BC": 32}, 8, 2),
                       ({"BO": 64, "BC": 64}, 8, 2)], {"BO": 16, "BC": 16}),
     key=["Cin", "Cout", "T", "V"])
 @triton.jit
@@ -364,7 +364,7 @@ def agc_bwd_w(g, x, M, gWp, gbp, N, Cin, Cout, T, V, sMn, NPER, HAS_BIAS: tl.con
 
 
 @triton.autotune(
-    configs=_configs([({"BC": 32}, 4, 2), ({"BC": 64}, 8, 2)], {"BC": 16}),
+    configs=_configs([({"BC": 16}, 4, 2), ({"BC": 16}, 8, 2), ({"BC": 32}, 8, 2)], {"BC": 16}),
     key=["Cin", "Ce", "T", "V"])
 @triton.jit
 def agc_bwd_attw(x, tw, tb, pw, pb, gS, gtwp, gpwp, gtbp, gpbp, N, Cin, Ce, T, V, NPER, scale,
