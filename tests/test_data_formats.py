@@ -190,3 +190,26 @@ def test_splits_and_action_names():
     assert splits.canonical_action("Walk 1 chunk0") == "Walk"
     assert splits.canonical_action("01_01") == "01_01"
     assert set(splits.HUMANEVA_EVAL_ACTIONS) <= set(splits.HUMANEVA_ACTIONS)
+
+
+def test_pair_sequences_world_to_camera_and_trim(tmp_path):
+    from posekernels.data import virtual as V
+
+    rng = np.random.default_rng(7)
+    world = {"S9": {"Walking 1": rand_seq(rng, 12, 17, 3), "Eating": rand_seq(rng, 6, 17, 3)}}
+    cams = V.default_rig()[:2]
+    p2 = {"S9": {a: [np.concatenate([c.project_world(w.astype(np.float64)),
+                                     rng.uniform(0, 999, size=(3, 17, 2))]) for c in cams]
+                 for a, w in world["S9"].items()}}
+    seqs = F.pair_sequences(world, p2, {"S9": cams}, actions=["Walking"])
+    assert [s.key for s in seqs] == [("S9", "Walking 1", "vcam0"), ("S9", "Walking 1", "vcam1")]
+    for s, c in zip(seqs, cams):
+        assert s.positions_2d.shape == (12, 17, 2)            # trimmed to the 3D length
+        np.testing.assert_allclose(s.positions_3d, c.world_to_camera(
+            world["S9"]["Walking 1"].astype(np.float64)), atol=1e-12)
+        np.testing.assert_allclose(c.project(s.positions_3d), s.positions_2d, atol=1e-6)
+    short = {"S9": {a: [v[:4] for v in views] for a, views in p2["S9"].items()}}
+    with pytest.raises(ValueError, match="S9/Eating/vcam0: 2D has 4 frames"):
+        F.pair_sequences(world, short, {"S9": cams})
+    with pytest.raises(ValueError, match="2 2D views but 1 cameras"):
+        F.pair_sequences(world, p2, {"S9": cams[:1]})

@@ -27,7 +27,7 @@ from .cameras import (Camera, camera_to_world, image_coordinates, load_cameras_j
                       save_cameras_json, world_to_camera)
 from .formats import (PoseSequence, h36m_metadata, load_3dhp, load_h36m_2d, load_h36m_3d,
                       load_humaneva_2d, load_humaneva_3d, load_positions_2d, load_positions_3d,
-                      save_positions_2d, save_positions_3d)
+                      pair_sequences, save_positions_2d, save_positions_3d)
 from .splits import (H36M_32_TO_17, H36M_ACTIONS, H36M_TEST_SUBJECTS, H36M_TRAIN_SUBJECTS,
                      HUMANEVA_ACTIONS, HUMANEVA_EVAL_ACTIONS, HUMANEVA_TEST_SUBJECTS,
                      HUMANEVA_TRAIN_SUBJECTS, canonical_action)
@@ -43,7 +43,7 @@ __all__ = [
     "normalize_screen_coordinates", "project_to_2d", "save_cameras_json", "world_to_camera",
     "PoseSequence", "h36m_metadata", "load_3dhp", "load_h36m_2d", "load_h36m_3d",
     "load_humaneva_2d", "load_humaneva_3d", "load_positions_2d", "load_positions_3d",
-    "save_positions_2d", "save_positions_3d",
+    "pair_sequences", "save_positions_2d", "save_positions_3d",
     "H36M_32_TO_17", "H36M_ACTIONS", "H36M_TEST_SUBJECTS", "H36M_TRAIN_SUBJECTS",
     "HUMANEVA_ACTIONS", "HUMANEVA_EVAL_ACTIONS", "HUMANEVA_TEST_SUBJECTS",
     "HUMANEVA_TRAIN_SUBJECTS", "canonical_action",

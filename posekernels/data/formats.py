@@ -45,7 +45,7 @@ from ._skeleton import H36M17_LEFT, H36M17_RIGHT
 __all__ = [
     "PoseSequence", "load_positions_3d", "save_positions_3d", "load_positions_2d",
     "save_positions_2d", "load_h36m_3d", "load_h36m_2d", "load_humaneva_3d", "load_humaneva_2d",
-    "load_3dhp", "h36m_metadata",
+    "load_3dhp", "h36m_metadata", "pair_sequences",
 ]
 
 
@@ -286,6 +286,55 @@ def load_humaneva_3d(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]
 def load_humaneva_2d(path: str | os.PathLike) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict]:
     """Read a HumanEva-I 2D file (``data_2d_humaneva15_<keypoints>.npz``, 15 joints, 3 cameras)."""
     return load_positions_2d(path, num_joints=15)
+
+
+def pair_sequences(positions_3d: Mapping[str, Mapping[str, np.ndarray]],
+                   positions_2d: Mapping[str, Mapping[str, Sequence[np.ndarray]]],
+                   cameras: Mapping[str, Sequence[Any]], *,
+                   subjects: Iterable[str] | None = None, actions: Iterable[str] | None = None,
+                   fps: float | None = None) -> list[PoseSequence]:
+    """Pair world 3D sequences with per-camera 2D sequences (the VideoPose3D pipeline).
+
+    ``cameras[subject]`` lists :class:`posekernels.data.Camera` objects in the order of the 2D
+    file's camera lists (see :func:`posekernels.data.load_cameras_json`). Each 3D sequence is
+    moved into every camera's frame (``positions_3d`` of the result, metres); 2D sequences longer
+    than the 3D one are trimmed to its length (detections can run a few frames longer), shorter
+    ones are an error. ``subjects`` restricts the subjects; ``actions`` keeps keys whose
+    :func:`splits.canonical_action` or full name is listed.
+    """
+    want_subj = None if subjects is None else set(subjects)
+    want_act = None if actions is None else set(actions)
+    out: list[PoseSequence] = []
+    for subject in sorted(positions_3d):
+        if want_subj is not None and subject not in want_subj:
+            continue
+        if subject not in positions_2d:
+            raise ValueError(f"subject {subject!r} has 3D data but no 2D data")
+        if subject not in cameras:
+            raise ValueError(f"subject {subject!r} has no cameras")
+        cams = list(cameras[subject])
+        for action in sorted(positions_3d[subject]):
+            if want_act is not None and not ({action, splits.canonical_action(action)} & want_act):
+                continue
+            p3 = positions_3d[subject][action]
+            views = positions_2d[subject].get(action)
+            if views is None:
+                raise ValueError(f"{subject}/{action}: no 2D data")
+            if len(views) != len(cams):
+                raise ValueError(f"{subject}/{action}: {len(views)} 2D views but "
+                                 f"{len(cams)} cameras")
+            for cam, p2 in zip(cams, views):
+                if p2.shape[0] < p3.shape[0]:
+                    raise ValueError(f"{subject}/{action}/{cam.name}: 2D has {p2.shape[0]} "
+                                     f"frames, 3D has {p3.shape[0]}")
+                if p2.shape[1] != p3.shape[1]:
+                    raise ValueError(f"{subject}/{action}/{cam.name}: 2D has {p2.shape[1]} "
+                                     f"joints, 3D has {p3.shape[1]}")
+                c3 = cam.world_to_camera(np.asarray(p3, dtype=np.float64))
+                out.append(PoseSequence(subject, action, cam.name, c3,
+                                        np.asarray(p2[:p3.shape[0]], dtype=np.float64),
+                                        (cam.width, cam.height), fps))
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Temporal windows for lifting models, gathered on the device by index arithmetic.
 
 :class:`WindowDataset` concatenates every sequence into one (frames, joints, 2) input tensor and
-one (frames, joints, 3) target tensor on the chosen device, plus per-frame integer tables
-(sequence start, last frame, position in the sequence). A batch of samples is gathered with one
-indexing operation:
+one (frames, joints, 3) target tensor on the chosen device (with ``flip=True``, followed by
+their mirrored copies), plus per-frame integer tables (sequence start, last frame, position in
+the sequence). A batch of samples is gathered with one indexing operation:
 
 ``window[n, k] = inputs[start[f_n] + clamp(t_n + k - pad, 0, length[f_n] - 1)]``
 
@@ -13,7 +13,7 @@ sample per frame (per valid frame when validity masks are given); with ``flip=Tr
 dataset has twice as many samples, the second half horizontally flipped: x of the normalised
 2D input and of the 3D target negated, left and right joints exchanged.
 
-Inputs are normalised screen coordinates (see :func:`posekernels.data.normalize_screen_coordinates`);
+Inputs are normalised screen coordinates (:func:`posekernels.data.normalize_screen_coordinates`);
 targets are root-relative camera-frame positions in metres with the root joint exactly 0.
 Batches: inputs (N, T, V, 2), targets (N, 1, V, 3).
 """
@@ -109,65 +109,79 @@ class WindowDataset:
         self.flip = bool(flip)
         self.root = root
 
+        def as_np(a):
+            return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
         xs, ys, lengths, masks = [], [], [], []
         num_joints = None
         for i, x in enumerate(inputs_2d):
-            x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+            x = as_np(x)
             name = f"sequence {self.keys[i]!r}"
-            if x.ndim != 3 or x.shape[-1] != 2:
-                raise ValueError(f"{name}: inputs must be (frames, joints, 2), got "
-                                 f"{tuple(x.shape)}")
+            if x.ndim != 3 or x.shape[-1] != 2 or not np.issubdtype(x.dtype, np.number):
+                raise ValueError(f"{name}: inputs must be numeric (frames, joints, 2), got "
+                                 f"{x.shape}")
             if x.shape[0] == 0:
                 raise ValueError(f"{name}: empty sequence")
             if num_joints is None:
                 num_joints = int(x.shape[1])
             elif x.shape[1] != num_joints:
                 raise ValueError(f"{name}: {x.shape[1]} joints, expected {num_joints}")
-            if not torch.isfinite(x).all():
-                raise ValueError(f"{name}: inputs contain NaN or infinite values")
-            xs.append(x.to(dtype))
+            xs.append(x)
             lengths.append(int(x.shape[0]))
             if targets_3d is not None:
-                y = targets_3d[i]
-                y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-                if tuple(y.shape) != (x.shape[0], num_joints, 3):
+                y = as_np(targets_3d[i])
+                if y.shape != (x.shape[0], num_joints, 3):
                     raise ValueError(f"{name}: targets must be ({x.shape[0]}, {num_joints}, 3), "
-                                     f"got {tuple(y.shape)}")
-                if not torch.isfinite(y).all():
-                    raise ValueError(f"{name}: targets contain NaN or infinite values")
-                y = y.to(torch.float64)
+                                     f"got {y.shape}")
+                y = y.astype(np.float64)
                 if root is not None:
                     y = y - y[:, root:root + 1]
-                ys.append(y.to(dtype))
+                ys.append(y)
             if valid is not None:
-                m = torch.as_tensor(np.asarray(valid[i]) if not isinstance(valid[i], torch.Tensor)
-                                    else valid[i]).reshape(-1).to(torch.bool)
+                m = as_np(valid[i]).reshape(-1).astype(bool)
                 if m.shape[0] != x.shape[0]:
                     raise ValueError(f"{name}: valid mask has {m.shape[0]} entries for "
                                      f"{x.shape[0]} frames")
                 masks.append(m)
+        x_all = np.concatenate(xs).astype(np.float64, copy=False)
+        y_all = np.concatenate(ys) if ys else None
+        for what, arr in (("inputs", x_all), ("targets", y_all)):
+            if arr is not None and not np.isfinite(arr).all():
+                bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(1))[0])
+                seq = int(np.searchsorted(np.cumsum(lengths), bad, side="right"))
+                raise ValueError(f"sequence {self.keys[seq]!r}: {what} contain NaN or infinite "
+                                 "values")
         self.num_joints = num_joints
         self.lengths = lengths
         dev = self.device
-        self.inputs = torch.cat(xs).to(dev)
-        self.targets = torch.cat(ys).to(dev) if ys else None
+        total = int(sum(lengths))
+        self.num_total_frames = total
+        perm = flip_permutation(num_joints, joints_left, joints_right)
+        sign = np.array([-1.0, 1.0, 1.0])
+
+        def stack_with_flip(a: np.ndarray) -> torch.Tensor:
+            # rows [0, total): as given; rows [total, 2 total): mirrored copy (used by flip).
+            if self.flip:
+                a = np.concatenate([a, a[:, perm] * sign[: a.shape[-1]]])
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device=dev, dtype=dtype)
+
+        self.inputs = stack_with_flip(x_all)
+        self.targets = stack_with_flip(y_all) if y_all is not None else None
         lens = torch.tensor(lengths, dtype=torch.int64)
         starts = torch.cumsum(lens, 0) - lens
         self.seq_id = torch.repeat_interleave(torch.arange(len(lengths)), lens).to(dev)
         self.start = starts.to(dev)[self.seq_id]
         self.last = (lens - 1).to(dev)[self.seq_id]
-        self.local = torch.arange(int(lens.sum()), device=dev) - self.start
+        self.local = torch.arange(total, device=dev) - self.start
         if masks:
-            self.frames = torch.nonzero(torch.cat(masks).to(dev)).reshape(-1)
+            self.frames = torch.from_numpy(np.flatnonzero(np.concatenate(masks))).to(dev)
         else:
-            self.frames = torch.arange(int(lens.sum()), device=dev)
+            self.frames = torch.arange(total, device=dev)
         if self.frames.numel() == 0:
             raise ValueError("no valid frames")
         pad = self.receptive_field - 1 if self.causal else (self.receptive_field - 1) // 2
         self.offsets = torch.arange(self.receptive_field, device=dev) - pad
-        self.perm = torch.tensor(flip_permutation(num_joints, joints_left, joints_right),
-                                 device=dev)
-        self._sign = torch.tensor([-1.0, 1.0, 1.0], dtype=dtype, device=dev)
+        self.perm = torch.tensor(perm, device=dev)
 
     # ------------------------------------------------------------------------------------
     @classmethod
@@ -220,18 +234,11 @@ class WindowDataset:
     def _gather(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         m = self.num_frames
         frames = self.frames[torch.remainder(ids, m)]
-        x = self.inputs[self.window_indices(frames)]
-        y = self.targets[frames].unsqueeze(1) if self.targets is not None else None
-        if self.flip:  # no host sync: blend with a mask instead of testing for flipped rows
-            flipped = (ids >= m).view(-1, 1, 1, 1)
-            x = torch.where(flipped, self._flip(x), x)
-            if y is not None:
-                y = torch.where(flipped, self._flip(y), y)
+        # Flipped samples read the mirrored copy stored after the original rows.
+        shift = (ids >= m).to(torch.int64) * self.num_total_frames if self.flip else 0
+        x = self.inputs[self.window_indices(frames) + (shift.unsqueeze(1) if self.flip else 0)]
+        y = self.targets[frames + shift].unsqueeze(1) if self.targets is not None else None
         return x, y
-
-    def _flip(self, t: torch.Tensor) -> torch.Tensor:
-        out = t.index_select(-2, self.perm)
-        return out * self._sign[: t.shape[-1]]
 
     def __getitem__(self, idx):
         if isinstance(idx, (int, np.integer)):
