@@ -437,4 +437,5 @@ def test_real_cmu_bone_lengths(tmp_path):
         assert (pos[:, 10, 2] > pos[:, 0, 2]).all()
         assert 0.7 < np.median(pos[:, 0, 2]) < 1.2
         speed = np.linalg.norm(np.diff(pos[:, 0, :2], axis=0), axis=-1).mean() * 50
-        assert 0.3 < speed < 6.0  # walking and running clips
+        lo, hi = {"07_01": (1.0, 1.7), "09_01": (2.8, 4.5)}[f.stem]  # walk; run (m/s)
+        assert lo < speed < hi, speed

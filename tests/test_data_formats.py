@@ -213,3 +213,19 @@ def test_pair_sequences_world_to_camera_and_trim(tmp_path):
         F.pair_sequences(world, short, {"S9": cams})
     with pytest.raises(ValueError, match="2 2D views but 1 cameras"):
         F.pair_sequences(world, p2, {"S9": cams[:1]})
+
+
+def test_private_skeleton_constants_agree_with_skeletons_module():
+    """posekernels.data keeps its own copy of the few skeleton facts it needs; keep them equal."""
+    sk = pytest.importorskip("posekernels.skeletons")
+    from posekernels.data import _skeleton as P
+
+    h = sk.get_skeleton("h36m17")
+    assert tuple(h.parents) == P.H36M17_PARENTS
+    assert (tuple(h.left), tuple(h.right)) == (P.H36M17_LEFT, P.H36M17_RIGHT)
+    he = sk.get_skeleton("humaneva15")
+    assert tuple(he.parents) == P.HUMANEVA15_PARENTS
+    assert (tuple(he.left), tuple(he.right)) == (P.HUMANEVA15_LEFT, P.HUMANEVA15_RIGHT)
+    m = sk.get_skeleton("mpi3dhp17")
+    assert (tuple(m.left), tuple(m.right)) == (P.MPI3DHP17_LEFT, P.MPI3DHP17_RIGHT)
+    assert m.parents.index(-1) == P.MPI3DHP17_ROOT

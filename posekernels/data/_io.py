@@ -41,12 +41,17 @@ def load_npz_pickled(path: str | os.PathLike) -> dict[str, Any]:
 
     These files store Python dicts as 0-d object arrays, so they are opened with
     ``allow_pickle=True``: unpickling can run arbitrary code, so only call this on files you
-    trust (the loaders in this package only open the paths the user passes them). 0-d object
+    trust (the loaders in this package only open the paths the user passes them). Files that
+    are not zip archives (a bare pickle renamed .npz, a .npy) are refused. 0-d object
     arrays are unwrapped with ``.item()``; other arrays are returned as they are.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # npz files are zip archives; refuse bare pickles and .npy
+        raise ValueError(f"{path}: not a readable npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=True) as npz:
             out = {}
