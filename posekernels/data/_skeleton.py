@@ -1,8 +1,8 @@
-"""Private skeleton facts the data pipeline needs (Human3.6M 17 joints, HumanEva 15, MPI-INF-3DHP 17).
+"""Private skeleton facts the data pipeline needs (Human3.6M 17, HumanEva 15, 3DHP 17).
 
-The project's public skeleton definitions live in ``posekernels.skeletons`` (written separately);
-these constants are kept here only so that :mod:`posekernels.data` does not depend on it. All indices
-are 0-based.
+The project's public skeleton definitions live in ``posekernels.skeletons``; these constants are
+kept here so that :mod:`posekernels.data` does not depend on it (a test checks they agree). All
+indices are 0-based.
 """
 from __future__ import annotations
 

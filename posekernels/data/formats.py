@@ -283,7 +283,8 @@ def load_humaneva_3d(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]
     return load_positions_3d(path, num_joints=15)
 
 
-def load_humaneva_2d(path: str | os.PathLike) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict]:
+def load_humaneva_2d(path: str | os.PathLike
+                     ) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict]:
     """Read a HumanEva-I 2D file (``data_2d_humaneva15_<keypoints>.npz``, 15 joints, 3 cameras)."""
     return load_positions_2d(path, num_joints=15)
 

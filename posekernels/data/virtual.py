@@ -21,7 +21,7 @@ Camera frame: x right, y down, z forward; see :mod:`posekernels.data.cameras`.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
