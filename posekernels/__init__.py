@@ -7,8 +7,9 @@ from __future__ import annotations
 from ._version import __version__
 from . import _ext
 from . import ops
+from .inference import lift_sequence
 
-__all__ = ["__version__", "build_info", "ops"]
+__all__ = ["__version__", "build_info", "ops", "lift_sequence"]
 
 
 def build_info() -> dict:
