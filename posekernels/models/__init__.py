@@ -3,8 +3,10 @@
 * :class:`GLAGCN` -- the full GLA-GCN (sequence branch, strided modules, individually connected
   layer) with its ablations and a causal variant; :func:`released_sagcn` -- the authors' released
   single-frame model; :func:`load_official_checkpoint` -- their checkpoints in our modules.
-* Loss helpers for GLA-GCN's two training stages (:func:`glagcn_stage1_loss`,
-  :func:`glagcn_stage2_loss`) and :func:`mpjpe_loss`.
+* :class:`GlobalNodeGCN` -- the single-frame global-node GCN (and its baseline GCN), with
+  :func:`kmeans_pose_labels` for the pseudo action classes of its auxiliary task.
+* Loss helpers: GLA-GCN's two training stages (:func:`glagcn_stage1_loss`,
+  :func:`glagcn_stage2_loss`), :func:`mpjpe_loss`, and :func:`global_node_loss`.
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from .checkpoint import convert_official_state_dict, load_official_checkpoint, o
 from .glagcn import (GLAGCN, AGCNBlock, GraphUnit, JointHead, StridedModule, TemporalUnit,
                      glagcn_global_loss, glagcn_local_loss, glagcn_stage1_loss, glagcn_stage2_loss,
                      mpjpe_loss, released_sagcn, target_pose)
+from .global_node import GlobalNodeGCN, GlobalNodeLayer, global_node_loss, kmeans_pose_labels
 
 __all__ = [
     "GLAGCN", "released_sagcn", "load_official_checkpoint", "convert_official_state_dict",
     "official_key_shapes", "GraphUnit", "TemporalUnit", "AGCNBlock", "StridedModule", "JointHead",
     "mpjpe_loss", "target_pose", "glagcn_local_loss", "glagcn_global_loss", "glagcn_stage1_loss",
-    "glagcn_stage2_loss",
+    "glagcn_stage2_loss", "GlobalNodeGCN", "GlobalNodeLayer", "kmeans_pose_labels",
+    "global_node_loss",
 ]
