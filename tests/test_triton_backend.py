@@ -77,7 +77,8 @@ def _run_agc(args, backend, gout):
 
 def _check(actual, expected, rel, what, seed, floor=0.0):
     """max |actual - expected| <= rel * max(max |expected|, floor)."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (f"{what}: shape {tuple(actual.shape)} != "
+                                            f"{tuple(expected.shape)}")
     assert torch.isfinite(actual).all(), f"{what}: non-finite values (seed {seed})"
     err = (actual.double().cpu() - expected).abs().max().item()
     scale = max(expected.abs().max().item(), floor, 1e-12)
@@ -169,6 +170,14 @@ def test_agc_forward_op_outputs(dtype, rel):
     assert attn2.shape == (0,)
     _check(y2, reference.adaptive_graph_conv(**_cast(no_att, torch.float64, "cpu")), rel, "y",
            seed)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="interpreter behaviour; GPU bf16 is tested below")
+def test_bf16_under_interpreter_runs_in_fp32():
+    """The interpreter's bf16 tl.dot is wrong, so bf16 is computed in fp32 there: right values,
+    bf16 outputs and gradients."""
+    check_agc(torch.bfloat16, 2e-2, dict(n=2, cin=5, cout=7, ce=3, t=4, v=17, k=2))
+    check_jl(torch.bfloat16, 2e-2, 9, 17, 6, 3, True)
 
 
 def test_agc_backward_op_absent_gradients():
@@ -271,6 +280,31 @@ def test_opcheck_jl_forward():
     W = torch.randn(5, 4, 3, device=DEVICE, requires_grad=True)
     b = torch.randn(5, 3, device=DEVICE, requires_grad=True)
     torch.library.opcheck(torch.ops.posekernels.jl_forward_triton.default, (x, W, b))
+
+
+def test_torch_compile_fullgraph():
+    """The custom ops trace (fake kernels) and run under torch.compile, forward and backward."""
+    ops.available_backends(DEVICE)  # resolve the backend module outside the compiled region
+    a64, seed = make_agc(2, 3, 5, 2, 4, 17, 3)
+    a = _cast(a64, torch.float32, DEVICE)
+    names = _differentiable(a)
+    leaves = {k: (v.clone().requires_grad_(k in names) if v is not None else None)
+              for k, v in a.items()}
+    h = torch.randn(2, 3, 17, 4, device=DEVICE)
+    Wj = torch.randn(17, 4, 3, device=DEVICE, requires_grad=True)
+
+    def f(p, Wj):
+        y = ops.adaptive_graph_conv(**p, backend="triton")
+        return y.sum() + ops.grouped_joint_linear(h, Wj, backend="triton").square().sum()
+
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(leaves, Wj)
+    out.backward()
+    ref = {k: (v.double().cpu() if v is not None else None) for k, v in a.items()}
+    expected = (reference.adaptive_graph_conv(**ref).sum()
+                + reference.grouped_joint_linear(h.double().cpu(),
+                                                  Wj.detach().double().cpu()).square().sum())
+    _check(out.detach(), expected, 1e-4, "compiled", seed)
+    assert all(leaves[k].grad is not None for k in names) and Wj.grad is not None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ through :func:`_autograd.register_agc` / :func:`_autograd.register_jl`, exactly 
 ops in :mod:`posekernels.ops._native`.
 
 The kernels run on CUDA tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` was set before
-triton was first imported (testing only: slow). Importing this module raises ImportError when
-triton is not installed; the dispatcher then treats the backend as unavailable.
+triton was first imported (testing only: slow; bf16 is computed in fp32 there because the
+interpreter's bf16 tl.dot is wrong). Importing this module raises ImportError when triton is not
+installed; the dispatcher then treats the backend as unavailable.
 
 Pipeline of one adaptive graph convolution (N samples, K partitions):
 
@@ -113,10 +114,7 @@ def _static_graph(A: Tensor, B: Optional[Tensor], acc: torch.dtype) -> Tensor:
 # adaptive graph convolution
 
 
-@torch.library.custom_op(AGC_FORWARD, mutates_args=())
-def agc_forward_triton(x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
-                       B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
-                       phi_w: Optional[Tensor], phi_b: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+def _agc_forward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
     x, A, W, bias, B = x.contiguous(), A.contiguous(), W.contiguous(), _c(bias), _c(B)
     theta_w, theta_b, phi_w, phi_b = _c(theta_w), _c(theta_b), _c(phi_w), _c(phi_b)
     n, cin, t, v = x.shape
@@ -146,11 +144,7 @@ def agc_forward_triton(x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
     return y, attn
 
 
-@torch.library.custom_op(AGC_BACKWARD, mutates_args=())
-def agc_backward_triton(grad_y: Tensor, x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
-                        B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
-                        phi_w: Optional[Tensor], phi_b: Optional[Tensor], attn: Tensor
-                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _agc_backward(grad_y, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn):
     g, x, A, W, attn = (grad_y.contiguous(), x.contiguous(), A.contiguous(), W.contiguous(),
                         attn.contiguous())
     bias, B, theta_w, theta_b, phi_w, phi_b = (_c(bias), _c(B), _c(theta_w), _c(theta_b),
@@ -202,8 +196,10 @@ def agc_backward_triton(grad_y: Tensor, x: Tensor, A: Tensor, W: Tensor, bias: O
             splits, per = _splits(n, triton.cdiv(ce, be) * triton.cdiv(cin, 32) * k, dev)
             gtwp = torch.empty((splits, k, ce, cin), dtype=acc, device=dev)
             gpwp = torch.empty((splits, k, ce, cin), dtype=acc, device=dev)
-            gtbp = torch.empty((splits, k, ce), dtype=acc, device=dev) if theta_b is not None else dummy
-            gpbp = torch.empty((splits, k, ce), dtype=acc, device=dev) if phi_b is not None else dummy
+            gtbp = (torch.empty((splits, k, ce), dtype=acc, device=dev)
+                    if theta_b is not None else dummy)
+            gpbp = (torch.empty((splits, k, ce), dtype=acc, device=dev)
+                    if phi_b is not None else dummy)
             _k.agc_bwd_attw[lambda m: (triton.cdiv(ce, be) * triton.cdiv(cin, m["BC"]), k,
                                        splits)](
                 x, theta_w, _or(theta_b, x), phi_w, _or(phi_b, x), gS, gtwp, gpwp, gtbp, gpbp,
@@ -226,8 +222,7 @@ def _jl_block_d(d: int) -> int:
     return _pow2(d, 16, 64)
 
 
-@torch.library.custom_op(JL_FORWARD, mutates_args=())
-def jl_forward_triton(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+def _jl_forward(x, W, b):
     x, W, b = x.contiguous(), W.contiguous(), _c(b)
     m, v, c = x.shape
     d = W.shape[2]
@@ -240,9 +235,7 @@ def jl_forward_triton(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
     return y
 
 
-@torch.library.custom_op(JL_BACKWARD, mutates_args=())
-def jl_backward_triton(grad_y: Tensor, x: Tensor, W: Tensor,
-                       has_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
+def _jl_backward(grad_y, x, W, has_bias):
     g, x, W = grad_y.contiguous(), x.contiguous(), W.contiguous()
     m, v, c = x.shape
     d = W.shape[2]
@@ -263,6 +256,48 @@ def jl_backward_triton(grad_y: Tensor, x: Tensor, W: Tensor,
     gW = gWp.sum(0).to(dtype)
     gb = gbp.sum(0).to(dtype) if has_bias else x.new_empty((0,))
     return gx, gW, gb
+
+
+# ------------------------------------------------------------------------------------------------
+# the custom ops
+
+
+def _run(fn, *args):
+    """Call a launcher; under the interpreter, bf16 runs in fp32 (its bf16 tl.dot is wrong)."""
+    if _k.INTERPRET and any(isinstance(a, Tensor) and a.dtype == torch.bfloat16 for a in args):
+        up = tuple(a.float() if isinstance(a, Tensor) and a.dtype == torch.bfloat16 else a
+                   for a in args)
+        out = fn(*up)
+        if isinstance(out, tuple):
+            return tuple(o.to(torch.bfloat16) for o in out)
+        return out.to(torch.bfloat16)
+    return fn(*args)
+
+
+@torch.library.custom_op(AGC_FORWARD, mutates_args=())
+def agc_forward_triton(x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
+                       B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
+                       phi_w: Optional[Tensor], phi_b: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    return _run(_agc_forward, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+
+
+@torch.library.custom_op(AGC_BACKWARD, mutates_args=())
+def agc_backward_triton(grad_y: Tensor, x: Tensor, A: Tensor, W: Tensor, bias: Optional[Tensor],
+                        B: Optional[Tensor], theta_w: Optional[Tensor], theta_b: Optional[Tensor],
+                        phi_w: Optional[Tensor], phi_b: Optional[Tensor], attn: Tensor
+                        ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _run(_agc_backward, grad_y, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn)
+
+
+@torch.library.custom_op(JL_FORWARD, mutates_args=())
+def jl_forward_triton(x: Tensor, W: Tensor, b: Optional[Tensor]) -> Tensor:
+    return _run(_jl_forward, x, W, b)
+
+
+@torch.library.custom_op(JL_BACKWARD, mutates_args=())
+def jl_backward_triton(grad_y: Tensor, x: Tensor, W: Tensor,
+                       has_bias: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _run(_jl_backward, grad_y, x, W, has_bias)
 
 
 _autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
