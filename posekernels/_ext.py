@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 import warnings
 
+import torch  # noqa: F401  (loads libtorch, which the extension links against)
+
 _C = None
 _ERROR: str | None = None
 

@@ -40,19 +40,27 @@ BACKENDS = ("cuda", "triton", "cpu", "reference")
 _local = threading.local()
 
 
-def _triton_module():
-    """The Triton backend module, or None when triton cannot be imported."""
-    if not hasattr(_triton_module, "cached"):
-        try:
-            from . import _triton
-        except Exception:  # triton missing or broken: the backend is simply unavailable
-            _triton = None
-        _triton_module.cached = _triton
-    return _triton_module.cached
+def _load_triton():
+    try:
+        from . import _triton
+    except Exception:  # triton missing or broken: the backend is simply unavailable
+        return None
+    return _triton
 
 
 def _triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# Resolved once at import (not lazily inside a call, which torch.compile could be tracing), and
+# only where triton can run: with a CUDA device, or under the interpreter. Importing triton
+# costs about a second, which CPU-only users are spared.
+_TRITON = _load_triton() if (torch.cuda.is_available() or _triton_interpreting()) else None
+
+
+def _triton_module():
+    """The Triton backend module, or None when triton cannot be used here."""
+    return _TRITON
 
 
 def available_backends(device: torch.device | str | None = None) -> list[str]:
