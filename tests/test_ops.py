@@ -381,3 +381,16 @@ def test_torch_compile_inductor():
     model = _TinyLifter()
     x = torch.randn(2, 5, 17, 2)
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fresh_import_loads_extension_without_warnings():
+    """`import posekernels` as the first import of a process loads the extension silently."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "import posekernels\n"
+            "info = posekernels.build_info()\n"
+            "assert info['extension'], info['extension_error']\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ,
+                                                                  "TRITON_INTERPRET": "0"})
