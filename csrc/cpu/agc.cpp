@@ -6,9 +6,9 @@
 //   C_k   = softmax over v (the rows) of S_k; M_k = A_k + B_k + C_k
 //   Z     = [X @ M_0; ...; X @ M_{K-1}]                                 (K*Cin, T*V)
 //   y_n   = Wcat (Cout, K*Cin) @ Z + sum_k bias[k]                      one GEMM for all K
-// The samples are split into one chunk per thread; each chunk works in its own scratch (Z, TP,
-// M, ...), so no (N, K, Cin, T, V) intermediate is ever allocated, and accumulates its own
-// partial weight gradients, summed at the end. The backward recomputes TP (and Z) per sample
+// Threads take samples (backward: blocks of samples) one at a time; each thread works in its own
+// scratch (Z, TP, M, ...), so no (N, K, Cin, T, V) intermediate is ever allocated, and each block
+// of the backward accumulates its own partial weight gradients, summed in block order at the end. The backward recomputes TP (and Z) per sample
 // instead of saving them; the softmax term comes from the forward's `attn` output.
 #include "cpu/gemm.h"
 #include "cpu/kernels.h"
@@ -75,6 +75,11 @@ Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const
   }
   return p;
 }
+
+// Per-worker and per-block buffers start at multiples of 64 elements (the allocator aligns the
+// base to 64 bytes): every worker's scratch then has the same alignment, and BLAS (which may pick
+// its code path by alignment) rounds identically whichever thread ran a sample.
+inline int64_t padded(int64_t elements) { return (elements + 63) / 64 * 64; }
 
 template <typename scalar_t>
 const scalar_t* ptr_or_null(const at::Tensor& t) {
@@ -185,9 +190,9 @@ void forward_kernel(const Sizes& s, const Prepared& p, const at::Tensor& x, at::
                     at::Tensor& attn) {
   const bool attention = s.E > 0;
   const int64_t TV = s.TV(), VV = s.VV(), KC = s.KC(), CT = s.C * s.T;
-  const int64_t scratch = KC * TV + (attention ? s.KE2() * TV + s.K * VV + VV : 0);
-  const int64_t chunks = chunk_count(s.N, 1);
-  at::Tensor work = at::empty({chunks, scratch}, x.options());
+  const int64_t scratch = padded(KC * TV + (attention ? s.KE2() * TV + s.K * VV + VV : 0));
+  const int64_t workers = chunk_count(s.N, 1);
+  at::Tensor work = at::empty({workers, scratch}, x.options());
 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
@@ -199,38 +204,35 @@ void forward_kernel(const Sizes& s, const Prepared& p, const at::Tensor& x, at::
   const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
-  for_each_chunk(chunks, [&](int64_t chunk) {
-    scalar_t* Z = workp + chunk * scratch;
+  for_each_block(s.N, workers, [&](int64_t n, int64_t worker) {  // one block per sample
+    scalar_t* Z = workp + worker * scratch;
     scalar_t* TP = Z + KC * TV;
     scalar_t* M = TP + s.KE2() * TV;
     scalar_t* S = M + s.K * VV;
-    const int64_t n_end = chunk_begin(chunk + 1, chunks, s.N);
-    for (int64_t n = chunk_begin(chunk, chunks, s.N); n < n_end; ++n) {
-      const scalar_t* X = xp + n * s.C * TV;
-      const scalar_t* Mn = Mbase;
-      if (attention) {
-        embed(s, TPw, TPb, X, TP);
-        for (int64_t k = 0; k < s.K; ++k) {
-          scalar_t* Ck = attnp + (n * s.K + k) * VV;
-          attention_term(s, TP, k, S, Ck);
-          add_into(Mbase + k * VV, Ck, M + k * VV, VV);
-        }
-        Mn = M;
+    const scalar_t* X = xp + n * s.C * TV;
+    const scalar_t* Mn = Mbase;
+    if (attention) {
+      embed(s, TPw, TPb, X, TP);
+      for (int64_t k = 0; k < s.K; ++k) {
+        scalar_t* Ck = attnp + (n * s.K + k) * VV;
+        attention_term(s, TP, k, S, Ck);
+        add_into(Mbase + k * VV, Ck, M + k * VV, VV);
       }
-      for (int64_t k = 0; k < s.K; ++k) {  // Z_k (Cin*T, V) = X (Cin*T, V) @ M_k
-        gemm_rm<scalar_t>(false, false, CT, s.V, s.V, 1, X, s.V, Mn + k * VV, s.V, 0,
-                          Z + k * CT * s.V, s.V);
-      }
-      scalar_t* Y = yp + n * s.O * TV;
-      scalar_t beta = 0;
-      if (bias_sum != nullptr) {
-        for (int64_t o = 0; o < s.O; ++o) {
-          std::fill(Y + o * TV, Y + (o + 1) * TV, bias_sum[o]);
-        }
-        beta = 1;
-      }
-      gemm_rm<scalar_t>(false, false, s.O, TV, KC, 1, Wcat, KC, Z, TV, beta, Y, TV);
+      Mn = M;
     }
+    for (int64_t k = 0; k < s.K; ++k) {  // Z_k (Cin*T, V) = X (Cin*T, V) @ M_k
+      gemm_rm<scalar_t>(false, false, CT, s.V, s.V, 1, X, s.V, Mn + k * VV, s.V, 0,
+                        Z + k * CT * s.V, s.V);
+    }
+    scalar_t* Y = yp + n * s.O * TV;
+    scalar_t beta = 0;
+    if (bias_sum != nullptr) {
+      for (int64_t o = 0; o < s.O; ++o) {
+        std::fill(Y + o * TV, Y + (o + 1) * TV, bias_sum[o]);
+      }
+      beta = 1;
+    }
+    gemm_rm<scalar_t>(false, false, s.O, TV, KC, 1, Wcat, KC, Z, TV, beta, Y, TV);
   });
 }
 
@@ -252,25 +254,27 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
   const int64_t TV = s.TV(), VV = s.VV(), KC = s.KC(), CT = s.C * s.T, KE2 = s.KE2();
   const int64_t ET = s.E * s.T;
 
-  // Scratch layout per chunk: Z | gM | TP | gTP | M | Cbuf | S
+  // Scratch layout per worker: Z | gM | TP | gTP | M | Cbuf | S
   const int64_t z_size = KC * TV;
   const int64_t gm_size = need_gM ? VV : 0;
   const int64_t tp_size = attention ? KE2 * TV : 0;
   const int64_t m_size = attention ? s.K * VV : 0;
   const int64_t c_size = recompute_attn ? s.K * VV : 0;
   const int64_t s_size = recompute_attn ? VV : 0;
-  const int64_t scratch = z_size + gm_size + 2 * tp_size + m_size + c_size + s_size;
-  // Partial sums per chunk: gWcat | gbias | gB | gTPw | gTPb
+  const int64_t scratch = padded(z_size + gm_size + 2 * tp_size + m_size + c_size + s_size);
+  // Partial sums per block of samples: gWcat | gbias | gB | gTPw | gTPb
   const int64_t pw_size = s.O * KC;
   const int64_t pbias_size = has_bias ? s.O : 0;
   const int64_t pB_size = has_B ? s.K * VV : 0;
   const int64_t ptpw_size = attention ? KE2 * s.C : 0;
   const int64_t ptpb_size = has_TPb ? KE2 : 0;
-  const int64_t partial = pw_size + pbias_size + pB_size + ptpw_size + ptpb_size;
+  const int64_t partial = padded(pw_size + pbias_size + pB_size + ptpw_size + ptpb_size);
 
-  const int64_t chunks = chunk_count(s.N, 1);
-  at::Tensor work = at::empty({chunks, scratch}, x.options());
-  at::Tensor partials = at::zeros({chunks, partial}, x.options());
+  // A few blocks per worker balance the load; the partials cost (blocks x partial) memory.
+  const int64_t workers = chunk_count(s.N, 1);
+  const int64_t blocks = workers == 1 ? 1 : std::min<int64_t>(s.N, 4 * workers);
+  at::Tensor work = at::empty({workers, scratch}, x.options());
+  at::Tensor partials = at::zeros({blocks, partial}, x.options());
   at::Tensor gx = at::empty_like(x);
 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -284,23 +288,23 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
   const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
-  for_each_chunk(chunks, [&](int64_t chunk) {
-    scalar_t* Z = workp + chunk * scratch;  // Z, then overwritten by gZ
+  for_each_block(blocks, workers, [&](int64_t block, int64_t worker) {
+    scalar_t* Z = workp + worker * scratch;  // Z, then overwritten by gZ
     scalar_t* gM = Z + z_size;
     scalar_t* TP = gM + gm_size;
     scalar_t* gTP = TP + tp_size;
     scalar_t* M = gTP + tp_size;
     scalar_t* Cbuf = M + m_size;
     scalar_t* S = Cbuf + c_size;
-    scalar_t* gW_p = partp + chunk * partial;
+    scalar_t* gW_p = partp + block * partial;
     scalar_t* gbias_p = gW_p + pw_size;
     scalar_t* gB_p = gbias_p + pbias_size;
     scalar_t* gTPw_p = gB_p + pB_size;
     scalar_t* gTPb_p = gTPw_p + ptpw_size;
     std::vector<const scalar_t*> Cks(static_cast<size_t>(s.K), nullptr);
 
-    const int64_t n_end = chunk_begin(chunk + 1, chunks, s.N);
-    for (int64_t n = chunk_begin(chunk, chunks, s.N); n < n_end; ++n) {
+    const int64_t n_end = chunk_begin(block + 1, blocks, s.N);
+    for (int64_t n = chunk_begin(block, blocks, s.N); n < n_end; ++n) {
       const scalar_t* X = xp + n * s.C * TV;
       const scalar_t* GY = gyp + n * s.O * TV;
       scalar_t* GX = gxp + n * s.C * TV;
@@ -368,7 +372,7 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
     }
   });
 
-  at::Tensor total = chunks == 1 ? partials[0] : partials.sum(0);
+  at::Tensor total = blocks == 1 ? partials[0] : partials.sum(0);
   BackwardResult r;
   r.gx = gx;
   int64_t offset = 0;

@@ -1,15 +1,16 @@
-// Chunked parallel loops for the CPU kernels.
+// Parallel loops for the CPU kernels.
 //
-// Work is split into a fixed number of chunks (at most one per thread), each chunk owning its
-// scratch and its partial sums of weight gradients; the partials are reduced after the loop. The
-// chunk count depends only on the problem size and the thread count, never on which thread runs
-// which chunk, so results are reproducible for a given thread count.
+// Work is split into blocks of items (samples); each block owns its partial sums of weight
+// gradients, reduced in block order after the loop, and each worker thread owns its scratch.
+// Which thread runs which block never changes a result: the block boundaries depend only on the
+// problem size and the thread count, so results are reproducible for a given thread count.
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 
 namespace posekernels::cpu {
@@ -42,6 +43,31 @@ void for_each_chunk(int64_t chunks, const F& f) {
     at::AutoDispatchBelowADInplaceOrView guard;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       f(chunk);
+    }
+  });
+}
+
+// Runs f(block, worker) for every block in [0, blocks) on `workers` threads (worker in
+// [0, workers) indexes per-thread scratch). Blocks are handed out one at a time from a shared
+// counter, so a thread that gets less CPU time (a shared machine) takes fewer blocks instead of
+// holding everyone up. With one worker everything runs on the calling thread, outside any
+// parallel region, so BLAS calls inside f may use all threads.
+template <typename F>
+void for_each_block(int64_t blocks, int64_t workers, const F& f) {
+  if (workers <= 1 || blocks <= 1) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    for (int64_t block = 0; block < blocks; ++block) {
+      f(block, int64_t{0});
+    }
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    for (int64_t worker = begin; worker < end; ++worker) {
+      for (int64_t block = next.fetch_add(1); block < blocks; block = next.fetch_add(1)) {
+        f(block, worker);
+      }
     }
   });
 }
