@@ -30,11 +30,14 @@ def has_extension() -> bool:
     return _C is not None
 
 
+# Read once: the dispatcher asks on every op call, also while torch.compile traces it, and a
+# call into the pybind11 module cannot be traced.
+_COMPILED: tuple[str, ...] = tuple(_C.compiled_backends()) if _C is not None else ()
+
+
 def compiled_backends() -> list[str]:
     """Backends compiled into the extension ("cpu", and "cuda" when built with CUDA)."""
-    if _C is None:
-        return []
-    return list(_C.compiled_backends())
+    return list(_COMPILED)
 
 
 def load_error() -> str | None:

@@ -34,6 +34,7 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
                         theta_b: Tensor | None = None, phi_w: Tensor | None = None,
                         phi_b: Tensor | None = None) -> Tensor:
     """y[n,o,t,w] = sum_k (sum_c W[k,o,c] sum_v x[n,c,t,v] M[n,k,v,w] + bias[k,o])."""
+    x = x.contiguous()  # einsum's traced decomposition may view it (torch.compile)
     n = x.shape[0]
     m = A.unsqueeze(0).expand(n, -1, -1, -1)  # (N, K, V, V)
     if B is not None:
