@@ -327,3 +327,26 @@ def test_joint_linear_reduced_precision(dtype, tol):
         assert a.dtype == dtype, name
         err = (a.double() - w).abs().max()
         assert err <= tol * w.abs().max().clamp_min(1.0), f"{name}: error {err:.3e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward ops as ops (test_ops.py runs opcheck on the forward ops)
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_agc_backward_op_opcheck_and_fresh_outputs(k):
+    args = agc_args(n=2, cin=3, cout=1, ce=1, t=2, v=4, k=k)
+    y, attn = torch.ops.posekernels.agc_forward(*op_args(args))
+    bw_args = (torch.randn_like(y),) + op_args(args) + (attn,)
+    torch.library.opcheck(torch.ops.posekernels.agc_backward.default, bw_args)
+    grads = torch.ops.posekernels.agc_backward(*bw_args)
+    storages = [g.untyped_storage().data_ptr() for g in grads]
+    assert len(set(storages)) == len(storages)  # no output aliases another
+
+
+@pytest.mark.parametrize("c,d", [(4, 1), (1, 3), (5, 5)])
+@pytest.mark.parametrize("has_bias", [True, False])
+def test_jl_backward_op_opcheck(c, d, has_bias):
+    x = torch.randn(3, 2, c, dtype=torch.float64)
+    W = torch.randn(2, c, d, dtype=torch.float64)
+    gy = torch.randn(3, 2, d, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.posekernels.jl_backward.default, (gy, x, W, has_bias))

@@ -448,9 +448,12 @@ agc_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
     r = backward_kernel<scalar_t>(s, p, grad_y, x, attn, bias.has_value(), B.has_value());
   });
 
-  at::Tensor gW = r.gWcat.view({s.O, s.K, s.C}).permute({1, 0, 2}).contiguous();
+  // Every output gets its own storage (a plain .contiguous() could return a view of the shared
+  // partial sums when K == 1, making two outputs alias each other).
+  constexpr auto kContiguous = at::MemoryFormat::Contiguous;
+  at::Tensor gW = r.gWcat.view({s.O, s.K, s.C}).permute({1, 0, 2}).clone(kContiguous);
   at::Tensor gbias = bias.has_value()
-                         ? r.gbias_sum.unsqueeze(0).expand({s.K, s.O}).contiguous()
+                         ? r.gbias_sum.unsqueeze(0).expand({s.K, s.O}).clone(kContiguous)
                          : empty_grad(x);
   at::Tensor gB = B.has_value() ? r.gB.view({s.K, s.V, s.V}).clone() : empty_grad(x);
   at::Tensor gtw = empty_grad(x), gtb = empty_grad(x), gpw = empty_grad(x), gpb = empty_grad(x);
