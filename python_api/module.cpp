@@ -1,6 +1,5 @@
 // The Python module posekernels._C: importing it loads this library, whose static initialisers
 // register the posekernels:: ops (python_api/ops.cpp) with torch. It also describes the build.
-#include <pybind11/eval.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -80,15 +79,7 @@ py::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "posekernels compiled extension: registers the posekernels:: ops with torch";
-  m.attr("COMPILED_BACKENDS") = py::tuple(py::cast(compiled_backends()));
-  // compiled_backends() is asked on every op call to pick a backend, also while torch.compile
-  // traces the call: a plain Python function over a constant stays traceable by Dynamo, where a
-  // pybind11 builtin would not be.
-  py::exec(R"(
-def compiled_backends():
-    """Kernel backends compiled into this extension ('cpu', plus 'cuda' when built with CUDA)."""
-    return list(COMPILED_BACKENDS)
-)",
-           m.attr("__dict__"));
+  m.def("compiled_backends", &compiled_backends,
+        "Kernel backends compiled into this extension ('cpu', plus 'cuda' when built with CUDA).");
   m.def("build_info", &build_info, "Build configuration of this extension.");
 }
