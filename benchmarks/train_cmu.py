@@ -1,0 +1,184 @@
+"""Train and compare lifting models on the real CMU motion capture (CPU-sized configurations).
+
+    python benchmarks/train_cmu.py                      # convert, train every run, write the table
+    python benchmarks/train_cmu.py --runs gla_full      # only some runs (comma-separated)
+    python benchmarks/train_cmu.py --table-only         # rebuild the table from finished runs
+    python benchmarks/train_cmu.py --table-only --ship  # ... and install the best model as the
+                                                        # package's default checkpoint
+
+Reads the BVH files in ``../shared/data/cmu-mocap`` (relative to the repository root; ``--cmu``
+overrides), converts them with ``posekernels import-bvh`` (50 Hz, glitch repair) into
+``out/cmu/data_3d_cmu.npz`` (git-ignored; never committed), and trains each run with
+``posekernels train --config out/cmu/<run>/config.json``. Subjects 01, 02, 05, 06 and 07 train,
+subject 09 validates; 2D inputs are the ground-truth projections through the default virtual
+rig (4 cameras). Every run uses seed 0, one CPU thread and the same data and epochs within a
+comparison. The table (validation MPJPE / P-MPJPE with test-time flip, mean over actions, mm)
+goes to ``out/cmu/results.md`` and ``out/cmu/results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SUBJECTS = ("01", "02", "05", "06", "07", "09")
+VAL = ["09"]
+
+# Common settings: GLA-GCN runs follow the released recipe (Ranger, cosine lr 0.01 -> 1e-5, BN
+# momentum decay, flip augmentation, test-time flip); the global-node runs the paper's Adam.
+GLA = dict(epochs=8, batch_size=128, frame_stride=32, optimizer="ranger", lr=0.01, lr_min=1e-5,
+           lr_schedule="cosine", val_every=0)
+GN = dict(epochs=8, batch_size=256, frame_stride=8, optimizer="adam", lr=1e-3,
+          lr_schedule="exp", lr_decay=0.95, val_every=0)
+
+RUNS = {
+    "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+                                 "sequence_branch": True, "head": "icl"}),
+    "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
+                                 "channels": 32}),
+    "global_node": dict(GN, model={"arch": "global_node", "channels": 64, "skeleton": "h36m17",
+                                   "global_node": True, "aux": "action", "num_classes": 50}),
+    "gcn_baseline": dict(GN, model={"arch": "global_node", "channels": 64, "skeleton": "h36m17",
+                                    "global_node": False, "aux": None}),
+}
+LABELS = {
+    "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
+    "released": "Released-model configuration (S_AGCN, shared head), T=27, C=32",
+    "global_node": "Global-node GCN (K-means labels, K=50), C=64",
+    "gcn_baseline": "Baseline GCN (no global node), C=64",
+}
+
+
+def convert(cmu: str, out_npz: str) -> None:
+    from posekernels.cli import main as cli
+
+    if os.path.isfile(out_npz):
+        return
+    folders = [os.path.join(cmu, s) for s in SUBJECTS]
+    for f in folders:
+        if not os.path.isdir(f):
+            raise SystemExit(f"{f}: CMU subject folder not found (pass --cmu)")
+    t = time.perf_counter()
+    rc = cli(["import-bvh", *folders, "--out", out_npz, "--fps", "50", "--repair-glitches",
+              "--quiet"])
+    if rc:
+        raise SystemExit(f"import-bvh failed ({rc})")
+    print(f"converted {len(folders)} subjects to {out_npz} in {time.perf_counter() - t:.0f} s")
+
+
+def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
+    from posekernels.cli import main as cli
+
+    run_dir = os.path.join(out, name)
+    os.makedirs(run_dir, exist_ok=True)
+    cfg = dict(RUNS[name], data_3d=data, val_subjects=VAL, seed=seed, threads=threads,
+               out_dir=run_dir, device="cpu", progress=False)
+    path = os.path.join(run_dir, "config.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=1)
+    t = time.perf_counter()
+    rc = cli(["train", "--config", path, "--resume", "auto"])
+    if rc:
+        raise SystemExit(f"{name}: training failed ({rc})")
+    with open(os.path.join(run_dir, "wall_seconds.txt"), "w") as f:
+        f.write(f"{time.perf_counter() - t:.1f}\n")
+
+
+def table(out: str) -> dict:
+    from posekernels.training import read_checkpoint
+
+    rows = {}
+    for name in RUNS:
+        path = os.path.join(out, name, "model.pt")
+        if not os.path.isfile(path):
+            continue
+        ck = read_checkpoint(path)
+        cfg = ck["config"]
+        hist_path = os.path.join(out, name, "history.json")
+        with open(hist_path, encoding="utf-8") as f:
+            history = json.load(f)
+        params = sum(v.numel() for k, v in ck["model"].items()
+                     if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        rows[name] = {
+            "label": LABELS[name], "model": ck["model_config"], "parameters": params,
+            "epochs": cfg["epochs"], "seed": cfg["seed"], "batch_size": cfg["batch_size"],
+            "frame_stride": cfg["frame_stride"], "optimizer": cfg["optimizer"],
+            "train_seconds": round(sum(h["seconds"] for h in history), 1),
+            "final_loss": history[-1]["loss"], "val": ck["metrics"],
+            "checkpoint_bytes": os.path.getsize(path),
+        }
+    lines = ["| Run | Params | Epochs | Train time (s) | Val MPJPE (mm) | Val P-MPJPE (mm) "
+             "| N-MPJPE (mm) | MPJVE (mm/frame) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        v = r["val"]
+        lines.append(f"| {r['label']} | {r['parameters']:,} | {r['epochs']} | "
+                     f"{r['train_seconds']:.0f} | {v['mpjpe']:.1f} | {v['p_mpjpe']:.1f} | "
+                     f"{v['n_mpjpe']:.1f} | {v['mpjve']:.2f} |")
+    result = {"rows": rows, "machine": f"{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs", "validation_subjects": VAL,
+              "validation_frames": next(iter(rows.values()))["val"]["frames"] if rows else 0}
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
+def ship(out: str, rows: dict) -> None:
+    """Install the run with the lowest validation MPJPE as posekernels/assets/default_model.pt
+    (model + config + metrics only; must stay under 10 MB)."""
+    from posekernels.training import load_checkpoint, read_checkpoint, save_checkpoint
+    from posekernels.training.checkpoint import default_checkpoint_path
+
+    best = min(rows, key=lambda n: rows[n]["val"]["mpjpe"])
+    src = os.path.join(out, best, "model.pt")
+    ck = read_checkpoint(src)
+    model = load_checkpoint(src)
+    dst = default_checkpoint_path()
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    cfg = dict(ck["config"])
+    for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
+        cfg[key] = os.path.relpath(cfg[key], ROOT) if cfg.get(key) else cfg.get(key)
+    save_checkpoint(dst, model, model_config=ck["model_config"], config=cfg,
+                    epoch=ck.get("epoch"), metrics=dict(ck["metrics"], run=best,
+                                                         validation_subjects=VAL))
+    size = os.path.getsize(dst)
+    if size >= 10 * 2 ** 20:
+        os.unlink(dst)
+        raise SystemExit(f"{best}: checkpoint is {size} bytes, over 10 MB; not shipped")
+    print(f"shipped {best} ({size:,} bytes) as {dst}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cmu", default=os.path.join(ROOT, "..", "shared", "data", "cmu-mocap"))
+    p.add_argument("--out", default=os.path.join(ROOT, "out", "cmu"))
+    p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, from {list(RUNS)}")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--ship", action="store_true", help="install the best model as the default")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    data = os.path.join(args.out, "data_3d_cmu.npz")
+    if not args.table_only:
+        convert(args.cmu, data)
+        for name in args.runs.split(","):
+            if name not in RUNS:
+                raise SystemExit(f"unknown run {name!r}; choose from {list(RUNS)}")
+            run_one(name, args.out, data, args.threads, args.seed)
+    result = table(args.out)
+    if args.ship and result["rows"]:
+        ship(args.out, result["rows"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

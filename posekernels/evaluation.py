@@ -1,0 +1,101 @@
+"""Evaluate a lifting model on sequences with :class:`posekernels.metrics.MetricAccumulator`.
+
+* :func:`sequences_from_3d` -- world 3D sequences (a VideoPose3D 3D npz or the dict it holds)
+  projected through the default virtual rig (:func:`posekernels.data.default_rig`), optionally
+  with detector noise: one :class:`~posekernels.data.PoseSequence` per (subject, action, camera).
+* :func:`sequences_from_bvh` -- BVH files or folders imported with
+  :func:`posekernels.data.import_bvh` (CMU conventions; subject = folder name, action = file
+  stem), then projected the same way.
+* :func:`evaluate_sequences` -- lift every sequence with :func:`posekernels.lift_sequence`
+  (optionally with the test-time flip) and accumulate MPJPE, P-MPJPE, N-MPJPE, MPJVE (mm, mm per
+  frame), PCK at 150 mm and AUC over 0-150 mm against root-relative camera-frame targets:
+  frame-weighted within an action, averaged over actions, and per subject.
+* :func:`headline` -- the flat JSON object ``{"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck",
+  "auc", "frames"}`` (means over actions) of a summary.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from torch import nn
+
+from .metrics import METRICS, MetricAccumulator
+
+__all__ = ["sequences_from_3d", "sequences_from_bvh", "evaluate_sequences", "headline"]
+
+
+def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str, Any]], *,
+                      subjects: Iterable[str] | None = None, detector_noise: bool = False,
+                      seed: int = 0, fps: float | None = None, num_joints: int | None = None):
+    """Project world sequences (metres) through the default rig; see the module docstring."""
+    from .data import DetectorNoise, load_positions_3d, project_sequences
+
+    if isinstance(positions_3d, (str, os.PathLike)):
+        positions_3d = load_positions_3d(positions_3d, num_joints=num_joints)
+    if subjects is not None:
+        subjects = [str(s) for s in subjects]
+        missing = sorted(set(subjects) - set(positions_3d))
+        if missing:
+            raise ValueError(f"subject(s) {missing} not in the data (it has "
+                             f"{sorted(positions_3d)})")
+    noise = DetectorNoise(seed=seed) if detector_noise else None
+    return project_sequences(positions_3d, subjects=subjects, noise=noise, fps=fps)
+
+
+def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
+                       repair_glitches: bool = True, detector_noise: bool = False,
+                       seed: int = 0):
+    """Import BVH files / folders (CMU conventions, 50 Hz) and project them (module doc)."""
+    from .cli.import_bvh import _collect
+    from .data import import_bvh
+
+    positions: dict[str, dict[str, np.ndarray]] = {}
+    for path in _collect(list(paths)):
+        subj = subject or os.path.basename(os.path.dirname(os.path.abspath(path)))
+        action = os.path.splitext(os.path.basename(path))[0]
+        if action in positions.get(subj, {}):
+            raise ValueError(f"{path}: duplicate sequence {subj}/{action}")
+        positions.setdefault(subj, {})[action] = import_bvh(
+            path, repair_glitches=repair_glitches).positions
+    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=50.0)
+
+
+def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: bool = True,
+                       batch_size: int = 1024, metrics: Sequence[str] = METRICS,
+                       root: int = 0, progress: bool = False) -> MetricAccumulator:
+    """Lift each :class:`~posekernels.data.PoseSequence` and accumulate the metrics.
+
+    Targets are the sequences' camera-frame 3D positions made root-relative (joint ``root``);
+    predictions are made root-relative too. Returns the accumulator (call ``.summary()``).
+    """
+    from .inference import lift_sequence
+
+    seqs = list(sequences)
+    if not seqs:
+        raise ValueError("no sequences to evaluate")
+    acc = MetricAccumulator(metrics, root=root)
+    it = seqs
+    if progress:
+        try:
+            from tqdm import tqdm
+            it = tqdm(seqs, desc="evaluate", unit="seq", leave=False)
+        except ImportError:  # pragma: no cover - tqdm is optional
+            pass
+    for seq in it:
+        if seq.positions_3d is None:
+            raise ValueError(f"sequence {seq.key}: no 3D targets to evaluate against")
+        pred = lift_sequence(model, seq.normalized_2d().astype(np.float32), flip_tta=flip_tta,
+                             batch_size=batch_size)
+        target = np.asarray(seq.positions_3d, dtype=np.float64)
+        acc.add(seq.subject, seq.action, pred, target, valid=seq.valid)
+    return acc
+
+
+def headline(summary: Mapping[str, Any]) -> dict:
+    """``{"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck", "auc", "frames"}`` of a summary (means
+    over actions; metrics that were not computed are left out)."""
+    out = {m: float(summary["mean_over_actions"][m]) for m in summary["metrics"]}
+    out["frames"] = int(summary["frames"])
+    return out

@@ -1,0 +1,169 @@
+"""Training configuration: one dataclass, read from JSON and overridden by command-line flags.
+
+A config file is a JSON object whose keys are the fields of :class:`TrainConfig` (unknown keys
+and wrong types are errors that name the file and the key). Example::
+
+    {
+      "model": {"arch": "glagcn", "receptive_field": 27, "channels": 32},
+      "data_3d": "out/cmu/data_3d_cmu.npz",
+      "val_subjects": ["09"],
+      "epochs": 8,
+      "batch_size": 256
+    }
+
+``model`` is a dict: ``arch`` is ``"glagcn"`` (keyword arguments of
+:class:`posekernels.models.GLAGCN`), ``"released_sagcn"`` (arguments of
+:func:`posekernels.models.released_sagcn`) or ``"global_node"``
+(:class:`posekernels.models.GlobalNodeGCN`); every other entry is passed to the constructor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "load_config", "config_from_dict", "ConfigError", "MODEL_ARCHS"]
+
+MODEL_ARCHS = ("glagcn", "released_sagcn", "global_node")
+
+
+class ConfigError(ValueError):
+    """A configuration problem (the message names the file or flag and the key)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; see the field comments for units and defaults."""
+
+    # model: {"arch": ..., constructor kwargs...}
+    model: dict = field(default_factory=lambda: {"arch": "glagcn", "receptive_field": 27,
+                                                  "channels": 32})
+    # data: a VideoPose3D 3D npz of world positions (metres), projected through the default
+    # virtual rig (posekernels.data.default_rig) into 2D inputs and camera-frame targets
+    data_3d: str | None = None
+    train_subjects: list | None = None      # None: every subject not in val_subjects
+    val_subjects: list = field(default_factory=list)
+    detector_noise: bool = False            # add posekernels.data.DetectorNoise to the 2D input
+    frame_stride: int = 1                   # every s-th frame is a training sample (per-camera offset)
+    # schedule
+    epochs: int = 10
+    stage1_epochs: int | None = None        # GLA-GCN stage 1 (L_global + L_local); None: epochs // 2
+    batch_size: int = 256                   # global batch (split over DDP ranks)
+    optimizer: str = "ranger"               # "ranger" (RAdam + Lookahead) or "adam"
+    lr: float = 0.01
+    lr_min: float = 1e-5                    # cosine schedule floor
+    lr_schedule: str = "cosine"             # "cosine" (to lr_min over the epochs) or "exp"
+    lr_decay: float = 0.96                  # per-epoch factor of the "exp" schedule
+    weight_decay: float = 0.0
+    bn_momentum_decay: bool = True          # BatchNorm momentum 0.1 -> 0.001 over training
+    flip_augment: bool = True               # random horizontal flip of each training sample
+    test_flip: bool = True                  # test-time flip in validation
+    grad_clip: float | None = None
+    # running
+    seed: int = 0
+    device: str = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = True                        # bf16 autocast on CUDA (ignored on CPU)
+    threads: int | None = None              # torch.set_num_threads on CPU
+    out_dir: str = "out/train"
+    val_every: int = 1                      # validate every n epochs (0: only after the last)
+    val_batch_size: int = 1024
+    progress: bool = True                   # tqdm progress bars
+
+    def validate(self, where: str = "config") -> "TrainConfig":
+        def bad(key, msg):
+            raise ConfigError(f"{where}: {key}: {msg}")
+
+        if not isinstance(self.model, dict) or "arch" not in self.model:
+            bad("model", "must be an object with an 'arch' entry")
+        if self.model["arch"] not in MODEL_ARCHS:
+            bad("model.arch", f"must be one of {list(MODEL_ARCHS)}, got {self.model['arch']!r}")
+        for key in ("epochs", "batch_size", "frame_stride", "val_batch_size"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.stage1_epochs is not None and not 0 <= self.stage1_epochs <= self.epochs:
+            bad("stage1_epochs", f"must lie in [0, epochs={self.epochs}], got "
+                f"{self.stage1_epochs}")
+        if self.optimizer not in ("ranger", "adam"):
+            bad("optimizer", f"must be 'ranger' or 'adam', got {self.optimizer!r}")
+        if self.lr_schedule not in ("cosine", "exp"):
+            bad("lr_schedule", f"must be 'cosine' or 'exp', got {self.lr_schedule!r}")
+        if not self.lr > 0 or not 0 <= self.lr_min <= self.lr:
+            bad("lr", f"need lr > 0 and 0 <= lr_min <= lr, got lr={self.lr}, "
+                f"lr_min={self.lr_min}")
+        if not 0 < self.lr_decay <= 1:
+            bad("lr_decay", f"must lie in (0, 1], got {self.lr_decay}")
+        if self.val_every < 0:
+            bad("val_every", f"must be >= 0, got {self.val_every}")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", f"must be >= 1, got {self.threads}")
+        if self.train_subjects is not None and set(self.train_subjects) & set(self.val_subjects):
+            bad("val_subjects", "overlaps train_subjects: "
+                f"{sorted(set(self.train_subjects) & set(self.val_subjects))}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Does a JSON value fit a field annotation (as written in TrainConfig)?"""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    options = [t.strip() for t in str(text).split("|")]
+    for t in options:
+        if t == "None" and value is None:
+            return True
+        if t == "bool" and isinstance(value, bool):
+            return True
+        if t == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if t == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if t == "str" and isinstance(value, str):
+            return True
+        if t == "list" and isinstance(value, list):
+            return True
+        if t == "dict" and isinstance(value, dict):
+            return True
+    return False
+
+
+def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None = None
+                     ) -> TrainConfig:
+    """Build (or update ``base`` with) a validated :class:`TrainConfig` from a plain dict."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a JSON object of settings, got "
+                          f"{type(data).__name__}")
+    hints = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(hints)}")
+    values = dataclasses.asdict(base) if base is not None else {}
+    for key, value in data.items():
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{where}: {key}: expected {hints[key]}, got {value!r}")
+        if key in ("train_subjects", "val_subjects") and value is not None:
+            value = [str(s) for s in value]
+        if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip") and value is not None:
+            value = float(value)
+        values[key] = value
+    cfg = TrainConfig(**values)
+    return cfg.validate(where)
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a JSON config file (errors name the file and the problem)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: "
+                          f"{exc.msg}") from None
+    return config_from_dict(data, path)
+

@@ -1,0 +1,335 @@
+"""The training loop shared by every model (``posekernels train``).
+
+Recipe (see :class:`~posekernels.training.TrainConfig` for every knob):
+
+* data: world 3D sequences projected through the default virtual rig; one sample per frame
+  (every ``frame_stride``-th frame, with a per-camera offset so the cameras cover different
+  frames), windows gathered on the device by :class:`posekernels.data.WindowDataset` with
+  replicate padding; each sample is horizontally flipped with probability 1/2
+  (``flip_augment``);
+* GLA-GCN: two stages, ``L_global + L_local`` for ``stage1_epochs`` (default half of the
+  epochs) then ``L_local`` (models without the sequence branch: ``L_local`` throughout);
+  global-node GCN: ``MSE + 0.001 CE`` on K-means pseudo labels (``aux="action"``, labels from
+  :func:`posekernels.models.kmeans_pose_labels` on the training targets, flipped copies
+  included), ``MSE + 0.0001 reconstruction`` (``aux="embedding"``) or MSE alone;
+* Ranger (RAdam in Lookahead) or Adam; learning rate set once per epoch (cosine to ``lr_min``
+  or exponential decay), BatchNorm momentum 0.1 -> 0.001 (``bn_momentum_decay``);
+* bf16 autocast on CUDA; DistributedDataParallel under torchrun (each rank takes its share of
+  every global batch; rank 0 validates and writes);
+* reproducible: every epoch reseeds the shuffling generator and torch's RNG from
+  ``(seed, epoch)``, so a run resumed from ``last.pt`` ends with the same weights as an
+  uninterrupted one;
+* outputs in ``out_dir``: ``last.pt`` (model, optimizer, epoch, history; written after every
+  epoch), ``model.pt`` (model + config + final metrics), ``history.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import build_model, read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .ddp import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
+from .optim import bn_momentum, cosine_lr, exp_lr, make_optimizer, set_bn_momentum, set_lr
+
+__all__ = ["train", "TrainingData", "prepare_data", "resolve_device"]
+
+
+def resolve_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if dist_info is not None and dist_info.enabled and dev.index is None:
+            dev = torch.device("cuda", dist_info.local_rank)
+    return dev
+
+
+class TrainingData:
+    """Training windows, validation sequences and (global-node) pseudo labels."""
+
+    def __init__(self, dataset, val_sequences, labels: torch.Tensor | None, subjects: dict):
+        self.dataset = dataset
+        self.val_sequences = val_sequences
+        self.labels = labels            # per row of dataset.targets, or None
+        self.subjects = subjects
+
+    def batch(self, ids: torch.Tensor):
+        """(inputs (N, T, V, 2), target windows (N, T, V, 3), labels (N,) or None)."""
+        ds = self.dataset
+        frames = ds.frame_of(ids)
+        idx = ds.window_indices(frames)
+        rows = frames
+        if ds.flip:
+            shift = (ids >= ds.num_frames).to(torch.int64) * ds.num_total_frames
+            idx = idx + shift.unsqueeze(1)
+            rows = frames + shift
+        labels = self.labels[rows] if self.labels is not None else None
+        return ds.inputs[idx], ds.targets[idx], labels
+
+
+def _stride_masks(sequences, stride: int) -> list[np.ndarray] | None:
+    if stride == 1:
+        return None
+    cams = sorted({s.camera for s in sequences})
+    masks = []
+    for s in sequences:
+        offset = (cams.index(s.camera) * stride) // max(len(cams), 1)
+        m = np.zeros(s.num_frames, dtype=bool)
+        m[min(offset, s.num_frames - 1)::stride] = True
+        masks.append(m)
+    return masks
+
+
+def prepare_data(cfg: TrainConfig, model: nn.Module, device: torch.device,
+                 positions_3d: dict | None = None) -> TrainingData:
+    """Load ``cfg.data_3d`` (or use ``positions_3d``), split the subjects, build the windows."""
+    from ..data import WindowDataset, load_positions_3d
+    from ..evaluation import sequences_from_3d
+
+    if positions_3d is None:
+        if not cfg.data_3d:
+            raise ValueError("no training data: set data_3d (a VideoPose3D 3D npz, e.g. from "
+                             "posekernels import-bvh)")
+        positions_3d = load_positions_3d(cfg.data_3d, num_joints=model.num_joints)
+    where = cfg.data_3d or "data"
+    all_subjects = sorted(positions_3d)
+    val = [s for s in cfg.val_subjects]
+    missing = sorted(set(val) - set(all_subjects))
+    if missing:
+        raise ValueError(f"{where}: validation subject(s) {missing} not in the data (it has "
+                         f"{all_subjects})")
+    train = cfg.train_subjects if cfg.train_subjects is not None else [
+        s for s in all_subjects if s not in val]
+    missing = sorted(set(train) - set(all_subjects))
+    if missing:
+        raise ValueError(f"{where}: training subject(s) {missing} not in the data (it has "
+                         f"{all_subjects})")
+    if not train:
+        raise ValueError(f"{where}: no training subjects left (all are validation subjects)")
+    train_seqs = sequences_from_3d(positions_3d, subjects=train,
+                                   detector_noise=cfg.detector_noise, seed=cfg.seed, fps=None)
+    val_seqs = (sequences_from_3d(positions_3d, subjects=val, detector_noise=cfg.detector_noise,
+                                  seed=cfg.seed, fps=None) if val else [])
+    sk = model.skeleton
+    ds = WindowDataset.from_sequences(
+        train_seqs, receptive_field=int(getattr(model, "receptive_field", 1)),
+        causal=bool(getattr(model, "causal", False)), flip=cfg.flip_augment,
+        joints_left=sk.left, joints_right=sk.right, root=sk.root,
+        valid=_stride_masks(train_seqs, cfg.frame_stride), device=device)
+    labels = None
+    if getattr(model, "aux", None) == "action":
+        from ..models import kmeans_pose_labels
+
+        rows = ds.frames
+        if ds.flip:
+            rows = torch.cat([rows, rows + ds.num_total_frames])
+        poses = ds.targets[rows].cpu()
+        big = poses.shape[0] > 20000
+        lab = kmeans_pose_labels(poses, model.num_classes, seed=cfg.seed,
+                                 n_init=1 if big else 4, batch_size=4096 if big else None)
+        labels = torch.full((ds.targets.shape[0],), -1, dtype=torch.int64)
+        labels[rows.cpu()] = lab
+        labels = labels.to(device)
+    return TrainingData(ds, val_seqs, labels, {"train": list(train), "val": val})
+
+
+class _LossModule(nn.Module):
+    """Wraps a model so that DistributedDataParallel sees the loss computation as forward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, target_seq, labels, stage: int):
+        m = self.model
+        if hasattr(m, "receptive_field"):  # GLA-GCN family
+            return m.loss(x, target_seq, stage=stage)
+        return m.loss(x[:, 0], target_seq[:, 0], labels)
+
+
+def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.lr_schedule == "cosine":
+        return cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+    return exp_lr(epoch, cfg.lr, cfg.lr_decay)
+
+
+def _stage1_epochs(cfg: TrainConfig, model: nn.Module) -> int:
+    if not getattr(model, "sequence_branch", False):
+        return 0
+    return cfg.stage1_epochs if cfg.stage1_epochs is not None else cfg.epochs // 2
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return None
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    from ..data._io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None = None,
+          positions_3d: dict | None = None, log=print) -> dict:
+    """Run (or resume) a training run; returns ``{"history", "metrics", "model_path", ...}``.
+
+    ``resume``: a ``last.pt`` checkpoint (or ``"auto"`` for ``<out_dir>/last.pt`` when it
+    exists). ``stop_after``: stop once this many epochs are complete (to split a run).
+    ``positions_3d``: world sequences to use instead of reading ``cfg.data_3d``.
+    """
+    cfg.validate()
+    probe = "cuda" if cfg.device.startswith("cuda") or (
+        cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    info = init_distributed(probe)
+    try:
+        return _train(cfg, info, resume, stop_after, positions_3d, log)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
+    device = resolve_device(cfg.device, info)
+    if cfg.threads is not None and device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    main = info.is_main
+    say = log if main else (lambda *a, **k: None)
+    if main:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model).to(device)
+    data = prepare_data(cfg, model, device, positions_3d)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    stage1 = _stage1_epochs(cfg, model)
+
+    start_epoch, history = 0, []
+    last_path = os.path.join(cfg.out_dir, "last.pt")
+    if resume == "auto":
+        resume = last_path if os.path.isfile(last_path) else None
+    if resume:
+        state = read_checkpoint(resume, map_location=device)
+        for key in ("optimizer", "epoch"):
+            if key not in state:
+                raise ValueError(f"{resume}: missing key {key!r}: not a resumable checkpoint "
+                                 "(use the last.pt a training run writes)")
+        if dict(state["model_config"]) != dict(cfg.model):
+            raise ValueError(f"{resume}: its model_config {dict(state['model_config'])} differs "
+                             f"from this run's model {dict(cfg.model)}")
+        model.load_state_dict(state["model"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{resume}: optimizer state does not fit ({exc})") from None
+        start_epoch = int(state["epoch"])
+        history = list(state.get("history", []))
+        say(f"resumed from {resume} after epoch {start_epoch}")
+
+    net = _LossModule(model)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=stage1 > 0)
+    use_amp = cfg.amp and device.type == "cuda"
+    ds = data.dataset
+    n = len(data.dataset.frames)
+    per_rank = max(1, cfg.batch_size // info.world_size)
+    global_batch = per_rank * info.world_size
+    n_batches = n // global_batch + (1 if n % global_batch >= 2 * info.world_size else 0)
+    if n_batches == 0:
+        raise ValueError(f"{n} training samples are too few for batch size {cfg.batch_size} on "
+                         f"{info.world_size} process(es)")
+    nparams = sum(p.numel() for p in model.parameters())
+    say(f"model {cfg.model} ({nparams:,} parameters) on {device}"
+        f"{f' x {info.world_size} ranks' if info.enabled else ''}; "
+        f"{n:,} training samples/epoch ({len(ds.lengths)} sequences, subjects "
+        f"{data.subjects['train']}), validation {data.subjects['val']}")
+
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    metrics: dict = history[-1].get("val", {}) if history else {}
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.perf_counter()
+        lr = _epoch_lr(cfg, epoch)
+        set_lr(optimizer, lr)
+        if cfg.bn_momentum_decay:
+            set_bn_momentum(model, bn_momentum(epoch, cfg.epochs))
+        stage = 1 if epoch < stage1 else 2
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        if ds.flip:
+            order = order + torch.randint(0, 2, (n,), generator=gen) * n
+        torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + info.rank)
+        order = order.to(device)
+        model.train()
+        total, count = 0.0, 0
+        batches = range(n_batches)
+        bar = _progress(batches, n_batches, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and main)
+        for b in (bar if bar is not None else batches):
+            ids = order[b * global_batch:(b + 1) * global_batch][info.rank::info.world_size]
+            x, y, labels = data.batch(ids)
+            with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
+                loss = net(x, y, labels, stage)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"epoch {epoch + 1}, batch {b}: loss is {value}")
+            total += value
+            count += 1
+            if bar is not None:
+                bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", stage=stage)
+        if bar is not None:
+            bar.close()
+        train_loss = all_reduce_mean(total / max(count, 1), info, device)
+        record = {"epoch": epoch + 1, "stage": stage, "lr": lr, "loss": train_loss,
+                  "seconds": round(time.perf_counter() - t0, 2)}
+        validate = data.val_sequences and main and (
+            epoch + 1 == cfg.epochs or (cfg.val_every and (epoch + 1) % cfg.val_every == 0))
+        if validate:
+            from ..evaluation import evaluate_sequences, headline
+
+            summary = evaluate_sequences(model, data.val_sequences, flip_tta=cfg.test_flip,
+                                         batch_size=cfg.val_batch_size).summary()
+            metrics = headline(summary)
+            record["val"] = metrics
+        history.append(record)
+        msg = (f"epoch {epoch + 1}/{cfg.epochs} stage {stage} lr {lr:.2e} loss {train_loss:.5f}"
+               f" ({record['seconds']:.0f} s)")
+        if "val" in record:
+            msg += (f" | val MPJPE {metrics['mpjpe']:.1f} mm, P-MPJPE {metrics['p_mpjpe']:.1f}"
+                    " mm")
+        say(msg)
+        if main:
+            save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
+                            epoch=epoch + 1, optimizer=optimizer.state_dict(), history=history)
+            _write_json(os.path.join(cfg.out_dir, "history.json"), history)
+        barrier(info)
+
+    model_path = os.path.join(cfg.out_dir, "model.pt")
+    done = len(history) >= cfg.epochs
+    if main and done:
+        save_checkpoint(model_path, model, model_config=cfg.model, config=cfg.to_dict(),
+                        epoch=cfg.epochs, metrics=metrics)
+    barrier(info)
+    return {"history": history, "metrics": metrics, "model": model,
+            "model_path": model_path if done else None, "last_path": last_path,
+            "parameters": nparams, "rank": info.rank, "world_size": info.world_size}

@@ -1,0 +1,298 @@
+"""Training: Lookahead/Ranger, schedules, config loading, the training loop (GLA-GCN two stages,
+global-node GCN with K-means labels), checkpoints, resume, the train command and bad input."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from _training_data import synthetic_positions
+from posekernels.cli import main as cli
+from posekernels.training import (ConfigError, Lookahead, TrainConfig, build_model,
+                                  config_from_dict, cosine_lr, load_checkpoint, load_config,
+                                  read_checkpoint, save_checkpoint, train)
+from posekernels.training.optim import bn_momentum, ranger
+
+TINY_GLA = {"arch": "glagcn", "receptive_field": 3, "channels": 8}
+TINY_GN = {"arch": "global_node", "channels": 8, "skeleton": "h36m17", "num_classes": 4}
+
+
+@pytest.fixture(scope="module")
+def positions():
+    return synthetic_positions()
+
+
+def tiny_config(tmp_path, model=TINY_GLA, **kw) -> TrainConfig:
+    base = dict(model=dict(model), val_subjects=["S2"], epochs=3, batch_size=64,
+                out_dir=str(tmp_path / "run"), progress=False, threads=1, seed=1, val_every=0)
+    base.update(kw)
+    return config_from_dict(base)
+
+
+# ------------------------------------------------------------------------------ optimiser
+def test_lookahead_matches_hand_computation():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5))
+    opt = Lookahead(torch.optim.SGD([w], lr=0.1), k=3, alpha=0.5)
+    slow = w.detach().clone()
+    fast = w.detach().clone()
+    for step in range(1, 8):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+        fast = fast - 0.1 * 2 * fast
+        if step % 3 == 0:
+            slow = slow + 0.5 * (fast - slow)
+            fast = slow.clone()
+        torch.testing.assert_close(w.detach(), fast)
+
+
+def test_ranger_state_dict_round_trip_continues_identically():
+    def make():
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(4, 2)
+        return lin, ranger(lin.parameters(), lr=0.01)
+
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+
+    def steps(lin, opt, n):
+        for _ in range(n):
+            opt.zero_grad()
+            lin(x).square().mean().backward()
+            opt.step()
+
+    a, oa = make()
+    steps(a, oa, 10)
+    b, ob = make()
+    steps(b, ob, 4)
+    state = {"model": b.state_dict(), "opt": ob.state_dict()}
+    c, oc = make()
+    c.load_state_dict(state["model"])
+    oc.load_state_dict(state["opt"])
+    steps(c, oc, 6)
+    for pa, pc in zip(a.parameters(), c.parameters()):
+        torch.testing.assert_close(pa, pc, rtol=0, atol=0)
+    inner = oa.optimizer
+    assert isinstance(inner, torch.optim.RAdam)
+    assert inner.defaults["betas"] == (0.95, 0.999) and inner.defaults["eps"] == 1e-5
+    assert (oa.k, oa.alpha) == (6, 0.5)
+
+
+def test_schedules():
+    assert cosine_lr(0, 10, 0.01, 1e-5) == pytest.approx(0.01)
+    assert cosine_lr(10, 10, 0.01, 1e-5) == pytest.approx(1e-5)
+    assert cosine_lr(5, 10, 0.01, 1e-5) == pytest.approx((0.01 + 1e-5) / 2)
+    assert bn_momentum(0, 80) == pytest.approx(0.1)
+    assert bn_momentum(80, 80) == pytest.approx(0.001)
+    assert bn_momentum(40, 80) == pytest.approx(0.1 * math.exp(-0.5 * math.log(100)))
+
+
+# ------------------------------------------------------------------------------ config
+def test_config_file_and_errors(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"model": TINY_GLA, "epochs": 2, "lr": 1, "val_subjects": [9]}))
+    cfg = load_config(good)
+    assert cfg.epochs == 2 and cfg.lr == 1.0 and cfg.val_subjects == ["9"]
+    cases = {
+        "broken.json": ('{"epochs": 2,', "malformed JSON at line 1"),
+        "unknown.json": ('{"epochz": 2}', "unknown key(s) ['epochz']"),
+        "type.json": ('{"epochs": "two"}', "epochs: expected int"),
+        "value.json": ('{"epochs": 0}', "epochs: must be >= 1"),
+        "arch.json": ('{"model": {"arch": "resnet"}}', "model.arch: must be one of"),
+        "list.json": ('[1, 2]', "must be a JSON object"),
+    }
+    for name, (text, msg) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ConfigError) as exc:
+            load_config(path)
+        assert str(path) in str(exc.value) and msg in str(exc.value), str(exc.value)
+    with pytest.raises(ConfigError, match="missing.json: cannot read config"):
+        load_config(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------------------ training
+def test_glagcn_two_stage_training_loss_decreases_and_checkpoint_round_trip(tmp_path, positions):
+    cfg = tiny_config(tmp_path, epochs=4, stage1_epochs=2, val_every=2)
+    res = train(cfg, positions_3d=positions, log=lambda *a: None)
+    hist = res["history"]
+    assert [h["stage"] for h in hist] == [1, 1, 2, 2]
+    assert hist[1]["loss"] < hist[0]["loss"] and hist[3]["loss"] < hist[2]["loss"]
+    assert [h["lr"] for h in hist] == pytest.approx([cosine_lr(e, 4, 0.01, 1e-5)
+                                                     for e in range(4)])
+    assert "val" in hist[1] and "val" in hist[3] and "val" not in hist[0]
+    assert set(res["metrics"]) >= {"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "pck", "auc",
+                                   "frames"}
+    model = res["model"]
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.momentum == pytest.approx(bn_momentum(3, 4))
+    # model.pt: state dict + config, loadable with weights_only=True, same predictions
+    path = tmp_path / "run" / "model.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["model_config"] == TINY_GLA and raw["config"]["epochs"] == 4
+    loaded = load_checkpoint(path)
+    x = torch.randn(5, 3, 17, 2)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert loaded.checkpoint_info["metrics"] == res["metrics"]
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 4
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, positions):
+    a = train(tiny_config(tmp_path / "a", epochs=3, stage1_epochs=1), positions_3d=positions,
+              log=lambda *a: None)
+    cfg_b = tiny_config(tmp_path / "b", epochs=3, stage1_epochs=1)
+    part = train(cfg_b, positions_3d=positions, stop_after=2, log=lambda *a: None)
+    assert part["model_path"] is None and len(part["history"]) == 2
+    assert not (tmp_path / "b" / "run" / "model.pt").exists()
+    b = train(cfg_b, positions_3d=positions, resume="auto", log=lambda *a: None)
+    assert [h["epoch"] for h in b["history"]] == [1, 2, 3]
+    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    assert b["history"][-1]["loss"] == a["history"][-1]["loss"]
+
+
+def test_global_node_training_with_kmeans_labels(tmp_path, positions):
+    cfg = tiny_config(tmp_path, model=TINY_GN, optimizer="adam", lr=3e-3, lr_schedule="exp",
+                      epochs=4, batch_size=32)
+    res = train(cfg, positions_3d=positions, log=lambda *a: None)
+    losses = [h["loss"] for h in res["history"]]
+    assert losses[-1] < losses[0]
+    assert [h["stage"] for h in res["history"]] == [2, 2, 2, 2]
+    assert [h["lr"] for h in res["history"]] == pytest.approx([3e-3 * 0.96 ** e for e in range(4)])
+    loaded = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert loaded.aux == "action" and loaded.num_classes == 4
+
+
+def test_frame_stride_keeps_every_camera_offset(tmp_path, positions):
+    from posekernels.training import prepare_data
+
+    cfg = tiny_config(tmp_path, frame_stride=4)
+    model = build_model(cfg.model)
+    data = prepare_data(cfg, model, torch.device("cpu"), positions)
+    full = prepare_data(tiny_config(tmp_path), model, torch.device("cpu"), positions)
+    assert full.dataset.num_frames == sum(full.dataset.lengths)
+    # 2 clips x 4 cameras of 125 frames, one frame in 4 per camera with offsets 0, 1, 2, 3:
+    # every frame of the motion is a sample from exactly one camera
+    assert data.dataset.num_frames == 2 * 125
+    local = data.dataset.local[data.dataset.frames] % 4
+    assert sorted(set(local.tolist())) == [0, 1, 2, 3]
+    x, y, labels = data.batch(torch.arange(6))
+    assert x.shape == (6, 3, 17, 2) and y.shape == (6, 3, 17, 3) and labels is None
+    assert torch.all(y[:, 1, 0] == 0)  # root-relative targets
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_errors_name_the_file(tmp_path):
+    model = build_model(TINY_GLA)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model)
+    assert read_checkpoint(good)["model_config"] == TINY_GLA
+
+    def expect(path, msg):
+        with pytest.raises(ValueError) as exc:
+            load_checkpoint(path)
+        assert str(path) in str(exc.value) and msg in str(exc.value), str(exc.value)
+
+    expect(tmp_path / "nope.pt", "no such checkpoint file")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    expect(junk, "not a readable posekernels checkpoint")
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[:200])
+    expect(trunc, "not a readable posekernels checkpoint")
+    nokey = tmp_path / "nokey.pt"
+    torch.save({"model": model.state_dict()}, nokey)
+    expect(nokey, "missing key 'model_config'")
+    state = dict(model.state_dict())
+    del state["head.W_joint"]
+    state["extra.weight"] = torch.zeros(1)
+    torch.save({"model_config": TINY_GLA, "model": state}, tmp_path / "keys.pt")
+    expect(tmp_path / "keys.pt", "missing keys ['head.W_joint']")
+    torch.save({"model_config": dict(TINY_GLA, channels=12), "model": model.state_dict()},
+               tmp_path / "shape.pt")
+    expect(tmp_path / "shape.pt", "shape mismatch")
+    torch.save({"model_config": {"arch": "mlp"}, "model": {}}, tmp_path / "arch.pt")
+    expect(tmp_path / "arch.pt", "unknown model arch 'mlp'")
+    torch.save({"model_config": dict(TINY_GLA, width=3), "model": {}}, tmp_path / "kw.pt")
+    expect(tmp_path / "kw.pt", "bad argument")
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    model = build_model(TINY_GLA)
+    target = tmp_path / "model.pt"
+    with pytest.raises(Exception):
+        save_checkpoint(target, model, extra=lambda: None)  # a lambda cannot be pickled
+    assert os.listdir(tmp_path) == []
+    save_checkpoint(target, model)
+    before = target.read_bytes()
+    with pytest.raises(Exception):
+        save_checkpoint(target, model, extra=lambda: None)
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["model.pt"]
+
+
+# ------------------------------------------------------------------------------ command line
+def test_train_command_with_config_and_flags(tmp_path, positions, capsys):
+    from posekernels.data import save_positions_3d
+
+    data = tmp_path / "data_3d.npz"
+    save_positions_3d(data, positions)
+    conf = tmp_path / "run.json"
+    conf.write_text(json.dumps({"model": TINY_GLA, "val_subjects": ["S2"], "epochs": 5,
+                                "batch_size": 64, "progress": False, "threads": 1}))
+    out = tmp_path / "out"
+    rc = cli(["train", "--config", str(conf), "--data-3d", str(data), "--epochs", "2",
+              "--out-dir", str(out), "--channels", "6", "--model-args", '{"head": "shared"}'])
+    assert rc == 0, capsys.readouterr().err
+    ck = torch.load(out / "model.pt", weights_only=True)
+    assert ck["config"]["epochs"] == 2
+    assert ck["model_config"] == dict(TINY_GLA, channels=6, head="shared")
+    assert "epoch 2/2" in capsys.readouterr().out
+    # resume a finished run: nothing left to do, same file
+    assert cli(["train", "--config", str(conf), "--data-3d", str(data), "--epochs", "2",
+                "--out-dir", str(out), "--channels", "6", "--model-args",
+                '{"head": "shared"}', "--resume"]) == 0
+
+
+def test_train_command_bad_input(tmp_path, positions, capsys):
+    from posekernels.data import save_positions_3d
+
+    data = tmp_path / "data_3d.npz"
+    save_positions_3d(data, positions)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"arch": "glagcn"}, "epochs": -1}')
+    out = tmp_path / "out"
+    assert cli(["train", "--config", str(bad), "--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "epochs" in err
+    assert cli(["train", "--data-3d", str(data), "--val-subjects", "S9", "--out-dir", str(out),
+                "--arch", "glagcn", "--receptive-field", "3", "--channels", "4"]) == 1
+    assert "validation subject(s) ['S9'] not in the data" in capsys.readouterr().err
+    assert cli(["train", "--data-3d", str(data), "--out-dir", str(out), "--arch", "glagcn",
+                "--receptive-field", "4"]) == 1
+    assert "receptive_field must be 3**k" in capsys.readouterr().err
+    assert cli(["train", "--data-3d", str(tmp_path / "none.npz"), "--out-dir", str(out)]) == 1
+    assert "none.npz: no such file" in capsys.readouterr().err
+    assert not out.exists() or not any(p.suffix == ".pt" for p in out.iterdir())
+    assert cli(["train", "--data-3d", str(data), "--out-dir", str(out), "--model-args", "{"]) == 1
+    assert "--model-args: malformed JSON" in capsys.readouterr().err
+    # resuming from a checkpoint without training state
+    model_only = tmp_path / "model_only.pt"
+    save_checkpoint(model_only, build_model(TINY_GLA))
+    assert cli(["train", "--data-3d", str(data), "--val-subjects", "S2", "--out-dir", str(out),
+                "--arch", "glagcn", "--receptive-field", "3", "--channels", "8",
+                "--resume", str(model_only), "--no-progress"]) == 1
+    assert "missing key 'optimizer'" in capsys.readouterr().err
+
+
+def test_amp_is_off_on_cpu_and_numbers_are_float32(tmp_path, positions):
+    res = train(tiny_config(tmp_path, epochs=1, amp=True), positions_3d=positions,
+                log=lambda *a: None)
+    assert all(p.dtype == torch.float32 for p in res["model"].parameters())
+    assert np.isfinite(res["history"][0]["loss"])
