@@ -1,0 +1,49 @@
+"""The one place where the streaming commands (``stream``, ``demo``, ``export``) get a model.
+
+``load_model("default")`` asks :func:`posekernels.training.checkpoint.load_default_model` for
+the default model shipped in ``posekernels/assets``; ``load_model(path)`` loads a posekernels
+checkpoint with :func:`posekernels.training.checkpoint.load_checkpoint`. Either way a missing
+loader or file raises :class:`DefaultModelUnavailable` / ``ValueError`` with a message that says
+what is missing, never a bare traceback from deep inside torch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+__all__ = ["load_model", "DefaultModelUnavailable"]
+
+
+class DefaultModelUnavailable(RuntimeError):
+    """The default checkpoint (or the code that loads it) is not part of this installation."""
+
+
+def load_model(checkpoint: str | os.PathLike = "default",
+               device: torch.device | str = "cpu") -> nn.Module:
+    """The model named by ``checkpoint`` (``"default"`` or a checkpoint file), in eval mode."""
+    if str(checkpoint) == "default":
+        try:
+            from ..training.checkpoint import load_default_model
+        except ImportError as exc:
+            raise DefaultModelUnavailable(
+                "the default checkpoint is not available: posekernels.training.checkpoint "
+                f"cannot be imported ({exc}); pass --checkpoint PATH to a trained checkpoint"
+            ) from None
+        try:
+            model = load_default_model(map_location="cpu")
+        except (OSError, ValueError) as exc:
+            raise DefaultModelUnavailable(
+                f"the default checkpoint could not be loaded: {exc}; pass --checkpoint PATH to a "
+                "trained checkpoint") from None
+        return model.to(device).eval()
+    path = os.fspath(checkpoint)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path!r} does not exist (or is not a file)")
+    try:
+        from ..training.checkpoint import load_checkpoint
+    except ImportError as exc:
+        raise ValueError(f"cannot load {path!r}: posekernels.training.checkpoint is not "
+                         f"available ({exc})") from None
+    return load_checkpoint(path, map_location="cpu").to(device).eval()

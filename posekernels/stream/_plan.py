@@ -1,0 +1,252 @@
+"""Inference plans: an eval-mode model rewritten for repeated forwards on fixed shapes.
+
+:func:`build_plan` turns a :class:`~posekernels.models.GLAGCN` (any head, block, temporal
+variant, causal or not, with or without the sequence branch) into a :class:`GLAGCNPlan`, a
+module with the same output as ``model.eval()(x)[:, 0]`` (to float rounding, checked by the tests
+to 1e-5) that does less work per call:
+
+* every BatchNorm is folded into the layer before it (data BatchNorm -> one affine on the input
+  window; graph-unit BN -> the per-partition channel mix ``W`` and ``bias`` of the adaptive graph
+  convolution; temporal BN -> the temporal convolution; shortcut BN -> its 1x1 convolution);
+* dropout, input checks and the sequence head (unused at inference) are dropped;
+* residual additions and ReLUs run in place (``aten::_add_relu_``), the strided modules' residual
+  is added in place;
+* the individually connected layer's two weight groups are blended once (lam is fixed);
+* the graph convolutions call the compiled op ``torch.ops.posekernels.agc_forward`` directly
+  when the automatic backend for the device is a compiled one (``cpu``/``cuda``: the same kernel
+  :func:`posekernels.ops.adaptive_graph_conv` dispatches to, without repeating its Python
+  argument validation on every call), and :mod:`posekernels.ops` otherwise.
+
+With ``backend="reference"`` every op goes through the plain PyTorch reference formulation,
+which is what :mod:`posekernels.export` traces to ONNX.
+
+Any other model (a single-frame :class:`~posekernels.models.GlobalNodeGCN`, a user module with a
+``receptive_field``) gets a :class:`ModulePlan` that simply calls it in eval mode.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _ext, ops
+from ..ops import reference
+
+__all__ = ["build_plan", "GLAGCNPlan", "ModulePlan"]
+
+
+def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
+    """(scale, shift) of an eval-mode BatchNorm, computed in float64."""
+    var = bn.running_var.detach().double()
+    mean = bn.running_mean.detach().double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    return scale, shift
+
+
+def _fold_conv(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
+    scale, shift = _bn_affine(bn)
+    w = conv.weight.detach().double() * scale[:, None, None, None]
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(shift)
+    return w, b * scale + shift
+
+
+def _p(t: Tensor | None, like: Tensor) -> nn.Parameter | None:
+    if t is None:
+        return None
+    return nn.Parameter(t.detach().to(dtype=like.dtype, device=like.device).contiguous(),
+                        requires_grad=False)
+
+
+class _Graph(nn.Module):
+    """Folded GraphUnit: ReLU(agc(x; W*s, bias*s (+t)) + shortcut(x))."""
+
+    def __init__(self, unit, backend):
+        super().__init__()
+        ref = unit.W
+        scale, shift = _bn_affine(unit.bn)
+        W = unit.W.detach().double() * scale[None, :, None]
+        bias = unit.bias.detach().double() * scale[None, :]
+        bias[0] += shift
+        self.backend = backend
+        self.register_buffer("A", unit.A.detach().clone())
+        self.W, self.bias = _p(W, ref), _p(bias, ref)
+        self.B = _p(unit.B, ref)
+        self.theta_w, self.theta_b = _p(unit.theta_w, ref), _p(unit.theta_b, ref)
+        self.phi_w, self.phi_b = _p(unit.phi_w, ref), _p(unit.phi_b, ref)
+        if unit.shortcut is None:
+            self.sc_w = self.sc_b = None
+        else:
+            w, b = _fold_conv(unit.shortcut.conv, unit.shortcut.bn)
+            self.sc_w, self.sc_b = _p(w, ref), _p(b, ref)
+
+    def forward(self, x: Tensor) -> Tensor:
+        args = (x, self.A, self.W, self.bias, self.B, self.theta_w, self.theta_b, self.phi_w,
+                self.phi_b)
+        if self.backend == "native":
+            y = torch.ops.posekernels.agc_forward(*args)[0]
+        elif self.backend == "reference":
+            y = reference.adaptive_graph_conv(*args)
+        else:
+            y = ops.adaptive_graph_conv(*args, backend=self.backend)
+        shortcut = x if self.sc_w is None else F.conv2d(x, self.sc_w, self.sc_b)
+        if self.backend == "reference":  # plain ops only (traceable for ONNX)
+            return F.relu(y + shortcut)
+        return torch.ops.aten._add_relu_(y, shortcut)
+
+
+class _Temporal(nn.Module):
+    """Folded TemporalUnit: conv (k, 1) / stride (s, 1) with the BN folded in."""
+
+    def __init__(self, unit):
+        super().__init__()
+        ref = unit.conv.weight
+        w, b = _fold_conv(unit.conv, unit.bn)
+        self.weight, self.bias = _p(w, ref), _p(b, ref)
+        self.kernel, self.stride, self.causal = unit.kernel, unit.stride, unit.causal
+        self.pad = unit.conv.padding[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.causal:
+            left = self.kernel - self.stride
+            if left > 0:
+                x = F.pad(x, (0, 0, left, 0))
+            elif left < 0:
+                x = x[:, :, -left:]
+        return F.conv2d(x, self.weight, self.bias, stride=(self.stride, 1), padding=(self.pad, 0))
+
+
+class _Block(nn.Module):
+    def __init__(self, block, backend):
+        super().__init__()
+        self.gcn = _Graph(block.gcn, backend)
+        self.tcn = _Temporal(block.tcn)
+        self.mode = block.residual_mode
+        self.residual = _Temporal(block.residual) if block.residual is not None else None
+        self.plain = backend == "reference"
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.tcn(self.gcn(x))
+        if self.mode == "none":
+            return F.relu(y) if self.plain else y.relu_()
+        r = x if self.mode == "identity" else self.residual(x)
+        if self.plain:
+            return F.relu(y + r)
+        return torch.ops.aten._add_relu_(y, r)
+
+
+class _Stage(nn.Module):
+    def __init__(self, stage, backend):
+        super().__init__()
+        self.block1 = _Block(stage.block1, backend)
+        self.block2 = _Block(stage.block2, backend)
+        self.pool, self.offset = stage.pool, stage.offset
+        self.plain = backend == "reference"
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = x[:, :, self.offset::3]
+        y = self.block2(self.block1(x))
+        if self.pool:
+            y = F.avg_pool2d(y, (3, 1), stride=(3, 1))
+        return y + r if self.plain else y.add_(r)
+
+
+def _native_backend_for(device: torch.device) -> bool:
+    compiled = _ext.compiled_backends()
+    first = ops.available_backends(device)[0]
+    return first in ("cpu", "cuda") and first in compiled and device.type in ("cpu", "cuda")
+
+
+class GLAGCNPlan(nn.Module):
+    """A folded, eval-only GLA-GCN: ``forward(x (N, T, V, 2)) -> (N, V, 3)`` (see module doc).
+
+    ``backend``: None (the automatic backend of :mod:`posekernels.ops`, calling the compiled op
+    directly when it is ``cpu``/``cuda``), or a backend name of :mod:`posekernels.ops`
+    (``"reference"`` for plain traceable PyTorch).
+    """
+
+    def __init__(self, model, backend: str | None = None):
+        super().__init__()
+        ref = next(model.parameters())
+        if backend is None:
+            backend = "native" if _native_backend_for(ref.device) else None
+        self.backend = backend
+        self.plain = backend == "reference"
+        self.receptive_field = model.receptive_field
+        self.causal = model.causal
+        self.num_joints = model.num_joints
+        self.skeleton = model.skeleton
+        v = model.num_joints
+        scale, shift = _bn_affine(model.data_bn)  # channel = joint * 2 + coordinate
+        self.register_buffer("in_scale", scale.view(v, 2).t().reshape(1, 2, 1, v).to(ref)
+                             .contiguous())
+        self.register_buffer("in_shift", shift.view(v, 2).t().reshape(1, 2, 1, v).to(ref)
+                             .contiguous())
+        self.expand = _Block(model.expand, backend)
+        self.global_blocks = nn.ModuleList([_Block(b, backend) for b in model.global_blocks])
+        self.stages = nn.ModuleList([_Stage(s, backend) for s in model.stages])
+        head = model.head
+        self.head_kind = head.kind
+        self.out_features = head.out_features
+        if head.kind == "icl":
+            lam = head.lam
+            W = lam * head.W_joint.detach().double() + (1 - lam) * head.W_shared.detach().double()
+            b = lam * head.b_joint.detach().double() + (1 - lam) * head.b_shared.detach().double()
+        elif head.kind == "shared":
+            W = head.W_shared.detach().double().expand(v, -1, -1)
+            b = head.b_shared.detach().double().expand(v, -1)
+        else:  # fc: (V*C, V*out) as a single "joint"
+            W = head.W_shared.detach().double()[None]
+            b = head.b_shared.detach().double()[None]
+        self.head_W, self.head_b = _p(W, ref), _p(b, ref)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        h = x.permute(0, 3, 1, 2) * self.in_scale + self.in_shift  # (N, 2, T, V)
+        h = h.contiguous()
+        h = self.expand(h)
+        for blk in self.global_blocks:
+            h = blk(h)
+        for stage in self.stages:
+            h = stage(h)
+        feat = h[:, :, 0].transpose(1, 2)  # (N, V, C)
+        if self.head_kind == "fc":
+            feat = feat.reshape(n, 1, -1)
+        if self.plain:
+            y = reference.joint_linear(feat, self.head_W, self.head_b)
+        elif self.backend == "native":
+            y = torch.ops.posekernels.jl_forward(feat.contiguous(), self.head_W, self.head_b)
+        else:
+            y = ops.grouped_joint_linear(feat, self.head_W, self.head_b, backend=self.backend)
+        return y.reshape(n, self.num_joints, self.out_features)
+
+
+class ModulePlan(nn.Module):
+    """Any other model, called as it is in eval mode: ``(N, T, V, 2) -> (N, V, 3)`` (windowed
+    models, output ``model(x)[:, 0]``) or ``(N, 1, V, 2) -> (N, V, 3)`` (single-frame models)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.windowed = hasattr(model, "receptive_field")
+        self.receptive_field = int(getattr(model, "receptive_field", 1))
+        self.causal = bool(getattr(model, "causal", False))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.windowed:
+            return self.model(x)[:, 0]
+        return self.model(x[:, 0])
+
+
+def build_plan(model: nn.Module, *, fold: bool = True, backend: str | None = None) -> nn.Module:
+    """The inference plan of ``model`` (see the module doc). ``fold=False`` always returns a
+    :class:`ModulePlan` (the model's own forward)."""
+    from ..models import GLAGCN
+
+    if fold and isinstance(model, GLAGCN):
+        return GLAGCNPlan(model, backend=backend).eval()
+    return ModulePlan(model).eval()

@@ -1,0 +1,261 @@
+"""StreamingLifter against the offline reference lift_sequence: exactness in both modes, several
+window lengths and streams, staggered starts, flip TTA, missing data, errors, memory."""
+import numpy as np
+import pytest
+import torch
+
+from posekernels import lift_sequence
+from posekernels.models import GLAGCN, GlobalNodeGCN, released_sagcn
+from posekernels.stream import StreamingLifter, build_plan, fill_missing
+
+TOL = 1e-5
+
+
+def _model(T, causal=False, channels=8, seed=0, **kw):
+    """A small random GLA-GCN with non-trivial BatchNorm statistics, its output rescaled to about
+    1 (metres-sized, like a trained model) so that an absolute 1e-5 is a meaningful bound."""
+    torch.manual_seed(seed)
+    m = GLAGCN(receptive_field=T, channels=channels, causal=causal, **kw).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.bias.data.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+    with torch.no_grad():
+        scale = m(torch.randn(8, T, 17, 2, generator=g)).abs().max().item()
+        for name, p in m.head.named_parameters():
+            p.div_(scale)
+    return m
+
+
+def _stream_all(lifter, seqs, streams=None):
+    """Push (S, F, V, 2) frame by frame; return per-stream lists of emitted poses + flush."""
+    S, F = seqs.shape[:2]
+    outs = [[] for _ in range(S)]
+    for f in range(F):
+        r = lifter.push(seqs[:, f])
+        if r is None:
+            assert not lifter.last_ready.any()
+            continue
+        for s in np.flatnonzero(lifter.last_ready):
+            assert lifter.last_frame_index[s] == len(outs[s])
+            outs[s].append(torch.as_tensor(r[s]))
+    rest = lifter.flush()
+    if S == 1:
+        rest = [rest]
+    return [torch.stack(outs[s] + [torch.as_tensor(p) for p in rest[s]]) for s in range(S)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("T", [3, 9, 27])
+def test_stream_equals_lift_sequence(causal, T):
+    model = _model(T, causal)
+    g = torch.Generator().manual_seed(T)
+    for frames in (1, T // 2, T + 5):
+        frames = max(frames, 1)
+        seqs = torch.randn(3, frames, 17, 2, generator=g) * 0.5
+        lifter = StreamingLifter(model, num_streams=3,
+                                 mode="causal" if causal else "centered")
+        got = _stream_all(lifter, seqs)
+        for s in range(3):
+            want = lift_sequence(model, seqs[s])
+            assert got[s].shape == want.shape
+            assert (got[s] - want).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_single_stream_numpy_and_emission_timing(fold):
+    T = 9
+    model = _model(T)
+    seq = np.random.default_rng(0).normal(size=(15, 17, 2)).astype(np.float32)
+    lifter = StreamingLifter(model, fold=fold)
+    assert lifter.latency_frames == 4
+    outs = []
+    for f in range(15):
+        r = lifter.push(seq[f])
+        if f < 4:
+            assert r is None
+        else:
+            assert isinstance(r, np.ndarray) and r.shape == (17, 3)
+            assert lifter.last_frame_index[0] == f - 4
+            outs.append(r)
+    rest = lifter.flush()
+    assert isinstance(rest, np.ndarray) and rest.shape == (4, 17, 3)
+    got = np.concatenate([np.stack(outs), rest])
+    np.testing.assert_allclose(got, lift_sequence(model, seq), atol=TOL, rtol=0)
+    # flush started the stream over: the same sequence again gives the same poses
+    again = [lifter.push(seq[f]) for f in range(15)]
+    np.testing.assert_allclose(np.stack([a for a in again if a is not None]), got[:11], atol=TOL)
+
+
+def test_causal_emits_at_once_and_flush_is_empty():
+    model = _model(9, causal=True)
+    lifter = StreamingLifter(model, num_streams=2)
+    seqs = torch.randn(2, 5, 17, 2)
+    for f in range(5):
+        r = lifter.push(seqs[:, f])
+        assert r is not None and r.shape == (2, 17, 3)
+        assert lifter.last_frame_index.tolist() == [f, f]
+    rest = lifter.flush()
+    assert rest.shape == (2, 0, 17, 3)
+
+
+def test_staggered_streams_and_subset_pushes():
+    """Streams start at different times and are pushed in different subsets; each stream still
+    equals its own offline lift."""
+    T = 9
+    model = _model(T)
+    g = torch.Generator().manual_seed(3)
+    S = 4
+    lengths = [12, 7, 3, 10]
+    seqs = [torch.randn(n, 17, 2, generator=g) for n in lengths]
+    starts = [0, 2, 5, 1]
+    lifter = StreamingLifter(model, num_streams=S)
+    outs = [[] for _ in range(S)]
+    for tick in range(30):
+        active = [s for s in range(S) if starts[s] <= tick < starts[s] + lengths[s]]
+        if not active:
+            continue
+        frames = torch.stack([seqs[s][tick - starts[s]] for s in active])
+        r = lifter.push(frames, streams=active)
+        if r is not None:
+            for row, s in enumerate(active):
+                if lifter.last_ready[row]:
+                    outs[s].append(r[row])
+                else:
+                    assert torch.isnan(r[row]).all()
+        for s in active:
+            if tick == starts[s] + lengths[s] - 1:
+                outs[s].extend(lifter.flush(s))
+                assert lifter.counts[s] == 0
+    for s in range(S):
+        want = lift_sequence(model, seqs[s])
+        assert (torch.stack(outs[s]) - want).abs().max().item() < TOL
+
+
+def test_flush_with_unequal_pending_returns_list():
+    model = _model(9)
+    lifter = StreamingLifter(model, num_streams=2)
+    lifter.push(torch.randn(17, 2), streams=0)
+    lifter.push(torch.randn(17, 2), streams=0)
+    lifter.push(torch.randn(17, 2), streams=1)
+    rest = lifter.flush()
+    assert isinstance(rest, list) and [r.shape[0] for r in rest] == [2, 1]
+
+
+def test_flip_tta_matches_lift_sequence():
+    model = _model(9)
+    seq = torch.randn(1, 12, 17, 2)
+    lifter = StreamingLifter(model, flip_tta=True)
+    got = _stream_all(lifter, seq)[0]
+    want = lift_sequence(model, seq[0], flip_tta=True)
+    assert (got - want).abs().max().item() < TOL
+
+
+def test_released_and_single_frame_models():
+    model = released_sagcn(9, channels=8).eval()
+    seq = torch.randn(1, 11, 17, 2)
+    got = _stream_all(StreamingLifter(model), seq)[0]
+    assert (got - lift_sequence(model, seq[0])).abs().max().item() < 1e-4 * max(
+        1.0, lift_sequence(model, seq[0]).abs().max().item())
+    single = GlobalNodeGCN(channels=16).eval()
+    seq = torch.randn(1, 6, 16, 2)
+    lifter = StreamingLifter(single)
+    outs = [lifter.push(seq[0, f]) for f in range(6)]
+    assert all(o is not None for o in outs)
+    torch.testing.assert_close(torch.stack(outs), lift_sequence(single, seq[0]), atol=1e-5,
+                               rtol=1e-5)
+    assert lifter.flush().shape == (0, 16, 3)
+
+
+@pytest.mark.parametrize("kw", [dict(head="fc", temporal="avgpool"), dict(block="stgcn"),
+                                dict(head="shared", sequence_branch=False)])
+def test_plan_equals_model(kw):
+    model = _model(27, **kw)
+    x = torch.randn(4, 27, 17, 2)
+    with torch.no_grad():
+        want = model(x)[:, 0]
+        for backend in (None, "reference"):
+            got = build_plan(model, backend=backend)(x)
+            assert (got - want).abs().max().item() < TOL
+
+
+def test_mode_mismatch_and_bad_shapes_raise():
+    centred, causal = _model(9), _model(9, causal=True)
+    with pytest.raises(ValueError, match="does not match the model"):
+        StreamingLifter(centred, mode="causal")
+    with pytest.raises(ValueError, match="does not match the model"):
+        StreamingLifter(causal, mode="centered")
+    with pytest.raises(ValueError, match="mode must be"):
+        StreamingLifter(centred, mode="online")
+    with pytest.raises(ValueError, match="num_streams"):
+        StreamingLifter(centred, num_streams=0)
+    lifter = StreamingLifter(centred, num_streams=2)
+    with pytest.raises(ValueError, match=r"\(2, 17, 2\)"):
+        lifter.push(torch.randn(17, 2))
+    with pytest.raises(ValueError, match=r"shape"):
+        lifter.push(torch.randn(2, 16, 2))
+    with pytest.raises(ValueError, match="out of range"):
+        lifter.push(torch.randn(17, 2), streams=5)
+    with pytest.raises(ValueError, match="scores"):
+        lifter.push(torch.randn(2, 17, 2), scores=torch.ones(2, 16))
+    with pytest.raises(TypeError):
+        lifter.push("frames")
+    assert lifter.counts.tolist() == [0, 0], "a rejected push must not change the state"
+
+
+def test_missing_data_never_raises_and_matches_offline_fill():
+    T = 9
+    model = _model(T)
+    rng = np.random.default_rng(1)
+    seq = rng.normal(size=(20, 17, 2)).astype(np.float32)
+    scores = rng.uniform(0, 1, size=(20, 17)).astype(np.float32)
+    seq[3, 5] = np.nan
+    seq[4, :, :] = np.nan                       # a frame with nothing valid
+    seq[0, 2] = np.inf                          # never seen yet at the first frame
+    scores[7, :] = 0.0                          # a frame with every score too low
+    scores[9, 1] = np.nan
+    lifter = StreamingLifter(model, min_score=0.3)
+    outs = [lifter.push(seq[f], scores[f]) for f in range(20)]
+    got = np.concatenate([np.stack([o for o in outs if o is not None]), lifter.flush()])
+    assert np.isfinite(got).all()
+    filled = fill_missing(seq, scores, min_score=0.3)
+    assert np.isfinite(filled).all()
+    np.testing.assert_array_equal(filled[4], filled[3])            # nothing valid: repeat
+    np.testing.assert_array_equal(filled[7], filled[6])
+    valid0 = np.isfinite(seq[0]).all(-1) & (scores[0] >= 0.3)
+    np.testing.assert_allclose(filled[0, 2], seq[0][valid0].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(got, lift_sequence(model, filled), atol=TOL, rtol=0)
+
+
+def test_all_missing_first_frame_gives_zeros():
+    filled = fill_missing(np.full((2, 17, 2), np.nan))
+    assert (filled == 0).all()
+
+
+def test_memory_flat_over_many_pushes():
+    """A small soak: after warm-up, pushing many frames allocates nothing that stays."""
+    import gc
+    import tracemalloc
+
+    model = _model(9)
+    lifter = StreamingLifter(model, num_streams=4)
+    frames = torch.randn(4, 17, 2)
+    for _ in range(50):
+        lifter.push(frames)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    ring_ptr = lifter.ring.data_ptr()
+    for i in range(300):
+        lifter.push(frames)
+        if i % 100 == 0:
+            lifter.reset(1)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert lifter.ring.data_ptr() == ring_ptr
+    assert after - before < 64 * 1024, f"python heap grew by {after - before} bytes"
