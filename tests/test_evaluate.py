@@ -1,0 +1,127 @@
+"""Evaluation: evaluate_sequences against the metrics computed by hand, the evaluate command on
+tiny synthetic BVH files and a 3D npz (JSON keys, table), the shipped default model, bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from _training_data import synthetic_positions, write_bvh
+from posekernels import lift_sequence, metrics
+from posekernels.cli import main as cli
+from posekernels.evaluation import evaluate_sequences, headline, sequences_from_3d
+from posekernels.training import build_model, save_checkpoint
+from posekernels.training.checkpoint import default_checkpoint_path, load_default_model
+
+KEYS = {"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "frames"}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8})
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bvh_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bvh")
+    write_bvh(root / "S7" / "S7_01.bvh", 150, seed=3)
+    write_bvh(root / "S7" / "S7_02.bvh", 90, seed=4)
+    return root
+
+
+def test_evaluate_sequences_matches_hand_computation():
+    torch.manual_seed(0)
+    model = build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8}).eval()
+    seqs = sequences_from_3d(synthetic_positions(subjects=("A",), frames=120))
+    summary = evaluate_sequences(model, seqs, flip_tta=True).summary()
+    per_action = {}
+    for s in seqs:
+        pred = lift_sequence(model, s.normalized_2d().astype(np.float32), flip_tta=True)
+        tgt = s.positions_3d - s.positions_3d[:, :1]
+        errs = per_action.setdefault(s.action, {"mpjpe": [], "p_mpjpe": [], "pck": []})
+        errs["mpjpe"].append(metrics.mpjpe(pred, tgt, root=0, reduce=False))
+        errs["p_mpjpe"].append(metrics.p_mpjpe(pred, tgt, reduce=False))
+        errs["pck"].append(metrics.pck(pred, tgt, root=0, reduce=False))
+    for m in ("mpjpe", "p_mpjpe", "pck"):
+        want = np.mean([np.concatenate(e[m]).mean() for e in per_action.values()])
+        assert summary["mean_over_actions"][m] == pytest.approx(want, rel=1e-6)
+    head = headline(summary)
+    assert set(head) == KEYS | {"pck", "auc"}
+    assert head["frames"] == sum(s.num_frames for s in seqs)
+    assert sorted(summary["per_action"]) == ["A_00", "A_01"]
+
+
+def test_evaluate_bvh_json(bvh_dir, tiny_checkpoint, capsys):
+    rc = cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(tiny_checkpoint), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    res = json.loads(out)
+    assert KEYS <= set(res)
+    assert all(isinstance(res[k], float) and res[k] > 0 for k in KEYS - {"frames"})
+    # every frame of the 50 Hz imports, seen by the 4 virtual cameras
+    from posekernels.data import import_bvh
+
+    frames = sum(import_bvh(bvh_dir / "S7" / f"S7_0{i}.bvh").positions.shape[0] for i in (1, 2))
+    assert res["frames"] == 4 * frames
+    assert set(res["per_action"]) == {"S7_01", "S7_02"} and set(res["per_subject"]) == {"S7"}
+    # one file, no flip, table output
+    one = str(bvh_dir / "S7" / "S7_02.bvh")
+    assert cli(["evaluate", "--bvh", one, "--checkpoint", str(tiny_checkpoint),
+                "--no-flip"]) == 0
+    table = capsys.readouterr().out
+    assert "MPJPE (mm)" in table and "S7_02" in table and "Mean over actions" in table
+
+
+def test_evaluate_npz_subjects(tmp_path, tiny_checkpoint, capsys):
+    from posekernels.data import save_positions_3d
+
+    data = tmp_path / "d.npz"
+    save_positions_3d(data, synthetic_positions(frames=100))
+    assert cli(["evaluate", "--data-3d", str(data), "--subjects", "S2", "--checkpoint",
+                str(tiny_checkpoint), "--json", "--by", "subject"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["per_subject"]) == {"S2"} and KEYS <= set(res)
+    assert cli(["evaluate", "--data-3d", str(data), "--subjects", "S5", "--checkpoint",
+                str(tiny_checkpoint)]) == 1
+    assert "subject(s) ['S5'] not in the data" in capsys.readouterr().err
+
+
+def test_evaluate_bad_input(tmp_path, bvh_dir, tiny_checkpoint, capsys):
+    missing = tmp_path / "missing.pt"
+    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(missing), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and f"{missing}: no such checkpoint file" in err
+    broken = tmp_path / "broken.bvh"
+    broken.write_text("HIERARCHY\nROOT Hips\n{\n")
+    assert cli(["evaluate", "--bvh", str(broken), "--checkpoint", str(tiny_checkpoint)]) == 1
+    assert str(broken) in capsys.readouterr().err
+    gn16 = tmp_path / "gn16.pt"
+    save_checkpoint(gn16, build_model({"arch": "global_node", "channels": 8, "aux": None,
+                                       "global_node": False}))
+    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(gn16)]) == 1
+    assert "the data has [17] joints but the model" in capsys.readouterr().err
+    assert cli(["evaluate", "--bvh", str(tmp_path / "nothing"), "--checkpoint",
+                str(tiny_checkpoint)]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isfile(default_checkpoint_path()),
+                    reason="no default checkpoint in this checkout")
+def test_default_model_ships_and_evaluates(bvh_dir, capsys):
+    size = os.path.getsize(default_checkpoint_path())
+    assert size < 10 * 2 ** 20
+    raw = torch.load(default_checkpoint_path(), weights_only=True)
+    assert {"model_config", "model", "config", "metrics"} <= set(raw)
+    assert "optimizer" not in raw
+    model = load_default_model()
+    assert not model.training and model.num_joints == 17
+    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", "default", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert KEYS <= set(res) and res["checkpoint"] == "default"
