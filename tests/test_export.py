@@ -1,0 +1,58 @@
+"""ONNX export through the reference path, checked with onnxruntime against PyTorch."""
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from posekernels.export import check_onnx, export_onnx  # noqa: E402
+from posekernels.models import GLAGCN, released_sagcn  # noqa: E402
+
+
+def _randomise_bn(model):
+    g = torch.Generator().manual_seed(0)
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+    return model
+
+
+@pytest.mark.parametrize("make", [lambda: GLAGCN(receptive_field=9, channels=8),
+                                  lambda: GLAGCN(receptive_field=9, channels=8, causal=True),
+                                  lambda: released_sagcn(9, channels=8)])
+def test_onnx_matches_pytorch(tmp_path, make):
+    torch.manual_seed(0)
+    model = _randomise_bn(make()).eval()
+    path = export_onnx(model, tmp_path / "lifter.onnx")
+    with torch.no_grad():
+        scale = model(torch.randn(4, 9, 17, 2) * 0.3).abs().max().item()
+    assert check_onnx(model, path, batch=5) <= 1e-5 * max(1.0, scale)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert inp.name == "keypoints2d" and out.name == "pose3d"
+    assert inp.shape[1:] == [9, 17, 2]
+
+
+def test_export_cli_reports_missing_checkpoint(tmp_path, capsys):
+    from posekernels.cli import main
+
+    code = main(["export", "--onnx", str(tmp_path / "x.onnx"), "--checkpoint",
+                 str(tmp_path / "missing.pt")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_cli_with_model(tmp_path, capsys, monkeypatch):
+    import posekernels.stream as stream
+    from posekernels.cli import main
+
+    torch.manual_seed(1)
+    monkeypatch.setattr(stream, "load_model", lambda *a, **k: GLAGCN(receptive_field=3,
+                                                                    channels=8).eval())
+    code = main(["export", "--onnx", str(tmp_path / "m.onnx"), "--checkpoint", "default"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "onnxruntime vs PyTorch" in out and (tmp_path / "m.onnx").exists()
