@@ -12,6 +12,15 @@ from .inference import lift_sequence
 __all__ = ["__version__", "build_info", "ops", "lift_sequence"]
 
 
+def __getattr__(name: str):
+    """Lazy submodules: ``posekernels.stream`` / ``posekernels.adapters`` load on first use."""
+    if name in ("stream", "adapters"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_info() -> dict:
     """Describe this installation: version, torch version, compiled backends, CUDA arch list."""
     import torch
