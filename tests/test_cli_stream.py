@@ -104,3 +104,22 @@ def test_demo_runs_and_saves_png(tmp_path, capsys, model):
     assert code == 0, out
     assert "p50" in out and "p99" in out and "frames/s" in out and "MPJPE" in out
     assert png.exists() and png.stat().st_size > 1000
+
+
+def test_stream_cli_with_a_checkpoint_file(tmp_path):
+    training = pytest.importorskip("posekernels.training.checkpoint")
+    torch.manual_seed(2)
+    model = training.build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8,
+                                  "causal": True})
+    path = tmp_path / "m.pt"
+    training.save_checkpoint(path, model)
+    a, sa = _coco_frames(4, 5)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"keypoints": a[f].tolist()}) + "\n" for f in range(4)))
+    dst = tmp_path / "out.jsonl"
+    code = main(["stream", "--input", str(src), "--output", str(dst), "--format", "coco17",
+                 "--width", "640", "--height", "480", "--checkpoint", str(path)])
+    assert code == 0
+    got = np.array([json.loads(line)["pose_mm"] for line in dst.read_text().splitlines()])
+    kp, _ = adapters.to_h36m17(a, None, fmt="coco17", width=640, height=480)
+    np.testing.assert_allclose(got, lift_sequence(model.eval(), kp) * 1000.0, atol=0.02)
