@@ -23,10 +23,15 @@ namespace {
 
 using OptTensor = std::optional<at::Tensor>;
 
-// Rows of work (one (m, v) row costs C*D multiply-adds) below which a chunk is not worth a thread.
+// Multiply-adds (one (m, v) row costs C*D) below which a chunk is not worth a thread.
 constexpr int64_t kMinMacsPerChunk = 1 << 15;
 
+// The helpers must be inlined into each multi-versioned row loop to get its vector width.
+#if defined(__GNUC__)
 #define PK_INLINE inline __attribute__((always_inline))
+#else
+#define PK_INLINE inline
+#endif
 
 template <typename scalar_t>
 PK_INLINE scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t n) {
