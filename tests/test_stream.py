@@ -54,8 +54,7 @@ def _stream_all(lifter, seqs, streams=None):
 def test_stream_equals_lift_sequence(causal, T):
     model = _model(T, causal)
     g = torch.Generator().manual_seed(T)
-    for frames in (1, T // 2, T + 5):
-        frames = max(frames, 1)
+    for frames in (max(T // 2, 1), T + 2):
         seqs = torch.randn(3, frames, 17, 2, generator=g) * 0.5
         lifter = StreamingLifter(model, num_streams=3,
                                  mode="causal" if causal else "centered")
@@ -244,15 +243,15 @@ def test_memory_flat_over_many_pushes():
     model = _model(9)
     lifter = StreamingLifter(model, num_streams=4)
     frames = torch.randn(4, 17, 2)
-    for _ in range(50):
+    for _ in range(30):
         lifter.push(frames)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     ring_ptr = lifter.ring.data_ptr()
-    for i in range(300):
+    for i in range(200):
         lifter.push(frames)
-        if i % 100 == 0:
+        if i % 50 == 0:
             lifter.reset(1)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
