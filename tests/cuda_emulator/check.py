@@ -1,7 +1,7 @@
 """Compare the CUDA launchers, run on the CPU emulator, with posekernels' float64 reference.
 
-    python csrc/cuda/emulator/check.py sweep [SEED] [COUNT]   # random small shapes, all dtypes
-    python csrc/cuda/emulator/check.py edges [NAME-FILTER]    # tiling edge cases and model shapes
+    python tests/cuda_emulator/check.py sweep [SEED] [COUNT]   # random small shapes, all dtypes
+    python tests/cuda_emulator/check.py edges [NAME-FILTER]    # tiling edge cases and model shapes
 
 The emulator binary is $EMU_EXE (default build/emulator/emu_fast; see README.md). Emulated device
 attributes come from the environment: EMU_SMS (SM count, default 4: changes the reduction
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from posekernels.ops import reference  # noqa: E402
 

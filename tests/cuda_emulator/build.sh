@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the CPU emulator of the CUDA launchers (see README.md).
-#   csrc/cuda/emulator/build.sh [fast|asan|tsan]     -> $EMU_BUILD/emu_<variant> (default build/emulator)
+#   tests/cuda_emulator/build.sh [fast|asan|tsan]     -> $EMU_BUILD/emu_<variant> (default build/emulator)
 # The kernel sources are copied with two mechanical rewrites: the single `<<<...>>>` launch site
 # becomes a call to emu::launch, and the dynamic shared-memory declaration becomes a pointer to the
 # emulated block's shared memory. The asan variant also separates the carved shared-memory regions
@@ -8,7 +8,7 @@
 set -euo pipefail
 variant="${1:-fast}"
 here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../../.." && pwd)"
+repo="$(cd "$here/../.." && pwd)"
 out="${EMU_BUILD:-$repo/build/emulator}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
