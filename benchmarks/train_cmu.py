@@ -30,12 +30,15 @@ sys.path.insert(0, ROOT)
 SUBJECTS = ("01", "02", "05", "06", "07", "09")
 VAL = ["09"]
 
-# Common settings: GLA-GCN runs follow the released recipe (Ranger, cosine lr 0.01 -> 1e-5, BN
-# momentum decay, flip augmentation, test-time flip); the global-node runs the paper's Adam.
-GLA = dict(epochs=8, batch_size=128, frame_stride=32, optimizer="ranger", lr=0.01, lr_min=1e-5,
-           lr_schedule="cosine", val_every=0)
-GN = dict(epochs=8, batch_size=256, frame_stride=8, optimizer="adam", lr=1e-3,
-          lr_schedule="exp", lr_decay=0.95, val_every=0)
+# Common settings. The CPU budget allows about a thousand optimiser steps per model, so batches
+# are small (more updates for the same samples). GLA-GCN runs follow the released recipe (Ranger,
+# cosine lr 0.01 -> 1e-5, BN momentum decay, flip augmentation, test-time flip, two stages for
+# the full model); the global-node runs use Adam with a cosine schedule from 5e-3 (the paper's
+# 1e-3 is meant for ~300k steps) and no BN momentum decay (not part of their recipe).
+GLA = dict(epochs=6, batch_size=32, frame_stride=32, optimizer="ranger", lr=0.01, lr_min=1e-5,
+           lr_schedule="cosine", bn_momentum_decay=True, val_every=0)
+GN = dict(epochs=6, batch_size=64, frame_stride=16, optimizer="adam", lr=5e-3, lr_min=1e-5,
+          lr_schedule="cosine", bn_momentum_decay=False, val_every=0)
 
 RUNS = {
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
