@@ -170,6 +170,16 @@ def test_global_node_training_with_kmeans_labels(tmp_path, positions):
     assert loaded.aux == "action" and loaded.num_classes == 4
 
 
+def test_global_node_embedding_loss_and_baseline_train(tmp_path, positions):
+    for i, model in enumerate([dict(TINY_GN, aux="embedding", embed_dim=5),
+                               dict(TINY_GN, aux=None, global_node=False)]):
+        cfg = tiny_config(tmp_path / str(i), model=model, optimizer="adam", lr=3e-3, epochs=2,
+                          batch_size=32)
+        res = train(cfg, positions_3d=positions, log=lambda *a: None)
+        assert res["history"][1]["loss"] < res["history"][0]["loss"]
+        assert load_checkpoint(tmp_path / str(i) / "run" / "model.pt").aux == model["aux"]
+
+
 def test_frame_stride_keeps_every_camera_offset(tmp_path, positions):
     from posekernels.training import prepare_data
 
@@ -279,6 +289,13 @@ def test_train_command_bad_input(tmp_path, positions, capsys):
     assert "receptive_field must be 3**k" in capsys.readouterr().err
     assert cli(["train", "--data-3d", str(tmp_path / "none.npz"), "--out-dir", str(out)]) == 1
     assert "none.npz: no such file" in capsys.readouterr().err
+    data16 = tmp_path / "data16.npz"
+    save_positions_3d(data16, {s: {a: v[:, 1:] for a, v in acts.items()}
+                               for s, acts in positions.items()})
+    assert cli(["train", "--data-3d", str(data16), "--out-dir", str(out), "--arch", "glagcn",
+                "--receptive-field", "3", "--channels", "4"]) == 1
+    err = capsys.readouterr().err
+    assert str(data16) in err and "expected 17 joints, got 16" in err
     assert not out.exists() or not any(p.suffix == ".pt" for p in out.iterdir())
     assert cli(["train", "--data-3d", str(data), "--out-dir", str(out), "--model-args", "{"]) == 1
     assert "--model-args: malformed JSON" in capsys.readouterr().err
