@@ -104,7 +104,7 @@ def prepare_data(cfg: TrainConfig, model: nn.Module, device: torch.device,
         positions_3d = load_positions_3d(cfg.data_3d, num_joints=model.num_joints)
     where = cfg.data_3d or "data"
     all_subjects = sorted(positions_3d)
-    val = [s for s in cfg.val_subjects]
+    val = list(cfg.val_subjects)
     missing = sorted(set(val) - set(all_subjects))
     if missing:
         raise ValueError(f"{where}: validation subject(s) {missing} not in the data (it has "
@@ -197,11 +197,13 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     cfg.validate()
     probe = "cuda" if cfg.device.startswith("cuda") or (
         cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    joined = torch.distributed.is_available() and torch.distributed.is_initialized()
     info = init_distributed(probe)
     try:
         return _train(cfg, info, resume, stop_after, positions_3d, log)
     finally:
-        cleanup_distributed()
+        if not joined:  # leave a process group the caller set up alone
+            cleanup_distributed()
 
 
 def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
@@ -248,7 +250,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
                   find_unused_parameters=stage1 > 0)
     use_amp = cfg.amp and device.type == "cuda"
     ds = data.dataset
-    n = len(data.dataset.frames)
+    n = ds.num_frames
     per_rank = max(1, cfg.batch_size // info.world_size)
     global_batch = per_rank * info.world_size
     n_batches = n // global_batch + (1 if n % global_batch >= 2 * info.world_size else 0)
