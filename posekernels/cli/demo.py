@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--png", default=os.path.join("build", "stream_demo.png"),
                    help="where to save the picture (default build/stream_demo.png)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 is steadier on a "
+                        "machine shared with other work)")
     p.set_defaults(func=run)
 
 
@@ -105,6 +108,8 @@ def run(args) -> int:
 
     if args.frames < 1:
         raise SystemExit("--frames must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         model, trained = _model(args)
     except (ValueError, OSError) as exc:

@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--max-streams", type=int, default=8,
                    help="most distinct stream ids (default 8)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice; 1 is steadier on a "
+                        "machine shared with other work)")
     p.set_defaults(func=run)
 
 
@@ -90,6 +93,10 @@ def run(args) -> int:
     from posekernels.stream import StreamingLifter, load_model
     from posekernels.stream._checkpoint import DefaultModelUnavailable
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.max_streams < 1:
         print("posekernels stream: --max-streams must be at least 1", file=sys.stderr)
         return 2
