@@ -87,14 +87,17 @@ def test_stream_cli_errors(tmp_path, capsys, model):
     assert code == 1 and "line 1" in err and "expected 17 points" in err
 
 
-def test_default_checkpoint_error_is_clear():
+def test_default_checkpoint_error_is_clear(monkeypatch):
     from posekernels.stream import _checkpoint
 
-    try:
-        stream._checkpoint.load_model("default")
-    except _checkpoint.DefaultModelUnavailable as exc:
-        assert "--checkpoint PATH" in str(exc)
-    # (when the default checkpoint is installed, loading it simply works)
+    training = pytest.importorskip("posekernels.training.checkpoint")
+
+    def missing(map_location="cpu"):
+        raise ValueError("assets/default_model.pt: the default model is missing")
+
+    monkeypatch.setattr(training, "load_default_model", missing)
+    with pytest.raises(_checkpoint.DefaultModelUnavailable, match="--checkpoint PATH"):
+        _checkpoint.load_model("default")
 
 
 def test_demo_runs_and_saves_png(tmp_path, capsys, model):
