@@ -9,8 +9,8 @@ to 1e-5) that does less work per call:
   window; graph-unit BN -> the per-partition channel mix ``W`` and ``bias`` of the adaptive graph
   convolution; temporal BN -> the temporal convolution; shortcut BN -> its 1x1 convolution);
 * dropout, input checks and the sequence head (unused at inference) are dropped;
-* residual additions and ReLUs run in place (``aten::_add_relu_``), the strided modules' residual
-  is added in place;
+* residual additions and ReLUs run in place (fused ``aten::_add_relu_`` on the CPU), the strided
+  modules' residual is added in place;
 * the individually connected layer's two weight groups are blended once (lam is fixed);
 * the graph convolutions call the compiled op ``torch.ops.posekernels.agc_forward`` directly
   when the automatic backend for the device is a compiled one (``cpu``/``cuda``: the same kernel
@@ -53,6 +53,14 @@ def _fold_conv(conv: nn.Conv2d, bn: nn.Module) -> tuple[Tensor, Tensor]:
     w = conv.weight.detach().double() * scale[:, None, None, None]
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(shift)
     return w, b * scale + shift
+
+
+def _add_relu_(y: Tensor, r: Tensor) -> Tensor:
+    """In place ``relu(y + r)``: one fused pass on the CPU (aten::_add_relu_ has CPU kernels
+    only), two in-place ops elsewhere."""
+    if y.device.type == "cpu":
+        return torch.ops.aten._add_relu_(y, r)
+    return y.add_(r).relu_()
 
 
 def _p(t: Tensor | None, like: Tensor) -> nn.Parameter | None:
@@ -98,7 +106,7 @@ class _Graph(nn.Module):
         shortcut = x if self.sc_w is None else F.conv2d(x, self.sc_w, self.sc_b)
         if self.backend == "reference":  # plain ops only (traceable for ONNX)
             return F.relu(y + shortcut)
-        return torch.ops.aten._add_relu_(y, shortcut)
+        return _add_relu_(y, shortcut)
 
 
 class _Temporal(nn.Module):
@@ -143,7 +151,7 @@ class _Block(nn.Module):
         r = x if self.mode == "identity" else self.residual(x)
         if self.plain:
             return F.relu(y + r)
-        return torch.ops.aten._add_relu_(y, r)
+        return _add_relu_(y, r)
 
 
 class _Stage(nn.Module):
