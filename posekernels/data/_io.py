@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
 
-def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
-    """Write a compressed npz to ``path`` atomically.
-
-    The data go to a temporary file in the same directory, which then replaces ``path`` with
-    :func:`os.replace`; on any error the temporary file is removed, so no partial output is left
-    behind. Unlike :func:`numpy.savez`, the name is used exactly as given (no ``.npz`` appended).
-    """
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` atomically: ``write(f)`` fills a temporary file in the same directory,
+    which then replaces ``path`` with :func:`os.replace`. On any error the temporary file is
+    removed, so no partial output is ever left behind."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -23,7 +20,7 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            write(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -34,6 +31,14 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write a compressed npz to ``path`` atomically (see :func:`atomic_write`).
+
+    Unlike :func:`numpy.savez`, the name is used exactly as given (no ``.npz`` appended).
+    """
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_npz_pickled(path: str | os.PathLike) -> dict[str, Any]:
@@ -102,21 +107,5 @@ def check_pose_array(value: Any, where: str, *, dims: int, num_joints: int | Non
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file atomically (temporary file in the same directory, then os.replace)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write a UTF-8 text file atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

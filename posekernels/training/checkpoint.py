@@ -22,11 +22,12 @@ The package ships a small trained model (``posekernels/assets/default_model.pt``
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from ..data._io import atomic_write
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
            "load_checkpoint", "default_checkpoint_path", "load_default_model", "atomic_torch_save"]
@@ -68,25 +69,7 @@ def model_config_of(model: nn.Module) -> dict:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"{path}: output folder {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
