@@ -106,13 +106,14 @@ PK_INLINE void backward_rows(const JlRows<scalar_t>& p, int64_t m0, int64_t m1) 
       if (p.dot_layout) {  // gx[c] = sum_d gy[d] W^T[v, d, c]; gW^T[v, d, :] += gy[d] x
         const scalar_t* wv = p.Wl + v * D * C;
         scalar_t* gwv = p.gW + v * D * C;
+        // D unit-stride passes over the row (it stays in L1): each one vectorises over c.
+        const scalar_t g0 = gyr[0];
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
-          scalar_t acc = 0;
-          for (int64_t d = 0; d < D; ++d) {
-            acc += gyr[d] * wv[d * C + c];
-          }
-          gxr[c] = acc;
+          gxr[c] = g0 * wv[c];
+        }
+        for (int64_t d = 1; d < D; ++d) {
+          axpy(gyr[d], wv + d * C, gxr, C);
         }
         for (int64_t d = 0; d < D; ++d) {
           axpy(gyr[d], xr, gwv + d * C, C);
