@@ -157,6 +157,17 @@ class GraphUnit(nn.Module):
         return F.relu(y)
 
 
+def causal_shift(x: Tensor, kernel: int, stride: int) -> Tensor:
+    """Shift a (N, C, T, V) input so a centred-padded temporal convolution becomes causal: pad
+    ``kernel - stride`` frames on the left (or drop frames when that is negative)."""
+    left = kernel - stride
+    if left > 0:
+        return F.pad(x, (0, 0, left, 0))
+    if left < 0:
+        return x[:, :, -left:]
+    return x
+
+
 class TemporalUnit(nn.Module):
     """Temporal convolution with kernel (k, 1) and stride (s, 1), then BatchNorm (no ReLU).
 
@@ -179,11 +190,7 @@ class TemporalUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.causal:
-            left = self.kernel - self.stride
-            if left > 0:
-                x = F.pad(x, (0, 0, left, 0))
-            elif left < 0:
-                x = x[:, :, -left:]
+            x = causal_shift(x, self.kernel, self.stride)
         return self.bn(self.conv(x))
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _ext, ops
+from ..models.glagcn import causal_shift
 from ..ops import reference
 
 __all__ = ["build_plan", "GLAGCNPlan", "ModulePlan"]
@@ -125,11 +126,7 @@ class _Temporal(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.causal:
-            left = self.kernel - self.stride
-            if left > 0:
-                x = F.pad(x, (0, 0, left, 0))
-            elif left < 0:
-                x = x[:, :, -left:]
+            x = causal_shift(x, self.kernel, self.stride)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, self.weight, self.bias, stride=(self.stride, 1), padding=(self.pad, 0))
