@@ -14,9 +14,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _graph_oracle import partitions
 
 from posekernels import ops
-from posekernels.models import load_official_checkpoint, official_key_shapes, released_sagcn
+from posekernels.models import (
+    load_official_checkpoint,
+    official_key_shapes,
+    released_sagcn,
+)
 
 REFERENCE_KEYS = (Path(__file__).resolve().parents[1].parent / "shared" / "reference"
                   / "official_sagcn_h36m_T243_state_dict.txt")
@@ -104,18 +109,6 @@ def random_state_dict(stages: int, c: int = 96, v: int = 17, seed: int = 0) -> d
 
 
 # ----------------------------------------------------------------------------- the oracle
-def partitions(edges, v):
-    a = torch.zeros(3, v, v, dtype=torch.float64)
-    a[0] = torch.eye(v, dtype=torch.float64)
-    for child, parent in edges:
-        a[1, parent, child] = 1.0
-        a[2, child, parent] = 1.0
-    for k in (1, 2):
-        col = a[k].sum(0)
-        a[k] = torch.where(col > 0, a[k] / torch.where(col > 0, col, torch.ones_like(col)), a[k])
-    return a
-
-
 def oracle_forward(sd: dict, x: torch.Tensor, edges) -> torch.Tensor:
     """The released S_AGCN forward in eval mode, step by step, float64. x (N, T, V, 2)."""
     sd = {k: (t.double() if t.is_floating_point() else t) for k, t in sd.items()}

@@ -10,10 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _graph_oracle import partitions
 
 from posekernels import ops
-from posekernels.models import (GLAGCN, glagcn_global_loss, glagcn_local_loss, glagcn_stage1_loss,
-                                glagcn_stage2_loss, mpjpe_loss, released_sagcn, target_pose)
+from posekernels.models import (
+    GLAGCN,
+    glagcn_global_loss,
+    glagcn_local_loss,
+    glagcn_stage1_loss,
+    glagcn_stage2_loss,
+    mpjpe_loss,
+    released_sagcn,
+    target_pose,
+)
 from posekernels.skeletons import SKELETONS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -62,18 +71,6 @@ def rel_err(a, b):
 
 
 # ----------------------------------------------------------------------------- oracle
-def partitions(edges, v):
-    a = torch.zeros(3, v, v, dtype=torch.float64)
-    a[0] = torch.eye(v, dtype=torch.float64)
-    for child, parent in edges:
-        a[1, parent, child] = 1.0
-        a[2, child, parent] = 1.0
-    for k in (1, 2):
-        col = a[k].sum(0)
-        a[k] = torch.where(col > 0, a[k] / torch.where(col > 0, col, torch.ones_like(col)), a[k])
-    return a
-
-
 def oracle(model, x):
     """GLA-GCN eval forward in float64 from the model's state dict, with plain F calls."""
     sd = {k: (t.detach().double().cpu() if t.is_floating_point() else t.cpu())
