@@ -171,6 +171,12 @@ def rel_err(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
+# Equality with the released network is proven in float64 (rel. error < 1e-10 below). A float32
+# forward differs from the float64 oracle by rounding alone, which through the seven blocks of a
+# T=27 model with these random weights (outputs up to ~200) was seen at 1.1e-5 relative.
+FLOAT32_ROUNDING = 5e-5
+
+
 def random_input(n, t, v, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, t, v, 2, generator=g) * 0.6
@@ -211,7 +217,7 @@ def test_T27_checkpoint_file_matches_oracle(tmp_path, skeleton, edges, v):
             y = model(x)
             y64 = model.double()(x.double())
     assert y.shape == (3, 1, v, 3)
-    assert rel_err(y, expected) < 1e-5
+    assert rel_err(y, expected) < FLOAT32_ROUNDING
     assert rel_err(y64, expected) < 1e-10
     # BatchNorm statistics were loaded: eval mode uses them
     assert torch.equal(model.data_bn.running_var.float(), sd["data_bn.running_var"])
@@ -238,7 +244,7 @@ def test_T243_state_dict_matches_oracle():
     with torch.no_grad():
         y = model(x)
     expected = oracle_forward(sd, x, H36M_EDGES)
-    assert rel_err(y, expected) < 1e-5
+    assert rel_err(y, expected) < 1e-5  # fixed weights and input (seed 11): deterministic
 
 
 def test_backends_agree_on_loaded_model():
