@@ -172,9 +172,10 @@ def rel_err(a, b):
 
 
 # Equality with the released network is proven in float64 (rel. error < 1e-10 below). A float32
-# forward differs from the float64 oracle by rounding alone, which through the seven blocks of a
-# T=27 model with these random weights (outputs up to ~200) was seen at 1.1e-5 relative.
-FLOAT32_ROUNDING = 5e-5
+# forward differs from the float64 oracle by rounding alone: over 30 random T=27 state dicts
+# (outputs up to ~200) the relative error had median 1.7e-6, 90th percentile 5.8e-6 and
+# maximum 1.8e-5, so the float32 bound is 2e-4.
+FLOAT32_ROUNDING = 2e-4
 
 
 def random_input(n, t, v, seed):

@@ -168,6 +168,12 @@ CONFIGS = [
 ]
 
 
+# float32 against the float64 oracle differs by rounding alone (exactness is asserted in float64
+# at 1e-10 below). With these random weights the relative error measured over 240 draws had
+# median 3e-7, 99th percentile 4e-5 and maximum 1.5e-4, so the float32 bound is 1e-3.
+FLOAT32_ROUNDING = 1e-3
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
 def test_matches_oracle_on_every_backend(cfg, device):
@@ -183,11 +189,11 @@ def test_matches_oracle_on_every_backend(cfg, device):
             if model.sequence_branch:
                 pose, seq = model(x.to(device), return_sequence=True)
                 assert seq.shape == (2, t, v, 3)
-                assert rel_err(seq, seq_ref) < 1e-4, name
+                assert rel_err(seq, seq_ref) < FLOAT32_ROUNDING, name
             else:
                 pose = model(x.to(device))
         assert pose.shape == (2, 1, v, 3) and pose.device.type == device
-        assert rel_err(pose, pose_ref) < 1e-4, name
+        assert rel_err(pose, pose_ref) < FLOAT32_ROUNDING, name
     # float64 end to end with the reference backend: tight
     with ops.use_backend("reference"), torch.no_grad():
         pose64 = model.double()(x.double().to(device))
