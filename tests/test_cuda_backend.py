@@ -16,6 +16,8 @@ import os
 import pytest
 import torch
 
+from _tiny_models import TinyLifter
+
 import posekernels
 from posekernels import ops
 from posekernels.ops import reference
@@ -391,29 +393,9 @@ def test_opcheck_agc_backward_cuda():
     torch.library.opcheck(torch.ops.posekernels.agc_backward.default, (torch.randn_like(y), *args, attn))
 
 
-class _TinyLifter(torch.nn.Module):
-    def __init__(self, v=17, c=8, k=3, ce=4):
-        super().__init__()
-        self.register_buffer("A", torch.rand(k, v, v))
-        self.W = torch.nn.Parameter(torch.randn(k, c, 2) * 0.3)
-        self.bias = torch.nn.Parameter(torch.randn(k, c) * 0.1)
-        self.B = torch.nn.Parameter(torch.randn(k, v, v) * 0.1)
-        self.theta_w = torch.nn.Parameter(torch.randn(k, ce, 2))
-        self.phi_w = torch.nn.Parameter(torch.randn(k, ce, 2))
-        self.W_joint = torch.nn.Parameter(torch.randn(v, c, 3) * 0.3)
-        self.W_shared = torch.nn.Parameter(torch.randn(c, 3) * 0.3)
-        self.lam = torch.nn.Parameter(torch.tensor(0.4))
-
-    def forward(self, x):  # x (N, T, V, 2)
-        h = ops.adaptive_graph_conv(x.permute(0, 3, 1, 2), self.A, self.W, self.bias, self.B,
-                                    self.theta_w, None, self.phi_w, None, backend="cuda")
-        h = torch.relu(h).mean(dim=2).transpose(1, 2)
-        return ops.grouped_joint_linear(h, self.W_joint, None, self.W_shared, None, self.lam, backend="cuda")
-
-
 @pytest.mark.parametrize("compile_backend", ["aot_eager", "inductor"])
 def test_torch_compile_cuda(compile_backend):
-    model = _TinyLifter().cuda()
+    model = TinyLifter(backend="cuda").cuda()
     x = torch.randn(3, 9, 17, 2, device="cuda")
     eager = model(x)
     compiled = torch.compile(model, fullgraph=True, backend=compile_backend)

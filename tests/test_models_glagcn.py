@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _graph_oracle import partitions
+from _tiny_models import randomize_bn_stats_
 
 from posekernels import ops
 from posekernels.models import (
@@ -53,11 +54,7 @@ def randomize_(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.3 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
+        randomize_bn_stats_(model, g)
     return model
 
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _tiny_models import randomize_bn_stats_
+
 from posekernels import ops
 from posekernels.models import GlobalNodeGCN, global_node_loss, kmeans_pose_labels
 
@@ -36,11 +38,7 @@ def randomize_(model, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.3 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
+        randomize_bn_stats_(model, g)
     return model
 
 

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import posekernels
+from _tiny_models import TinyLifter
 from posekernels import ops
 from posekernels.ops import reference
 
@@ -343,30 +344,8 @@ def test_opcheck_jl(has_bias):
     torch.library.opcheck(pk.jl_forward.default, (x, W, b))
 
 
-class _TinyLifter(torch.nn.Module):
-    """A miniature graph layer + individually connected head, as the models use the ops."""
-
-    def __init__(self, v=17, c=8, k=3, ce=4):
-        super().__init__()
-        self.register_buffer("A", torch.rand(k, v, v))
-        self.W = torch.nn.Parameter(torch.randn(k, c, 2) * 0.3)
-        self.bias = torch.nn.Parameter(torch.randn(k, c) * 0.1)
-        self.B = torch.nn.Parameter(torch.randn(k, v, v) * 0.1)
-        self.theta_w = torch.nn.Parameter(torch.randn(k, ce, 2))
-        self.phi_w = torch.nn.Parameter(torch.randn(k, ce, 2))
-        self.W_joint = torch.nn.Parameter(torch.randn(v, c, 3) * 0.3)
-        self.W_shared = torch.nn.Parameter(torch.randn(c, 3) * 0.3)
-        self.lam = torch.nn.Parameter(torch.tensor(0.4))
-
-    def forward(self, x):  # x (N, T, V, 2)
-        h = ops.adaptive_graph_conv(x.permute(0, 3, 1, 2), self.A, self.W, self.bias, self.B,
-                                    self.theta_w, None, self.phi_w, None)
-        h = torch.relu(h).mean(dim=2).transpose(1, 2)  # (N, V, C)
-        return ops.grouped_joint_linear(h, self.W_joint, None, self.W_shared, None, self.lam)
-
-
 def test_torch_compile_fullgraph():
-    model = _TinyLifter()
+    model = TinyLifter()
     x = torch.randn(3, 9, 17, 2)
     eager = model(x)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
@@ -378,7 +357,7 @@ def test_torch_compile_fullgraph():
 
 @pytest.mark.slow
 def test_torch_compile_inductor():
-    model = _TinyLifter()
+    model = TinyLifter()
     x = torch.randn(2, 5, 17, 2)
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), rtol=1e-4, atol=1e-5)
 
