@@ -2,6 +2,9 @@
 // register the posekernels:: ops (python_api/ops.cpp) with torch. It also describes the build.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/extension.h>
+
+#include "cpu/gemm.h"
 
 #include <string>
 #include <vector>
@@ -50,6 +53,8 @@ py::dict build_info() {
   py::dict info;
   info["compiled_backends"] = compiled_backends();
   info["cuda_arch_list"] = cuda_arch_list();
+  // float32 products inside the CPU kernels: the AVX-512 kernel, or the BLAS torch was built with
+  info["cpu_gemm"] = posekernels::cpu::avx512_gemm_supported() ? "avx512" : "blas";
 #ifdef _OPENMP
   info["openmp"] = true;
   info["openmp_version"] = static_cast<int>(_OPENMP);
@@ -75,6 +80,34 @@ py::dict build_info() {
   return info;
 }
 
+// Test hook for the AVX-512 float32 product of the CPU kernels (csrc/cpu/gemm_avx512.cpp):
+// C <- alpha * op(A) @ op(B) + beta * C in place, single-threaded, on 2-D float32 CPU tensors
+// with unit column stride (the row stride is the leading dimension).
+void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool trans_a,
+                 bool trans_b, double alpha, double beta) {
+  TORCH_CHECK(posekernels::cpu::avx512_gemm_supported(),
+              "the AVX-512 product is not available on this CPU (or POSEKERNELS_CPU_GEMM=blas)");
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
+                                {"C", &C}}) {
+    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 2 &&
+                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
+                      name, " must be a 2-D float32 CPU tensor with unit column stride, got ",
+                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
+  }
+  const int64_t R = trans_a ? A.size(1) : A.size(0);
+  const int64_t Q = trans_a ? A.size(0) : A.size(1);
+  const int64_t QB = trans_b ? B.size(1) : B.size(0);
+  const int64_t S = trans_b ? B.size(0) : B.size(1);
+  TORCH_CHECK_VALUE(Q == QB && Q >= 1 && C.size(0) == R && C.size(1) == S,
+                    "op(A) ", R, "x", Q, ", op(B) ", QB, "x", S, " and C ", C.sizes(),
+                    " do not form a product");
+  posekernels::cpu::sgemm_avx512(trans_a, trans_b, R, S, Q, static_cast<float>(alpha),
+                                 A.const_data_ptr<float>(), A.stride(0),
+                                 B.const_data_ptr<float>(), B.stride(0),
+                                 static_cast<float>(beta), C.mutable_data_ptr<float>(),
+                                 C.stride(0));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -82,4 +115,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("compiled_backends", &compiled_backends,
         "Kernel backends compiled into this extension ('cpu', plus 'cuda' when built with CUDA).");
   m.def("build_info", &build_info, "Build configuration of this extension.");
+  m.def("_avx512_gemm", &avx512_gemm, "Test hook: the CPU kernels' AVX-512 float32 product.");
 }

@@ -6,18 +6,31 @@
 // Every matrix is row-major with unit column stride and the given row stride (leading dimension).
 // beta == 0 ignores the old contents of C (it may hold garbage, NaN included).
 //
-// Implementation: an ATen matrix product (Tensor::addmm_) on tensors that view the buffers, so it
-// runs on whatever BLAS this torch was built with. Called inside an OpenMP parallel region the
-// product itself runs single-threaded (ATen and MKL do not nest), which is what the callers want:
-// they parallelise over samples themselves.
+// Implementation: float32 products that run single-threaded anyway (inside the callers' parallel
+// loops, or with one thread) use the AVX-512 kernel of gemm_avx512.cpp when the CPU has AVX-512F
+// (set POSEKERNELS_CPU_GEMM=blas to turn it off); everything else is an ATen matrix product
+// (Tensor::addmm_) on tensors that view the buffers, so it runs on whatever BLAS this torch was
+// built with. Called inside an OpenMP parallel region the product itself runs single-threaded
+// (ATen and MKL do not nest), which is what the callers want: they parallelise over samples or
+// time blocks themselves; called outside one, the BLAS may use all threads.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace posekernels::cpu {
+
+// True when this CPU (and OS) support AVX-512F and POSEKERNELS_CPU_GEMM is not "blas".
+bool avx512_gemm_supported();
+
+// The AVX-512 float32 product (same contract as gemm_rm; single-threaded). Q must be >= 1.
+void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, float alpha,
+                  const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+                  int64_t ldc);
 
 template <typename scalar_t>
 inline at::Tensor view_matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {
@@ -29,6 +42,13 @@ template <typename scalar_t>
 inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, scalar_t alpha,
                     const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb, scalar_t beta,
                     scalar_t* C, int64_t ldc) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (Q > 0 && (at::in_parallel_region() || at::get_num_threads() == 1) &&
+        avx512_gemm_supported()) {
+      sgemm_avx512(trans_a, trans_b, R, S, Q, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+  }
   at::Tensor a = trans_a ? view_matrix(A, Q, R, lda).t() : view_matrix(A, R, Q, lda);
   at::Tensor b = trans_b ? view_matrix(B, S, Q, ldb).t() : view_matrix(B, Q, S, ldb);
   at::Tensor c = view_matrix(C, R, S, ldc);
