@@ -10,6 +10,17 @@ from .data.windows import flip_pose
 __all__ = ["lift_sequence", "window_offsets"]
 
 
+class _WindowToPose(nn.Module):
+    """A plan (B, T, V, 2) -> (B, V, 3) seen as a model (B, T, V, 2) -> (B, 1, V, 3)."""
+
+    def __init__(self, plan: nn.Module):
+        super().__init__()
+        self.plan = plan
+
+    def forward(self, windows: Tensor) -> Tensor:
+        return self.plan(windows)[:, None]
+
+
 def window_offsets(receptive_field: int, causal: bool) -> Tensor:
     """Frame offsets of a window relative to the frame it predicts.
 
@@ -36,7 +47,7 @@ def _predict(model: nn.Module, windows: Tensor, windowed: bool) -> Tensor:
 
 
 def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
-                  batch_size: int = 1024):
+                  batch_size: int = 1024, fold: bool = True):
     """Lift a 2D sequence (F, V, 2) of normalised keypoints to 3D poses (F, V, 3).
 
     Every frame gets its own window of the model's receptive field T, padded by replicating the
@@ -48,6 +59,13 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
 
     ``flip_tta=True`` averages each prediction with the mirrored prediction of the mirrored
     input (test-time flip, using the model skeleton's left/right lists).
+
+    ``fold=True`` (default) runs a :class:`~posekernels.models.GLAGCN` through its folded
+    inference plan (:func:`posekernels.stream.build_plan`: BatchNorms folded, fused compiled
+    kernels on the CPU), the same computation :class:`~posekernels.stream.StreamingLifter` does,
+    so that streamed and offline results agree to float rounding. The plan's outputs differ from
+    the model's own forward by float32 rounding only (about 1e-5 relative at most: its CPU
+    temporal convolution uses a Winograd transform); ``fold=False`` calls ``model`` itself.
 
     Returns a tensor on the model's device, or a numpy array when ``keypoints2d`` was one.
     The output is root-relative in the model's units (metres for posekernels' models).
@@ -82,13 +100,20 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     model.eval()
     try:
         with torch.no_grad():
+            runner = model
+            if fold:
+                from .stream._plan import GLAGCNPlan, build_plan
+
+                plan = build_plan(model)
+                if isinstance(plan, GLAGCNPlan):  # (B, T, V, 2) -> (B, V, 3) directly
+                    runner = _WindowToPose(plan)
             for start in range(0, frames, batch_size):
                 idx = torch.arange(start, min(frames, start + batch_size), device=kp.device)
                 gather = (idx[:, None] + offsets[None, :]).clamp_(0, frames - 1)
                 windows = kp[gather]  # (B, T, V, 2)
-                pred = _predict(model, windows, windowed)
+                pred = _predict(runner, windows, windowed)
                 if flip_tta:
-                    mirrored = _predict(model, flip_pose(windows, left, right), windowed)
+                    mirrored = _predict(runner, flip_pose(windows, left, right), windowed)
                     pred = (pred + flip_pose(mirrored, left, right)) / 2
                 out[idx] = pred
     finally:

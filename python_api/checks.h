@@ -15,6 +15,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace posekernels::checks {
@@ -182,6 +183,35 @@ inline at::Tensor check_agc_attn(const at::Tensor& attn, const AgcArgs& a) {
   return attn.contiguous();
 }
 
+// The shortcut arguments of agc_unit_forward, validated and contiguous: shortcut_w (Cout, Cin) or
+// (Cout, Cin, 1, 1), shortcut_b (Cout,) only with shortcut_w, identity only when Cin == Cout and
+// without shortcut_w.
+inline std::pair<OptTensor, OptTensor> check_agc_shortcut(const AgcArgs& a, const OptTensor& shortcut_w,
+                                                          const OptTensor& shortcut_b, bool identity) {
+  OptTensor w;
+  if (shortcut_w.has_value()) {
+    TORCH_CHECK_VALUE(!identity, "identity_shortcut and shortcut_w are exclusive: pass one of them");
+    const at::Tensor sw = shortcut_w->dim() == 4 && shortcut_w->size(2) == 1 && shortcut_w->size(3) == 1
+                              ? shortcut_w->reshape({shortcut_w->size(0), shortcut_w->size(1)})
+                              : *shortcut_w;
+    check_tensor(sw, "shortcut_w", 2, "(Cout, Cin) or (Cout, Cin, 1, 1)");
+    check_shape(sw, "shortcut_w", {a.Cout, a.Cin}, "(Cout, Cin)");
+    check_same(sw, "shortcut_w", a.x, "x");
+    w = sw.contiguous();
+  }
+  OptTensor b;
+  if (shortcut_b.has_value()) {
+    TORCH_CHECK_VALUE(shortcut_w.has_value(), "shortcut_b needs shortcut_w");
+    check_tensor(*shortcut_b, "shortcut_b", 1, "(Cout,)");
+    check_shape(*shortcut_b, "shortcut_b", {a.Cout}, "(Cout,)");
+    check_same(*shortcut_b, "shortcut_b", a.x, "x");
+    b = shortcut_b->contiguous();
+  }
+  TORCH_CHECK_VALUE(!identity || a.Cin == a.Cout, "identity_shortcut needs Cin == Cout, got Cin = ",
+                    a.Cin, " and Cout = ", a.Cout);
+  return {w, b};
+}
+
 // Validated, contiguous arguments of jl_forward / jl_backward.
 struct JlArgs {
   at::Tensor x, W;
@@ -218,6 +248,58 @@ inline at::Tensor check_jl_grad(const at::Tensor& grad_y, const JlArgs& a) {
   check_shape(grad_y, "grad_y", {a.M, a.V, a.D}, "(M, V, D), the shape of the output");
   check_same(grad_y, "grad_y", a.x, "x");
   return grad_y.contiguous();
+}
+
+// Validated, contiguous arguments of tconv_transform_weight: weight (O, C, k) or (O, C, k, 1).
+inline at::Tensor check_tconv_weight(const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(weight.defined() && (weight.dim() == 3 || (weight.dim() == 4 && weight.size(3) == 1)),
+                    "weight must have shape (O, C, k) or (O, C, k, 1), got ",
+                    weight.defined() ? shape_str(weight.sizes()) : std::string("an undefined tensor"));
+  const at::Tensor w = weight.dim() == 4 ? weight.squeeze(3) : weight;
+  check_tensor(w, "weight", 3, "(O, C, k)");
+  TORCH_CHECK_VALUE(w.size(0) >= 1 && w.size(1) >= 1 && w.size(2) >= 1,
+                    "weight must have shape (O, C, k) with every size >= 1, got ", shape_str(weight.sizes()));
+  return w.contiguous();
+}
+
+// Validated, contiguous arguments of tconv_forward.
+struct TconvArgs {
+  at::Tensor x, weight_t;
+  OptTensor bias, residual;
+};
+
+inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
+                             const OptTensor& bias, const OptTensor& residual, int64_t pad_left,
+                             int64_t pad_right) {
+  check_tensor(x, "x", 4, "(N, C, T, V)");
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  TORCH_CHECK_VALUE(N >= 1 && C >= 1 && T >= 1 && V >= 1,
+                    "x must have shape (N, C, T, V) with every size >= 1, got ", shape_str(x.sizes()));
+  TORCH_CHECK_VALUE(kernel >= 1, "kernel must be >= 1, got ", kernel);
+  const int64_t A = (kernel + 2) / 3;
+  check_tensor(weight_t, "weight_t", 3, "(6, O, ceil(kernel / 3) * C)");
+  const int64_t O = weight_t.size(1);
+  TORCH_CHECK_VALUE(weight_t.size(0) == 6 && O >= 1 && weight_t.size(2) == A * C,
+                    "weight_t must be the transformed weight (tconv_transform_weight) of shape "
+                    "(6, O, ceil(kernel / 3) * C) = (6, O, ", A * C, ") for kernel = ", kernel,
+                    " and C = ", C, ", got ", shape_str(weight_t.sizes()));
+  check_same(weight_t, "weight_t", x, "x");
+  TORCH_CHECK_VALUE(pad_left >= 0 && pad_right >= 0, "pad_left and pad_right must be >= 0, got ",
+                    pad_left, " and ", pad_right);
+  const int64_t T_out = T + pad_left + pad_right - kernel + 1;
+  TORCH_CHECK_VALUE(T_out >= 1, "the output would have ", T_out, " frames: T + pad_left + pad_right = ",
+                    T + pad_left + pad_right, " must be >= the kernel size ", kernel);
+  if (bias.has_value()) {
+    check_tensor(*bias, "bias", 1, "(O,)");
+    check_shape(*bias, "bias", {O}, "(O,)");
+    check_same(*bias, "bias", x, "x");
+  }
+  if (residual.has_value()) {
+    check_tensor(*residual, "residual", 4, "(N, O, T_out, V)");
+    check_shape(*residual, "residual", {N, O, T_out, V}, "(N, O, T_out, V), the shape of the output");
+    check_same(*residual, "residual", x, "x");
+  }
+  return TconvArgs{x.contiguous(), weight_t.contiguous(), contiguous(bias), contiguous(residual)};
 }
 
 }  // namespace posekernels::checks

@@ -39,6 +39,17 @@ AgcGrads agc_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const a
   return cpu::agc_backward(gy, a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b, at);
 }
 
+at::Tensor agc_unit_forward_cpu(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W,
+                                const OptTensor& bias, const OptTensor& B, const OptTensor& theta_w,
+                                const OptTensor& theta_b, const OptTensor& phi_w,
+                                const OptTensor& phi_b, const OptTensor& shortcut_w,
+                                const OptTensor& shortcut_b, bool identity_shortcut, bool relu) {
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  const auto [sw, sb] = checks::check_agc_shortcut(a, shortcut_w, shortcut_b, identity_shortcut);
+  return cpu::agc_unit_forward(a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b,
+                               sw, sb, identity_shortcut, relu);
+}
+
 at::Tensor jl_forward_cpu(const at::Tensor& x, const at::Tensor& W, const OptTensor& b) {
   const auto a = checks::check_jl(x, W, b);
   return cpu::jl_forward(a.x, a.W, a.b);
@@ -49,6 +60,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward_cpu(const at::Tensor&
   const auto a = checks::check_jl(x, W, std::nullopt);
   const at::Tensor gy = checks::check_jl_grad(grad_y, a);
   return cpu::jl_backward(gy, a.x, a.W, has_bias);
+}
+
+at::Tensor tconv_transform_weight_cpu(const at::Tensor& weight) {
+  return cpu::tconv_transform_weight(checks::check_tconv_weight(weight));
+}
+
+at::Tensor tconv_forward_cpu(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
+                             const OptTensor& bias, const OptTensor& residual, int64_t pad_left,
+                             int64_t pad_right, bool relu) {
+  const auto a = checks::check_tconv(x, weight_t, kernel, bias, residual, pad_left, pad_right);
+  return cpu::tconv_forward(a.x, a.weight_t, kernel, a.bias, a.residual, pad_left, pad_right, relu);
 }
 
 }  // namespace
@@ -65,13 +87,29 @@ TORCH_LIBRARY(posekernels, m) {
       "Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       tags);
+  // Inference only (no autograd formula): relu?(agc(x) + shortcut(x)) in one pass.
+  m.def(
+      "agc_unit_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
+      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor? shortcut_w, Tensor? shortcut_b, "
+      "bool identity_shortcut, bool relu) -> Tensor",
+      tags);
   m.def("jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor", tags);
   m.def("jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor, Tensor, Tensor)", tags);
+  // Inference only (no autograd formula): the temporal convolution with fused bias, residual and
+  // ReLU that inference plans use on the CPU.
+  m.def("tconv_transform_weight(Tensor weight) -> Tensor", tags);
+  m.def(
+      "tconv_forward(Tensor x, Tensor weight_t, int kernel, Tensor? bias, Tensor? residual, "
+      "int pad_left, int pad_right, bool relu) -> Tensor",
+      tags);
 }
 
 TORCH_LIBRARY_IMPL(posekernels, CPU, m) {
   m.impl("agc_forward", TORCH_FN(posekernels::agc_forward_cpu));
   m.impl("agc_backward", TORCH_FN(posekernels::agc_backward_cpu));
+  m.impl("agc_unit_forward", TORCH_FN(posekernels::agc_unit_forward_cpu));
   m.impl("jl_forward", TORCH_FN(posekernels::jl_forward_cpu));
   m.impl("jl_backward", TORCH_FN(posekernels::jl_backward_cpu));
+  m.impl("tconv_transform_weight", TORCH_FN(posekernels::tconv_transform_weight_cpu));
+  m.impl("tconv_forward", TORCH_FN(posekernels::tconv_forward_cpu));
 }

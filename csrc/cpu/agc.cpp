@@ -55,6 +55,10 @@ struct Prepared {
   at::Tensor bias_sum;  // (Cout,) = sum_k bias[k], or undefined
   at::Tensor TPw;       // (2*K*Ce, Cin): theta_w rows, then phi_w rows; undefined without attention
   at::Tensor TPb;       // (2*K*Ce,): theta_b then phi_b (zeros for an absent one), or undefined
+  // Inference epilogue (agc_unit_forward only): y = act(agc(x) + shortcut(x)).
+  at::Tensor sc_w;        // (Cout, Cin) 1x1 shortcut (its bias is folded into bias_sum), or undefined
+  bool identity = false;  // shortcut = x (Cin == Cout)
+  bool relu = false;
 };
 
 Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const OptTensor& bias,
@@ -78,11 +82,52 @@ Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const
   return p;
 }
 
+// Fills the output columns Y (Cout, cols; row stride ldy) with what comes before the main product
+// Wcat @ Z: the bias and, for agc_unit_forward, the shortcut of X (Cin, cols; row stride ldx).
+// Returns the beta for the main product (0 when Y was left unwritten).
+template <typename scalar_t>
+scalar_t begin_output(const Sizes& s, const Prepared& p, const scalar_t* X, int64_t ldx,
+                      scalar_t* Y, int64_t ldy, int64_t cols) {
+  const scalar_t* bias_sum = p.bias_sum.defined() ? p.bias_sum.const_data_ptr<scalar_t>() : nullptr;
+  if (bias_sum == nullptr && !p.identity && !p.sc_w.defined()) {
+    return 0;
+  }
+  for (int64_t o = 0; o < s.O; ++o) {
+    scalar_t* row = Y + o * ldy;
+    const scalar_t b = bias_sum != nullptr ? bias_sum[o] : scalar_t(0);
+    if (p.identity) {
+      const scalar_t* xr = X + o * ldx;
+      for (int64_t i = 0; i < cols; ++i) {
+        row[i] = xr[i] + b;
+      }
+    } else {
+      std::fill(row, row + cols, b);
+    }
+  }
+  if (p.sc_w.defined()) {
+    gemm_rm<scalar_t>(false, false, s.O, cols, s.C, 1, p.sc_w.const_data_ptr<scalar_t>(), s.C, X,
+                      ldx, 1, Y, ldy);
+  }
+  return 1;
+}
+
+// After the main product: the ReLU of agc_unit_forward.
+template <typename scalar_t>
+void finish_output(const Sizes& s, const Prepared& p, scalar_t* Y, int64_t ldy, int64_t cols) {
+  if (!p.relu) {
+    return;
+  }
+  for (int64_t o = 0; o < s.O; ++o) {
+    scalar_t* row = Y + o * ldy;
+    for (int64_t i = 0; i < cols; ++i) {
+      row[i] = row[i] < scalar_t(0) ? scalar_t(0) : row[i];  // NaN stays NaN, as in torch.relu
+    }
+  }
+}
+
 // Per-worker and per-block buffers start at multiples of 64 elements (the allocator aligns the
 // base to 64 bytes): every worker's scratch then has the same alignment, and BLAS (which may pick
 // its code path by alignment) rounds identically whichever thread ran a sample.
-inline int64_t padded(int64_t elements) { return (elements + 63) / 64 * 64; }
-
 template <typename scalar_t>
 const scalar_t* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
@@ -202,7 +247,6 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
   const scalar_t* Wcat = p.Wcat.const_data_ptr<scalar_t>();
-  const scalar_t* bias_sum = ptr_or_null<scalar_t>(p.bias_sum);
   const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
@@ -227,14 +271,9 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
                         Z + k * CT * s.V, s.V);
     }
     scalar_t* Y = yp + n * s.O * TV;
-    scalar_t beta = 0;
-    if (bias_sum != nullptr) {
-      for (int64_t o = 0; o < s.O; ++o) {
-        std::fill(Y + o * TV, Y + (o + 1) * TV, bias_sum[o]);
-      }
-      beta = 1;
-    }
+    const scalar_t beta = begin_output(s, p, X, TV, Y, TV, TV);
     gemm_rm<scalar_t>(false, false, s.O, TV, KC, 1, Wcat, KC, Z, TV, beta, Y, TV);
+    finish_output(s, p, Y, TV, TV);
   });
 }
 
@@ -280,7 +319,6 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
   scalar_t* S = M + padded(s.K * VV);           // (V, V)
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
   const scalar_t* Wcat = p.Wcat.const_data_ptr<scalar_t>();
-  const scalar_t* bias_sum = ptr_or_null<scalar_t>(p.bias_sum);
   const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
@@ -341,14 +379,9 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
                           V);
       }
       scalar_t* Yj = Y + t0 * V;
-      scalar_t beta = 0;
-      if (bias_sum != nullptr) {
-        for (int64_t o = 0; o < s.O; ++o) {
-          std::fill(Yj + o * TV, Yj + o * TV + cols, bias_sum[o]);
-        }
-        beta = 1;
-      }
+      const scalar_t beta = begin_output(s, p, Xj, cols, Yj, TV, cols);
       gemm_rm<scalar_t>(false, false, s.O, cols, KC, 1, Wcat, KC, Zj, cols, beta, Yj, TV);
+      finish_output(s, p, Yj, TV, cols);
     });
   }
 }
@@ -551,6 +584,37 @@ std::tuple<at::Tensor, at::Tensor> agc_forward(const at::Tensor& x, const at::Te
     forward_kernel<scalar_t>(s, p, x, y, attn);
   });
   return {y, attn};
+}
+
+at::Tensor agc_unit_forward(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W,
+                            const OptTensor& bias, const OptTensor& B, const OptTensor& theta_w,
+                            const OptTensor& theta_b, const OptTensor& phi_w,
+                            const OptTensor& phi_b, const OptTensor& shortcut_w,
+                            const OptTensor& shortcut_b, bool identity_shortcut, bool relu) {
+  if (is_reduced(x)) {  // compute in float32, return the input dtype
+    return agc_unit_forward(x.to(at::kFloat), A.to(at::kFloat), W.to(at::kFloat), to_float(bias),
+                            to_float(B), to_float(theta_w), to_float(theta_b), to_float(phi_w),
+                            to_float(phi_b), to_float(shortcut_w), to_float(shortcut_b),
+                            identity_shortcut, relu)
+        .to(x.scalar_type());
+  }
+  const Sizes s = sizes_of(x, W, theta_w);
+  Prepared p = prepare(s, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  if (shortcut_b.has_value()) {
+    p.bias_sum = p.bias_sum.defined() ? (p.bias_sum + *shortcut_b).contiguous()
+                                      : shortcut_b->contiguous();
+  }
+  if (shortcut_w.has_value()) {
+    p.sc_w = shortcut_w->reshape({s.O, s.C}).contiguous();
+  }
+  p.identity = identity_shortcut;
+  p.relu = relu;
+  at::Tensor y = at::empty({s.N, s.O, s.T, s.V}, x.options());
+  at::Tensor attn = s.E > 0 ? at::empty({s.N, s.K, s.V, s.V}, x.options()) : empty_grad(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_agc_unit_forward_cpu", [&] {
+    forward_kernel<scalar_t>(s, p, x, y, attn);
+  });
+  return y;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -185,12 +185,15 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
   if (Bp == nullptr) {
     throw std::bad_alloc();
   }
+  // Equal depth blocks of at most kDepthBlock (288 = 2 x 144, not 256 + 32).
+  const int64_t depth_blocks = (Q + kDepthBlock - 1) / kDepthBlock;
   for (int64_t j0 = 0; j0 < S; j0 += kPanelWidth) {
     const int64_t cols = std::min(kPanelWidth, S - j0);
     const int64_t nv = (cols + kLanes - 1) / kLanes;
     const int64_t width = nv * kLanes;
-    for (int64_t k0 = 0; k0 < Q; k0 += kDepthBlock) {
-      const int64_t depth = std::min(kDepthBlock, Q - k0);
+    for (int64_t blk = 0; blk < depth_blocks; ++blk) {
+      const int64_t k0 = Q / depth_blocks * blk + std::min(blk, Q % depth_blocks);
+      const int64_t depth = Q / depth_blocks + (blk < Q % depth_blocks ? 1 : 0);
       pack_panel(B, ldb, trans_b, k0, depth, j0, cols, width, Bp);
       const float* Ak = A + k0 * depth_stride;
       const float b = k0 == 0 ? beta : 1.0f;

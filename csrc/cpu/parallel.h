@@ -24,6 +24,9 @@ inline int64_t chunk_count(int64_t items, int64_t min_items_per_chunk) {
   return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), by_size));
 }
 
+// Scratch sizes rounded up to 64 elements, so that every scratch area starts cache-line aligned.
+inline int64_t padded(int64_t elements) { return (elements + 63) / 64 * 64; }
+
 // First item of `chunk` when `items` are split evenly into `chunks` contiguous ranges.
 inline int64_t chunk_begin(int64_t chunk, int64_t chunks, int64_t items) {
   return items / chunks * chunk + std::min(chunk, items % chunks);

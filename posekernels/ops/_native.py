@@ -16,9 +16,28 @@ AGC_BACKWARD = "posekernels::agc_backward"
 JL_FORWARD = "posekernels::jl_forward"
 JL_BACKWARD = "posekernels::jl_backward"
 
+TCONV_WEIGHT = "posekernels::tconv_transform_weight"
+TCONV_FORWARD = "posekernels::tconv_forward"
+
 if _ext.has_extension():
     _autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
     _autograd.register_jl(JL_FORWARD, JL_BACKWARD)
+
+    @torch.library.register_fake("posekernels::agc_unit_forward")
+    def _fake_agc_unit_forward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, shortcut_w,
+                               shortcut_b, identity_shortcut, relu):
+        n, _, t, v = x.shape
+        return x.new_empty((n, W.shape[1], t, v))
+
+    @torch.library.register_fake(TCONV_WEIGHT)
+    def _fake_tconv_weight(weight):
+        o, c, k = weight.shape[:3]
+        return weight.new_empty((6, o, (k + 2) // 3 * c))
+
+    @torch.library.register_fake(TCONV_FORWARD)
+    def _fake_tconv_forward(x, weight_t, kernel, bias, residual, pad_left, pad_right, relu):
+        n, _, t, v = x.shape
+        return x.new_empty((n, weight_t.shape[1], t + pad_left + pad_right - kernel + 1, v))
 
 
 def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
@@ -27,3 +46,13 @@ def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
 
 def joint_linear(x, W, b):
     return torch.ops.posekernels.jl_forward(x, W, b)
+
+
+def temporal_conv_weight(weight):
+    """The Winograd-transformed weight (6, O, ceil(k / 3) * C) of a (O, C, k[, 1]) weight."""
+    return torch.ops.posekernels.tconv_transform_weight(weight)
+
+
+def temporal_conv(x, weight_t, kernel, bias, residual, pad_left, pad_right, relu):
+    return torch.ops.posekernels.tconv_forward(x, weight_t, kernel, bias, residual, pad_left,
+                                               pad_right, relu)

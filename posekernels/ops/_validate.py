@@ -168,3 +168,50 @@ def check_grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam) -> 
             raise ValueError(f"lam must lie in [0, 1], got {lam}")
     else:
         raise TypeError(f"lam must be a float in [0, 1] or a 0-dim tensor, got {type(lam).__name__}")
+
+
+def temporal_padding(padding, kernel: int) -> tuple[int, int]:
+    """``padding`` of :func:`posekernels.ops.temporal_conv` as (left, right)."""
+    if padding is None:
+        return (kernel - 1) // 2, (kernel - 1) // 2
+    if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+        pads = (int(padding), int(padding))
+    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+          and all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in padding)):
+        pads = (int(padding[0]), int(padding[1]))
+    else:
+        raise TypeError(f"padding must be None, an int or a pair of ints (left, right), got {padding!r}")
+    if min(pads) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return pads
+
+
+def check_temporal_conv(x, weight, bias, residual, pads: tuple[int, int]) -> int:
+    """Checks the arguments of :func:`posekernels.ops.temporal_conv`; returns T_out."""
+    _tensor("x", x, 4, "(N, C, T, V)")
+    n, c, t, v = x.shape
+    if min(x.shape) < 1:
+        raise ValueError(f"x must have shape (N, C, T, V) with every size >= 1, got {tuple(x.shape)}")
+    if not isinstance(weight, Tensor) or weight.dim() not in (3, 4) or (
+            weight.dim() == 4 and weight.shape[3] != 1):
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"weight must have shape (O, C, k) or (O, C, k, 1), got {shape}")
+    _tensor("weight", weight, weight.dim(), "(O, C, k)")
+    if weight.shape[1] != c or weight.shape[0] < 1 or weight.shape[2] < 1:
+        raise ValueError(f"weight must have shape (O, C, k) = (O, {c}, k) with O, k >= 1, got "
+                         f"{tuple(weight.shape)}")
+    _same("weight", weight, x, "x")
+    o, k = weight.shape[0], weight.shape[2]
+    t_out = t + pads[0] + pads[1] - k + 1
+    if t_out < 1:
+        raise ValueError(f"the output would have {t_out} frames: T + padding = {t + sum(pads)} must "
+                         f"be >= the kernel size {k}")
+    if bias is not None:
+        _tensor("bias", bias, 1, "(O,)")
+        _expect("bias", bias, (o,), "(O,)")
+        _same("bias", bias, x, "x")
+    if residual is not None:
+        _tensor("residual", residual, 4, "(N, O, T_out, V)")
+        _expect("residual", residual, (n, o, t_out, v), "(N, O, T_out, V), the output's shape")
+        _same("residual", residual, x, "x")
+    return t_out

@@ -75,3 +75,15 @@ def joint_linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     """The kernel-level primitive: y[m, v, :] = x[m, v, :] @ W[v] + b[v] for x (M, V, C)."""
     y = torch.einsum("mvc,vcd->mvd", x, W)
     return y if b is None else y + b
+
+
+def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  residual: Tensor | None = None, padding: tuple[int, int] = (0, 0),
+                  relu: bool = False) -> Tensor:
+    """``act(conv_(k, 1)(x) + bias + residual)``, stride 1, zero padding (left, right) frames."""
+    F = torch.nn.functional
+    w = weight if weight.dim() == 4 else weight[..., None]
+    y = F.conv2d(F.pad(x, (0, 0, padding[0], padding[1])), w, bias)
+    if residual is not None:
+        y = y + residual
+    return F.relu(y) if relu else y

@@ -98,6 +98,10 @@ class _Graph(nn.Module):
             x = x.contiguous()
         args = (x, self.A, self.W, self.bias, self.B, self.theta_w, self.theta_b, self.phi_w,
                 self.phi_b)
+        if self.backend == "native" and x.device.type == "cpu":
+            # one pass: relu(agc(x) + shortcut(x)) (the CPU kernel's inference epilogue)
+            return torch.ops.posekernels.agc_unit_forward(*args, self.sc_w, self.sc_b,
+                                                          self.sc_w is None, True)
         if self.backend == "native":
             y = torch.ops.posekernels.agc_forward(*args)[0]
         elif self.backend == "reference":
@@ -111,9 +115,13 @@ class _Graph(nn.Module):
 
 
 class _Temporal(nn.Module):
-    """Folded TemporalUnit: conv (k, 1) / stride (s, 1) with the BN folded in."""
+    """Folded TemporalUnit: conv (k, 1) / stride (s, 1) with the BN folded in.
 
-    def __init__(self, unit, channels_last=False):
+    ``fused``: stride-1 convolutions of at least 3 taps on the CPU with the compiled extension
+    run ``posekernels::tconv_forward`` (Winograd F(4, 3), with the block's residual and ReLU
+    fused in; see :meth:`fused_forward`), its weight transformed once here."""
+
+    def __init__(self, unit, channels_last=False, fused=False):
         super().__init__()
         ref = unit.conv.weight
         w, b = _fold_conv(unit.conv, unit.bn)
@@ -123,6 +131,12 @@ class _Temporal(nn.Module):
             self.weight.data = self.weight.data.contiguous(memory_format=torch.channels_last)
         self.kernel, self.stride, self.causal = unit.kernel, unit.stride, unit.causal
         self.pad = unit.conv.padding[0]
+        self.fused = bool(fused) and self.stride == 1 and self.kernel >= 3
+        if self.fused:
+            self.weight_t = _p(torch.ops.posekernels.tconv_transform_weight(
+                w.to(ref.dtype)), ref)
+            # causal: the shift pads k - 1 frames on the left and the convolution none
+            self.pads = (self.kernel - 1, 0) if self.causal else (self.pad, self.pad)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.causal:
@@ -131,17 +145,28 @@ class _Temporal(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, self.weight, self.bias, stride=(self.stride, 1), padding=(self.pad, 0))
 
+    def fused_forward(self, x: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
+        """``act(conv(x) + bias + residual)`` in one compiled pass (only when ``fused``)."""
+        return torch.ops.posekernels.tconv_forward(x, self.weight_t, self.kernel, self.bias,
+                                                   residual, self.pads[0], self.pads[1], relu)
+
 
 class _Block(nn.Module):
-    def __init__(self, block, backend, channels_last=False):
+    def __init__(self, block, backend, channels_last=False, fused=False):
         super().__init__()
         self.gcn = _Graph(block.gcn, backend)
-        self.tcn = _Temporal(block.tcn, channels_last)
+        self.tcn = _Temporal(block.tcn, channels_last, fused=fused and not channels_last)
         self.mode = block.residual_mode
         self.residual = _Temporal(block.residual) if block.residual is not None else None
         self.plain = backend == "reference"
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.tcn.fused:
+            h = self.gcn(x).contiguous()
+            if self.mode == "none":
+                return self.tcn.fused_forward(h, None, True)
+            r = x if self.mode == "identity" else self.residual(x)
+            return self.tcn.fused_forward(h, r.contiguous(), True)
         y = self.tcn(self.gcn(x))
         if self.mode == "none":
             return F.relu(y) if self.plain else y.relu_()
@@ -152,10 +177,10 @@ class _Block(nn.Module):
 
 
 class _Stage(nn.Module):
-    def __init__(self, stage, backend, channels_last=False):
+    def __init__(self, stage, backend, channels_last=False, fused=False):
         super().__init__()
-        self.block1 = _Block(stage.block1, backend, channels_last)
-        self.block2 = _Block(stage.block2, backend, channels_last)
+        self.block1 = _Block(stage.block1, backend, channels_last, fused)
+        self.block2 = _Block(stage.block2, backend, channels_last, fused)
         self.pool, self.offset = stage.pool, stage.offset
         self.plain = backend == "reference"
 
@@ -204,9 +229,15 @@ class GLAGCNPlan(nn.Module):
         # it is off by default
         self.channels_last = bool(channels_last)
         cl = self.channels_last
-        self.expand = _Block(model.expand, backend, cl)
-        self.global_blocks = nn.ModuleList([_Block(b, backend, cl) for b in model.global_blocks])
-        self.stages = nn.ModuleList([_Stage(s, backend, cl) for s in model.stages])
+        # the compiled temporal convolution (Winograd, fused residual + ReLU) for float32/64 CPU
+        # models whose graph convolutions run natively too
+        fused = (backend == "native" and ref.device.type == "cpu"
+                 and ref.dtype in (torch.float32, torch.float64))
+        self.fused_temporal = fused
+        self.expand = _Block(model.expand, backend, cl, fused)
+        self.global_blocks = nn.ModuleList([_Block(b, backend, cl, fused)
+                                            for b in model.global_blocks])
+        self.stages = nn.ModuleList([_Stage(s, backend, cl, fused) for s in model.stages])
         head = model.head
         self.head_kind = head.kind
         self.out_features = head.out_features

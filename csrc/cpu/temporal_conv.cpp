@@ -1,0 +1,343 @@
+// Temporal convolution (kernel (k, 1), stride 1) with a fused epilogue, for inference on the CPU:
+//
+//   y[n, o, t, v] = act( bias[o] + residual[n, o, t, v]
+//                        + sum_{c, j} W[o, c, j] * x[n, c, t + j - pad_left, v] )
+//
+// with x read as zero outside [0, T) and T_out = T + pad_left + pad_right - k + 1 (act: ReLU or
+// identity; bias and residual optional). This is the (9, 1) convolution + BatchNorm (folded into
+// W and bias) + shortcut + ReLU that ends every GLA-GCN block, in one pass.
+//
+// Algorithm: the k taps are split into ceil(k / 3) sub-filters of 3 taps (zero-padded), and each
+// sub-filter is applied with the Winograd minimal filtering algorithm F(4, 3) (Lavin and Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016): 4 outputs of a 3-tap filter from 6
+// products in the transformed domain instead of 12. Over channels each of the 6 transformed
+// components is one matrix product of depth ceil(k / 3) * C:
+//
+//   Yhat_xi (O, tiles*V) = What_xi (O, A*C) @ Dhat_xi (A*C, tiles*V)          xi = 0..5
+//   What_xi[o, a*C + c]  = sum_b G[xi, b] W[o, c, 3a + b]
+//   Dhat_xi[a*C + c, (s, v)] = sum_i BT[xi, i] x[c, 4s + 3a + i - pad_left, v]
+//   y[o, 4s + m, v]      = sum_xi AT[m, xi] Yhat_xi[o, (s, v)]
+//
+// so a 9-tap convolution costs 6 * 3 = 18 multiply-adds per 4 outputs and input-output channel
+// pair instead of 36: half the arithmetic of the direct convolution. The products run on the
+// library's single-threaded matrix product (gemm.h: AVX-512 where available). The transforms use
+// the points 0, +-1, +-2 and infinity; float32 results differ from a direct convolution by a few
+// units in the 6th significant digit (tests/test_temporal_conv.py bounds it against float64).
+//
+// Work is split into blocks of tiles (4 output frames each) of one sample, small enough that a
+// block's inputs, transformed inputs and outputs stay in the L2 cache; blocks run in parallel.
+#include "cpu/kernels.h"
+
+#include "cpu/gemm.h"
+#include "cpu/parallel.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define POSEKERNELS_TCONV_AVX512 1
+#define PK_TCONV_AVX512 __attribute__((target("avx512f")))
+#include <immintrin.h>
+#endif
+
+namespace posekernels::cpu {
+namespace {
+
+constexpr int64_t kTile = 4;        // outputs per Winograd tile
+constexpr int64_t kTaps = 3;        // taps per sub-filter
+constexpr int64_t kPoints = 6;      // kTile + kTaps - 1 transformed components
+// Tiles per block: about 6 (24 frames; at C = O = 96 a block's transformed input is ~0.7 MB), the
+// sample's tiles split evenly (tiles / 6 rounded to nearest, so 7-8 tiles make one block). Measured
+// on 2 cores at (N, T) = (1, 243), (16, 81), (64, 27) against fixed blocks of 3, 4, 6 and 8 tiles.
+constexpr int64_t kTilesPerBlock = 6;
+
+// F(4, 3) transforms (Lavin and Gray 2016), correlation form: y[m] = sum_b g[b] d[m + b] equals
+// AT ((G g) * (BT d)). BT and AT are applied in bt_apply / at_apply below, G here:
+constexpr std::array<std::array<double, 3>, 6> kG{{
+    {1.0 / 4, 0, 0},
+    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+    {0, 0, 1},
+}};
+
+struct Dims {
+  int64_t N, C, T, V, O, k, A, T_out, pad_left, tiles;
+  int64_t depth() const { return A * C; }
+};
+
+// What (6, O, A*C), computed in float64 and stored in the compute type.
+at::Tensor transform_weight(const at::Tensor& weight, const Dims& d) {
+  at::Tensor w = weight.to(at::kDouble).reshape({d.O, d.C, d.k});
+  at::Tensor padded = at::zeros({d.O, d.C, d.A * kTaps}, w.options());
+  padded.narrow(2, 0, d.k).copy_(w);
+  // (O, C, A, 3) -> (O, A, C, 3)
+  at::Tensor taps = padded.view({d.O, d.C, d.A, kTaps}).permute({0, 2, 1, 3});
+  at::Tensor G = at::empty({kPoints, kTaps}, w.options());
+  for (int64_t p = 0; p < kPoints; ++p) {
+    for (int64_t b = 0; b < kTaps; ++b) {
+      G[p][b] = kG[p][b];
+    }
+  }
+  // out[p, o, a, c] = sum_b G[p, b] taps[o, a, c, b]
+  at::Tensor out = at::einsum("pb,oacb->poac", {G, taps});
+  return out.reshape({kPoints, d.O, d.A * d.C}).to(weight.scalar_type()).contiguous();
+}
+
+// The six F(4, 3) input components BT d of d[0..5], and the four outputs AT h of h[0..5]:
+//   BT = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+//         [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+//   AT = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+template <typename T>
+inline void bt_apply(const T* d, T* u) {
+  u[0] = T(4) * d[0] - T(5) * d[2] + d[4];
+  u[1] = -T(4) * d[1] - T(4) * d[2] + d[3] + d[4];
+  u[2] = T(4) * d[1] - T(4) * d[2] - d[3] + d[4];
+  u[3] = -T(2) * d[1] - d[2] + T(2) * d[3] + d[4];
+  u[4] = T(2) * d[1] - d[2] - T(2) * d[3] + d[4];
+  u[5] = T(4) * d[1] - T(5) * d[3] + d[5];
+}
+template <typename T>
+inline void at_apply(const T* h, T* y) {
+  const T p12 = h[1] + h[2], m12 = h[1] - h[2], p34 = h[3] + h[4], m34 = h[3] - h[4];
+  y[0] = h[0] + p12 + p34;
+  y[1] = m12 + T(2) * m34;
+  y[2] = p12 + T(4) * p34;
+  y[3] = m12 + T(8) * m34 + h[5];
+}
+
+// Input transform of one input channel row xc (T, V) for sub-filter a and tiles [s0, s1):
+// D[p * plane + (s - s0) * V + v] = component p of (x[4s + 3a - pad_left + i, v])_{i = 0..5}.
+template <typename scalar_t>
+void input_transform_row(const Dims& d, const scalar_t* xc, int64_t a, int64_t s0, int64_t s1,
+                         scalar_t* D, int64_t plane) {
+  const int64_t V = d.V;
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t f0 = kTile * s + kTaps * a - d.pad_left;
+    scalar_t* out = D + (s - s0) * V;
+    for (int64_t v = 0; v < V; ++v) {
+      scalar_t in[kPoints], u[kPoints];
+      for (int64_t i = 0; i < kPoints; ++i) {
+        const int64_t f = f0 + i;
+        in[i] = (f >= 0 && f < d.T) ? xc[f * V + v] : scalar_t(0);
+      }
+      bt_apply(in, u);
+      for (int64_t p = 0; p < kPoints; ++p) {
+        out[p * plane + v] = u[p];
+      }
+    }
+  }
+}
+
+// Output transform + epilogue of one output channel o for tiles [s0, s1): reads the six
+// components H[p * plane + (s - s0) * V + v], writes y_row (T_out, V).
+template <typename scalar_t>
+void output_transform_row(const Dims& d, const scalar_t* H, int64_t plane, int64_t s0, int64_t s1,
+                          scalar_t bias, const scalar_t* res_row, bool relu, scalar_t* y_row) {
+  const int64_t V = d.V;
+  for (int64_t s = s0; s < s1; ++s) {
+    const scalar_t* h = H + (s - s0) * V;
+    const int64_t frames = std::min(kTile, d.T_out - kTile * s);
+    for (int64_t v = 0; v < V; ++v) {
+      scalar_t hv[kPoints], yv[kTile];
+      for (int64_t p = 0; p < kPoints; ++p) {
+        hv[p] = h[p * plane + v];
+      }
+      at_apply(hv, yv);
+      for (int64_t m = 0; m < frames; ++m) {
+        const int64_t idx = (kTile * s + m) * V + v;
+        scalar_t out = yv[m] + bias + (res_row != nullptr ? res_row[idx] : scalar_t(0));
+        y_row[idx] = relu && out < scalar_t(0) ? scalar_t(0) : out;  // NaN stays NaN
+      }
+    }
+  }
+}
+
+#ifdef POSEKERNELS_TCONV_AVX512
+// The same two transforms for float32 with 16-lane vectors over the joints (the last vector of a
+// frame masked); frames outside the input read as zero through all-false load masks.
+PK_TCONV_AVX512 void input_transform_row_avx512(const Dims& d, const float* xc, int64_t a,
+                                                int64_t s0, int64_t s1, float* D, int64_t plane) {
+  const int64_t V = d.V;
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t f0 = kTile * s + kTaps * a - d.pad_left;
+    float* out = D + (s - s0) * V;
+    for (int64_t v = 0; v < V; v += 16) {
+      const int64_t lanes = std::min<int64_t>(16, V - v);
+      const __mmask16 m = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1u);
+      __m512 in[kPoints], u[kPoints];
+      for (int64_t i = 0; i < kPoints; ++i) {
+        const int64_t f = f0 + i;
+        const bool inside = f >= 0 && f < d.T;
+        in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
+      }
+      const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
+      const __m512 d34 = _mm512_add_ps(in[3], in[4]);
+      const __m512 d4m2 = _mm512_sub_ps(in[4], in[2]);
+      u[0] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[2], _mm512_mul_ps(four, in[0])), in[4]);
+      u[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(in[1], in[2]), d34);
+      u[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(in[1], in[2]), _mm512_sub_ps(in[4], in[3]));
+      u[3] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[3], in[1]), d4m2);
+      u[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[1], in[3]), d4m2);
+      u[5] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[3], _mm512_mul_ps(four, in[1])), in[5]);
+      for (int64_t p = 0; p < kPoints; ++p) {
+        _mm512_mask_storeu_ps(out + p * plane + v, m, u[p]);
+      }
+    }
+  }
+}
+
+PK_TCONV_AVX512 void output_transform_row_avx512(const Dims& d, const float* H, int64_t plane,
+                                                 int64_t s0, int64_t s1, float bias,
+                                                 const float* res_row, bool relu, float* y_row) {
+  const int64_t V = d.V;
+  const __m512 vb = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+  const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), eight = _mm512_set1_ps(8.f);
+  for (int64_t s = s0; s < s1; ++s) {
+    const float* h = H + (s - s0) * V;
+    const int64_t frames = std::min(kTile, d.T_out - kTile * s);
+    for (int64_t v = 0; v < V; v += 16) {
+      const int64_t lanes = std::min<int64_t>(16, V - v);
+      const __mmask16 m = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1u);
+      __m512 hv[kPoints], yv[kTile];
+      for (int64_t p = 0; p < kPoints; ++p) {
+        hv[p] = _mm512_maskz_loadu_ps(m, h + p * plane + v);
+      }
+      const __m512 p12 = _mm512_add_ps(hv[1], hv[2]), m12 = _mm512_sub_ps(hv[1], hv[2]);
+      const __m512 p34 = _mm512_add_ps(hv[3], hv[4]), m34 = _mm512_sub_ps(hv[3], hv[4]);
+      yv[0] = _mm512_add_ps(_mm512_add_ps(hv[0], p12), p34);
+      yv[1] = _mm512_fmadd_ps(two, m34, m12);
+      yv[2] = _mm512_fmadd_ps(four, p34, p12);
+      yv[3] = _mm512_add_ps(_mm512_fmadd_ps(eight, m34, m12), hv[5]);
+      for (int64_t mm = 0; mm < frames; ++mm) {
+        const int64_t idx = (kTile * s + mm) * V + v;
+        __m512 out = _mm512_add_ps(yv[mm], vb);
+        if (res_row != nullptr) {
+          out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, res_row + idx));
+        }
+        if (relu) {  // negative -> 0; NaN stays NaN, as in torch.relu
+          out = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(out, zero, _CMP_LT_OQ), out, zero);
+        }
+        _mm512_mask_storeu_ps(y_row + idx, m, out);
+      }
+    }
+  }
+}
+#endif
+
+template <typename scalar_t>
+void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
+                  const at::Tensor& bias, const at::Tensor& residual, bool relu, at::Tensor& y) {
+  const int64_t V = d.V, depth = d.depth();
+  const int64_t blocks_per_sample =
+      std::max<int64_t>(1, (d.tiles + kTilesPerBlock / 2) / kTilesPerBlock);
+  const int64_t blocks = d.N * blocks_per_sample;
+  const int64_t max_tiles = (d.tiles + blocks_per_sample - 1) / blocks_per_sample;
+  const int64_t max_cols = max_tiles * V;
+  const int64_t dplane = padded(depth * max_cols);  // one transformed component of the input
+  const int64_t hplane = padded(d.O * max_cols);    // one component of the products
+  const int64_t scratch = kPoints * (dplane + hplane);
+  const int64_t workers = chunk_count(blocks, 1);
+  at::Tensor work = at::empty({workers, scratch}, x.options());
+
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wp = What.const_data_ptr<scalar_t>();
+  const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* rp = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+  scalar_t* workp = work.mutable_data_ptr<scalar_t>();
+  const int64_t TV = d.T * V, TVo = d.T_out * V;
+#ifdef POSEKERNELS_TCONV_AVX512
+  const bool vector = std::is_same_v<scalar_t, float> && avx512_gemm_supported();
+#endif
+
+  for_each_block(blocks, workers, [&](int64_t block, int64_t worker) {
+    const int64_t n = block / blocks_per_sample;
+    const int64_t j = block % blocks_per_sample;
+    const int64_t s0 = chunk_begin(j, blocks_per_sample, d.tiles);
+    const int64_t s1 = chunk_begin(j + 1, blocks_per_sample, d.tiles);
+    const int64_t cols = (s1 - s0) * V;
+    scalar_t* D = workp + worker * scratch;  // (6, A*C, cols), plane stride dplane
+    scalar_t* H = D + kPoints * dplane;      // (6, O, cols), plane stride hplane
+    const scalar_t* X = xp + n * d.C * TV;
+    for (int64_t a = 0; a < d.A; ++a) {
+      for (int64_t c = 0; c < d.C; ++c) {
+        scalar_t* row = D + (a * d.C + c) * cols;
+#ifdef POSEKERNELS_TCONV_AVX512
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (vector) {
+            input_transform_row_avx512(d, X + c * TV, a, s0, s1, row, dplane);
+            continue;
+          }
+        }
+#endif
+        input_transform_row(d, X + c * TV, a, s0, s1, row, dplane);
+      }
+    }
+    for (int64_t p = 0; p < kPoints; ++p) {
+      gemm_rm<scalar_t>(false, false, d.O, cols, depth, 1, wp + p * d.O * depth, depth,
+                        D + p * dplane, cols, 0, H + p * hplane, cols);
+    }
+    for (int64_t o = 0; o < d.O; ++o) {
+      const scalar_t b = bp != nullptr ? bp[o] : scalar_t(0);
+      const scalar_t* res_row = rp != nullptr ? rp + (n * d.O + o) * TVo : nullptr;
+      scalar_t* y_row = yp + (n * d.O + o) * TVo;
+#ifdef POSEKERNELS_TCONV_AVX512
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (vector) {
+          output_transform_row_avx512(d, H + o * cols, hplane, s0, s1, b, res_row, relu, y_row);
+          continue;
+        }
+      }
+#endif
+      output_transform_row(d, H + o * cols, hplane, s0, s1, b, res_row, relu, y_row);
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor tconv_transform_weight(const at::Tensor& weight) {
+  Dims d{};
+  d.O = weight.size(0);
+  d.C = weight.size(1);
+  d.k = weight.size(2);
+  d.A = (d.k + kTaps - 1) / kTaps;
+  return transform_weight(weight, d);
+}
+
+at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
+                         const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& residual, int64_t pad_left,
+                         int64_t pad_right, bool relu) {
+  Dims d{};
+  d.N = x.size(0);
+  d.C = x.size(1);
+  d.T = x.size(2);
+  d.V = x.size(3);
+  d.O = weight_t.size(1);
+  d.k = kernel;
+  d.A = (d.k + kTaps - 1) / kTaps;
+  d.pad_left = pad_left;
+  d.T_out = d.T + pad_left + pad_right - d.k + 1;
+  d.tiles = (d.T_out + kTile - 1) / kTile;
+
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  const auto compute = [&](const at::Tensor& t) { return half ? t.to(at::kFloat) : t; };
+  const at::Tensor xc = compute(x);
+  const at::Tensor wc = compute(weight_t);
+  const at::Tensor bc = bias.has_value() ? compute(*bias) : at::Tensor();
+  const at::Tensor rc = residual.has_value() ? compute(*residual) : at::Tensor();
+  at::Tensor y = at::empty({d.N, d.O, d.T_out, d.V}, xc.options());
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "posekernels_tconv_forward", [&] {
+    tconv_kernel<scalar_t>(d, xc, wc, bc, rc, relu, y);
+  });
+  return half ? y.to(x.scalar_type()) : y;
+}
+
+}  // namespace posekernels::cpu

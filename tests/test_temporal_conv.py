@@ -1,0 +1,160 @@
+"""The inference kernels of the CPU plan: the Winograd temporal convolution with fused epilogue
+(posekernels.ops.temporal_conv / posekernels::tconv_forward) and the graph unit with fused
+shortcut + ReLU (posekernels::agc_unit_forward), against float64 references."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from posekernels import _ext, ops
+from posekernels.ops import reference
+
+pytestmark = pytest.mark.skipif("cpu" not in _ext.compiled_backends(),
+                                reason="needs the compiled CPU extension")
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _conv64(x, w, b, r, pads, relu):
+    return reference.temporal_conv(x.double(), w.double(), None if b is None else b.double(),
+                                   None if r is None else r.double(), pads, relu)
+
+
+@settings(max_examples=60, deadline=None)
+@given(N=st.integers(1, 3), C=st.integers(1, 20), O=st.integers(1, 20), T=st.integers(1, 40),
+       V=st.integers(1, 19), k=st.integers(1, 11), left=st.integers(0, 6), right=st.integers(0, 6),
+       use_bias=st.booleans(), use_res=st.booleans(), relu=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_temporal_conv_matches_float64(N, C, O, T, V, k, left, right, use_bias, use_res, relu,
+                                       seed):
+    t_out = T + left + right - k + 1
+    if t_out < 1:
+        return
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, T, V, generator=g)
+    w = torch.randn(O, C, k, generator=g)
+    b = torch.randn(O, generator=g) if use_bias else None
+    r = torch.randn(N, O, t_out, V, generator=g) if use_res else None
+    for dtype in (torch.float64, torch.float32):
+        got = ops.temporal_conv(x.to(dtype), w.to(dtype), None if b is None else b.to(dtype),
+                                residual=None if r is None else r.to(dtype),
+                                padding=(left, right), relu=relu, backend="cpu")
+        want = _conv64(x, w, b, r, (left, right), relu)
+        assert got.shape == want.shape == (N, O, t_out, V)
+        if dtype == torch.float64:
+            assert (got - want).abs().max().item() < 1e-10
+        else:
+            # Winograd F(4, 3) in float32: a tile of 4 outputs mixes its inputs, so an output's
+            # error is relative to the magnitudes of the terms of the outputs near it (frames
+            # within +-12 here); over 480 draws with k = 3..12 it stayed within 2.2e-6 of the
+            # output's own terms (k < 3 runs the direct reference); bound 1e-5 of the local scale
+            scale = _conv64(x.abs(), w.abs(), None if b is None else b.abs(),
+                            None if r is None else r.abs(), (left, right), False)
+            local = F.max_pool2d(scale, (25, 1), stride=1, padding=(12, 0))
+            assert ((got.double() - want).abs() <= 1e-5 * local + 1e-7).all()
+
+
+def test_temporal_conv_model_sized_layer():
+    """The (9, 1) layer of GLA-GCN at C = 96, T = 81, V = 17 with residual and ReLU."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.relu(torch.randn(2, 96, 81, 17, generator=g))
+    w = torch.randn(96, 96, 9, 1, generator=g) / (96 * 9) ** 0.5
+    b, r = torch.randn(96, generator=g), torch.randn(2, 96, 81, 17, generator=g)
+    got = ops.temporal_conv(x, w, b, residual=r, relu=True)
+    want = _conv64(x, w, b, r, (4, 4), True)
+    assert (got.double() - want).abs().max().item() < 1e-5 * want.abs().max().item()
+
+
+def test_temporal_conv_gradients_use_the_reference():
+    x = torch.randn(1, 3, 10, 4, requires_grad=True)
+    w = torch.randn(5, 3, 9, requires_grad=True)
+    y = ops.temporal_conv(x, w, relu=True)
+    y.sum().backward()
+    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    F.relu(F.conv2d(x64, w64[..., None], padding=(4, 0))).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("call, exc, msg", [
+    (lambda: ops.temporal_conv(torch.randn(2, 3, 10), torch.randn(4, 3, 9)), ValueError,
+     r"x must have shape \(N, C, T, V\)"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 2, 9)), ValueError,
+     r"weight must have shape \(O, C, k\) = \(O, 3, k\)"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 4, 4), torch.randn(4, 3, 9), padding=0),
+     ValueError, "must be >= the kernel size 9"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), torch.randn(3)),
+     ValueError, r"bias must have shape \(O,\)"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9),
+                               residual=torch.randn(1, 4, 9, 4)), ValueError, "residual"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), padding=(1, -1)),
+     ValueError, "padding must be >= 0"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), padding="same"),
+     TypeError, "padding must be None, an int or a pair"),
+    (lambda: torch.ops.posekernels.tconv_forward(torch.randn(1, 3, 10, 4), torch.randn(6, 4, 5),
+                                                 9, None, None, 4, 4, False),
+     ValueError, r"weight_t must be the transformed weight"),
+])
+def test_temporal_conv_bad_input(call, exc, msg):
+    with pytest.raises(exc, match=msg):
+        call()
+
+
+def test_temporal_conv_opcheck():
+    x, w = torch.randn(2, 3, 11, 5), torch.randn(4, 3, 9)
+    wt = torch.ops.posekernels.tconv_transform_weight(w)
+    torch.library.opcheck(torch.ops.posekernels.tconv_transform_weight, (w,),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.posekernels.tconv_forward,
+                          (x, wt, 9, torch.randn(4), torch.randn(2, 4, 11, 5), 4, 4, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def _unit64(x, A, W, bias, B, tw, tb, pw, pb, sc_w, sc_b, identity, relu):
+    d = [None if t is None else t.double() for t in (x, A, W, bias, B, tw, tb, pw, pb, sc_w, sc_b)]
+    y = reference.adaptive_graph_conv(*d[:9])
+    if identity:
+        y = y + d[0]
+    elif sc_w is not None:
+        y = y + torch.einsum("oc,nctv->notv", d[9], d[0])
+        if sc_b is not None:
+            y = y + d[10][None, :, None, None]
+    return torch.relu(y) if relu else y
+
+
+@pytest.mark.parametrize("shortcut", ["none", "identity", "conv", "conv_nobias"])
+@pytest.mark.parametrize("N, T", [(1, 40), (3, 9)])  # time blocks (N < threads) and samples
+def test_agc_unit_forward_matches_float64(shortcut, N, T):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    C, O, K, E, V = 6, 6 if shortcut == "identity" else 7, 3, 2, 17
+    x = torch.randn(N, C, T, V, generator=g)
+    A = torch.rand(K, V, V, generator=g)
+    W, bias = torch.randn(K, O, C, generator=g), torch.randn(K, O, generator=g)
+    B = torch.randn(K, V, V, generator=g) * 0.1
+    tw, pw = torch.randn(K, E, C, generator=g), torch.randn(K, E, C, generator=g)
+    tb, pb = torch.randn(K, E, generator=g), torch.randn(K, E, generator=g)
+    sc_w = torch.randn(O, C, generator=g) if shortcut.startswith("conv") else None
+    sc_b = torch.randn(O, generator=g) if shortcut == "conv" else None
+    identity = shortcut == "identity"
+    want = _unit64(x, A, W, bias, B, tw, tb, pw, pb, sc_w, sc_b, identity, True)
+    for dtype, bound in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        args = [None if t is None else t.to(dtype)
+                for t in (x, A, W, bias, B, tw, tb, pw, pb, sc_w, sc_b)]
+        got = torch.ops.posekernels.agc_unit_forward(*args, identity, True)
+        assert (got.double() - want).abs().max().item() < bound * max(1.0, want.abs().max().item())
+
+
+def test_agc_unit_forward_bad_shortcut():
+    x, A, W = torch.randn(1, 4, 5, 3), torch.rand(2, 3, 3), torch.randn(2, 6, 4)
+    with pytest.raises(ValueError, match="identity_shortcut needs Cin == Cout"):
+        torch.ops.posekernels.agc_unit_forward(x, A, W, None, None, None, None, None, None, None,
+                                               None, True, True)
+    with pytest.raises(ValueError, match=r"shortcut_w must have shape \(Cout, Cin\)"):
+        torch.ops.posekernels.agc_unit_forward(x, A, W, None, None, None, None, None, None,
+                                               torch.randn(6, 5), None, False, True)
+    with pytest.raises(ValueError, match="shortcut_b needs shortcut_w"):
+        torch.ops.posekernels.agc_unit_forward(x, A, W, None, None, None, None, None, None, None,
+                                               torch.randn(6), False, True)
