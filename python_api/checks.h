@@ -265,41 +265,58 @@ inline at::Tensor check_tconv_weight(const at::Tensor& weight) {
 // Validated, contiguous arguments of tconv_forward.
 struct TconvArgs {
   at::Tensor x, weight_t;
-  OptTensor bias, residual;
+  OptTensor bias, residual, residual_w;
 };
 
 inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
-                             const OptTensor& bias, const OptTensor& residual, int64_t pad_left,
-                             int64_t pad_right) {
+                             int64_t stride, const OptTensor& bias, const OptTensor& residual,
+                             const OptTensor& residual_w, int64_t pad_left, int64_t pad_right) {
   check_tensor(x, "x", 4, "(N, C, T, V)");
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
   TORCH_CHECK_VALUE(N >= 1 && C >= 1 && T >= 1 && V >= 1,
                     "x must have shape (N, C, T, V) with every size >= 1, got ", shape_str(x.sizes()));
   TORCH_CHECK_VALUE(kernel >= 1, "kernel must be >= 1, got ", kernel);
-  const int64_t A = (kernel + 2) / 3;
-  check_tensor(weight_t, "weight_t", 3, "(6, O, ceil(kernel / 3) * C)");
+  TORCH_CHECK_VALUE(stride >= 1, "stride must be >= 1, got ", stride);
+  const int64_t depth = ((kernel + stride - 1) / stride + 2) / 3 * stride * C;
+  check_tensor(weight_t, "weight_t", 3, "(6, O, ceil(ceil(kernel / stride) / 3) * stride * C)");
   const int64_t O = weight_t.size(1);
-  TORCH_CHECK_VALUE(weight_t.size(0) == 6 && O >= 1 && weight_t.size(2) == A * C,
+  TORCH_CHECK_VALUE(weight_t.size(0) == 6 && O >= 1 && weight_t.size(2) == depth,
                     "weight_t must be the transformed weight (tconv_transform_weight) of shape "
-                    "(6, O, ceil(kernel / 3) * C) = (6, O, ", A * C, ") for kernel = ", kernel,
-                    " and C = ", C, ", got ", shape_str(weight_t.sizes()));
+                    "(6, O, ceil(ceil(kernel / stride) / 3) * stride * C) = (6, O, ", depth,
+                    ") for kernel = ", kernel, ", stride = ", stride, " and C = ", C, ", got ",
+                    shape_str(weight_t.sizes()));
   check_same(weight_t, "weight_t", x, "x");
   TORCH_CHECK_VALUE(pad_left >= 0 && pad_right >= 0, "pad_left and pad_right must be >= 0, got ",
                     pad_left, " and ", pad_right);
-  const int64_t T_out = T + pad_left + pad_right - kernel + 1;
-  TORCH_CHECK_VALUE(T_out >= 1, "the output would have ", T_out, " frames: T + pad_left + pad_right = ",
+  TORCH_CHECK_VALUE(T + pad_left + pad_right >= kernel, "T + pad_left + pad_right = ",
                     T + pad_left + pad_right, " must be >= the kernel size ", kernel);
+  const int64_t T_out = (T + pad_left + pad_right - kernel) / stride + 1;
   if (bias.has_value()) {
     check_tensor(*bias, "bias", 1, "(O,)");
     check_shape(*bias, "bias", {O}, "(O,)");
     check_same(*bias, "bias", x, "x");
   }
-  if (residual.has_value()) {
+  OptTensor rw;
+  if (residual_w.has_value()) {
+    TORCH_CHECK_VALUE(residual.has_value(), "residual_w needs residual (the input of the 1x1 map)");
+    const at::Tensor w2 = residual_w->dim() == 4 && residual_w->size(2) == 1 && residual_w->size(3) == 1
+                              ? residual_w->reshape({residual_w->size(0), residual_w->size(1)})
+                              : *residual_w;
+    check_tensor(w2, "residual_w", 2, "(O, Cr)");
+    TORCH_CHECK_VALUE(w2.size(0) == O && w2.size(1) >= 1, "residual_w must have shape (O, Cr) = (",
+                      O, ", Cr), got ", shape_str(residual_w->sizes()));
+    check_same(w2, "residual_w", x, "x");
+    check_tensor(*residual, "residual", 4, "(N, Cr, T_out, V)");
+    check_shape(*residual, "residual", {N, w2.size(1), T_out, V},
+                "(N, Cr, T_out, V), the input of the 1x1 map residual_w");
+    check_same(*residual, "residual", x, "x");
+    rw = w2.contiguous();
+  } else if (residual.has_value()) {
     check_tensor(*residual, "residual", 4, "(N, O, T_out, V)");
     check_shape(*residual, "residual", {N, O, T_out, V}, "(N, O, T_out, V), the shape of the output");
     check_same(*residual, "residual", x, "x");
   }
-  return TconvArgs{x.contiguous(), weight_t.contiguous(), contiguous(bias), contiguous(residual)};
+  return TconvArgs{x.contiguous(), weight_t.contiguous(), contiguous(bias), contiguous(residual), rw};
 }
 
 }  // namespace posekernels::checks

@@ -62,15 +62,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward_cpu(const at::Tensor&
   return cpu::jl_backward(gy, a.x, a.W, has_bias);
 }
 
-at::Tensor tconv_transform_weight_cpu(const at::Tensor& weight) {
-  return cpu::tconv_transform_weight(checks::check_tconv_weight(weight));
+at::Tensor tconv_transform_weight_cpu(const at::Tensor& weight, int64_t stride) {
+  TORCH_CHECK_VALUE(stride >= 1, "stride must be >= 1, got ", stride);
+  return cpu::tconv_transform_weight(checks::check_tconv_weight(weight), stride);
 }
 
 at::Tensor tconv_forward_cpu(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
-                             const OptTensor& bias, const OptTensor& residual, int64_t pad_left,
-                             int64_t pad_right, bool relu) {
-  const auto a = checks::check_tconv(x, weight_t, kernel, bias, residual, pad_left, pad_right);
-  return cpu::tconv_forward(a.x, a.weight_t, kernel, a.bias, a.residual, pad_left, pad_right, relu);
+                             int64_t stride, const OptTensor& bias, const OptTensor& residual,
+                             const OptTensor& residual_w, int64_t pad_left, int64_t pad_right,
+                             bool relu) {
+  const auto a = checks::check_tconv(x, weight_t, kernel, stride, bias, residual, residual_w,
+                                     pad_left, pad_right);
+  return cpu::tconv_forward(a.x, a.weight_t, kernel, stride, a.bias, a.residual, a.residual_w,
+                            pad_left, pad_right, relu);
 }
 
 }  // namespace
@@ -97,10 +101,10 @@ TORCH_LIBRARY(posekernels, m) {
   m.def("jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor, Tensor, Tensor)", tags);
   // Inference only (no autograd formula): the temporal convolution with fused bias, residual and
   // ReLU that inference plans use on the CPU.
-  m.def("tconv_transform_weight(Tensor weight) -> Tensor", tags);
+  m.def("tconv_transform_weight(Tensor weight, int stride) -> Tensor", tags);
   m.def(
-      "tconv_forward(Tensor x, Tensor weight_t, int kernel, Tensor? bias, Tensor? residual, "
-      "int pad_left, int pad_right, bool relu) -> Tensor",
+      "tconv_forward(Tensor x, Tensor weight_t, int kernel, int stride, Tensor? bias, "
+      "Tensor? residual, Tensor? residual_w, int pad_left, int pad_right, bool relu) -> Tensor",
       tags);
 }
 

@@ -18,21 +18,22 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-def _conv64(x, w, b, r, pads, relu):
+def _conv64(x, w, b, r, pads, relu, stride=1):
     return reference.temporal_conv(x.double(), w.double(), None if b is None else b.double(),
-                                   None if r is None else r.double(), pads, relu)
+                                   None if r is None else r.double(), pads, relu, stride)
 
 
 @settings(max_examples=60, deadline=None)
 @given(N=st.integers(1, 3), C=st.integers(1, 20), O=st.integers(1, 20), T=st.integers(1, 40),
-       V=st.integers(1, 19), k=st.integers(1, 11), left=st.integers(0, 6), right=st.integers(0, 6),
+       V=st.integers(1, 19), k=st.integers(1, 11), stride=st.sampled_from([1, 1, 2, 3]),
+       left=st.integers(0, 6), right=st.integers(0, 6),
        use_bias=st.booleans(), use_res=st.booleans(), relu=st.booleans(),
        seed=st.integers(0, 2**31 - 1))
-def test_temporal_conv_matches_float64(N, C, O, T, V, k, left, right, use_bias, use_res, relu,
-                                       seed):
-    t_out = T + left + right - k + 1
-    if t_out < 1:
+def test_temporal_conv_matches_float64(N, C, O, T, V, k, stride, left, right, use_bias, use_res,
+                                       relu, seed):
+    if T + left + right < k:
         return
+    t_out = (T + left + right - k) // stride + 1
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(N, C, T, V, generator=g)
     w = torch.randn(O, C, k, generator=g)
@@ -41,8 +42,8 @@ def test_temporal_conv_matches_float64(N, C, O, T, V, k, left, right, use_bias, 
     for dtype in (torch.float64, torch.float32):
         got = ops.temporal_conv(x.to(dtype), w.to(dtype), None if b is None else b.to(dtype),
                                 residual=None if r is None else r.to(dtype),
-                                padding=(left, right), relu=relu, backend="cpu")
-        want = _conv64(x, w, b, r, (left, right), relu)
+                                padding=(left, right), stride=stride, relu=relu, backend="cpu")
+        want = _conv64(x, w, b, r, (left, right), relu, stride)
         assert got.shape == want.shape == (N, O, t_out, V)
         if dtype == torch.float64:
             assert (got - want).abs().max().item() < 1e-10
@@ -52,7 +53,7 @@ def test_temporal_conv_matches_float64(N, C, O, T, V, k, left, right, use_bias, 
             # within +-12 here); over 480 draws with k = 3..12 it stayed within 2.2e-6 of the
             # output's own terms (k < 3 runs the direct reference); bound 1e-5 of the local scale
             scale = _conv64(x.abs(), w.abs(), None if b is None else b.abs(),
-                            None if r is None else r.abs(), (left, right), False)
+                            None if r is None else r.abs(), (left, right), False, stride)
             local = F.max_pool2d(scale, (25, 1), stride=1, padding=(12, 0))
             assert ((got.double() - want).abs() <= 1e-5 * local + 1e-7).all()
 
@@ -66,6 +67,36 @@ def test_temporal_conv_model_sized_layer():
     got = ops.temporal_conv(x, w, b, residual=r, relu=True)
     want = _conv64(x, w, b, r, (4, 4), True)
     assert (got.double() - want).abs().max().item() < 1e-5 * want.abs().max().item()
+
+
+def test_temporal_conv_strided_model_layer():
+    """The stride-3 (9, 1) layer of a strided module at C = 96, T = 81 -> 27, with ReLU."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.relu(torch.randn(3, 96, 81, 17, generator=g))
+    w = torch.randn(96, 96, 9, 1, generator=g) / (96 * 9) ** 0.5
+    b = torch.randn(96, generator=g)
+    got = ops.temporal_conv(x, w, b, stride=3, relu=True)
+    want = _conv64(x, w, b, None, (4, 4), True, 3)
+    assert got.shape == (3, 96, 27, 17)
+    assert (got.double() - want).abs().max().item() < 1e-5 * want.abs().max().item()
+
+
+@pytest.mark.parametrize("N, T", [(1, 30), (3, 13)])
+def test_tconv_fused_1x1_residual(N, T):
+    """residual_w: the residual term is a 1x1 map of another input (the expand block's shortcut
+    from the 2 input coordinates)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    h, xin = torch.randn(N, 12, T, 17, generator=g), torch.randn(N, 2, T, 17, generator=g)
+    w, b = torch.randn(12, 12, 9, generator=g), torch.randn(12, generator=g)
+    rw, rb = torch.randn(12, 2, generator=g), torch.randn(12, generator=g)
+    want = torch.relu(_conv64(h, w, b + rb, None, (4, 4), False)
+                      + torch.einsum("oc,nctv->notv", rw.double(), xin.double()))
+    for dtype, bound in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        wt = torch.ops.posekernels.tconv_transform_weight(w.to(dtype), 1)
+        got = torch.ops.posekernels.tconv_forward(h.to(dtype), wt, 9, 1, (b + rb).to(dtype),
+                                                  xin.to(dtype), rw.to(dtype)[..., None, None],
+                                                  4, 4, True)
+        assert (got.double() - want).abs().max().item() < bound * want.abs().max().item()
 
 
 def test_temporal_conv_gradients_use_the_reference():
@@ -86,6 +117,8 @@ def test_temporal_conv_gradients_use_the_reference():
      r"weight must have shape \(O, C, k\) = \(O, 3, k\)"),
     (lambda: ops.temporal_conv(torch.randn(1, 3, 4, 4), torch.randn(4, 3, 9), padding=0),
      ValueError, "must be >= the kernel size 9"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), stride=0),
+     ValueError, "stride must be an int >= 1"),
     (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), torch.randn(3)),
      ValueError, r"bias must have shape \(O,\)"),
     (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9),
@@ -95,8 +128,20 @@ def test_temporal_conv_gradients_use_the_reference():
     (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), padding="same"),
      TypeError, "padding must be None, an int or a pair"),
     (lambda: torch.ops.posekernels.tconv_forward(torch.randn(1, 3, 10, 4), torch.randn(6, 4, 5),
-                                                 9, None, None, 4, 4, False),
+                                                 9, 1, None, None, None, 4, 4, False),
      ValueError, r"weight_t must be the transformed weight"),
+    (lambda: torch.ops.posekernels.tconv_forward(torch.randn(1, 3, 10, 4), torch.randn(6, 4, 9),
+                                                 9, 0, None, None, None, 4, 4, False),
+     ValueError, "stride must be >= 1"),
+    (lambda: torch.ops.posekernels.tconv_forward(
+        torch.randn(1, 3, 10, 4), torch.ops.posekernels.tconv_transform_weight(
+            torch.randn(4, 3, 9), 1), 9, 1, None, None, torch.randn(4, 2), 4, 4, False),
+     ValueError, "residual_w needs residual"),
+    (lambda: torch.ops.posekernels.tconv_forward(
+        torch.randn(1, 3, 10, 4), torch.ops.posekernels.tconv_transform_weight(
+            torch.randn(4, 3, 9), 1), 9, 1, None, torch.randn(1, 3, 10, 4), torch.randn(4, 2), 4,
+        4, False),
+     ValueError, r"residual must have shape \(N, Cr, T_out, V\)"),
 ])
 def test_temporal_conv_bad_input(call, exc, msg):
     with pytest.raises(exc, match=msg):
@@ -105,12 +150,14 @@ def test_temporal_conv_bad_input(call, exc, msg):
 
 def test_temporal_conv_opcheck():
     x, w = torch.randn(2, 3, 11, 5), torch.randn(4, 3, 9)
-    wt = torch.ops.posekernels.tconv_transform_weight(w)
-    torch.library.opcheck(torch.ops.posekernels.tconv_transform_weight, (w,),
-                          test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(torch.ops.posekernels.tconv_forward,
-                          (x, wt, 9, torch.randn(4), torch.randn(2, 4, 11, 5), 4, 4, True),
-                          test_utils=("test_schema", "test_faketensor"))
+    for stride, t_out in ((1, 11), (3, 4)):
+        wt = torch.ops.posekernels.tconv_transform_weight(w, stride)
+        torch.library.opcheck(torch.ops.posekernels.tconv_transform_weight, (w, stride),
+                              test_utils=("test_schema", "test_faketensor"))
+        torch.library.opcheck(torch.ops.posekernels.tconv_forward,
+                              (x, wt, 9, stride, torch.randn(4), torch.randn(2, 4, t_out, 5), None,
+                               4, 4, True),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def _unit64(x, A, W, bias, B, tw, tb, pw, pb, sc_w, sc_b, identity, relu):

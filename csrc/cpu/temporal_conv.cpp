@@ -1,6 +1,6 @@
 // Temporal convolution (kernel (k, 1), stride 1) with a fused epilogue, for inference on the CPU:
 //
-//   y[n, o, t, v] = act( bias[o] + residual[n, o, t, v]
+//   y[n, o, t, v] = act( bias[o] + residual[n, o, t, v]   (or (residual_w @ residual)[n, o, t, v])
 //                        + sum_{c, j} W[o, c, j] * x[n, c, t + j - pad_left, v] )
 //
 // with x read as zero outside [0, T) and T_out = T + pad_left + pad_right - k + 1 (act: ReLU or
@@ -66,27 +66,43 @@ constexpr std::array<std::array<double, 3>, 6> kG{{
     {0, 0, 1},
 }};
 
+// Stride: y[t] reads x[stride * t + j - pad_left]. With j = stride * j' + p (phase p < stride),
+// that is x_p[t + j'] on the decimated sequence x_p[u] = x[stride * u + p - pad_left]: a stride-1
+// convolution of k' = ceil(k / stride) taps over stride * C "channels" (p, c). A = ceil(k' / 3)
+// sub-filters; the depth of each product is A * stride * C, rows ordered (a, p, c).
 struct Dims {
-  int64_t N, C, T, V, O, k, A, T_out, pad_left, tiles;
-  int64_t depth() const { return A * C; }
+  int64_t N, C, T, V, O, k, stride, A, T_out, pad_left, tiles;
+  int64_t depth() const { return A * stride * C; }
 };
 
-// What (6, O, A*C), computed in float64 and stored in the compute type.
+Dims weight_dims(int64_t O, int64_t C, int64_t k, int64_t stride) {
+  Dims d{};
+  d.O = O;
+  d.C = C;
+  d.k = k;
+  d.stride = stride;
+  const int64_t k_dec = (k + stride - 1) / stride;
+  d.A = (k_dec + kTaps - 1) / kTaps;
+  return d;
+}
+
+// What (6, O, A*stride*C), computed in float64 and stored in the compute type:
+// What[p6, o, (a, p, c)] = sum_b G[p6, b] W[o, c, stride * (3a + b) + p] (0 beyond k).
 at::Tensor transform_weight(const at::Tensor& weight, const Dims& d) {
   at::Tensor w = weight.to(at::kDouble).reshape({d.O, d.C, d.k});
-  at::Tensor padded = at::zeros({d.O, d.C, d.A * kTaps}, w.options());
+  const int64_t taps = d.A * kTaps * d.stride;  // j = stride * j' + p, j' < 3A
+  at::Tensor padded = at::zeros({d.O, d.C, taps}, w.options());
   padded.narrow(2, 0, d.k).copy_(w);
-  // (O, C, A, 3) -> (O, A, C, 3)
-  at::Tensor taps = padded.view({d.O, d.C, d.A, kTaps}).permute({0, 2, 1, 3});
+  // (O, C, A, 3, P) -> (O, A, P, C, 3)
+  at::Tensor t = padded.view({d.O, d.C, d.A, kTaps, d.stride}).permute({0, 2, 4, 1, 3});
   at::Tensor G = at::empty({kPoints, kTaps}, w.options());
   for (int64_t p = 0; p < kPoints; ++p) {
     for (int64_t b = 0; b < kTaps; ++b) {
       G[p][b] = kG[p][b];
     }
   }
-  // out[p, o, a, c] = sum_b G[p, b] taps[o, a, c, b]
-  at::Tensor out = at::einsum("pb,oacb->poac", {G, taps});
-  return out.reshape({kPoints, d.O, d.A * d.C}).to(weight.scalar_type()).contiguous();
+  at::Tensor out = at::einsum("xb,oapcb->xoapc", {G, t});
+  return out.reshape({kPoints, d.O, d.depth()}).to(weight.scalar_type()).contiguous();
 }
 
 // The six F(4, 3) input components BT d of d[0..5], and the four outputs AT h of h[0..5]:
@@ -114,16 +130,16 @@ inline void at_apply(const T* h, T* y) {
 // Input transform of one input channel row xc (T, V) for sub-filter a and tiles [s0, s1):
 // D[p * plane + (s - s0) * V + v] = component p of (x[4s + 3a - pad_left + i, v])_{i = 0..5}.
 template <typename scalar_t>
-void input_transform_row(const Dims& d, const scalar_t* xc, int64_t a, int64_t s0, int64_t s1,
-                         scalar_t* D, int64_t plane) {
+void input_transform_row(const Dims& d, const scalar_t* xc, int64_t a, int64_t phase, int64_t s0,
+                         int64_t s1, scalar_t* D, int64_t plane) {
   const int64_t V = d.V;
   for (int64_t s = s0; s < s1; ++s) {
-    const int64_t f0 = kTile * s + kTaps * a - d.pad_left;
+    const int64_t u0 = kTile * s + kTaps * a;  // decimated position of d[0]
     scalar_t* out = D + (s - s0) * V;
     for (int64_t v = 0; v < V; ++v) {
       scalar_t in[kPoints], u[kPoints];
       for (int64_t i = 0; i < kPoints; ++i) {
-        const int64_t f = f0 + i;
+        const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
         in[i] = (f >= 0 && f < d.T) ? xc[f * V + v] : scalar_t(0);
       }
       bt_apply(in, u);
@@ -162,17 +178,18 @@ void output_transform_row(const Dims& d, const scalar_t* H, int64_t plane, int64
 // The same two transforms for float32 with 16-lane vectors over the joints (the last vector of a
 // frame masked); frames outside the input read as zero through all-false load masks.
 PK_TCONV_AVX512 void input_transform_row_avx512(const Dims& d, const float* xc, int64_t a,
-                                                int64_t s0, int64_t s1, float* D, int64_t plane) {
+                                                int64_t phase, int64_t s0, int64_t s1, float* D,
+                                                int64_t plane) {
   const int64_t V = d.V;
   for (int64_t s = s0; s < s1; ++s) {
-    const int64_t f0 = kTile * s + kTaps * a - d.pad_left;
+    const int64_t u0 = kTile * s + kTaps * a;
     float* out = D + (s - s0) * V;
     for (int64_t v = 0; v < V; v += 16) {
       const int64_t lanes = std::min<int64_t>(16, V - v);
       const __mmask16 m = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1u);
       __m512 in[kPoints], u[kPoints];
       for (int64_t i = 0; i < kPoints; ++i) {
-        const int64_t f = f0 + i;
+        const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
         const bool inside = f >= 0 && f < d.T;
         in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
       }
@@ -232,7 +249,8 @@ PK_TCONV_AVX512 void output_transform_row_avx512(const Dims& d, const float* H, 
 
 template <typename scalar_t>
 void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
-                  const at::Tensor& bias, const at::Tensor& residual, bool relu, at::Tensor& y) {
+                  const at::Tensor& bias, const at::Tensor& residual,
+                  const at::Tensor& residual_w, bool relu, at::Tensor& y) {
   const int64_t V = d.V, depth = d.depth();
   const int64_t blocks_per_sample =
       std::max<int64_t>(1, (d.tiles + kTilesPerBlock / 2) / kTilesPerBlock);
@@ -249,6 +267,10 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
   const scalar_t* wp = What.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
   const scalar_t* rp = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
+  // residual_w (O, Cr): the residual term is residual_w @ residual (N, Cr, T_out, V), computed
+  // per block straight into y and then read back by the epilogue
+  const scalar_t* rwp = residual_w.defined() ? residual_w.const_data_ptr<scalar_t>() : nullptr;
+  const int64_t Cr = residual_w.defined() ? residual_w.size(1) : 0;
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
   const int64_t TV = d.T * V, TVo = d.T_out * V;
@@ -266,27 +288,35 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
     scalar_t* H = D + kPoints * dplane;      // (6, O, cols), plane stride hplane
     const scalar_t* X = xp + n * d.C * TV;
     for (int64_t a = 0; a < d.A; ++a) {
-      for (int64_t c = 0; c < d.C; ++c) {
-        scalar_t* row = D + (a * d.C + c) * cols;
+      for (int64_t ph = 0; ph < d.stride; ++ph) {
+        for (int64_t c = 0; c < d.C; ++c) {
+          scalar_t* row = D + ((a * d.stride + ph) * d.C + c) * cols;
 #ifdef POSEKERNELS_TCONV_AVX512
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (vector) {
-            input_transform_row_avx512(d, X + c * TV, a, s0, s1, row, dplane);
-            continue;
+          if constexpr (std::is_same_v<scalar_t, float>) {
+            if (vector) {
+              input_transform_row_avx512(d, X + c * TV, a, ph, s0, s1, row, dplane);
+              continue;
+            }
           }
-        }
 #endif
-        input_transform_row(d, X + c * TV, a, s0, s1, row, dplane);
+          input_transform_row(d, X + c * TV, a, ph, s0, s1, row, dplane);
+        }
       }
     }
     for (int64_t p = 0; p < kPoints; ++p) {
       gemm_rm<scalar_t>(false, false, d.O, cols, depth, 1, wp + p * d.O * depth, depth,
                         D + p * dplane, cols, 0, H + p * hplane, cols);
     }
+    if (rwp != nullptr) {
+      const int64_t t0 = kTile * s0, t1 = std::min(kTile * s1, d.T_out);
+      gemm_rm<scalar_t>(false, false, d.O, (t1 - t0) * V, Cr, 1, rwp, Cr,
+                        rp + n * Cr * TVo + t0 * V, TVo, 0, yp + n * d.O * TVo + t0 * V, TVo);
+    }
     for (int64_t o = 0; o < d.O; ++o) {
       const scalar_t b = bp != nullptr ? bp[o] : scalar_t(0);
-      const scalar_t* res_row = rp != nullptr ? rp + (n * d.O + o) * TVo : nullptr;
       scalar_t* y_row = yp + (n * d.O + o) * TVo;
+      const scalar_t* res_row =
+          rwp != nullptr ? y_row : (rp != nullptr ? rp + (n * d.O + o) * TVo : nullptr);
 #ifdef POSEKERNELS_TCONV_AVX512
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (vector) {
@@ -302,29 +332,21 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
 
 }  // namespace
 
-at::Tensor tconv_transform_weight(const at::Tensor& weight) {
-  Dims d{};
-  d.O = weight.size(0);
-  d.C = weight.size(1);
-  d.k = weight.size(2);
-  d.A = (d.k + kTaps - 1) / kTaps;
-  return transform_weight(weight, d);
+at::Tensor tconv_transform_weight(const at::Tensor& weight, int64_t stride) {
+  return transform_weight(weight, weight_dims(weight.size(0), weight.size(1), weight.size(2), stride));
 }
 
 at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
-                         const std::optional<at::Tensor>& bias,
-                         const std::optional<at::Tensor>& residual, int64_t pad_left,
+                         int64_t stride, const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& residual,
+                         const std::optional<at::Tensor>& residual_w, int64_t pad_left,
                          int64_t pad_right, bool relu) {
-  Dims d{};
+  Dims d = weight_dims(weight_t.size(1), x.size(1), kernel, stride);
   d.N = x.size(0);
-  d.C = x.size(1);
   d.T = x.size(2);
   d.V = x.size(3);
-  d.O = weight_t.size(1);
-  d.k = kernel;
-  d.A = (d.k + kTaps - 1) / kTaps;
   d.pad_left = pad_left;
-  d.T_out = d.T + pad_left + pad_right - d.k + 1;
+  d.T_out = (d.T + pad_left + pad_right - d.k) / stride + 1;
   d.tiles = (d.T_out + kTile - 1) / kTile;
 
   const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
@@ -333,9 +355,10 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
   const at::Tensor wc = compute(weight_t);
   const at::Tensor bc = bias.has_value() ? compute(*bias) : at::Tensor();
   const at::Tensor rc = residual.has_value() ? compute(*residual) : at::Tensor();
+  const at::Tensor rwc = residual_w.has_value() ? compute(*residual_w) : at::Tensor();
   at::Tensor y = at::empty({d.N, d.O, d.T_out, d.V}, xc.options());
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "posekernels_tconv_forward", [&] {
-    tconv_kernel<scalar_t>(d, xc, wc, bc, rc, relu, y);
+    tconv_kernel<scalar_t>(d, xc, wc, bc, rc, rwc, relu, y);
   });
   return half ? y.to(x.scalar_type()) : y;
 }

@@ -203,33 +203,35 @@ def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tens
 
 
 def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
-                  residual: Tensor | None = None, padding=None, relu: bool = False,
-                  backend: str | None = None) -> Tensor:
+                  residual: Tensor | None = None, padding=None, stride: int = 1,
+                  relu: bool = False, backend: str | None = None) -> Tensor:
     """Temporal convolution with a fused epilogue, for inference (no gradient formula).
 
     Shapes: x (N, C, T, V); weight (O, C, k) or (O, C, k, 1); bias (O,); residual
     (N, O, T_out, V). ``padding``: zero frames added before and after (an int for both sides, a
     pair (left, right), or None for (k - 1) // 2 on each side). Returns (N, O, T_out, V) with
-    T_out = T + left + right - k + 1::
+    T_out = (T + left + right - k) // stride + 1::
 
-        y = act(conv2d(pad(x), weight (k, 1), stride 1) + bias + residual)   act = ReLU if relu
+        y = act(conv2d(pad(x), weight (k, 1), stride (stride, 1)) + bias + residual)
 
+    with act = ReLU if ``relu``.
     This is the (9, 1) convolution (+ folded BatchNorm) + shortcut + ReLU that ends every
-    GLA-GCN block. The ``cpu`` backend runs it in one pass with a Winograd F(4, 3) kernel (half
-    the multiply-adds of a direct convolution at k = 9; in float32 each output's error stays
+    GLA-GCN block (stride 3 in the strided modules). The ``cpu`` backend runs it in one pass
+    with a Winograd F(4, 3) kernel (a strided convolution is run as a stride-1 one over the
+    stride's phases; half the multiply-adds of a direct convolution at k = 9; in float32 each output's error stays
     within a few 1e-6 of the sum of its terms' magnitudes, against about 1e-7 for a direct
     convolution). Other backends, kernels of fewer than 3 taps, and inputs that require grad use
     the reference formulation (``F.conv2d`` + add + ReLU: cuDNN on CUDA).
     """
     pads = _validate.temporal_padding(padding, weight.shape[2] if isinstance(weight, Tensor)
                                       and weight.dim() >= 3 else 1)
-    _validate.check_temporal_conv(x, weight, bias, residual, pads)
+    _validate.check_temporal_conv(x, weight, bias, residual, pads, stride)
     name = _resolve(backend, x.device)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, residual))
-    if name != "cpu" or needs_grad or weight.shape[2] < 3:
-        return reference.temporal_conv(x, weight, bias, residual, pads, relu)
+    k = weight.shape[2]
+    if name != "cpu" or needs_grad or -(-k // stride) < 3:  # fewer than 3 taps per phase
+        return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
     x, weight, bias, residual = _autocast(x.device, x, weight, bias, residual)
-    weight_t = _native.temporal_conv_weight(weight)
-    return _native.temporal_conv(x, weight_t, weight.shape[2], bias, residual, pads[0], pads[1],
-                                 relu)
+    weight_t = _native.temporal_conv_weight(weight, stride)
+    return _native.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)

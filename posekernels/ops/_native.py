@@ -30,14 +30,16 @@ if _ext.has_extension():
         return x.new_empty((n, W.shape[1], t, v))
 
     @torch.library.register_fake(TCONV_WEIGHT)
-    def _fake_tconv_weight(weight):
+    def _fake_tconv_weight(weight, stride):
         o, c, k = weight.shape[:3]
-        return weight.new_empty((6, o, (k + 2) // 3 * c))
+        return weight.new_empty((6, o, ((k + stride - 1) // stride + 2) // 3 * stride * c))
 
     @torch.library.register_fake(TCONV_FORWARD)
-    def _fake_tconv_forward(x, weight_t, kernel, bias, residual, pad_left, pad_right, relu):
+    def _fake_tconv_forward(x, weight_t, kernel, stride, bias, residual, residual_w, pad_left,
+                            pad_right, relu):
         n, _, t, v = x.shape
-        return x.new_empty((n, weight_t.shape[1], t + pad_left + pad_right - kernel + 1, v))
+        t_out = (t + pad_left + pad_right - kernel) // stride + 1
+        return x.new_empty((n, weight_t.shape[1], t_out, v))
 
 
 def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
@@ -48,11 +50,11 @@ def joint_linear(x, W, b):
     return torch.ops.posekernels.jl_forward(x, W, b)
 
 
-def temporal_conv_weight(weight):
-    """The Winograd-transformed weight (6, O, ceil(k / 3) * C) of a (O, C, k[, 1]) weight."""
-    return torch.ops.posekernels.tconv_transform_weight(weight)
+def temporal_conv_weight(weight, stride=1):
+    """The Winograd-transformed weight of a (O, C, k[, 1]) weight for the given stride."""
+    return torch.ops.posekernels.tconv_transform_weight(weight, stride)
 
 
-def temporal_conv(x, weight_t, kernel, bias, residual, pad_left, pad_right, relu):
-    return torch.ops.posekernels.tconv_forward(x, weight_t, kernel, bias, residual, pad_left,
-                                               pad_right, relu)
+def temporal_conv(x, weight_t, kernel, stride, bias, residual, pad_left, pad_right, relu):
+    return torch.ops.posekernels.tconv_forward(x, weight_t, kernel, stride, bias, residual, None,
+                                               pad_left, pad_right, relu)

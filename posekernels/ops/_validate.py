@@ -186,8 +186,10 @@ def temporal_padding(padding, kernel: int) -> tuple[int, int]:
     return pads
 
 
-def check_temporal_conv(x, weight, bias, residual, pads: tuple[int, int]) -> int:
+def check_temporal_conv(x, weight, bias, residual, pads: tuple[int, int], stride: int = 1) -> int:
     """Checks the arguments of :func:`posekernels.ops.temporal_conv`; returns T_out."""
+    if not isinstance(stride, numbers.Integral) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
     _tensor("x", x, 4, "(N, C, T, V)")
     n, c, t, v = x.shape
     if min(x.shape) < 1:
@@ -202,10 +204,9 @@ def check_temporal_conv(x, weight, bias, residual, pads: tuple[int, int]) -> int
                          f"{tuple(weight.shape)}")
     _same("weight", weight, x, "x")
     o, k = weight.shape[0], weight.shape[2]
-    t_out = t + pads[0] + pads[1] - k + 1
-    if t_out < 1:
-        raise ValueError(f"the output would have {t_out} frames: T + padding = {t + sum(pads)} must "
-                         f"be >= the kernel size {k}")
+    if t + pads[0] + pads[1] < k:
+        raise ValueError(f"T + padding = {t + sum(pads)} must be >= the kernel size {k}")
+    t_out = (t + pads[0] + pads[1] - k) // stride + 1
     if bias is not None:
         _tensor("bias", bias, 1, "(O,)")
         _expect("bias", bias, (o,), "(O,)")

@@ -79,11 +79,11 @@ def joint_linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
 
 def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                   residual: Tensor | None = None, padding: tuple[int, int] = (0, 0),
-                  relu: bool = False) -> Tensor:
-    """``act(conv_(k, 1)(x) + bias + residual)``, stride 1, zero padding (left, right) frames."""
+                  relu: bool = False, stride: int = 1) -> Tensor:
+    """``act(conv_(k, 1), stride (s, 1)(x) + bias + residual)``, zero padding (left, right)."""
     F = torch.nn.functional
     w = weight if weight.dim() == 4 else weight[..., None]
-    y = F.conv2d(F.pad(x, (0, 0, padding[0], padding[1])), w, bias)
+    y = F.conv2d(F.pad(x, (0, 0, padding[0], padding[1])), w, bias, stride=(stride, 1))
     if residual is not None:
         y = y + residual
     return F.relu(y) if relu else y

@@ -117,9 +117,9 @@ class _Graph(nn.Module):
 class _Temporal(nn.Module):
     """Folded TemporalUnit: conv (k, 1) / stride (s, 1) with the BN folded in.
 
-    ``fused``: stride-1 convolutions of at least 3 taps on the CPU with the compiled extension
-    run ``posekernels::tconv_forward`` (Winograd F(4, 3), with the block's residual and ReLU
-    fused in; see :meth:`fused_forward`), its weight transformed once here."""
+    ``fused``: convolutions of at least 3 taps per stride phase on the CPU with the compiled
+    extension run ``posekernels::tconv_forward`` (Winograd F(4, 3), with the block's residual
+    and ReLU fused in; see :meth:`fused_forward`), its weight transformed once here."""
 
     def __init__(self, unit, channels_last=False, fused=False):
         super().__init__()
@@ -131,12 +131,13 @@ class _Temporal(nn.Module):
             self.weight.data = self.weight.data.contiguous(memory_format=torch.channels_last)
         self.kernel, self.stride, self.causal = unit.kernel, unit.stride, unit.causal
         self.pad = unit.conv.padding[0]
-        self.fused = bool(fused) and self.stride == 1 and self.kernel >= 3
+        self.fused = bool(fused) and -(-self.kernel // self.stride) >= 3
         if self.fused:
             self.weight_t = _p(torch.ops.posekernels.tconv_transform_weight(
-                w.to(ref.dtype)), ref)
-            # causal: the shift pads k - 1 frames on the left and the convolution none
-            self.pads = (self.kernel - 1, 0) if self.causal else (self.pad, self.pad)
+                w.to(ref.dtype), self.stride), ref)
+            # causal: the shift pads k - s frames on the left and the convolution none
+            self.pads = ((self.kernel - self.stride, 0) if self.causal
+                         else (self.pad, self.pad))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.causal:
@@ -145,10 +146,15 @@ class _Temporal(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, self.weight, self.bias, stride=(self.stride, 1), padding=(self.pad, 0))
 
-    def fused_forward(self, x: Tensor, residual: Tensor | None, relu: bool) -> Tensor:
-        """``act(conv(x) + bias + residual)`` in one compiled pass (only when ``fused``)."""
-        return torch.ops.posekernels.tconv_forward(x, self.weight_t, self.kernel, self.bias,
-                                                   residual, self.pads[0], self.pads[1], relu)
+    def fused_forward(self, x: Tensor, residual: Tensor | None, relu: bool,
+                      residual_w: Tensor | None = None,
+                      residual_b: Tensor | None = None) -> Tensor:
+        """``act(conv(x) + bias + residual)`` in one compiled pass (only when ``fused``); with
+        ``residual_w`` the residual term is the 1x1 map ``residual_w @ residual + residual_b``."""
+        bias = self.bias if residual_b is None else self.bias + residual_b
+        return torch.ops.posekernels.tconv_forward(x, self.weight_t, self.kernel, self.stride,
+                                                   bias, residual, residual_w, self.pads[0],
+                                                   self.pads[1], relu)
 
 
 class _Block(nn.Module):
@@ -165,8 +171,12 @@ class _Block(nn.Module):
             h = self.gcn(x).contiguous()
             if self.mode == "none":
                 return self.tcn.fused_forward(h, None, True)
-            r = x if self.mode == "identity" else self.residual(x)
-            return self.tcn.fused_forward(h, r.contiguous(), True)
+            if self.mode == "identity":
+                return self.tcn.fused_forward(h, x.contiguous(), True)
+            res = self.residual
+            if res.kernel == 1 and res.stride == 1 and not res.causal:  # fused 1x1 shortcut
+                return self.tcn.fused_forward(h, x.contiguous(), True, res.weight, res.bias)
+            return self.tcn.fused_forward(h, res(x).contiguous(), True)
         y = self.tcn(self.gcn(x))
         if self.mode == "none":
             return F.relu(y) if self.plain else y.relu_()
