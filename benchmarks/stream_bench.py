@@ -153,6 +153,8 @@ def soak(device, frames, seconds, T=27, channels=16):
     elapsed = time.perf_counter() - start
     return dict(frames=n, seconds=elapsed, fps=n / elapsed, T=T, channels=channels,
                 rss_start_mib=rss0, rss_end_mib=rss_mib(), rss_samples=samples[-5:],
+                rss_min_mib=min((r for _, r in samples), default=rss0),
+                rss_max_mib=max((r for _, r in samples), default=rss0),
                 cuda_start=cuda0,
                 cuda_end=torch.cuda.memory_allocated(device) if device.type == "cuda" else 0)
 

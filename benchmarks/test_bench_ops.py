@@ -146,3 +146,26 @@ def test_grouped_joint_linear(benchmark, impl, mode, dtype, n, t):
                                 bytes=(m * V * (C + D)) * elem * (3 if mode != "fwd" else 1))
     _bench(benchmark, _gjl_fn(impl), gjl_inputs(m, dtype, requires_grad=mode != "fwd"),
            backward=mode != "fwd")
+
+
+TCONV_SHAPES = [(1, 243, 1), (16, 81, 1), (64, 27, 1), (16, 81, 3)]  # (N, T, stride)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpu"] if DEVICE.type == "cpu" else ["reference"])
+@pytest.mark.parametrize("n,t,stride", TCONV_SHAPES, ids=lambda v: str(v))
+def test_temporal_conv(benchmark, impl, n, t, stride):
+    """The (9, 1) convolution + bias + residual + ReLU ending every GLA-GCN block (inference):
+    ``reference`` is F.conv2d (oneDNN on the CPU) + add + ReLU, ``cpu`` the fused Winograd kernel."""
+    benchmark.group = f"temporal_conv {DEVICE.type} N={n} T={t} stride={stride} float32 fwd"
+    t_out = (t - 1) // stride + 1
+    benchmark.extra_info.update(op="temporal_conv", impl=impl, n=n, t=t, stride=stride,
+                                mode="fwd", dtype="torch.float32", device=DEVICE.type,
+                                flop=2 * n * C * C * 9 * t_out * V)
+    g = torch.Generator(device="cpu").manual_seed(torch.seed())
+    x = torch.relu(torch.randn(n, C, t, V, generator=g)).to(DEVICE)
+    w = (torch.randn(C, C, 9, 1, generator=g) / math.sqrt(9 * C)).to(DEVICE)
+    b = torch.randn(C, generator=g).to(DEVICE)
+    r = torch.randn(n, C, t_out, V, generator=g).to(DEVICE)
+    inputs = dict(x=x, weight=w, bias=b, residual=r)
+    _bench(benchmark, lambda **a: ops.temporal_conv(**a, stride=stride, relu=True, backend=impl),
+           inputs, backward=False)
