@@ -2,8 +2,8 @@
 
 :func:`build_plan` turns a :class:`~posekernels.models.GLAGCN` (any head, block, temporal
 variant, causal or not, with or without the sequence branch) into a :class:`GLAGCNPlan`, a
-module with the same output as ``model.eval()(x)[:, 0]`` (to float rounding, checked by the tests
-to 1e-5) that does less work per call:
+module with the same output as ``model.eval()(x)[:, 0]`` (to float rounding, checked by the tests)
+that does less work per call:
 
 * every BatchNorm is folded into the layer before it (data BatchNorm -> one affine on the input
   window; graph-unit BN -> the per-partition channel mix ``W`` and ``bias`` of the adaptive graph
@@ -12,10 +12,16 @@ to 1e-5) that does less work per call:
 * residual additions and ReLUs run in place (fused ``aten::_add_relu_`` on the CPU), the strided
   modules' residual is added in place;
 * the individually connected layer's two weight groups are blended once (lam is fixed);
-* the graph convolutions call the compiled op ``torch.ops.posekernels.agc_forward`` directly
-  when the automatic backend for the device is a compiled one (``cpu``/``cuda``: the same kernel
-  :func:`posekernels.ops.adaptive_graph_conv` dispatches to, without repeating its Python
-  argument validation on every call), and :mod:`posekernels.ops` otherwise.
+* the graph convolutions call the compiled op directly when the automatic backend for the device
+  is a compiled one (``cpu``/``cuda``: the same kernel :func:`posekernels.ops.adaptive_graph_conv`
+  dispatches to, without repeating its Python argument validation on every call), and
+  :mod:`posekernels.ops` otherwise;
+* on the CPU (float32/float64 models with the compiled extension) a graph unit is one
+  ``posekernels::agc_unit_forward`` call (graph convolution + shortcut + ReLU) and a block's
+  temporal convolution one ``posekernels::tconv_forward`` call (Winograd F(4, 3), the block's
+  residual, a 1x1 residual convolution included, and ReLU fused; weights transformed once here).
+  The Winograd convolutions round differently from a direct convolution: the plan then matches
+  the model to about 1e-5 relative instead of 1e-6 (the tests bound it).
 
 With ``backend="reference"`` every op goes through the plain PyTorch reference formulation,
 which is what :mod:`posekernels.export` traces to ONNX.
