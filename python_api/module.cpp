@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -81,10 +85,11 @@ py::dict build_info() {
 }
 
 // Test hook for the AVX-512 float32 product of the CPU kernels (csrc/cpu/gemm_avx512.cpp):
-// C <- alpha * op(A) @ op(B) + beta * C in place, single-threaded, on 2-D float32 CPU tensors
-// with unit column stride (the row stride is the leading dimension).
+// C <- act(alpha * op(A) @ op(B) + beta * C + row_bias[:, None]) in place, single-threaded, on
+// 2-D float32 CPU tensors with unit column stride (the row stride is the leading dimension).
 void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool trans_a,
-                 bool trans_b, double alpha, double beta) {
+                 bool trans_b, double alpha, double beta,
+                 const std::optional<at::Tensor>& row_bias, bool relu) {
   TORCH_CHECK(posekernels::cpu::avx512_gemm_supported(),
               "the AVX-512 product is not available on this CPU (or POSEKERNELS_CPU_GEMM=blas)");
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
@@ -101,11 +106,36 @@ void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool t
   TORCH_CHECK_VALUE(Q == QB && Q >= 1 && C.size(0) == R && C.size(1) == S,
                     "op(A) ", R, "x", Q, ", op(B) ", QB, "x", S, " and C ", C.sizes(),
                     " do not form a product");
+  if (row_bias.has_value()) {
+    TORCH_CHECK_VALUE(row_bias->device().is_cpu() && row_bias->scalar_type() == at::kFloat &&
+                          row_bias->dim() == 1 && row_bias->size(0) == R && row_bias->is_contiguous(),
+                      "row_bias must be a contiguous float32 CPU tensor of shape (", R, ",), got ",
+                      row_bias->sizes());
+  }
   posekernels::cpu::sgemm_avx512(trans_a, trans_b, R, S, Q, static_cast<float>(alpha),
                                  A.const_data_ptr<float>(), A.stride(0),
                                  B.const_data_ptr<float>(), B.stride(0),
                                  static_cast<float>(beta), C.mutable_data_ptr<float>(),
-                                 C.stride(0));
+                                 C.stride(0),
+                                 row_bias.has_value() ? row_bias->const_data_ptr<float>() : nullptr,
+                                 relu);
+}
+
+// glibc's malloc returns large blocks to the kernel when they are freed (blocks above the mmap
+// threshold are unmapped; the heap top is trimmed above the trim threshold), so a loop that
+// allocates and frees the same large activations every step page-faults all of them back in on
+// every step. Raising both thresholds keeps freed blocks in the heap for reuse. Returns whether
+// both settings were applied (false on other C libraries).
+bool tune_malloc(int64_t mmap_threshold, int64_t trim_threshold) {
+#if defined(__GLIBC__)
+  const int ok_mmap = mallopt(M_MMAP_THRESHOLD, static_cast<int>(mmap_threshold));
+  const int ok_trim = mallopt(M_TRIM_THRESHOLD, static_cast<int>(trim_threshold));
+  return ok_mmap == 1 && ok_trim == 1;
+#else
+  (void)mmap_threshold;
+  (void)trim_threshold;
+  return false;
+#endif
 }
 
 }  // namespace
@@ -115,5 +145,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("compiled_backends", &compiled_backends,
         "Kernel backends compiled into this extension ('cpu', plus 'cuda' when built with CUDA).");
   m.def("build_info", &build_info, "Build configuration of this extension.");
-  m.def("_avx512_gemm", &avx512_gemm, "Test hook: the CPU kernels' AVX-512 float32 product.");
+  m.def("_tune_malloc", &tune_malloc, "glibc mallopt(M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).");
+  m.def("_avx512_gemm", &avx512_gemm, "Test hook: the CPU kernels' AVX-512 float32 product.",
+        py::arg("A"), py::arg("B"), py::arg("C"), py::arg("trans_a"), py::arg("trans_b"),
+        py::arg("alpha"), py::arg("beta"), py::arg("row_bias") = py::none(),
+        py::arg("relu") = false);
 }

@@ -34,8 +34,9 @@ def _matrix(rows, cols, pad, gen):
 @given(R=st.integers(1, 40), S=st.integers(1, 120), Q=st.integers(1, 600),
        trans_a=st.booleans(), trans_b=st.booleans(), pad=st.integers(0, 5),
        beta=st.sampled_from([0.0, 1.0, -0.5]), alpha=st.sampled_from([1.0, 0.25]),
-       seed=st.integers(0, 2**31 - 1))
-def test_avx512_gemm_matches_float64(R, S, Q, trans_a, trans_b, pad, beta, alpha, seed):
+       use_bias=st.booleans(), relu=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_avx512_gemm_matches_float64(R, S, Q, trans_a, trans_b, pad, beta, alpha, use_bias, relu,
+                                     seed):
     mod = _module()
     gen = torch.Generator().manual_seed(seed)
     A = _matrix(Q, R, pad, gen) if trans_a else _matrix(R, Q, pad, gen)
@@ -48,7 +49,12 @@ def test_avx512_gemm_matches_float64(R, S, Q, trans_a, trans_b, pad, beta, alpha
     expected = alpha * (opA.double() @ opB.double())
     if beta != 0.0:
         expected = expected + beta * C0.double()
-    mod._avx512_gemm(A, B, C, trans_a, trans_b, alpha, beta)
+    bias = torch.randn(R, generator=gen) if use_bias else None
+    if use_bias:
+        expected = expected + bias.double()[:, None]
+    if relu:  # the epilogue applies once, after the last depth block (Q > 256: several)
+        expected = expected.clamp_min(0)
+    mod._avx512_gemm(A, B, C, trans_a, trans_b, alpha, beta, bias, relu)
     # float32 accumulation over Q terms of size ~1: error ~ sqrt(Q) * 6e-8 per entry
     bound = 1e-6 * (Q ** 0.5) * 8 + 1e-6
     assert torch.isfinite(C).all()
@@ -94,9 +100,13 @@ def test_blas_fallback_gives_the_same_op_results(tmp_path):
         "g = torch.Generator().manual_seed(3)\n"
         "x = torch.randn(2, 8, 30, 17, generator=g); A = torch.rand(3, 17, 17, generator=g)\n"
         "W = torch.randn(3, 16, 8, generator=g); th = torch.randn(3, 4, 8, generator=g)\n"
-        "y = posekernels.ops.adaptive_graph_conv(x, A, W, theta_w=th, phi_w=th.flip(0),"
+        "b = torch.randn(3, 16, generator=g)\n"
+        "y = posekernels.ops.adaptive_graph_conv(x, A, W, b, theta_w=th, phi_w=th.flip(0),"
         " backend='cpu')\n"
-        "torch.save((posekernels.build_info()['cpu_gemm'], y), __import__('sys').argv[1])\n"
+        "W2 = torch.randn(3, 8, 8, generator=g)\n"
+        "u = torch.ops.posekernels.agc_unit_forward(x, A, W2, b[:, :8], None, th, None,"
+        " th.flip(0), None, None, None, True, True)\n"
+        "torch.save((posekernels.build_info()['cpu_gemm'], y, u), __import__('sys').argv[1])\n"
     )
     outs = {}
     for kind in ("avx512", "blas"):
@@ -109,3 +119,5 @@ def test_blas_fallback_gives_the_same_op_results(tmp_path):
         outs[kind] = torch.load(path)
     assert outs["avx512"][0] == "avx512" and outs["blas"][0] == "blas"
     torch.testing.assert_close(outs["avx512"][1], outs["blas"][1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs["avx512"][2], outs["blas"][2], rtol=1e-5, atol=1e-5)
+    assert (outs["blas"][2] == 0).any() and (outs["blas"][2] > 0).any()  # the ReLU acted

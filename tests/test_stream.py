@@ -287,3 +287,16 @@ def test_cuda_graph_step_equals_lift_sequence(causal):
         lifter.push(seqs[:, i % 14])
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == before
+
+
+def test_tune_cpu_allocator_applies_on_glibc():
+    import platform
+
+    import posekernels
+
+    applied = posekernels.tune_cpu_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied is True
+        assert posekernels.tune_cpu_allocator() is True  # idempotent
+    else:
+        assert applied is False

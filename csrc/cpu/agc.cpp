@@ -82,47 +82,28 @@ Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const
   return p;
 }
 
-// Fills the output columns Y (Cout, cols; row stride ldy) with what comes before the main product
-// Wcat @ Z: the bias and, for agc_unit_forward, the shortcut of X (Cin, cols; row stride ldx).
-// Returns the beta for the main product (0 when Y was left unwritten).
+// The output columns Yj (Cout, cols; row stride ldy) of a block: Wcat @ Zj + bias, and for
+// agc_unit_forward the shortcut of Xj (Cin, cols; row stride ldx) and the ReLU. The bias and the
+// ReLU are applied as the main product stores its results (gemm_rm's epilogue); the shortcut is
+// written first (the identity: a copy; a 1x1 map: its own product) and accumulated into.
 template <typename scalar_t>
-scalar_t begin_output(const Sizes& s, const Prepared& p, const scalar_t* X, int64_t ldx,
-                      scalar_t* Y, int64_t ldy, int64_t cols) {
-  const scalar_t* bias_sum = p.bias_sum.defined() ? p.bias_sum.const_data_ptr<scalar_t>() : nullptr;
-  if (bias_sum == nullptr && !p.identity && !p.sc_w.defined()) {
-    return 0;
-  }
-  for (int64_t o = 0; o < s.O; ++o) {
-    scalar_t* row = Y + o * ldy;
-    const scalar_t b = bias_sum != nullptr ? bias_sum[o] : scalar_t(0);
-    if (p.identity) {
-      const scalar_t* xr = X + o * ldx;
-      for (int64_t i = 0; i < cols; ++i) {
-        row[i] = xr[i] + b;
-      }
-    } else {
-      std::fill(row, row + cols, b);
+void block_output_product(const Sizes& s, const Prepared& p, const scalar_t* Xj, int64_t ldx,
+                          const scalar_t* Zj, int64_t ldz, scalar_t* Yj, int64_t ldy,
+                          int64_t cols) {
+  scalar_t beta = 0;
+  if (p.identity) {
+    for (int64_t o = 0; o < s.O; ++o) {
+      std::copy(Xj + o * ldx, Xj + o * ldx + cols, Yj + o * ldy);
     }
+    beta = 1;
+  } else if (p.sc_w.defined()) {
+    gemm_rm<scalar_t>(false, false, s.O, cols, s.C, 1, p.sc_w.const_data_ptr<scalar_t>(), s.C,
+                      Xj, ldx, 0, Yj, ldy);
+    beta = 1;
   }
-  if (p.sc_w.defined()) {
-    gemm_rm<scalar_t>(false, false, s.O, cols, s.C, 1, p.sc_w.const_data_ptr<scalar_t>(), s.C, X,
-                      ldx, 1, Y, ldy);
-  }
-  return 1;
-}
-
-// After the main product: the ReLU of agc_unit_forward.
-template <typename scalar_t>
-void finish_output(const Sizes& s, const Prepared& p, scalar_t* Y, int64_t ldy, int64_t cols) {
-  if (!p.relu) {
-    return;
-  }
-  for (int64_t o = 0; o < s.O; ++o) {
-    scalar_t* row = Y + o * ldy;
-    for (int64_t i = 0; i < cols; ++i) {
-      row[i] = row[i] < scalar_t(0) ? scalar_t(0) : row[i];  // NaN stays NaN, as in torch.relu
-    }
-  }
+  const scalar_t* bias = p.bias_sum.defined() ? p.bias_sum.const_data_ptr<scalar_t>() : nullptr;
+  gemm_rm<scalar_t>(false, false, s.O, cols, s.KC(), 1, p.Wcat.const_data_ptr<scalar_t>(), s.KC(),
+                    Zj, ldz, beta, Yj, ldy, bias, p.relu);
 }
 
 // Per-worker and per-block buffers start at multiples of 64 elements (the allocator aligns the
@@ -238,15 +219,12 @@ void add_row_sums(const scalar_t* a, int64_t rows, int64_t cols, scalar_t* out) 
 template <typename scalar_t>
 void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const scalar_t* Xj,
                   int64_t cols, scalar_t* Zj, scalar_t* Yj) {
-  const int64_t V = s.V, VV = s.VV(), KC = s.KC(), TV = s.TV();
+  const int64_t V = s.V, VV = s.VV(), TV = s.TV();
   const int64_t rows = s.C * (cols / V);  // Xj viewed (Cin*Tj, V)
   for (int64_t k = 0; k < s.K; ++k) {
     gemm_rm<scalar_t>(false, false, rows, V, V, 1, Xj, V, Mn + k * VV, V, 0, Zj + k * rows * V, V);
   }
-  const scalar_t beta = begin_output(s, p, Xj, cols, Yj, TV, cols);
-  gemm_rm<scalar_t>(false, false, s.O, cols, KC, 1, p.Wcat.const_data_ptr<scalar_t>(), KC, Zj,
-                    cols, beta, Yj, TV);
-  finish_output(s, p, Yj, TV, cols);
+  block_output_product(s, p, Xj, cols, Zj, cols, Yj, TV, cols);
 }
 
 // Xj (Cin, cols) <- columns [col0, col0 + cols) of X (Cin, T*V).

@@ -30,7 +30,7 @@ bool avx512_gemm_supported();
 // The AVX-512 float32 product (same contract as gemm_rm; single-threaded). Q must be >= 1.
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, float alpha,
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                  int64_t ldc);
+                  int64_t ldc, const float* row_bias = nullptr, bool relu = false);
 
 template <typename scalar_t>
 inline at::Tensor view_matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {
@@ -38,14 +38,18 @@ inline at::Tensor view_matrix(const scalar_t* data, int64_t rows, int64_t cols, 
   return at::from_blob(const_cast<scalar_t*>(data), {rows, cols}, {ld, 1}, options);
 }
 
+//
+// Optional epilogue: C = act(alpha * op(A) op(B) + beta * C + row_bias[r]) with a per-row bias
+// (R entries, or nullptr) and act = ReLU when relu (NaN stays NaN).
 template <typename scalar_t>
 inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, scalar_t alpha,
                     const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb, scalar_t beta,
-                    scalar_t* C, int64_t ldc) {
+                    scalar_t* C, int64_t ldc, const scalar_t* row_bias = nullptr,
+                    bool relu = false) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (Q > 0 && (at::in_parallel_region() || at::get_num_threads() == 1) &&
         avx512_gemm_supported()) {
-      sgemm_avx512(trans_a, trans_b, R, S, Q, alpha, A, lda, B, ldb, beta, C, ldc);
+      sgemm_avx512(trans_a, trans_b, R, S, Q, alpha, A, lda, B, ldb, beta, C, ldc, row_bias, relu);
       return;
     }
   }
@@ -53,6 +57,17 @@ inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q,
   at::Tensor b = trans_b ? view_matrix(B, S, Q, ldb).t() : view_matrix(B, Q, S, ldb);
   at::Tensor c = view_matrix(C, R, S, ldc);
   c.addmm_(a, b, beta, alpha);
+  if (row_bias == nullptr && !relu) {
+    return;
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    scalar_t* row = C + r * ldc;
+    const scalar_t bias = row_bias != nullptr ? row_bias[r] : scalar_t(0);
+    for (int64_t j = 0; j < S; ++j) {
+      const scalar_t y = row[j] + bias;
+      row[j] = relu && y < scalar_t(0) ? scalar_t(0) : y;
+    }
+  }
 }
 
 }  // namespace posekernels::cpu

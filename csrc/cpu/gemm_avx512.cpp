@@ -17,7 +17,7 @@
 // straight from A (op(A)(r, k) = A[r * row_stride + k * depth_stride], so A^T needs no copy).
 // Only the stores at the right edge of C are masked. The depth blocks after the first
 // accumulate into C (beta = 1), so the result is alpha * sum + beta * C with one rounding per
-// block.
+// block. An optional epilogue adds a per-row bias and applies ReLU as the last block stores.
 //
 // The functions are compiled for AVX-512F through target attributes (the rest of the library is
 // built for the baseline ISA); callers must check avx512_gemm_supported() first.
@@ -52,7 +52,8 @@ constexpr int64_t kDepthBlock = 256;
 template <int MR, int NV>
 PK_AVX512 void micro_kernel(int64_t depth, const float* A, int64_t row_stride,
                             int64_t depth_stride, const float* Bp, float alpha, float beta,
-                            float* C, int64_t ldc, int64_t cols) {
+                            float* C, int64_t ldc, int64_t cols, const float* row_bias,
+                            bool relu) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
@@ -87,15 +88,20 @@ PK_AVX512 void micro_kernel(int64_t depth, const float* A, int64_t row_stride,
   const __mmask16 last = tail >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1u);
   const __m512 va = _mm512_set1_ps(alpha);
   const __m512 vb = _mm512_set1_ps(beta);
+  const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
+    const __m512 bias = _mm512_set1_ps(row_bias != nullptr ? row_bias[r] : 0.0f);
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
-      __m512 y = _mm512_mul_ps(acc[r][v], va);
+      __m512 y = _mm512_fmadd_ps(acc[r][v], va, bias);
       if (beta != 0.0f) {  // beta == 0: C may hold garbage (NaN included) and is not read
         y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + v * kLanes), y);
+      }
+      if (relu) {  // negative -> 0; NaN stays NaN, as in torch.relu
+        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
       }
       _mm512_mask_storeu_ps(c + v * kLanes, m, y);
     }
@@ -105,23 +111,26 @@ PK_AVX512 void micro_kernel(int64_t depth, const float* A, int64_t row_stride,
 template <int NV>
 PK_AVX512 void rows_of_panel(int64_t R, int64_t depth, const float* A, int64_t row_stride,
                              int64_t depth_stride, const float* Bp, float alpha, float beta,
-                             float* C, int64_t ldc, int64_t cols) {
+                             float* C, int64_t ldc, int64_t cols, const float* row_bias,
+                             bool relu) {
   int64_t i = 0;
+  const auto bias_at = [&](int64_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
   for (; i + kRows <= R; i += kRows) {
     micro_kernel<kRows, NV>(depth, A + i * row_stride, row_stride, depth_stride, Bp, alpha, beta,
-                            C + i * ldc, ldc, cols);
+                            C + i * ldc, ldc, cols, bias_at(i), relu);
   }
   const float* Ai = A + i * row_stride;
   float* Ci = C + i * ldc;
+  const float* bi = bias_at(i);
   switch (R - i) {
     case 0: break;
-    case 1: micro_kernel<1, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    case 2: micro_kernel<2, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    case 3: micro_kernel<3, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    case 4: micro_kernel<4, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    case 5: micro_kernel<5, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    case 6: micro_kernel<6, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
-    default: micro_kernel<7, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols); break;
+    case 1: micro_kernel<1, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    case 2: micro_kernel<2, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    case 3: micro_kernel<3, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    case 4: micro_kernel<4, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    case 5: micro_kernel<5, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    case 6: micro_kernel<6, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
+    default: micro_kernel<7, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
   }
 }
 
@@ -178,7 +187,7 @@ bool avx512_gemm_supported() {
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, float alpha,
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-                  int64_t ldc) {
+                  int64_t ldc, const float* row_bias, bool relu) {
   const int64_t row_stride = trans_a ? 1 : lda;
   const int64_t depth_stride = trans_a ? lda : 1;
   float* Bp = panel_buffer();
@@ -198,10 +207,14 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
       const float* Ak = A + k0 * depth_stride;
       const float b = k0 == 0 ? beta : 1.0f;
       float* Cj = C + j0;
+      // the epilogue (row bias, ReLU) only when the last depth block stores the final values
+      const bool final_block = blk == depth_blocks - 1;
+      const float* bias = final_block ? row_bias : nullptr;
+      const bool act = final_block && relu;
       switch (nv) {
-        case 1: rows_of_panel<1>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols); break;
-        case 2: rows_of_panel<2>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols); break;
-        default: rows_of_panel<3>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols); break;
+        case 1: rows_of_panel<1>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols, bias, act); break;
+        case 2: rows_of_panel<2>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols, bias, act); break;
+        default: rows_of_panel<3>(R, depth, Ak, row_stride, depth_stride, Bp, alpha, b, Cj, ldc, cols, bias, act); break;
       }
     }
   }
@@ -212,7 +225,7 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
 bool avx512_gemm_supported() { return false; }
 
 void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
-                  const float*, int64_t, float, float*, int64_t) {
+                  const float*, int64_t, float, float*, int64_t, const float*, bool) {
   std::abort();  // unreachable: callers check avx512_gemm_supported()
 }
 
