@@ -79,13 +79,13 @@ def rss_mib() -> float:
 
 
 def bench_stream(S, T, device, cuda_graph, seconds, channels=96, max_batch=None,
-                 baseline=True):
+                 baseline=True, tune_allocator=True):
     """Time lifter pushes; in the same loop (interleaved, so that a shared machine's changing
     load hits all of them alike) time the released formulation and the model's own eager forward
     at the lifter's forward batch."""
     model = released_sagcn(T, channels=channels).to(device).eval()
     lifter = StreamingLifter(model, num_streams=S, device=device, cuda_graph=cuda_graph,
-                             max_batch=max_batch)
+                             max_batch=max_batch, tune_allocator=tune_allocator)
     rng = np.random.default_rng(0)
     frames = torch.from_numpy(rng.normal(0, 0.3, size=(S, 17, 2)).astype(np.float32))
     for _ in range(lifter.latency_frames + 1):  # fill: the windows of all streams become ready
@@ -134,7 +134,7 @@ def bench_stream(S, T, device, cuda_graph, seconds, channels=96, max_batch=None,
 
 def soak(device, frames, seconds, T=27, channels=16):
     model = released_sagcn(T, channels=channels).to(device).eval()
-    lifter = StreamingLifter(model, device=device)
+    lifter = StreamingLifter(model, device=device)  # the allocator tuned, as by default
     rng = np.random.default_rng(0)
     pool = rng.normal(0, 0.3, size=(64, 17, 2)).astype(np.float32)
     pool[5, 3] = np.nan  # exercise the missing-data path too
@@ -173,6 +173,10 @@ def main(argv=None) -> int:
     p.add_argument("--soak-frames", type=int, default=1_000_000)
     p.add_argument("--soak-seconds", type=float, default=600.0)
     p.add_argument("--json", default=None)
+    p.add_argument("--allocator", default="tuned", choices=["tuned", "default"],
+                   help="tuned: the lifter calls posekernels.tune_cpu_allocator (its default; "
+                        "process-wide, so the released formulation and the eager model timed "
+                        "in the same process get it too); default: glibc's own settings for all")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +186,7 @@ def main(argv=None) -> int:
         graphs = [False]
     info = dict(machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 torch=torch.__version__, threads=torch.get_num_threads(), device=str(device),
-                load_avg=os.getloadavg())
+                load_avg=os.getloadavg(), allocator=args.allocator)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(info), flush=True)
@@ -193,7 +197,8 @@ def main(argv=None) -> int:
         for S in [int(s) for s in args.streams.split(",")]:
             for graph in graphs:
                 row = bench_stream(S, T, device, graph, args.seconds, max_batch=args.max_batch,
-                                   baseline=not args.no_baseline)
+                                   baseline=not args.no_baseline,
+                                   tune_allocator=args.allocator == "tuned")
                 rows.append(row)
                 print(f"{S:>5} {T:>4} {str(row['cuda_graph']):>5} {row['p50_ms']:9.2f} "
                       f"{row['p99_ms']:9.2f} {row['stream_fps']:11.1f} {row['forward_batch']:>5} "
