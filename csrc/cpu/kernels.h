@@ -73,37 +73,4 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
                          const std::optional<at::Tensor>& residual_w, int64_t pad_left,
                          int64_t pad_right, bool relu);
 
-// Inference only: y = act(agc(x) + shortcut(x)), one pass (the GraphUnit of GLA-GCN with its
-// BatchNorm folded into W and bias). shortcut: x itself when identity_shortcut (Cin == Cout), else
-// shortcut_w (Cout, Cin) @ x + shortcut_b when shortcut_w is given, else none; act = ReLU if relu.
-at::Tensor agc_unit_forward(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W,
-                            const std::optional<at::Tensor>& bias,
-                            const std::optional<at::Tensor>& B,
-                            const std::optional<at::Tensor>& theta_w,
-                            const std::optional<at::Tensor>& theta_b,
-                            const std::optional<at::Tensor>& phi_w,
-                            const std::optional<at::Tensor>& phi_b,
-                            const std::optional<at::Tensor>& shortcut_w,
-                            const std::optional<at::Tensor>& shortcut_b, bool identity_shortcut,
-                            bool relu);
-
-// y (M, V, D) = x[m, v] @ W[v] + b[v].
-at::Tensor jl_forward(const at::Tensor& x, const at::Tensor& W, const std::optional<at::Tensor>& b);
-
-// Returns (gx, gW, gb); gb is empty (shape (0,)) when has_bias is false.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward(const at::Tensor& grad_y,
-                                                           const at::Tensor& x,
-                                                           const at::Tensor& W, bool has_bias);
-
-// Inference-only temporal convolution with fused epilogue (csrc/cpu/temporal_conv.cpp):
-// y (N, O, T_out, V) = act(conv_(k, 1)(x) + bias + residual), x (N, C, T, V), stride 1, x read as
-// zero pad_left frames before and pad_right frames after, T_out = T + pad_left + pad_right - k + 1
-// >= 1; bias (O,) and residual (N, O, T_out, V) optional. The weight (O, C, k) is passed
-// transformed by tconv_transform_weight: weight_t (6, O, ceil(k / 3) * C), in the dtype of x.
-at::Tensor tconv_transform_weight(const at::Tensor& weight);
-at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,
-                         const std::optional<at::Tensor>& bias,
-                         const std::optional<at::Tensor>& residual, int64_t pad_left,
-                         int64_t pad_right, bool relu);
-
 }  // namespace posekernels::cpu
