@@ -65,3 +65,20 @@ def test_lift_sequence_bad_input(bad, exc, msg):
     model = GLAGCN(receptive_field=3, channels=8)
     with pytest.raises(exc, match=msg):
         lift_sequence(model, bad)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_lift_sequence_fold_matches_model(causal):
+    """fold=False runs the model itself (exact to the window loop); fold=True runs the folded plan
+    (its Winograd temporal convolutions round differently: within the plan's bound)."""
+    torch.manual_seed(torch.seed() % 2**31)
+    model = GLAGCN(receptive_field=27, channels=16, causal=causal).eval()
+    kp = torch.randn(20, 17, 2)
+    with torch.no_grad():
+        want = _loop_reference(model, kp)
+    scale = max(1.0, want.abs().max().item())
+    unfolded = lift_sequence(model, kp, fold=False, batch_size=7)
+    # batched vs one window at a time: the kernels split the work differently (float rounding)
+    assert (unfolded - want).abs().max().item() < 1e-5 * scale
+    folded = lift_sequence(model, kp, batch_size=7)
+    assert (folded - want).abs().max().item() < 5e-5 * scale

@@ -172,7 +172,8 @@ def test_released_and_single_frame_models():
 
 
 @pytest.mark.parametrize("kw", [dict(head="fc", temporal="avgpool"), dict(block="stgcn"),
-                                dict(head="shared", sequence_branch=False)])
+                                dict(head="shared", sequence_branch=False), dict(causal=True),
+                                dict(causal=True, temporal="avgpool")])
 def test_plan_equals_model(kw):
     model = _model(27, **kw)
     x = torch.randn(4, 27, 17, 2)

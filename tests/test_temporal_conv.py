@@ -205,3 +205,24 @@ def test_agc_unit_forward_bad_shortcut():
     with pytest.raises(ValueError, match="shortcut_b needs shortcut_w"):
         torch.ops.posekernels.agc_unit_forward(x, A, W, None, None, None, None, None, None, None,
                                                torch.randn(6), False, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_inputs_compute_in_float32(dtype):
+    """bf16/fp16 inputs run in float32 and come back in the input dtype (both inference ops)."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    x = torch.randn(2, 8, 20, 17, generator=g)
+    w, b = torch.randn(8, 8, 9, generator=g) / 8, torch.randn(8, generator=g)
+    want = _conv64(x.to(dtype).float(), w.to(dtype).float(), b.to(dtype).float(), None, (4, 4), True)
+    got = ops.temporal_conv(x.to(dtype), w.to(dtype), b.to(dtype), relu=True)
+    assert got.dtype == dtype
+    assert (got.double() - want).abs().max().item() < 2e-2 * max(1.0, want.abs().max().item())
+    A = torch.rand(3, 17, 17, generator=g)
+    W = torch.randn(3, 8, 8, generator=g) / 8
+    unit = [t.to(dtype) for t in (x, A, W)]
+    got = torch.ops.posekernels.agc_unit_forward(*unit, None, None, None, None, None, None, None,
+                                                 None, True, True)
+    want = _unit64(x.to(dtype), A.to(dtype), W.to(dtype), None, None, None, None, None, None,
+                   None, None, True, True)
+    assert got.dtype == dtype
+    assert (got.double() - want).abs().max().item() < 2e-2 * max(1.0, want.abs().max().item())
