@@ -252,8 +252,12 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
                   const at::Tensor& bias, const at::Tensor& residual,
                   const at::Tensor& residual_w, bool relu, at::Tensor& y) {
   const int64_t V = d.V, depth = d.depth();
-  const int64_t blocks_per_sample =
-      std::max<int64_t>(1, (d.tiles + kTilesPerBlock / 2) / kTilesPerBlock);
+  // With fewer samples than threads (a live stream: N = 1) short sequences are cut finer, so that
+  // every thread gets a block (T = 27: 7 tiles -> 2 blocks on 2 threads instead of 1).
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t min_blocks = std::min(d.tiles, (threads + d.N - 1) / d.N);
+  const int64_t blocks_per_sample = std::max<int64_t>(
+      min_blocks, std::max<int64_t>(1, (d.tiles + kTilesPerBlock / 2) / kTilesPerBlock));
   const int64_t blocks = d.N * blocks_per_sample;
   const int64_t max_tiles = (d.tiles + blocks_per_sample - 1) / blocks_per_sample;
   const int64_t max_cols = max_tiles * V;
