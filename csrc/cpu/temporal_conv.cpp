@@ -1,13 +1,16 @@
-// Temporal convolution (kernel (k, 1), stride 1) with a fused epilogue, for inference on the CPU:
+// Temporal convolution (kernel (k, 1), stride (s, 1)) with a fused epilogue, for inference on the
+// CPU:
 //
 //   y[n, o, t, v] = act( bias[o] + residual[n, o, t, v]   (or (residual_w @ residual)[n, o, t, v])
-//                        + sum_{c, j} W[o, c, j] * x[n, c, t + j - pad_left, v] )
+//                        + sum_{c, j} W[o, c, j] * x[n, c, s * t + j - pad_left, v] )
 //
-// with x read as zero outside [0, T) and T_out = T + pad_left + pad_right - k + 1 (act: ReLU or
-// identity; bias and residual optional). This is the (9, 1) convolution + BatchNorm (folded into
-// W and bias) + shortcut + ReLU that ends every GLA-GCN block, in one pass.
+// with x read as zero outside [0, T) and T_out = (T + pad_left + pad_right - k) / s + 1 (act: ReLU
+// or identity; bias and residual optional). This is the (9, 1) convolution + BatchNorm (folded
+// into W and bias) + shortcut + ReLU that ends every GLA-GCN block, in one pass. A stride s is
+// handled as a stride-1 convolution over s * C channels, the s phases of the input (see Dims).
 //
-// Algorithm: the k taps are split into ceil(k / 3) sub-filters of 3 taps (zero-padded), and each
+// Algorithm (stride 1; with a stride read C as s * C and k as ceil(k / s)): the k taps are split
+// into ceil(k / 3) sub-filters of 3 taps (zero-padded), and each
 // sub-filter is applied with the Winograd minimal filtering algorithm F(4, 3) (Lavin and Gray,
 // "Fast Algorithms for Convolutional Neural Networks", 2016): 4 outputs of a 3-tap filter from 6
 // products in the transformed domain instead of 12. Over channels each of the 6 transformed
