@@ -1,6 +1,8 @@
 """The two hot operations of graph-convolutional pose lifting, with interchangeable backends.
 
-Every model in posekernels goes through these functions.
+Every model in posekernels goes through these functions: :func:`adaptive_graph_conv` and
+:func:`grouped_joint_linear` (differentiable, every backend), plus the inference-only
+:func:`temporal_conv` (the fused temporal convolution that the CPU inference plans use).
 
 Backends:
 
