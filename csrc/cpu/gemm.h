@@ -7,7 +7,8 @@
 // beta == 0 ignores the old contents of C (it may hold garbage, NaN included).
 //
 // Implementation: float32 products that run single-threaded anyway (inside the callers' parallel
-// loops, or with one thread) use the AVX-512 kernel of gemm_avx512.cpp when the CPU has AVX-512F
+// loops, or with one thread), and small ones, use the AVX-512 kernel of gemm_avx512.cpp when the
+// CPU has AVX-512F
 // (set POSEKERNELS_CPU_GEMM=blas to turn it off); everything else is an ATen matrix product
 // (Tensor::addmm_) on tensors that view the buffers, so it runs on whatever BLAS this torch was
 // built with. Called inside an OpenMP parallel region the product itself runs single-threaded
@@ -32,6 +33,8 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                   int64_t ldc, const float* row_bias = nullptr, bool relu = false);
 
+constexpr int64_t kSmallProduct = int64_t{1} << 22;
+
 template <typename scalar_t>
 inline at::Tensor view_matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {
   auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
@@ -47,8 +50,12 @@ inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q,
                     scalar_t* C, int64_t ldc, const scalar_t* row_bias = nullptr,
                     bool relu = false) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (Q > 0 && (at::in_parallel_region() || at::get_num_threads() == 1) &&
-        avx512_gemm_supported()) {
+    // Outside a parallel region a large product is left to the (multithreaded) BLAS; a small
+    // one (under ~4M multiply-adds, tens of microseconds) runs here, where threading costs more
+    // than it gains (the last layers of a batch-1 forward).
+    const bool single = at::in_parallel_region() || at::get_num_threads() == 1 ||
+                        R * S * Q <= kSmallProduct;
+    if (Q > 0 && single && avx512_gemm_supported()) {
       sgemm_avx512(trans_a, trans_b, R, S, Q, alpha, A, lda, B, ldb, beta, C, ldc, row_bias, relu);
       return;
     }
