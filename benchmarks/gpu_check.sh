@@ -10,7 +10,8 @@
 # triton backends against the float64 reference, gradients, opcheck, torch.compile);
 # compute-sanitizer memcheck (plus racecheck / synccheck / initcheck on small cases) over the CUDA
 # op tests; device ceilings (bf16 matmul TFLOP/s, device-to-device copy GB/s) to ceilings.json;
-# the benchmark suite to bench.json / bench.md; an Nsight Compute profile of the fused kernels.
+# the benchmark suite to bench.json / bench.md; the streaming benchmark (with and without CUDA
+# graphs) and a short streaming soak; an Nsight Compute profile of the fused kernels.
 # Every step's output is tee'd to $OUT/<step>.log and listed in $OUT/summary.txt. A failing step
 # is recorded and the script goes on; it exits non-zero when any step failed.
 set -u -o pipefail
@@ -189,6 +190,14 @@ step ceilings ceilings
 step bench "$PY" -m pytest benchmarks --benchmark-enable --benchmark-only --benchmark-json "$OUT/bench.json" -q \
   -p no:cacheprovider
 step bench_summary bash -c "'$PY' benchmarks/summarize.py '$OUT/bench.json' > '$OUT/bench.md' && cat '$OUT/bench.md'"
+
+# The streaming targets: per-frame p50/p99 and stream-frames/s with and without the CUDA graph
+# step (one T = 243 stream under 1 ms p99; S = 1024 at T = 243 in real time at 30 frames/s
+# needs stream-fps >= 30,720), then a short soak of the graph step (CUDA memory must not grow).
+step stream "$PY" benchmarks/stream_bench.py --device cuda --streams 1,16,256,1024 \
+  --windows 27,81,243 --seconds 2 --json "$OUT/stream.json"
+step stream_soak "$PY" benchmarks/stream_bench.py --device cuda --streams 1 --windows 27 \
+  --seconds 1 --no-baseline --soak --soak-frames 200000 --soak-seconds 300 --json "$OUT/stream_soak.json"
 
 # ---------------------------------------------------------------------------------------------
 # 8. Nsight Compute: the fused kernels of one model-sized forward + backward (bf16 and fp32)
