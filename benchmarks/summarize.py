@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 
 
-def summarize(path: str, baselines=("released", "reference", "compiled")) -> str:
+def summarize(path: str, baselines=("released", "reference", "compiled", "blas")) -> str:
     with open(path) as f:
         data = json.load(f)
     groups = defaultdict(dict)

@@ -169,3 +169,40 @@ def test_temporal_conv(benchmark, impl, n, t, stride):
     inputs = dict(x=x, weight=w, bias=b, residual=r)
     _bench(benchmark, lambda **a: ops.temporal_conv(**a, stride=stride, relu=True, backend=impl),
            inputs, backward=False)
+
+
+GEMM_SHAPES = [(96, 288, 408), (96, 288, 102), (144, 96, 408), (96, 288, 4131)]  # R x Q x S
+
+
+def _cpu_gemm_available():
+    from posekernels import _ext, build_info
+
+    return DEVICE.type == "cpu" and _ext._C is not None and build_info().get("cpu_gemm") == "avx512"
+
+
+@pytest.mark.skipif(not _cpu_gemm_available(), reason="the AVX-512 product is not in use here")
+@pytest.mark.parametrize("impl", ["blas", "avx512"])
+@pytest.mark.parametrize("r,q,s", GEMM_SHAPES, ids=lambda v: str(v))
+def test_cpu_gemm(benchmark, impl, r, q, s):
+    """The CPU kernels' float32 product, one thread (as inside their parallel loops): the AVX-512
+    kernel against torch.mm (the wheel's BLAS). Shapes: the graph convolution's channel mix per
+    24-frame block and per T = 243 sample, its embeddings, the Winograd kernel's products."""
+    from posekernels import _ext
+
+    benchmark.group = f"cpu_gemm R={r} Q={q} S={s} float32 1 thread"
+    benchmark.extra_info.update(op="cpu_gemm", impl=impl, mode="fwd", dtype="torch.float32",
+                                device="cpu", flop=2 * r * q * s)
+    g = torch.Generator().manual_seed(torch.seed())
+    A, B, C = torch.randn(r, q, generator=g), torch.randn(q, s, generator=g), torch.empty(r, s)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if impl == "avx512":
+            fn = lambda: _ext._C._avx512_gemm(A, B, C, False, False, 1.0, 0.0)  # noqa: E731
+        else:
+            fn = lambda: torch.mm(A, B, out=C)  # noqa: E731
+        for _ in range(3):
+            fn()
+        benchmark.pedantic(fn, rounds=30, iterations=1, warmup_rounds=2)
+    finally:
+        torch.set_num_threads(threads)
