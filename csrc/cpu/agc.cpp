@@ -149,19 +149,12 @@ void column_softmax_backward(const scalar_t* c, scalar_t* g, int64_t V, scalar_t
   }
 }
 
-// TP (2*K*Ce, T*V) = TPw @ X + TPb.
+// TP (2*K*Ce, cols) = TPw @ X + TPb for X (Cin, cols): a whole sample (cols = T*V) or a block of
+// frames; the bias is added as the product stores (gemm_rm's epilogue).
 template <typename scalar_t>
 void embed(const Sizes& s, const scalar_t* TPw, const scalar_t* TPb, const scalar_t* X,
-           scalar_t* TP) {
-  const int64_t TV = s.TV();
-  scalar_t beta = 0;
-  if (TPb != nullptr) {
-    for (int64_t r = 0; r < s.KE2(); ++r) {
-      std::fill(TP + r * TV, TP + (r + 1) * TV, TPb[r]);
-    }
-    beta = 1;
-  }
-  gemm_rm<scalar_t>(false, false, s.KE2(), TV, s.C, 1, TPw, s.C, X, TV, beta, TP, TV);
+           int64_t cols, scalar_t* TP) {
+  gemm_rm<scalar_t>(false, false, s.KE2(), cols, s.C, 1, TPw, s.C, X, cols, 0, TP, cols, TPb);
 }
 
 // Pointers to Theta_k and Phi_k inside TP, each viewed (Ce*T, V).
@@ -272,7 +265,7 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
     const scalar_t* X = xp + n * s.C * TV;
     const scalar_t* Mn = Mbase;
     if (attention) {
-      embed(s, TPw, TPb, X, TP);
+      embed(s, TPw, TPb, X, TV, TP);
       for (int64_t k = 0; k < s.K; ++k) {
         scalar_t* Ck = attnp + (n * s.K + k) * VV;
         attention_term(s, TP, k, S, Ck);
@@ -343,14 +336,7 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
         const int64_t t0 = chunk_begin(j, blocks, s.T);
         const int64_t cols = (chunk_begin(j + 1, blocks, s.T) - t0) * V;
         gather_columns(s, X, t0 * V, cols, Xj);
-        scalar_t beta = 0;
-        if (TPb != nullptr) {
-          for (int64_t r = 0; r < KE2; ++r) {
-            std::fill(TPj + r * cols, TPj + (r + 1) * cols, TPb[r]);
-          }
-          beta = 1;
-        }
-        gemm_rm<scalar_t>(false, false, KE2, cols, s.C, 1, TPw, s.C, Xj, cols, beta, TPj, cols);
+        embed(s, TPw, TPb, Xj, cols, TPj);
         const int64_t rows = s.E * (cols / V);  // Theta_kj, Phi_kj viewed (Ce*Tj, V)
         for (int64_t k = 0; k < s.K; ++k) {
           const scalar_t* theta = TPj + k * s.E * cols;
@@ -471,7 +457,7 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
 
       const scalar_t* Mn = Mbase;
       if (attention) {
-        embed(s, TPw, TPb, X, TP);
+        embed(s, TPw, TPb, X, TV, TP);
         for (int64_t k = 0; k < s.K; ++k) {
           if (recompute_attn) {
             attention_term(s, TP, k, S, Cbuf + k * VV);
