@@ -153,14 +153,13 @@ class _Temporal(nn.Module):
         return F.conv2d(x, self.weight, self.bias, stride=(self.stride, 1), padding=(self.pad, 0))
 
     def fused_forward(self, x: Tensor, residual: Tensor | None, relu: bool,
-                      residual_w: Tensor | None = None,
-                      residual_b: Tensor | None = None) -> Tensor:
+                      residual_w: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         """``act(conv(x) + bias + residual)`` in one compiled pass (only when ``fused``); with
-        ``residual_w`` the residual term is the 1x1 map ``residual_w @ residual + residual_b``."""
-        bias = self.bias if residual_b is None else self.bias + residual_b
+        ``residual_w`` the residual term is the 1x1 map ``residual_w @ residual`` (its bias then
+        comes in ``bias``, which replaces the convolution's own)."""
         return torch.ops.posekernels.tconv_forward(x, self.weight_t, self.kernel, self.stride,
-                                                   bias, residual, residual_w, self.pads[0],
-                                                   self.pads[1], relu)
+                                                   self.bias if bias is None else bias, residual,
+                                                   residual_w, self.pads[0], self.pads[1], relu)
 
 
 class _Block(nn.Module):
@@ -171,6 +170,13 @@ class _Block(nn.Module):
         self.mode = block.residual_mode
         self.residual = _Temporal(block.residual) if block.residual is not None else None
         self.plain = backend == "reference"
+        res = self.residual
+        # a 1x1 stride-1 shortcut convolution is fused into the temporal kernel, with the two
+        # biases summed once here
+        self.fused_shortcut = (self.tcn.fused and res is not None and res.kernel == 1
+                               and res.stride == 1 and not res.causal)
+        if self.fused_shortcut:
+            self.fused_bias = _p(self.tcn.bias + res.bias, self.tcn.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tcn.fused:
@@ -179,10 +185,10 @@ class _Block(nn.Module):
                 return self.tcn.fused_forward(h, None, True)
             if self.mode == "identity":
                 return self.tcn.fused_forward(h, x.contiguous(), True)
-            res = self.residual
-            if res.kernel == 1 and res.stride == 1 and not res.causal:  # fused 1x1 shortcut
-                return self.tcn.fused_forward(h, x.contiguous(), True, res.weight, res.bias)
-            return self.tcn.fused_forward(h, res(x).contiguous(), True)
+            if self.fused_shortcut:
+                return self.tcn.fused_forward(h, x.contiguous(), True, self.residual.weight,
+                                              self.fused_bias)
+            return self.tcn.fused_forward(h, self.residual(x).contiguous(), True)
         y = self.tcn(self.gcn(x))
         if self.mode == "none":
             return F.relu(y) if self.plain else y.relu_()
