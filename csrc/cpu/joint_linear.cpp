@@ -158,17 +158,24 @@ PK_TARGET_CLONES void backward_rows_impl(const JlRows<double>& p, int64_t m0, in
   backward_rows(p, m0, m1);
 }
 
+// The operands both directions share: sizes, layout, x and Wl (the rest stays null).
 template <typename scalar_t>
-void forward_kernel(const at::Tensor& x, const at::Tensor& Wl, const scalar_t* b, at::Tensor& y,
-                    bool dot_layout) {
-  const int64_t M = x.size(0), V = x.size(1), C = x.size(2), D = y.size(2);
+JlRows<scalar_t> rows_of(const at::Tensor& x, const at::Tensor& Wl, int64_t D, bool dot_layout) {
   JlRows<scalar_t> p{};
-  p.V = V;
-  p.C = C;
+  p.V = x.size(1);
+  p.C = x.size(2);
   p.D = D;
   p.dot_layout = dot_layout;
   p.x = x.const_data_ptr<scalar_t>();
   p.Wl = Wl.const_data_ptr<scalar_t>();
+  return p;
+}
+
+template <typename scalar_t>
+void forward_kernel(const at::Tensor& x, const at::Tensor& Wl, const scalar_t* b, at::Tensor& y,
+                    bool dot_layout) {
+  const int64_t M = x.size(0), V = x.size(1), C = x.size(2), D = y.size(2);
+  JlRows<scalar_t> p = rows_of<scalar_t>(x, Wl, D, dot_layout);
   p.b = b;
   p.y = y.mutable_data_ptr<scalar_t>();
   const int64_t grain = std::max<int64_t>(1, kMinMacsPerChunk / std::max<int64_t>(1, V * C * D));
@@ -189,13 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_kernel(const at::Tensor&
   at::Tensor gx = at::empty_like(x);
   at::Tensor partials = at::zeros({chunks, partial}, x.options());
 
-  JlRows<scalar_t> base{};
-  base.V = V;
-  base.C = C;
-  base.D = D;
-  base.dot_layout = dot_layout;
-  base.x = x.const_data_ptr<scalar_t>();
-  base.Wl = Wl.const_data_ptr<scalar_t>();
+  JlRows<scalar_t> base = rows_of<scalar_t>(x, Wl, D, dot_layout);
   base.gy = grad_y.const_data_ptr<scalar_t>();
   base.gx = gx.mutable_data_ptr<scalar_t>();
   scalar_t* partp = partials.mutable_data_ptr<scalar_t>();
