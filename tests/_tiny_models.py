@@ -36,3 +36,18 @@ def randomize_bn_stats_(model, g):
             b.copy_(0.3 * torch.randn(b.shape, generator=g))
         elif name.endswith("running_var"):
             b.copy_(0.5 + 1.5 * torch.rand(b.shape, generator=g))
+
+
+def randomize_bn_affine_(model, g, bias=False):
+    """Random eval-mode BatchNorms, affine part included: running mean in [-0.5, 0.5), running
+    var and weight in [0.5, 1.5), and with ``bias`` a bias in [-0.1, 0.1) (drawn in that order,
+    module by module)."""
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            if bias:
+                mod.bias.data.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+    return model

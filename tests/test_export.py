@@ -5,19 +5,10 @@ import torch
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from _tiny_models import randomize_bn_affine_  # noqa: E402
+
 from posekernels.export import check_onnx, export_onnx  # noqa: E402
 from posekernels.models import GLAGCN, released_sagcn  # noqa: E402
-
-
-def _randomise_bn(model):
-    g = torch.Generator().manual_seed(0)
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-    return model
 
 
 @pytest.mark.parametrize("make", [lambda: GLAGCN(receptive_field=9, channels=8),
@@ -25,7 +16,7 @@ def _randomise_bn(model):
                                   lambda: released_sagcn(9, channels=8)])
 def test_onnx_matches_pytorch(tmp_path, make):
     torch.manual_seed(0)
-    model = _randomise_bn(make()).eval()
+    model = randomize_bn_affine_(make(), torch.Generator().manual_seed(0)).eval()
     path = export_onnx(model, tmp_path / "lifter.onnx")
     with torch.no_grad():
         scale = model(torch.randn(4, 9, 17, 2) * 0.3).abs().max().item()

@@ -3,6 +3,7 @@ window lengths and streams, staggered starts, flip TTA, missing data, errors, me
 import numpy as np
 import pytest
 import torch
+from _tiny_models import randomize_bn_affine_
 
 from posekernels import lift_sequence
 from posekernels.models import GLAGCN, GlobalNodeGCN, released_sagcn
@@ -18,13 +19,7 @@ def _model(T, causal=False, channels=8, seed=0, **kw):
     torch.manual_seed(seed)
     m = GLAGCN(receptive_field=T, channels=channels, causal=causal, **kw).eval()
     g = torch.Generator().manual_seed(seed + 1)
-    for mod in m.modules():
-        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = mod.num_features
-            mod.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            mod.bias.data.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
+    randomize_bn_affine_(m, g, bias=True)
     with torch.no_grad():
         scale = m(torch.randn(8, T, 17, 2, generator=g)).abs().max().item()
         for name, p in m.head.named_parameters():
