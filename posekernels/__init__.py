@@ -54,8 +54,8 @@ def tune_cpu_allocator() -> bool:
     By default glibc unmaps blocks above 128 KiB-32 MiB when they are freed and trims the heap
     top, so a loop that allocates and frees the same activations every step (an inference loop
     at a fixed batch) takes a page fault for every 4 KiB of them on every step. On the 2-core
-    development machine this cost a third of a GLA-GCN forward at batch 16, T = 81 (75.9 -> 52.2
-    ms; benchmarks/RESULTS.md). This raises the mmap threshold to its maximum (32 MiB) and the
+    development machine this made a GLA-GCN forward at batch 16, T = 81 13-31 % faster (four
+    A/B runs; benchmarks/RESULTS.md). This raises the mmap threshold to its maximum (32 MiB) and the
     trim threshold to 1 GiB: freed memory stays in the process for reuse (resident memory stops
     shrinking after peaks; it does not grow without bound). :class:`posekernels.stream.
     StreamingLifter` calls it on the CPU unless ``tune_allocator=False``.

@@ -126,7 +126,7 @@ class StreamingLifter:
         model's own forward.
     tune_allocator : on the CPU, call :func:`posekernels.tune_cpu_allocator` (process-wide:
         glibc keeps freed activation blocks for reuse instead of page-faulting them back in on
-        every step; 20-30 % of a batched forward on the development machine). False leaves the
+        every step; 13-31 % of a batch-16 forward on the development machine). False leaves the
         allocator alone.
     """
 
