@@ -296,3 +296,98 @@ def test_tune_cpu_allocator_applies_on_glibc():
         assert posekernels.tune_cpu_allocator() is True  # idempotent
     else:
         assert applied is False
+
+
+def _run_streams(lifter, seqs, order):
+    """Push stream s's frames with ``streams=s`` (from the calling thread); return per stream
+    (frame index, pose) pairs, the flush included (index -1)."""
+    outs = {}
+    for s in order:
+        got = []
+        for f in range(seqs.shape[1]):
+            r = lifter.push(seqs[s, f], streams=s)
+            ready = lifter.last_ready  # this thread's own push
+            if r is None:
+                assert not ready.any()
+                continue
+            got.append((int(lifter.last_frame_index[0]), np.array(r)))
+        got += [(-1, np.array(p)) for p in lifter.flush(s)]
+        outs[s] = got
+    return outs
+
+
+def test_two_threads_on_one_lifter_match_single_threaded():
+    """Two threads pushing different streams into one lifter get exactly what one thread gets
+    (the lifter serialises push/flush/reset on a lock; last_frame_index is per thread)."""
+    import threading
+
+    model = _model(9)
+    seqs = np.random.default_rng(7).normal(size=(2, 60, 17, 2)).astype(np.float32)
+    want = _run_streams(StreamingLifter(model, num_streams=2), seqs, [0, 1])
+    assert [i for i, _ in want[0]] == list(range(56)) + [-1] * 4
+    for trial in range(5):
+        lifter = StreamingLifter(model, num_streams=2)
+        outs, errors = {}, []
+        start = threading.Barrier(2)
+
+        def work(s):
+            try:
+                start.wait()
+                outs.update(_run_streams(lifter, seqs, [s]))
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for s in range(2):
+            assert [i for i, _ in outs[s]] == [i for i, _ in want[s]], f"trial {trial}"
+            np.testing.assert_allclose(np.stack([p for _, p in outs[s]]),
+                                       np.stack([p for _, p in want[s]]), atol=1e-6,
+                                       err_msg=f"trial {trial}, stream {s}")
+
+
+def test_bad_arguments_are_refused_at_the_call():
+    from posekernels.stream import MAX_STREAMS
+
+    model = _model(9)
+    lifter = StreamingLifter(model, num_streams=3)
+    frame = np.zeros((17, 2), dtype=np.float32)
+    for bad in ([1.7], ["12"], [True], True, "12", 1.0, np.array([1.0]), torch.tensor([True]),
+                [np.float64(1)]):
+        with pytest.raises(TypeError, match="streams must be an int or a sequence of ints"):
+            lifter.push(frame[None], streams=bad)
+    for call in (lifter.flush, lifter.reset):
+        with pytest.raises(TypeError, match="stream must be an int"):
+            call([1.7])
+        with pytest.raises(TypeError, match="stream must be an int"):
+            call(True)
+    assert lifter.counts.tolist() == [0, 0, 0], "a rejected call must not change the state"
+    # integer arrays and numpy ints are stream indices
+    lifter.push(np.zeros((2, 17, 2)), streams=np.array([0, 2]))
+    lifter.push(frame, streams=np.int64(1))
+    lifter.push(np.zeros((1, 17, 2)), streams=torch.tensor([1]))
+    assert lifter.counts.tolist() == [1, 2, 1]
+
+    with pytest.raises(ValueError, match="max_batch must be a positive int"):
+        StreamingLifter(model, max_batch=0)
+    with pytest.raises(TypeError, match="max_batch must be a positive int"):
+        StreamingLifter(model, max_batch=2.5)
+    with pytest.raises(ValueError, match="min_score must be a finite real number"):
+        StreamingLifter(model, min_score=float("nan"))
+    with pytest.raises(TypeError, match="min_score must be a finite real number"):
+        StreamingLifter(model, min_score="0.3")
+    with pytest.raises(TypeError, match="min_score"):
+        StreamingLifter(model, min_score=True)
+    with pytest.raises(ValueError, match=rf"num_streams must be an int in \[1, {MAX_STREAMS}\]"):
+        StreamingLifter(model, num_streams=10 ** 8)  # refused before any allocation
+    with pytest.raises(ValueError, match="num_streams"):
+        StreamingLifter(model, num_streams=-1)
+    for bad in (1e8, True, "8", 2.0):
+        with pytest.raises(TypeError, match="num_streams must be an int"):
+            StreamingLifter(model, num_streams=bad)
+    assert StreamingLifter(model, num_streams=np.int32(2), max_batch=1,
+                           min_score=0).num_streams == 2

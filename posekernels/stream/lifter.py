@@ -41,10 +41,21 @@ A joint given as NaN/inf, or with a score below ``min_score``, takes that joint'
 value in the stream. A joint never valid since the stream started takes the mean of the frame's
 valid joints (or 0, the image centre, when the frame has none). A frame with nothing valid thus
 repeats the previous frame. None of this raises: bad *values* never raise in ``push``; bad
-*shapes* (or stream indices) raise ValueError before any state changes.
+*shapes* or out-of-range stream indices raise ValueError, and stream indices that are not ints
+(``1.7``, ``"12"``, ``True``) raise TypeError, before any state changes.
+
+Threads
+-------
+One lifter may be shared by several threads (typically one per stream): ``push``, ``flush``,
+``reset`` and ``counts`` hold the lifter's lock, so concurrent calls run one after the other and
+each gets exactly the poses it would get alone. ``last_frame_index`` and ``last_ready`` are kept
+per thread: each thread reads those of its own last ``push``. Calls of different threads are not
+parallel; for parallel lifting, use one lifter per thread (or push many streams in one call).
 """
 from __future__ import annotations
 
+import math
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -54,9 +65,10 @@ from torch import Tensor, nn
 from ..inference import window_offsets
 from ._plan import build_plan
 
-__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE"]
+__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
 
 DEFAULT_MIN_SCORE = 0.3
+MAX_STREAMS = 1 << 16  # the most streams one lifter holds (its ring and window are preallocated)
 _MODES = {"centered": False, "centred": False, "causal": True}
 
 
@@ -111,7 +123,8 @@ class StreamingLifter:
     ----------
     model : a posekernels lifting model (GLAGCN, released_sagcn, a single-frame model, ...)
         with ``receptive_field``, ``causal`` and ``num_joints``/``skeleton``. It is not modified.
-    num_streams : S, the number of independent streams lifted together.
+    num_streams : S, the number of independent streams lifted together: an int in
+        [1, ``MAX_STREAMS``] (65536); the ring and window buffers are allocated for all S at once.
     mode : ``"centered"`` (or ``"centred"``) or ``"causal"``; None takes the model's own
         (``model.causal``). It must match the model: a centred model needs future frames and a
         causal model was trained on windows ending at the current frame, so a mismatch raises
@@ -119,8 +132,10 @@ class StreamingLifter:
     device : where the ring buffer and the model run (default: the model's device). The model is
         copied there for inference; the caller's model is left as it is.
     flip_tta : average with the mirrored prediction (like ``lift_sequence(flip_tta=True)``).
-    min_score : joints with a score below this are treated as missing (see the module doc).
-    max_batch : most windows per forward (default: from a ~256 MiB activation budget).
+    min_score : joints with a score below this are treated as missing (see the module doc); a
+        finite real number (NaN would mark every joint missing and is refused).
+    max_batch : most windows per forward, a positive int (default: from a ~256 MiB activation
+        budget).
     cuda_graph : capture the steady-state step in a CUDA graph (default: True on CUDA).
     fold : use the folded inference plan (:mod:`posekernels.stream._plan`); False calls the
         model's own forward.
@@ -128,6 +143,9 @@ class StreamingLifter:
         glibc keeps freed activation blocks for reuse instead of page-faulting them back in on
         every step; 13-31 % of a batch-16 forward on the development machine). False leaves the
         allocator alone.
+
+    Thread safety: one lifter may be used from several threads; its methods serialise on a lock
+    (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
     """
 
     def __init__(self, model: nn.Module, num_streams: int = 1, mode: str | None = None,
@@ -135,9 +153,25 @@ class StreamingLifter:
                  min_score: float = DEFAULT_MIN_SCORE, max_batch: int | None = None,
                  cuda_graph: bool | None = None, fold: bool = True,
                  tune_allocator: bool = True):
-        if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)) \
-                or num_streams < 1:
-            raise ValueError(f"num_streams must be a positive int, got {num_streams!r}")
+        if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)):
+            raise TypeError(f"num_streams must be an int in [1, {MAX_STREAMS}], got "
+                            f"{num_streams!r} ({type(num_streams).__name__})")
+        if not 1 <= num_streams <= MAX_STREAMS:
+            raise ValueError(f"num_streams must be an int in [1, {MAX_STREAMS}], got "
+                             f"{num_streams!r}")
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer,
+                                                                      np.floating)):
+            raise TypeError(f"min_score must be a finite real number, got {min_score!r} "
+                            f"({type(min_score).__name__})")
+        if not math.isfinite(min_score):
+            raise ValueError(f"min_score must be a finite real number, got {min_score!r} (NaN "
+                             "would mark every joint missing)")
+        if max_batch is not None:
+            if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)):
+                raise TypeError(f"max_batch must be a positive int or None, got {max_batch!r} "
+                                f"({type(max_batch).__name__})")
+            if max_batch < 1:
+                raise ValueError(f"max_batch must be a positive int or None, got {max_batch!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         params = list(model.parameters())
@@ -209,8 +243,8 @@ class StreamingLifter:
         self._stream_base = torch.arange(S, device=dev) * (T + 1)
         # ---- host state
         self._count = np.zeros(S, dtype=np.int64)
-        self.last_frame_index: np.ndarray | None = None
-        self.last_ready: np.ndarray | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()  # per thread: last_frame_index, last_ready, numpy
         # ---- CUDA graph
         if cuda_graph is None:
             cuda_graph = self.device.type == "cuda"
@@ -231,11 +265,34 @@ class StreamingLifter:
     @property
     def counts(self) -> np.ndarray:
         """Frames pushed per stream since its last reset (a copy)."""
-        return self._count.copy()
+        with self._lock:
+            return self._count.copy()
+
+    @property
+    def last_frame_index(self) -> np.ndarray | None:
+        """(n,) frame index (within its stream) of each row of this thread's last ``push``, -1
+        where no pose was ready; None before the thread's first push."""
+        return getattr(self._local, "last_frame_index", None)
+
+    @last_frame_index.setter
+    def last_frame_index(self, value) -> None:
+        self._local.last_frame_index = value
+
+    @property
+    def last_ready(self) -> np.ndarray | None:
+        """(n,) mask of the rows of this thread's last ``push`` that hold a pose."""
+        return getattr(self._local, "last_ready", None)
+
+    @last_ready.setter
+    def last_ready(self, value) -> None:
+        self._local.last_ready = value
 
     def reset(self, stream: int | Sequence[int] | None = None) -> None:
         """Start stream(s) over (all when None): the next frame pushed is a first frame."""
-        idx = self._stream_index(stream)
+        with self._lock:
+            self._reset(self._stream_index(stream, "stream"))
+
+    def _reset(self, idx: np.ndarray) -> None:
         self._count[idx] = 0
         sel = torch.as_tensor(idx, device=self.device)
         self._seen[sel] = False
@@ -254,10 +311,17 @@ class StreamingLifter:
         Returns (V, 3) / (n, V, 3) (numpy for numpy input, else a tensor on the input's device;
         rows of streams without a ready pose are NaN), or None when no stream has a pose ready.
         ``last_frame_index`` (n,) then holds the frame index (within its stream) of each row,
-        -1 where none, and ``last_ready`` the mask.
+        -1 where none, and ``last_ready`` the mask (both per thread).
+
+        ``streams``: an int, or a sequence / integer array of distinct ints in [0, S); anything
+        else (floats, strings, bools) raises TypeError, an index out of range ValueError.
         """
         single, idx, frames_t, scores_t, as_numpy, out_device = self._check_push(
             frames, scores, streams)
+        with self._lock:
+            return self._push(single, idx, frames_t, scores_t, as_numpy, out_device)
+
+    def _push(self, single, idx, frames_t, scores_t, as_numpy, out_device):
         counts = self._count[idx]
         emit_frame = counts - self.half  # the frame whose pose the window ending at `counts` gives
         ready = emit_frame >= 0
@@ -286,9 +350,13 @@ class StreamingLifter:
         (S, k, V, 3) when every stream has the same number k pending, else a list of S arrays
         (k_s, V, 3). An int returns (k, V, 3) for that stream; a list of ints, a list of arrays.
         k = min((T - 1) / 2, frames pushed) in centred mode, 0 in causal mode. Results are torch
-        tensors on the CPU (numpy when the last push took numpy input).
+        tensors on the CPU (numpy when this thread's last push took numpy input).
         """
-        idx = self._stream_index(stream)
+        idx = self._stream_index(stream, "stream")
+        with self._lock:
+            return self._flush(stream, idx)
+
+    def _flush(self, stream, idx: np.ndarray):
         results = []
         pending = []
         for s in idx:
@@ -315,8 +383,8 @@ class StreamingLifter:
         for s, c, k in pending:
             results.append(flat[start:start + k])
             start += k
-        self.reset(idx)
-        as_numpy = getattr(self, "_last_numpy", False)
+        self._reset(idx)
+        as_numpy = getattr(self._local, "numpy", False)
         if as_numpy:
             results = [r.numpy() for r in results]
         if isinstance(stream, (int, np.integer)) or (stream is None and self.num_streams == 1):
@@ -326,21 +394,37 @@ class StreamingLifter:
         return results
 
     # ------------------------------------------------------------------ internals
-    def _stream_index(self, stream) -> np.ndarray:
+    def _stream_index(self, stream, name: str = "streams") -> np.ndarray:
+        """Validate stream index argument ``name``: None (all), an int, or a sequence / integer
+        array of distinct ints in [0, S). Floats, strings and bools are refused (TypeError)."""
         S = self.num_streams
         if stream is None:
             return np.arange(S)
-        if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
-            idx = np.array([int(stream)])
+        expected = (f"{name} must be an int or a sequence of ints (stream indices in "
+                    f"[0, {S}))")
+        if isinstance(stream, (bool, np.bool_)):
+            raise TypeError(f"{expected}, got {stream!r} (a bool)")
+        if isinstance(stream, (int, np.integer)):
+            idx = np.array([int(stream)], dtype=np.int64)
+        elif isinstance(stream, (Tensor, np.ndarray)):
+            arr = stream.detach().cpu().numpy() if isinstance(stream, Tensor) else stream
+            if arr.dtype.kind not in "iu" or arr.ndim > 1:
+                raise TypeError(f"{expected}, got an array of dtype {arr.dtype} with shape "
+                                f"{tuple(arr.shape)}")
+            idx = arr.astype(np.int64).reshape(-1)
+        elif isinstance(stream, (str, bytes)) or not hasattr(stream, "__iter__"):
+            raise TypeError(f"{expected}, got {stream!r} ({type(stream).__name__})")
         else:
-            try:
-                idx = np.asarray(list(stream), dtype=np.int64).reshape(-1)
-            except (TypeError, ValueError):
-                raise ValueError(f"stream must be an int or a sequence of ints, got {stream!r}")
+            items = list(stream)
+            for v in items:
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                    raise TypeError(f"{expected}, got element {v!r} ({type(v).__name__})")
+            idx = np.array([int(v) for v in items], dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= S):
-            raise ValueError(f"stream index out of range for num_streams={S}: {idx.tolist()}")
+            raise ValueError(f"{name}: stream index out of range for num_streams={S}: "
+                             f"{idx.tolist()}")
         if len(np.unique(idx)) != idx.size:
-            raise ValueError(f"stream indices must be distinct, got {idx.tolist()}")
+            raise ValueError(f"{name}: stream indices must be distinct, got {idx.tolist()}")
         return idx
 
     def _check_push(self, frames, scores, streams):
@@ -360,9 +444,9 @@ class StreamingLifter:
         if streams is None and self.num_streams == 1 and f.dim() == 2:
             single, idx = True, np.zeros(1, dtype=np.int64)
         elif single_stream_arg:
-            single, idx = True, self._stream_index(streams)
+            single, idx = True, self._stream_index(streams, "streams")
         else:
-            single, idx = False, self._stream_index(streams)
+            single, idx = False, self._stream_index(streams, "streams")
         n = idx.size
         if n == 0:
             raise ValueError("streams is empty: push at least one stream")
@@ -380,7 +464,7 @@ class StreamingLifter:
             if tuple(s.shape) != want[:-1]:
                 raise ValueError(f"scores must have shape {want[:-1]}, got {tuple(s.shape)}")
             s = s.reshape(n, V)
-        self._last_numpy = as_numpy
+        self._local.numpy = as_numpy
         return single, idx, f, s, as_numpy, out_device
 
     def _forward(self, windows: Tensor) -> Tensor:
