@@ -21,9 +21,12 @@ P-STMO MPI-INF-3DHP format (``data_train_3dhp.npz`` / ``data_test_3dhp.npz``), o
 coordinates and millimetres; joints are in the 17-joint MPI order with the pelvis (root) at
 index 14. Images are 2048 x 2048 except TS5/TS6 (1920 x 1080).
 
-**Pickle warning.** All of these files store Python objects, so they are opened with
-``np.load(..., allow_pickle=True)``. Unpickling can execute arbitrary code: the loaders here only
-open the paths you pass them, so only pass files you trust.
+**Pickles.** All of these files store Python dicts as object arrays, which numpy writes as
+pickles. They are never opened with ``np.load(..., allow_pickle=True)``: plain arrays are read
+with ``allow_pickle=False`` and object arrays by a restricted unpickler that resolves only
+numpy's array and scalar reconstruction (:func:`posekernels.data._io.load_npz`), so a crafted
+file that names any other global (``os.system``, ``numpy.savetxt`` ...) raises ValueError
+naming the file and the global, and nothing in it runs.
 
 Every loader validates what it reads and raises :class:`ValueError` naming the file and the
 problem (unreadable file, missing key, wrong nesting, wrong shape or joint count, NaN frames,
@@ -39,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import splits
-from ._io import atomic_savez, check_pose_array, load_npz_pickled, require_key
+from ._io import atomic_savez, check_pose_array, load_npz, require_key
 from ._skeleton import H36M17_LEFT, H36M17_RIGHT
 
 __all__ = [
@@ -132,12 +135,12 @@ def load_positions_3d(path: str | os.PathLike, *,
                       ) -> dict[str, dict[str, np.ndarray]]:
     """Read ``positions_3d[subject][action]`` (frames, joints, 3) from a VideoPose3D 3D npz.
 
-    Uses ``allow_pickle=True`` (see the module docstring): pass only files you trust. Returns
+    Object arrays are read with a restricted unpickler (see the module docstring). Returns
     float32 arrays in the file's units (metres for the standard files). ``num_joints`` (an int
     or a list of allowed counts) checks the joint count. Raises ValueError on any problem.
     """
     path = os.fspath(path)
-    entries = load_npz_pickled(path)
+    entries = load_npz(path)
     return _validate_3d(require_key(entries, "positions_3d", path), path, num_joints)
 
 
@@ -213,10 +216,10 @@ def load_positions_2d(path: str | os.PathLike, *, num_joints: int | None = None
     """Read ``(positions_2d, metadata)`` from a VideoPose3D 2D npz.
 
     ``positions_2d[subject][action]`` is a list of (frames, joints, 2) float32 pixel arrays, one
-    per camera. Uses ``allow_pickle=True`` (see the module docstring): pass only files you trust.
+    per camera. Object arrays are read with a restricted unpickler (see the module docstring).
     """
     path = os.fspath(path)
-    entries = load_npz_pickled(path)
+    entries = load_npz(path)
     data = _validate_2d(require_key(entries, "positions_2d", path), path, num_joints)
     joints = next(iter(next(iter(data.values())).values()))[0].shape[1]
     meta = _validate_metadata(require_key(entries, "metadata", path), path, joints)
@@ -365,13 +368,14 @@ def load_3dhp(path: str | os.PathLike, *, units: str = "mm") -> list[PoseSequenc
     ``subject="TS1", action="TS1", camera=None`` with ``valid`` (bool per frame) and their fps
     (25 for TS1-TS4, 50 for TS5-TS6). ``positions_3d`` is converted from ``units`` ("mm", the
     files' unit, or "m") to metres; it stays in camera coordinates and is not made
-    root-relative (the root is joint 14). Uses ``allow_pickle=True``: pass only trusted files.
+    root-relative (the root is joint 14). Object arrays are read with a restricted unpickler
+    (see the module docstring).
     """
     path = os.fspath(path)
     if units not in ("mm", "m"):
         raise ValueError(f"units must be 'mm' or 'm', got {units!r}")
     scale = 1e-3 if units == "mm" else 1.0
-    data = require_key(load_npz_pickled(path), "data", path)
+    data = require_key(load_npz(path), "data", path)
     if not isinstance(data, Mapping) or not data:
         raise ValueError(f"{path}: 'data' must be a non-empty dict of sequences")
     out: list[PoseSequence] = []

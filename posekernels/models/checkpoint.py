@@ -17,12 +17,18 @@ their state dict, C channels, V joints, K = 3 partitions, Ce = C // 4)::
     fc.{weight,bias}                           Conv1d(C, 3, 1), the shared head
 
 The fixed partitions A are not stored: the model rebuilds them from the skeleton.
+
+Files are read with ``torch.load(weights_only=True)``, allowing beyond torch's tensor globals
+only the exact names of :func:`official_checkpoint_globals` (numpy scalar and numeric array
+reconstruction, ``argparse.Namespace``, and the numpy RandomState of their training script,
+which is replaced by an inert placeholder). Nothing is allowed by module prefix.
 """
 from __future__ import annotations
 
 import importlib
 import os
 import pickle
+import re
 from collections.abc import Mapping
 
 import torch
@@ -32,7 +38,7 @@ from ..skeletons import Skeleton, get_skeleton
 from .glagcn import GLAGCN, released_sagcn
 
 __all__ = ["load_official_checkpoint", "convert_official_state_dict", "official_key_shapes",
-           "read_official_state_dict"]
+           "read_official_state_dict", "official_checkpoint_globals"]
 
 _K = 3
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -94,48 +100,145 @@ def official_key_shapes(receptive_field: int = 243, channels: int = 96, joints: 
 
 
 # ----------------------------------------------------------------------------- reading files
-def _allowed_global(name: str) -> bool:
-    return name.split(".")[0] == "numpy" or name == "argparse.Namespace"
+class _DiscardedRandomState:
+    """Stands in for the numpy RandomState the authors' training script stores under
+    ``"random_state"`` (its generator's state, not needed to rebuild the model). Accepts and
+    drops whatever the pickle passes, so no numpy.random code runs while loading."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "<discarded numpy RandomState>"
 
 
-def _resolve_globals(names: list[str]) -> list:
-    out = []
-    for name in names:
-        module, _, attr = name.rpartition(".")
-        out.append(getattr(importlib.import_module(module), attr))
-    if any(n.split(".")[0] == "numpy" for n in names):  # numpy arrays also rebuild their dtype class
-        dtypes = importlib.import_module("numpy.dtypes")
-        out.extend(getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType"))
+def _numpy_multiarray():
+    try:  # numpy >= 2
+        return importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # pragma: no cover - numpy 1.x
+        return importlib.import_module("numpy.core.multiarray")
+
+
+# dtype character codes of the numeric numpy types (bool, signed/unsigned integers, floats,
+# complex). An array or scalar rebuilds its dtype with ``numpy.dtype(code)`` and then sets its
+# state, which the weights-only loader only allows on the exact dtype classes listed.
+_NUMERIC_DTYPE_CODES = "?bBhHiIlLqQefdgFDG"
+
+# Globals that pickles of a RandomState reference (numpy 1.x and 2.x), all mapped to
+# _DiscardedRandomState.
+_RANDOM_STATE_GLOBALS = (
+    "numpy.random.__RandomState_ctor",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._pickle.__randomstate_ctor",
+    "numpy.random._pickle.__bit_generator_ctor",
+    "numpy.random._mt19937.MT19937",
+)
+
+
+def _official_safe_globals() -> list:
+    """The exact globals (beyond torch's own tensor and container set) that a weights-only load
+    of an authors' checkpoint may use, as ``(object, "module.name")`` pairs or classes.
+
+    Their ``torch.save`` dict holds ``"model_pos"`` (tensors), ``"epoch"`` and ``"lr"`` (numbers,
+    possibly numpy scalars), ``"optimizer"`` (tensors and numbers) and ``"random_state"`` (a
+    numpy RandomState); some runs also store the ``argparse.Namespace`` of their arguments.
+    Nothing is allowed by module prefix: every name below is one function or class.
+    """
+    import argparse
+
+    import numpy as np
+
+    multiarray = _numpy_multiarray()
+    out: list = [(np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"),
+                 (argparse.Namespace, "argparse.Namespace")]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1.x / 2.x names
+        out.append((multiarray._reconstruct, f"{module}._reconstruct"))
+        out.append((multiarray.scalar, f"{module}.scalar"))
+    dtype_classes = []
+    for code in _NUMERIC_DTYPE_CODES:
+        cls = type(np.dtype(code))
+        if cls is not np.dtype and cls not in dtype_classes:
+            dtype_classes.append(cls)
+    out.extend(dtype_classes)
+    out.extend((_DiscardedRandomState, name) for name in _RANDOM_STATE_GLOBALS)
     return out
 
 
-def _torch_load(path, map_location):
-    """``torch.load(weights_only=True)``. Training checkpoints often also hold numpy objects (a
-    numpy RandomState, numpy scalars) or the run's ``argparse.Namespace``: those globals, and
-    only those, are allowed on a second attempt (still a weights-only load)."""
+def official_checkpoint_globals() -> list[str]:
+    """The names of :func:`_official_safe_globals` (for documentation and tests)."""
+    return [entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}"
+            for entry in _official_safe_globals()]
+
+
+_EXPECTED = "expected a GLA-GCN checkpoint (a torch.save file holding a dict with 'model_pos')"
+
+
+def describe_load_error(exc: BaseException) -> str:
+    """A one-line reason for a failed ``torch.load``: the refused global when the weights-only
+    loader names one, else ``Type: first informative line`` (torch's advice to retry with
+    ``weights_only=False`` is left out on purpose)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"refused global {found.group(1)}"
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    for line in text.splitlines():
+        line = line.strip()
+        if "WeightsUnpickler error:" in line:
+            line = line.split("WeightsUnpickler error:", 1)[1].strip()
+        if line and not line.startswith(skip):
+            return f"{type(exc).__name__}: {line}"
+    return type(exc).__name__
+
+
+def _refused_globals(path: str, exc: BaseException) -> list[str]:
+    """The globals of ``path`` that the load refused (best effort, never unpickles)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:
-            raise exc
-        if not unsafe or not all(_allowed_global(n) for n in unsafe):
-            raise ValueError(f"{os.fspath(path)!r} holds objects that a weights-only load refuses "
-                             f"({', '.join(unsafe)}); convert it to a plain state dict first") from exc
-        with torch.serialization.safe_globals(_resolve_globals(unsafe)):
+        with torch.serialization.safe_globals(_official_safe_globals()):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        names = []
+    if not names:
+        names = re.findall(r"GLOBAL (\S+)", str(exc))
+    return sorted(set(names))
+
+
+def _torch_load(path, map_location):
+    """``torch.load(weights_only=True)`` with torch's tensor globals plus exactly the numpy and
+    argparse globals of :func:`_official_safe_globals`. Every failure is a ValueError naming
+    the file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, {_EXPECTED}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file, {_EXPECTED}")
+    try:
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"{path}: empty file (0 bytes), {_EXPECTED}")
+        with torch.serialization.safe_globals(_official_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
+    except ValueError as exc:
+        if str(exc).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: not a readable checkpoint ({exc}), {_EXPECTED}") from None
+    except pickle.UnpicklingError as exc:
+        refused = _refused_globals(path, exc)
+        if refused:
+            raise ValueError(f"{path}: holds objects that a weights-only load refuses "
+                             f"({', '.join(refused)}); only tensors, numbers, numpy arrays and "
+                             "plain containers are read: convert it to a plain state dict "
+                             "first") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({describe_load_error(exc)}), "
+                         f"{_EXPECTED}") from None
+    except Exception as exc:  # truncated zip, EOF, unreadable file ...
+        raise ValueError(f"{path}: not a readable checkpoint ({describe_load_error(exc)}), "
+                         f"{_EXPECTED}") from None
 
 
-def read_official_state_dict(path_or_state_dict, map_location="cpu") -> dict[str, Tensor]:
-    """The model state dict of a checkpoint file or dict, with any ``module.`` prefix removed.
-
-    Accepts their training checkpoint (a dict with ``"model_pos"``), a bare state dict with or
-    without the ``module.`` prefix, or a path to either. Files are read with weights_only=True.
-    """
-    obj = path_or_state_dict
-    if isinstance(obj, (str, os.PathLike)):
-        obj = _torch_load(obj, map_location)
+def _state_dict_of(obj) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a checkpoint dict or a state dict, got {type(obj).__name__}")
     if "model_pos" in obj:
@@ -156,6 +259,27 @@ def read_official_state_dict(path_or_state_dict, map_location="cpu") -> dict[str
     if not out:
         raise ValueError("the state dict is empty")
     return out
+
+
+def read_official_state_dict(path_or_state_dict, map_location="cpu") -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file or dict, with any ``module.`` prefix removed.
+
+    Accepts their training checkpoint (a dict with ``"model_pos"``), a bare state dict with or
+    without the ``module.`` prefix, or a path to either. Files are read with
+    ``torch.load(weights_only=True)`` allowing only the globals of
+    :func:`official_checkpoint_globals` (numpy scalars and numeric arrays, argparse.Namespace;
+    a stored numpy RandomState is replaced by a placeholder). Any problem with a file raises
+    ValueError naming it.
+    """
+    obj = path_or_state_dict
+    if isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        obj = _torch_load(path, map_location)
+        try:
+            return _state_dict_of(obj)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return _state_dict_of(obj)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -267,16 +391,22 @@ def load_official_checkpoint(path_or_state_dict, skeleton: str | Skeleton = "h36
                              map_location="cpu") -> GLAGCN:
     """Build :func:`released_sagcn` from the authors' checkpoint and return it in eval mode.
 
-    ``path_or_state_dict``: a file path (read with ``torch.load(weights_only=True)``), their
+    ``path_or_state_dict``: a file path (read by :func:`read_official_state_dict`), their
     checkpoint dict (model under ``"model_pos"``), or a bare state dict, with or without the
     ``module.`` prefix. The receptive field (3 ** (number of layers_tcngcn / 2)) and the channel
     count are inferred from the keys; ``skeleton`` must have the checkpoint's joint count
     (``"h36m17"`` or ``"humaneva15"`` for the released files). Unknown, missing or mis-shaped
-    keys raise ValueError naming the key.
+    keys raise ValueError naming the key; a missing, empty, truncated or unreadable file, a
+    directory, or a file holding other objects raises ValueError naming the file.
     """
     sk = get_skeleton(skeleton)
     sd = read_official_state_dict(path_or_state_dict, map_location=map_location)
-    ours, receptive_field, channels = convert_official_state_dict(sd, sk)
+    try:
+        ours, receptive_field, channels = convert_official_state_dict(sd, sk)
+    except ValueError as exc:
+        if isinstance(path_or_state_dict, (str, os.PathLike)):
+            raise ValueError(f"{os.fspath(path_or_state_dict)}: {exc}") from None
+        raise
     model = released_sagcn(receptive_field=receptive_field, channels=channels, skeleton=sk)
     result = model.load_state_dict(ours, strict=True)
     if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict raises first

@@ -4,7 +4,9 @@
 the default model shipped in ``posekernels/assets``; ``load_model(path)`` loads a posekernels
 checkpoint with :func:`posekernels.training.checkpoint.load_checkpoint`. Either way a missing
 loader or file raises :class:`DefaultModelUnavailable` / ``ValueError`` with a message that says
-what is missing, never a bare traceback from deep inside torch.
+what is missing, never a bare traceback from deep inside torch. Files are read with
+``torch.load(weights_only=True)`` (torch's tensor and container globals only), so a crafted
+file is refused before any of its code could run.
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ def load_model(checkpoint: str | os.PathLike = "default",
                 "trained checkpoint") from None
         return model.to(device).eval()
     path = os.fspath(checkpoint)
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a directory, expected a posekernels "
+                         "checkpoint file")
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path!r} does not exist (or is not a file)")
     try:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..data._io import atomic_write
+from ..models.checkpoint import describe_load_error
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
            "load_checkpoint", "default_checkpoint_path", "load_default_model", "atomic_torch_save"]
@@ -96,14 +97,20 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load and check a checkpoint dict (``weights_only=True``); raises ValueError naming the
     file on any problem."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, expected a posekernels checkpoint file")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), expected a posekernels checkpoint")
     try:
+        # torch's own allow-list only (tensors, plain containers, numbers): a checkpoint that
+        # needs any other global is refused, never unpickled.
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsupported globals, EOF ...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a readable posekernels checkpoint "
-                         f"({type(exc).__name__}: {msg})") from None
+                         f"({describe_load_error(exc)}); expected a torch.save file written by "
+                         "posekernels.training.save_checkpoint") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a posekernels checkpoint (holds a "
                          f"{type(obj).__name__}, expected a dict)")
