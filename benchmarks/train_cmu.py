@@ -40,7 +40,23 @@ GLA = dict(epochs=6, batch_size=32, frame_stride=32, optimizer="ranger", lr=0.01
 GN = dict(epochs=6, batch_size=64, frame_stride=16, optimizer="adam", lr=5e-3, lr_min=1e-5,
           lr_schedule="cosine", bn_momentum_decay=False, val_every=0)
 
+# The shipped default lifters: camera-randomised training (a fresh random camera per sample per
+# step, posekernels.data.random_cameras), detector-like 2D noise and missing joints, subject scale
+# jitter, random flip (an epoch is one pass over the frames, each in one orientation: half the
+# released code's steps per epoch), Adam with a cosine schedule; validated through random
+# evaluation cameras with detector noise.
+LIVE = dict(epochs=16, batch_size=64, frame_stride=1, optimizer="adam", lr=2e-3, lr_min=1e-5,
+            lr_schedule="cosine", bn_momentum_decay=True, val_every=2, cameras="random",
+            augment_2d=True, scale_jitter=0.1, detector_noise=True, val_cameras="random",
+            val_num_cameras=4)
+
 RUNS = {
+    "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
+                                          "channels": 48, "sequence_branch": False,
+                                          "head": "shared", "causal": False}),
+    "default_causal": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27, "channels": 48,
+                                        "sequence_branch": False, "head": "shared",
+                                        "causal": True}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -51,6 +67,8 @@ RUNS = {
                                     "global_node": False, "aux": None}),
 }
 LABELS = {
+    "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
+    "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
     "released": "Released-model configuration (S_AGCN, shared head), T=27, C=32",
     "global_node": "Global-node GCN (K-means labels, K=50), C=64",

@@ -1,8 +1,12 @@
 """Evaluate a lifting model on sequences with :class:`posekernels.metrics.MetricAccumulator`.
 
 * :func:`sequences_from_3d` -- world 3D sequences (a VideoPose3D 3D npz or the dict it holds)
-  projected through the default virtual rig (:func:`posekernels.data.default_rig`), optionally
-  with detector noise: one :class:`~posekernels.data.PoseSequence` per (subject, action, camera).
+  projected through the default virtual rig (:func:`posekernels.data.default_rig`, ``cameras=
+  "rig"``) or through ``num_cameras`` static cameras per clip drawn from the documented
+  evaluation distribution (``cameras="random"``,
+  :func:`posekernels.data.random_cameras.evaluation_cameras`, seeded by ``camera_seed`` and the
+  clip's name, so the same seed gives the same cameras), optionally with detector noise: one
+  :class:`~posekernels.data.PoseSequence` per (subject, action, camera).
 * :func:`sequences_from_bvh` -- BVH files or folders imported with
   :func:`posekernels.data.import_bvh` (CMU conventions; subject = folder name, action = file
   stem), then projected the same way.
@@ -28,9 +32,13 @@ __all__ = ["sequences_from_3d", "sequences_from_bvh", "evaluate_sequences", "hea
 
 def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str, Any]], *,
                       subjects: Iterable[str] | None = None, detector_noise: bool = False,
-                      seed: int = 0, fps: float | None = None, num_joints: int | None = None):
-    """Project world sequences (metres) through the default rig; see the module docstring."""
+                      seed: int = 0, fps: float | None = None, num_joints: int | None = None,
+                      cameras: str = "rig", num_cameras: int = 4,
+                      camera_seed: int | None = None):
+    """Project world sequences (metres) through the default rig or random evaluation cameras;
+    see the module docstring."""
     from .data import DetectorNoise, load_positions_3d, project_sequences
+    from .data.random_cameras import EVALUATION_SEED, evaluation_cameras
 
     if isinstance(positions_3d, (str, os.PathLike)):
         positions_3d = load_positions_3d(positions_3d, num_joints=num_joints)
@@ -41,12 +49,30 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
             raise ValueError(f"subject(s) {missing} not in the data (it has "
                              f"{sorted(positions_3d)})")
     noise = DetectorNoise(seed=seed) if detector_noise else None
-    return project_sequences(positions_3d, subjects=subjects, noise=noise, fps=fps)
+    if cameras == "rig":
+        return project_sequences(positions_3d, subjects=subjects, noise=noise, fps=fps)
+    if cameras != "random":
+        raise ValueError(f"cameras must be 'rig' or 'random', got {cameras!r}")
+    cam_seed = EVALUATION_SEED if camera_seed is None else int(camera_seed)
+    out = []
+    for subject in sorted(positions_3d):
+        if subjects is not None and subject not in subjects:
+            continue
+        for action in sorted(positions_3d[subject]):
+            pos = positions_3d[subject][action]
+            cams = evaluation_cameras(pos, num_cameras, seed=cam_seed, key=f"{subject}/{action}")
+            seqs = project_sequences({subject: {action: pos}}, cams, recenter_mode="none",
+                                     noise=noise, fps=fps)
+            for seq, cam in zip(seqs, cams):
+                seq.extra["camera"] = cam.to_dict()
+            out += seqs
+    return out
 
 
 def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
                        repair_glitches: bool = True, detector_noise: bool = False,
-                       seed: int = 0):
+                       seed: int = 0, cameras: str = "rig", num_cameras: int = 4,
+                       camera_seed: int | None = None):
     """Import BVH files / folders (CMU conventions, 50 Hz) and project them (module doc)."""
     from .cli.import_bvh import _collect
     from .data import import_bvh
@@ -59,7 +85,8 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
             raise ValueError(f"{path}: duplicate sequence {subj}/{action}")
         positions.setdefault(subj, {})[action] = import_bvh(
             path, repair_glitches=repair_glitches).positions
-    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=50.0)
+    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=50.0,
+                             cameras=cameras, num_cameras=num_cameras, camera_seed=camera_seed)
 
 
 def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: bool = True,

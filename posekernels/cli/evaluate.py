@@ -2,10 +2,15 @@
 
     posekernels evaluate --bvh PATH... [--checkpoint PATH|default] [--json]
     posekernels evaluate --data-3d data_3d_cmu.npz --subjects 09 [--checkpoint PATH] [--json]
+        [--cameras rig|random] [--num-cameras N] [--camera-seed S] [--detector-noise]
 
 BVH files (or folders) are imported with the CMU conventions (50 Hz), world 3D sequences are
-projected through the default virtual rig (4 cameras), every sequence is lifted (test-time flip
-unless ``--no-flip``) and compared with its root-relative camera-frame 3D. Errors are in mm
+projected through the default virtual rig (4 cameras; ``--cameras rig``, the default) or through
+N static cameras per clip drawn from the documented evaluation distribution
+(``--cameras random``; :mod:`posekernels.data.random_cameras`, seed ``--camera-seed``, default
+20261130, which no training run uses), every sequence is lifted (test-time flip unless
+``--no-flip``) and compared with its root-relative camera-frame 3D. ``--checkpoint default``
+takes the shipped centred lifter (``--mode causal`` the causal one). Errors are in mm
 (MPJVE in mm per frame), frame-weighted within an action (a BVH clip is an action), averaged
 over actions; also per subject. The terminal gets a table; ``--json`` prints one JSON object
 whose top-level ``mpjpe``, ``p_mpjpe``, ``n_mpjpe``, ``mpjve``, ``pck``, ``auc`` (means over
@@ -33,6 +38,14 @@ def register(sub) -> None:
     p.add_argument("--no-flip", dest="flip", action="store_false", help="no test-time flip")
     p.add_argument("--detector-noise", action="store_true",
                    help="add detector-like 2D noise (seeded) before lifting")
+    p.add_argument("--cameras", choices=("rig", "random"), default="rig",
+                   help="the default 4-camera rig, or random cameras per clip (default rig)")
+    p.add_argument("--num-cameras", type=int, default=4,
+                   help="--cameras random: cameras per clip (default 4)")
+    p.add_argument("--camera-seed", type=int, default=None,
+                   help="--cameras random: seed of the evaluation cameras (default 20261130)")
+    p.add_argument("--mode", choices=("centered", "causal"), default="centered",
+                   help="which shipped model --checkpoint default takes (default centered)")
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--by", choices=("action", "subject"), default="action",
@@ -50,6 +63,22 @@ def _finite(obj):
     return obj
 
 
+def _camera_set(args, sequences) -> dict:
+    """The camera set of a run, for the JSON output (every camera of every clip for random)."""
+    from posekernels.data.random_cameras import EVALUATION_CAMERAS, EVALUATION_SEED
+
+    if args.cameras == "rig":
+        return {"kind": "rig"}
+    seed = EVALUATION_SEED if args.camera_seed is None else args.camera_seed
+    per_clip = {}
+    for s in sequences:
+        cam = s.extra.get("camera")
+        if cam is not None:
+            per_clip.setdefault(f"{s.subject}/{s.action}", []).append(cam)
+    return {"kind": "random", "num_cameras": args.num_cameras, "seed": seed,
+            "distribution": EVALUATION_CAMERAS.to_dict(), "per_clip": per_clip}
+
+
 def run(args) -> int:
     from posekernels.evaluation import (evaluate_sequences, headline, sequences_from_3d,
                                         sequences_from_bvh)
@@ -59,15 +88,19 @@ def run(args) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if not 1 <= args.num_cameras <= 1000:
+            raise ValueError(f"--num-cameras must lie in [1, 1000], got {args.num_cameras}")
+        cams = dict(cameras=args.cameras, num_cameras=args.num_cameras,
+                    camera_seed=args.camera_seed)
         if args.checkpoint == "default":
             model = load_default_model(args.device)
         else:
             model = load_checkpoint(args.checkpoint, args.device)
         if args.bvh:
-            sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise)
+            sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise, **cams)
         else:
             sequences = sequences_from_3d(args.data_3d, subjects=args.subjects,
-                                          detector_noise=args.detector_noise)
+                                          detector_noise=args.detector_noise, **cams)
         joints = {s.positions_2d.shape[1] for s in sequences}
         if joints != {model.num_joints}:
             raise ValueError(f"the data has {sorted(joints)} joints but the model "
@@ -80,7 +113,8 @@ def run(args) -> int:
     if args.json:
         out = headline(summary)
         out.update(units=summary["units"], test_flip=bool(args.flip),
-                   checkpoint=args.checkpoint, per_action=summary["per_action"],
+                   checkpoint=args.checkpoint, detector_noise=bool(args.detector_noise),
+                   cameras=_camera_set(args, sequences), per_action=summary["per_action"],
                    per_subject=summary["per_subject"], all_frames=summary["all_frames"])
         print(json.dumps(_finite(out), indent=1))
     else:

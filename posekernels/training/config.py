@@ -45,7 +45,21 @@ class TrainConfig:
     data_3d: str | None = None
     train_subjects: list | None = None      # None: every subject not in val_subjects
     val_subjects: list = field(default_factory=list)
-    detector_noise: bool = False            # add posekernels.data.DetectorNoise to the 2D input
+    detector_noise: bool = False            # rig cameras: posekernels.data.DetectorNoise on the 2D
+                                            # input (training and validation); random cameras: on
+                                            # the validation input only (training uses augment_2d)
+    # cameras: "rig" projects through the default virtual rig (fixed, precomputed); "random"
+    # draws a fresh camera per training sample per step (posekernels.data.random_cameras, the
+    # ranges of CameraDistribution, changed by camera_distribution) on the training device
+    cameras: str = "rig"
+    camera_distribution: dict | None = None
+    augment_2d: bool = False                # random cameras: detector-like noise, outliers, swaps
+                                            # and missing joints (training/camera_data.Augment2D)
+    augment_2d_config: dict | None = None   # fields of Augment2D to change
+    scale_jitter: float = 0.0               # random cameras: subject scaled by 1 +- this
+    val_cameras: str = "rig"                # validation cameras: "rig" or "random"
+    val_num_cameras: int = 4                # "random": cameras per validation clip
+    camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
     frame_stride: int = 1                   # every s-th frame is a training sample (per-camera offset)
     # schedule
     epochs: int = 10
@@ -64,7 +78,8 @@ class TrainConfig:
     # running
     seed: int = 0
     device: str = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: bool = True                        # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                        # bf16 autocast on CUDA
+    amp_cpu: bool = False                   # bf16 autocast on the CPU too (needs amp)
     threads: int | None = None              # torch.set_num_threads on CPU
     out_dir: str = "out/train"
     val_every: int = 1                      # validate every n epochs (0: only after the last)
@@ -94,6 +109,26 @@ class TrainConfig:
                 f"lr_min={self.lr_min}")
         if not 0 < self.lr_decay <= 1:
             bad("lr_decay", f"must lie in (0, 1], got {self.lr_decay}")
+        if self.cameras not in ("rig", "random"):
+            bad("cameras", f"must be 'rig' or 'random', got {self.cameras!r}")
+        if self.val_cameras not in ("rig", "random"):
+            bad("val_cameras", f"must be 'rig' or 'random', got {self.val_cameras!r}")
+        if self.val_num_cameras < 1:
+            bad("val_num_cameras", f"must be >= 1, got {self.val_num_cameras}")
+        if not 0 <= self.scale_jitter < 1:
+            bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
+        if self.cameras == "rig" and (self.augment_2d or self.scale_jitter
+                                      or self.camera_distribution):
+            bad("cameras", "augment_2d, scale_jitter and camera_distribution need "
+                "cameras='random'")
+        from ..data.random_cameras import camera_distribution_from_dict
+        from .camera_data import augment_2d_from_dict
+        try:
+            camera_distribution_from_dict(self.camera_distribution,
+                                          f"{where}: camera_distribution")
+            augment_2d_from_dict(self.augment_2d_config, f"{where}: augment_2d_config")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.val_every < 0:
             bad("val_every", f"must be >= 0, got {self.val_every}")
         if self.threads is not None and self.threads < 1:
@@ -145,7 +180,8 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
             raise ConfigError(f"{where}: {key}: expected {hints[key]}, got {value!r}")
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
-        if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip") and value is not None:
+        if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter") \
+                and value is not None:
             value = float(value)
         values[key] = value
     cfg = TrainConfig(**values)

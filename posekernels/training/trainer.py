@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .camera_data import RandomCameraWindows, augment_2d_from_dict
 from .checkpoint import build_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ddp import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
@@ -67,6 +68,14 @@ class TrainingData:
     def batch(self, ids: torch.Tensor):
         """(inputs (N, T, V, 2), target windows (N, T, V, 3), labels (N,) or None)."""
         ds = self.dataset
+        if isinstance(ds, RandomCameraWindows):
+            x, y, _ = ds.batch(ids)
+            labels = None
+            if self.labels is not None:
+                m = ds.num_frames
+                rows = torch.remainder(ids, m) + (ids >= m).to(torch.int64) * m
+                labels = self.labels[rows]
+            return x, y, labels
         frames = ds.frame_of(ids)
         idx = ds.window_indices(frames)
         rows = frames
@@ -117,11 +126,15 @@ def prepare_data(cfg: TrainConfig, model: nn.Module, device: torch.device,
                          f"{all_subjects})")
     if not train:
         raise ValueError(f"{where}: no training subjects left (all are validation subjects)")
+    val_seqs = (sequences_from_3d(positions_3d, subjects=val, detector_noise=cfg.detector_noise,
+                                  seed=cfg.seed, fps=None, cameras=cfg.val_cameras,
+                                  num_cameras=cfg.val_num_cameras, camera_seed=cfg.camera_seed)
+                if val else [])
+    sk = model.skeleton
+    if cfg.cameras == "random":
+        return _random_camera_data(cfg, model, device, positions_3d, train, val, val_seqs)
     train_seqs = sequences_from_3d(positions_3d, subjects=train,
                                    detector_noise=cfg.detector_noise, seed=cfg.seed, fps=None)
-    val_seqs = (sequences_from_3d(positions_3d, subjects=val, detector_noise=cfg.detector_noise,
-                                  seed=cfg.seed, fps=None) if val else [])
-    sk = model.skeleton
     ds = WindowDataset.from_sequences(
         train_seqs, receptive_field=int(getattr(model, "receptive_field", 1)),
         causal=bool(getattr(model, "causal", False)), flip=cfg.flip_augment,
@@ -142,6 +155,59 @@ def prepare_data(cfg: TrainConfig, model: nn.Module, device: torch.device,
         labels[rows.cpu()] = lab
         labels = labels.to(device)
     return TrainingData(ds, val_seqs, labels, {"train": list(train), "val": val})
+
+
+def _random_camera_data(cfg: TrainConfig, model: nn.Module, device: torch.device,
+                        positions_3d: dict, train: list, val: list, val_seqs) -> TrainingData:
+    """Training data for ``cameras="random"``: world windows, a fresh camera per sample."""
+    from ..data.random_cameras import camera_distribution_from_dict
+
+    sk = model.skeleton
+    world, keys, masks = [], [], []
+    for subject in train:
+        for action in sorted(positions_3d[subject]):
+            pos = np.asarray(positions_3d[subject][action], dtype=np.float64)
+            world.append(pos)
+            keys.append((subject, action))
+            if cfg.frame_stride > 1:
+                m = np.zeros(len(pos), dtype=bool)
+                m[(len(keys) * 7) % cfg.frame_stride::cfg.frame_stride] = True
+                if not m.any():
+                    m[0] = True
+                masks.append(m)
+    ds = RandomCameraWindows(
+        world, receptive_field=int(getattr(model, "receptive_field", 1)),
+        causal=bool(getattr(model, "causal", False)), flip=cfg.flip_augment,
+        joints_left=sk.left, joints_right=sk.right, root=sk.root,
+        valid=masks or None, keys=keys, device=device,
+        cameras=camera_distribution_from_dict(cfg.camera_distribution),
+        augment=augment_2d_from_dict(cfg.augment_2d_config) if cfg.augment_2d else None,
+        scale_jitter=cfg.scale_jitter)
+    labels = None
+    if getattr(model, "aux", None) == "action":
+        labels = _canonical_pose_labels(ds, model, cfg.seed).to(device)
+    return TrainingData(ds, val_seqs, labels, {"train": list(train), "val": val})
+
+
+def _canonical_pose_labels(ds: RandomCameraWindows, model: nn.Module, seed: int) -> torch.Tensor:
+    """K-means pseudo labels that do not depend on the camera: root-relative world poses turned
+    about the vertical so that the hips face one way (mirrored copies for the flipped ids)."""
+    from ..models import kmeans_pose_labels
+
+    ids = torch.arange(len(ds), device=ds.device)
+    poses = ds.world_windows(ids)[:, ds.ref].double().cpu()
+    poses = poses - poses[:, ds.root:ds.root + 1]
+    sk = model.skeleton
+    hips = poses[:, sk.left[0]] - poses[:, sk.right[0]] if sk.left else poses[:, 1]
+    ang = torch.atan2(hips[:, 1], hips[:, 0])
+    c, s = torch.cos(-ang), torch.sin(-ang)
+    x, y = poses[..., 0], poses[..., 1]
+    poses = torch.stack([c[:, None] * x - s[:, None] * y, s[:, None] * x + c[:, None] * y,
+                         poses[..., 2]], -1).float()
+    big = poses.shape[0] > 20000
+    lab = kmeans_pose_labels(poses, model.num_classes, seed=seed, n_init=1 if big else 4,
+                             batch_size=4096 if big else None)
+    return torch.as_tensor(lab, dtype=torch.int64).reshape(-1)
 
 
 class _LossModule(nn.Module):
@@ -248,7 +314,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
 
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None,
                   find_unused_parameters=stage1 > 0)
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp and (device.type == "cuda" or cfg.amp_cpu)
     ds = data.dataset
     n = ds.num_frames
     per_rank = max(1, cfg.batch_size // info.world_size)
@@ -285,7 +351,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         for b in (bar if bar is not None else batches):
             ids = order[b * global_batch:(b + 1) * global_batch][info.rank::info.world_size]
             x, y, labels = data.batch(ids)
-            with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
+            with (torch.autocast(device.type, dtype=torch.bfloat16) if use_amp
+                  else nullcontext()):
                 loss = net(x, y, labels, stage)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

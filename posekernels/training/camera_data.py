@@ -1,0 +1,240 @@
+"""Camera-randomised training windows with detector-like 2D augmentation.
+
+:class:`RandomCameraWindows` keeps every training sequence's *world* positions on the training
+device and, for each batch, gathers the windows (the index arithmetic of
+:class:`posekernels.data.WindowDataset`), mirrors the flipped samples in the world, optionally
+rescales the subject, draws one camera per window
+(:func:`posekernels.data.random_cameras.sample_cameras`), projects, adds detector-like noise and
+missing joints (:class:`Augment2D`), fills the missing joints by the streaming lifter's rule
+(the same ``_fill_step`` that :class:`posekernels.stream.StreamingLifter` and
+:func:`posekernels.stream.fill_missing` apply) and normalises exactly as at inference. All of it
+is vectorised over the batch (the only Python loops run over the window's frames).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..data.random_cameras import (DEFAULT_CAMERAS, CameraDistribution, project_windows,
+                                   sample_cameras)
+from ..data.virtual import DetectorNoise
+from ..data.windows import WindowDataset, flip_permutation
+
+__all__ = ["Augment2D", "RandomCameraWindows", "augment_2d_from_dict", "fill_missing_windows"]
+
+
+@dataclass(frozen=True)
+class Augment2D:
+    """Detector-like corruption of projected 2D windows (pixels), drawn per sample.
+
+    * Jitter: an AR(1) process over the window's frames per joint and axis (lag-one correlation
+      uniform in ``rho``), standard deviation ``s_abs * w / 1000 + s_rel * subject height``
+      pixels, with ``s_abs`` uniform in [0, ``sigma_px``] and ``s_rel`` uniform in
+      [0, ``sigma_rel``] per sample, times the per-joint scale of
+      :class:`posekernels.data.DetectorNoise` (wrists and feet 1.5, ...).
+    * Outliers: each joint in each frame with probability ``outlier_prob`` moves by
+      ``outlier_rel`` * subject height * [0.5, 1.5] in a random direction.
+    * Left/right swaps: per frame with probability ``swap_prob`` one left/right pair exchanges.
+    * Missing joints: with probability ``missing_sample_prob`` a sample loses each joint-frame
+      with a probability uniform in [0, ``missing_max``]; any frame is dropped whole with
+      probability ``frame_drop_prob``. Missing joints are filled by the streaming lifter's rule.
+    """
+    sigma_px: float = 8.0
+    sigma_rel: float = 0.015
+    rho: tuple[float, float] = (0.0, 0.9)
+    outlier_prob: float = 0.004
+    outlier_rel: float = 0.15
+    swap_prob: float = 0.002
+    missing_sample_prob: float = 0.5
+    missing_max: float = 0.15
+    frame_drop_prob: float = 0.01
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "rho":
+                try:
+                    a, b = (float(x) for x in v)
+                except (TypeError, ValueError):
+                    raise ValueError(f"augment_2d: rho must be a (low, high) pair, got {v!r}") \
+                        from None
+                if not 0 <= a <= b < 1:
+                    raise ValueError(f"augment_2d: rho must satisfy 0 <= low <= high < 1, got "
+                                     f"{v!r}")
+                object.__setattr__(self, "rho", (a, b))
+                continue
+            hi = 1.0 if f.name.endswith(("prob", "max")) else 1000.0
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
+                raise ValueError(f"augment_2d: {f.name} must be a number in [0, {hi}], got {v!r}")
+            object.__setattr__(self, f.name, float(v))
+
+    def __call__(self, uv: torch.Tensor, width: torch.Tensor, left: Sequence[int],
+                 right: Sequence[int], generator: torch.Generator | None = None):
+        """Corrupt pixels ``uv`` (N, T, V, 2) of images ``width`` (N,) wide; returns
+        ``(uv, valid)`` with ``valid`` (N, T, V) False for missing joints."""
+        g = generator
+        n, t, v, _ = uv.shape
+        dev, dt = uv.device, uv.dtype
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=g, device=dev, dtype=dt)
+
+        ys = uv[..., 1]
+        height = (ys.amax(-1) - ys.amin(-1)).mean(1).clamp_min(1.0)           # (N,) px
+        scale = (torch.tensor(DetectorNoise.H36M17_SCALE, device=dev, dtype=dt) if v == 17
+                 else torch.ones(v, device=dev, dtype=dt))
+        sigma = (rand(n) * self.sigma_px * width / 1000 + rand(n) * self.sigma_rel * height)
+        sigma = sigma[:, None, None, None] * scale[None, None, :, None]        # (N, 1, V, 1)
+        rho = (self.rho[0] + (self.rho[1] - self.rho[0]) * rand(n))[:, None, None]
+        innov = torch.sqrt(1 - rho * rho)
+        white = torch.randn(n, t, v, 2, generator=g, device=dev, dtype=dt)
+        steps = [white[:, 0]]
+        for i in range(1, t):
+            steps.append(rho * steps[-1] + innov * white[:, i])
+        out = uv + torch.stack(steps, 1) * sigma
+        if self.outlier_prob > 0:
+            hit = rand(n, t, v) < self.outlier_prob
+            ang = rand(n, t, v) * (2 * math.pi)
+            mag = self.outlier_rel * height[:, None, None] * (0.5 + rand(n, t, v))
+            kick = torch.stack([torch.cos(ang), torch.sin(ang)], -1) * mag[..., None]
+            out = out + kick * hit[..., None]
+        pairs = [(a, b) for a, b in zip(left, right) if a < v and b < v]
+        if pairs and self.swap_prob > 0:
+            pt = torch.tensor(pairs, device=dev)
+            which = torch.randint(0, len(pairs), (n, t), generator=g, device=dev)
+            swap = rand(n, t) < self.swap_prob
+            idx = torch.arange(v, device=dev).expand(n, t, v).clone()
+            a, b = pt[which, 0], pt[which, 1]
+            a = torch.where(swap, a, idx[..., 0])  # no swap: joint 0 -> itself
+            b = torch.where(swap, b, idx[..., 0])
+            ia, ib = idx.gather(-1, a[..., None]), idx.gather(-1, b[..., None])
+            idx.scatter_(-1, a[..., None], ib)
+            idx.scatter_(-1, b[..., None], ia)
+            out = out.gather(2, idx[..., None].expand(n, t, v, 2))
+        rate = torch.where(rand(n) < self.missing_sample_prob, rand(n) * self.missing_max,
+                           torch.zeros(n, device=dev, dtype=dt))
+        missing = rand(n, t, v) < rate[:, None, None]
+        missing |= (rand(n, t) < self.frame_drop_prob)[..., None]
+        return out, ~missing
+
+
+def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_config"
+                         ) -> Augment2D:
+    """An :class:`Augment2D` with the given fields changed (errors name ``where`` and the key)."""
+    base = Augment2D()
+    if not d:
+        return base
+    names = {f.name for f in fields(Augment2D)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    try:
+        return replace(base, **dict(d))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def fill_missing_windows(uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Fill the joints that are not ``valid`` in windows (N, T, V, 2) by the streaming lifter's
+    rule, frame by frame from the window's first frame (vectorised over the windows)."""
+    from ..stream.lifter import _fill_step
+
+    n, t, v, _ = uv.shape
+    frames = torch.where(valid[..., None], uv, torch.full_like(uv, float("nan")))
+    last = torch.zeros(n, v, 2, device=uv.device, dtype=uv.dtype)
+    seen = torch.zeros(n, v, dtype=torch.bool, device=uv.device)
+    out = []
+    for i in range(t):
+        filled = _fill_step(frames[:, i], None, last, seen, 0.0)
+        out.append(filled)
+        last = filled
+        seen = seen | valid[:, i]
+    return torch.stack(out, 1)
+
+
+class RandomCameraWindows:
+    """Training windows seen through a fresh random camera per sample (module docstring).
+
+    ``world``: per-sequence (F_i, V, 3) world positions (metres, z up). With ``flip=True`` the
+    sample ids ``[num_frames, 2 num_frames)`` are the mirrored samples (world x mirrored about the
+    root of the window's reference frame, left and right joints exchanged).
+    """
+
+    def __init__(self, world: Sequence[Any], *, receptive_field: int, causal: bool = False,
+                 flip: bool = False, joints_left: Sequence[int], joints_right: Sequence[int],
+                 root: int = 0, valid: Sequence[Any] | None = None,
+                 cameras: CameraDistribution = DEFAULT_CAMERAS,
+                 augment: Augment2D | None = None, scale_jitter: float = 0.0,
+                 keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
+        world = [np.asarray(w, dtype=np.float64) for w in world]
+        self._ds = WindowDataset([w[..., :2] for w in world], world, root=None,
+                                 receptive_field=receptive_field, causal=causal, flip=False,
+                                 valid=valid, keys=keys, device=device)
+        if not 0 <= scale_jitter < 1:
+            raise ValueError(f"scale_jitter must lie in [0, 1), got {scale_jitter}")
+        self.receptive_field = int(receptive_field)
+        self.causal = bool(causal)
+        self.flip = bool(flip)
+        self.root = int(root)
+        self.cameras = cameras
+        self.augment = augment
+        self.scale_jitter = float(scale_jitter)
+        self.left, self.right = list(joints_left), list(joints_right)
+        self.device = self._ds.device
+        self.perm = torch.tensor(flip_permutation(self._ds.num_joints, self.left, self.right),
+                                 device=self.device)
+        self.ref = self.receptive_field - 1 if self.causal else (self.receptive_field - 1) // 2
+
+    @property
+    def num_frames(self) -> int:
+        return self._ds.num_frames
+
+    @property
+    def lengths(self) -> list[int]:
+        return self._ds.lengths
+
+    def __len__(self) -> int:
+        return self.num_frames * (2 if self.flip else 1)
+
+    def world_windows(self, ids: torch.Tensor) -> torch.Tensor:
+        """World windows (N, T, V, 3) of sample ids (mirrored for the flipped ids)."""
+        ds = self._ds
+        m = ds.num_frames
+        ids = ids.to(self.device)
+        frames = ds.frames[torch.remainder(ids, m)]
+        world = ds.targets[ds.window_indices(frames)]
+        if self.flip:
+            mirror = ids >= m
+            if bool(mirror.any()):
+                rx = world[:, self.ref, self.root, 0][:, None, None]
+                flipped = world[:, :, self.perm].clone()
+                flipped[..., 0] = 2 * rx - flipped[..., 0]
+                world = torch.where(mirror[:, None, None, None], flipped, world)
+        return world
+
+    def batch(self, ids: torch.Tensor, generator: torch.Generator | None = None):
+        """``(inputs (N, T, V, 2) normalised, targets (N, T, V, 3) root-relative camera frame,
+        cameras)`` for sample ids."""
+        world = self.world_windows(ids)
+        n = world.shape[0]
+        root_ref = world[:, self.ref, self.root]
+        if self.scale_jitter > 0:
+            s = 1 + self.scale_jitter * (2 * torch.rand(n, generator=generator,
+                                                        device=world.device,
+                                                        dtype=world.dtype) - 1)
+            ground = root_ref * torch.tensor([1.0, 1.0, 0.0], device=world.device,
+                                             dtype=world.dtype)
+            world = ground[:, None, None] + s[:, None, None, None] * (world - ground[:, None, None])
+            root_ref = world[:, self.ref, self.root]
+        cams = sample_cameras(root_ref, self.cameras, generator=generator)
+        uv, cam3d, cams = project_windows(world, cams, root=self.root,
+                                          min_depth=self.cameras.min_depth)
+        target = cam3d - cam3d[:, :, self.root:self.root + 1]
+        if self.augment is not None:
+            uv, valid = self.augment(uv, cams.size[:, 0], self.left, self.right, generator)
+            uv = fill_missing_windows(uv, valid)
+        return cams.normalize(uv), target, cams

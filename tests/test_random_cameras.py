@@ -1,0 +1,267 @@
+"""Random cameras: sampling, projection, training windows, augmentation and evaluation cameras."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from posekernels.data.random_cameras import (DEFAULT_CAMERAS, EVALUATION_CAMERAS,
+                                             CameraDistribution, camera_distribution_from_dict,
+                                             evaluation_cameras, project_windows, sample_cameras)
+from posekernels.skeletons import get_skeleton
+from posekernels.training.camera_data import (Augment2D, RandomCameraWindows,
+                                              augment_2d_from_dict, fill_missing_windows)
+
+
+def _walk(frames: int, rng: np.random.Generator, speed: float = 1.2) -> np.ndarray:
+    """A plausible moving h36m17 body: a random rest pose (about 1.7 m tall) translated along a
+    random heading with random joint wobble (world metres, z up, pelvis about 0.95 m high)."""
+    base = np.array([[0, 0, .95], [-.12, 0, .95], [-.12, 0, .5], [-.12, 0, .08], [.12, 0, .95],
+                     [.12, 0, .5], [.12, 0, .08], [0, 0, 1.2], [0, 0, 1.45], [0, 0, 1.55],
+                     [0, 0, 1.7], [.18, 0, 1.42], [.3, 0, 1.15], [.35, 0, .9], [-.18, 0, 1.42],
+                     [-.3, 0, 1.15], [-.35, 0, .9]])
+    heading = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(heading), np.sin(heading)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    t = np.arange(frames)[:, None] / 50.0
+    path = np.concatenate([speed * t * np.array([[c, s]]), np.zeros((frames, 1))], 1)
+    wobble = 0.05 * rng.standard_normal((frames, 17, 3))
+    return (base @ rot.T)[None] + path[:, None] + wobble + np.r_[rng.uniform(-2, 2, 2), 0]
+
+
+def _project64(world, R, pos, f, c, k):
+    """Independent float64 pinhole + radial projection (numpy)."""
+    x = (world - pos) @ R.T
+    xy = x[..., :2] / x[..., 2:3]
+    r2 = (xy ** 2).sum(-1, keepdims=True)
+    return xy * (1 + k[0] * r2 + k[1] * r2 ** 2) * f + c, x
+
+
+def test_projection_matches_float64_reference_with_distortion():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ())))
+    dist = CameraDistribution(k1=(-0.2, 0.2), k2=(-0.05, 0.05))
+    look = torch.randn(64, 3, dtype=torch.float64, generator=g)
+    look[:, 2] = 0.9 + 0.1 * look[:, 2]
+    cams = sample_cameras(look, dist, generator=g)
+    world = look[:, None, None] + 0.4 * torch.randn(64, 9, 17, 3, dtype=torch.float64,
+                                                    generator=g)
+    uv, xc, cams = project_windows(world, cams, min_depth=0.5)
+    assert bool((cams.k.abs() > 0).any())
+    for i in range(64):
+        ref, xref = _project64(world[i].numpy(), cams.R[i].numpy(), cams.position[i].numpy(),
+                               float(cams.focal[i]), cams.center[i].numpy(), cams.k[i].numpy())
+        np.testing.assert_allclose(uv[i].numpy(), ref, rtol=1e-10, atol=1e-7)
+        np.testing.assert_allclose(xc[i].numpy(), xref, rtol=1e-10, atol=1e-10)
+    # the Camera objects of posekernels.data project the same way
+    cam_list = cams.to_cameras()
+    for i in (0, 17, 63):
+        np.testing.assert_allclose(cam_list[i].project_world(world[i].numpy()), uv[i].numpy(),
+                                   rtol=1e-9, atol=1e-6)
+
+
+def test_rotation_is_orthonormal_and_focal_matches_fov():
+    look = torch.zeros(500, 3, dtype=torch.float64)
+    look[:, 2] = 1.0
+    cams = sample_cameras(look)
+    eye = torch.eye(3, dtype=torch.float64).expand(500, 3, 3)
+    torch.testing.assert_close(torch.bmm(cams.R, cams.R.transpose(1, 2)), eye)
+    assert torch.allclose(torch.linalg.det(cams.R), torch.ones(500, dtype=torch.float64))
+    hfov = 2 * torch.rad2deg(torch.atan(cams.size[:, 0] / 2 / cams.focal))
+    assert float(hfov.min()) >= 40 - 1e-9 and float(hfov.max()) <= 90 + 1e-9
+    sizes = {tuple(int(v) for v in s) for s in cams.size}
+    assert sizes <= set(DEFAULT_CAMERAS.image_sizes) and len(sizes) >= 5
+    assert float(cams.position[:, 2].min()) >= 0.3 and float(cams.position[:, 2].max()) <= 3.0
+    horiz = (cams.position[:, :2] - look[:, :2]).norm(dim=-1)
+    assert float(horiz.min()) >= 2.0 - 1e-9 and float(horiz.max()) <= 9.0 + 1e-9
+    pp = (cams.center - cams.size / 2).abs() / cams.size
+    assert float(pp.max()) <= 0.02 + 1e-12
+
+
+def test_windows_reproject_to_inputs_and_subject_in_view():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [_walk(int(rng.integers(60, 200)), rng, speed=float(rng.uniform(0, 3)))
+             for _ in range(5)]
+    for causal in (False, True):
+        ds = RandomCameraWindows(world, receptive_field=27, causal=causal, flip=True,
+                                 joints_left=sk.left, joints_right=sk.right, root=sk.root)
+        ids = torch.randint(0, len(ds), (256,))
+        x, y, cams = ds.batch(ids)
+        assert x.shape == (256, 27, 17, 2) and y.shape == (256, 27, 17, 3)
+        assert float(y[:, :, 0].abs().max()) == 0.0  # root-relative
+        # reproject the target (plus the root in that camera's frame) with the sampled
+        # intrinsics, in float64 with numpy: it gives the normalised input
+        w = ds.world_windows(ids).double().numpy()
+        for i in range(256):
+            R, pos = cams.R[i].double().numpy(), cams.position[i].double().numpy()
+            xc = (w[i] - pos) @ R.T
+            assert xc[..., 2].min() >= 0.5 - 1e-4                  # in front of the camera
+            np.testing.assert_allclose(y[i].numpy(), xc - xc[:, :1], atol=1e-5)
+            full = y[i].double().numpy() + xc[:, :1]
+            uv = full[..., :2] / full[..., 2:] * float(cams.focal[i]) + cams.center[i].numpy()
+            wd, ht = (float(v) for v in cams.size[i])
+            np.testing.assert_allclose(x[i].numpy(), uv / wd * 2 - [1, ht / wd], atol=2e-5)
+            # a sane part of the image: the reference frame's pelvis well inside, every joint
+            # of the window within half an image of the borders
+            ref = 26 if causal else 13
+            rel = np.abs(uv[ref, 0] - [wd / 2, ht / 2]) / [wd / 2, ht / 2]
+            assert rel.max() < 0.6
+            assert (uv > -0.5 * np.array([wd, ht])).all() and (uv < 1.5 * np.array([wd, ht])).all()
+
+
+def test_scale_jitter_scales_the_subject():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [_walk(60, rng, 0.0)]
+    ds = RandomCameraWindows(world, receptive_field=1, joints_left=sk.left,
+                             joints_right=sk.right, root=sk.root, scale_jitter=0.2)
+    ids = torch.arange(60).repeat(20)
+    _, y, _ = ds.batch(ids)
+    ref = ds.world_windows(ids)
+    size = y[:, 0].norm(dim=-1).sum(-1) / (ref[:, 0] - ref[:, 0, :1]).norm(dim=-1).sum(-1)
+    assert float(size.min()) >= 0.8 - 1e-5 and float(size.max()) <= 1.2 + 1e-5
+    assert float(size.max() - size.min()) > 0.2
+
+
+def test_flipped_samples_are_mirrored_world_poses():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [_walk(80, rng)]
+    ds = RandomCameraWindows(world, receptive_field=9, flip=True, joints_left=sk.left,
+                             joints_right=sk.right, root=sk.root)
+    m = ds.num_frames
+    ids = torch.arange(m)
+    a, b = ds.world_windows(ids).double(), ds.world_windows(ids + m).double()
+    perm = ds.perm
+    mirrored = b[:, :, perm]
+    # mirror about the reference root's x: x' = 2 r - x, other axes unchanged
+    r = a[:, 4, 0, 0][:, None, None]
+    torch.testing.assert_close(mirrored[..., 0], 2 * r - a[..., 0])
+    torch.testing.assert_close(mirrored[..., 1:], a[..., 1:])
+
+
+def test_bad_ranges_are_rejected_naming_the_key():
+    with pytest.raises(ValueError, match="hfov_deg"):
+        camera_distribution_from_dict({"hfov_deg": [90, 40]})
+    with pytest.raises(ValueError, match="distance"):
+        camera_distribution_from_dict({"distance": [0.1, 5]})
+    with pytest.raises(ValueError, match="image_sizes"):
+        camera_distribution_from_dict({"image_sizes": [[640, 0]]})
+    with pytest.raises(ValueError, match="unknown key"):
+        camera_distribution_from_dict({"focal": 3})
+    with pytest.raises(ValueError, match="center_jitter"):
+        camera_distribution_from_dict({"center_jitter": True})
+    with pytest.raises(ValueError, match="missing_max"):
+        augment_2d_from_dict({"missing_max": 2.0})
+    with pytest.raises(ValueError, match="rho"):
+        augment_2d_from_dict({"rho": [0.5, 1.0]})
+    from posekernels.training import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="camera_distribution.*height"):
+        config_from_dict({"cameras": "random", "camera_distribution": {"height": [3, 1]}})
+    with pytest.raises(ConfigError, match="cameras"):
+        config_from_dict({"cameras": "fisheye"})
+    with pytest.raises(ConfigError, match="augment_2d"):
+        config_from_dict({"cameras": "rig", "augment_2d": True})
+
+
+def test_fill_missing_windows_is_the_streaming_rule():
+    from posekernels.stream import fill_missing
+
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ())))
+    uv = torch.randn(6, 20, 17, 2, dtype=torch.float64, generator=g)
+    valid = torch.rand(6, 20, 17, generator=g) > 0.3
+    valid[2, :3] = False  # a window whose first frames have nothing valid
+    out = fill_missing_windows(uv, valid)
+    for i in range(6):
+        ref = fill_missing(torch.where(valid[i, ..., None], uv[i], float("nan")).numpy())
+        np.testing.assert_allclose(out[i].numpy(), ref, rtol=0, atol=0)
+
+
+def test_augment_statistics():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ())))
+    n, t, v = 4000, 9, 17
+    uv = 500 + 100 * torch.randn(n, t, v, 2, dtype=torch.float64, generator=g)
+    aug = Augment2D(outlier_prob=0.0, swap_prob=0.0, missing_sample_prob=1.0, missing_max=0.2,
+                    frame_drop_prob=0.0)
+    out, valid = aug(uv, torch.full((n,), 1000.0, dtype=torch.float64), [4, 5, 6], [1, 2, 3],
+                     generator=g)
+    miss = 1 - valid.double().mean()
+    assert abs(float(miss) - 0.1) < 0.01           # rate uniform in [0, 0.2]: mean 0.1
+    noise = (out - uv)
+    assert float(noise.abs().mean()) > 0.5          # noise is there
+    none = Augment2D(sigma_px=0, sigma_rel=0, outlier_prob=0, swap_prob=0, missing_sample_prob=0,
+                     frame_drop_prob=0)
+    same, valid = none(uv, torch.full((n,), 1000.0, dtype=torch.float64), [4], [1], generator=g)
+    assert torch.equal(same, uv) and bool(valid.all())
+
+
+def test_evaluation_cameras_are_fixed_by_seed_and_see_the_whole_clip():
+    rng = np.random.default_rng()
+    clip = _walk(300, rng, speed=2.5)
+    a = evaluation_cameras(clip, 5, seed=7, key="S/a")
+    b = evaluation_cameras(clip, 5, seed=7, key="S/a")
+    c = evaluation_cameras(clip, 5, seed=8, key="S/a")
+    assert [x.to_dict() for x in a] == [x.to_dict() for x in b]
+    assert [x.to_dict() for x in a] != [x.to_dict() for x in c]
+    for cam in a:
+        xc = cam.world_to_camera(clip)
+        assert xc[..., 2].min() >= 1.0 - 1e-9
+    with pytest.raises(ValueError, match="num_cameras"):
+        evaluation_cameras(clip, 0)
+    assert EVALUATION_CAMERAS.subject_offset == 0.0
+
+
+def test_evaluate_random_cameras_same_seed_same_json(tmp_path, capsys):
+    from posekernels.cli import main
+    from posekernels.data import save_positions_3d
+    from posekernels.models import GLAGCN
+    from posekernels.training import save_checkpoint
+
+    rng = np.random.default_rng()
+    path = tmp_path / "data_3d_walk.npz"
+    save_positions_3d(path, {"S9": {"walk": _walk(90, rng), "run": _walk(70, rng, 3.0)}})
+    torch.manual_seed(int(rng.integers(0, 2 ** 31)))
+    model = GLAGCN(receptive_field=9, channels=8, sequence_branch=False, head="shared").eval()
+    ck = tmp_path / "m.pt"
+    save_checkpoint(str(ck), model, model_config={"arch": "glagcn", "receptive_field": 9,
+                                                  "channels": 8, "sequence_branch": False,
+                                                  "head": "shared"})
+    outs = []
+    for seed in (11, 11, 12):
+        assert main(["evaluate", "--data-3d", str(path), "--checkpoint", str(ck), "--cameras",
+                     "random", "--num-cameras", "3", "--camera-seed", str(seed), "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0] == outs[1]
+    assert outs[0]["mpjpe"] != outs[2]["mpjpe"]
+    cams = outs[0]["cameras"]
+    assert cams["kind"] == "random" and cams["seed"] == 11 and cams["num_cameras"] == 3
+    assert len(cams["per_clip"]["S9/walk"]) == 3
+    assert main(["evaluate", "--data-3d", str(path), "--checkpoint", str(ck), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cameras"] == {"kind": "rig"}
+    assert main(["evaluate", "--data-3d", str(path), "--checkpoint", str(ck), "--cameras",
+                 "random", "--num-cameras", "0"]) == 1
+    assert "--num-cameras" in capsys.readouterr().err
+
+
+def test_training_with_random_cameras_lowers_the_loss(tmp_path):
+    from posekernels.training import config_from_dict, train
+
+    rng = np.random.default_rng()
+    data = {s: {a: _walk(int(rng.integers(80, 140)), rng, float(rng.uniform(0, 2)))
+                for a in ("walk", "run")} for s in ("A", "B", "C")}
+    cfg = config_from_dict({
+        "model": {"arch": "glagcn", "receptive_field": 9, "channels": 16,
+                  "sequence_branch": True, "head": "icl", "causal": True},
+        "val_subjects": ["C"], "epochs": 3, "batch_size": 32, "optimizer": "adam", "lr": 3e-3,
+        "cameras": "random", "augment_2d": True, "scale_jitter": 0.1, "val_cameras": "random",
+        "val_num_cameras": 2, "detector_noise": True, "device": "cpu", "out_dir": str(tmp_path),
+        "progress": False, "amp_cpu": False})
+    result = train(cfg, positions_3d=data, log=lambda *a: None)
+    losses = [h["loss"] for h in result["history"]]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert math.isfinite(result["metrics"]["mpjpe"])
