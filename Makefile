@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 SOURCES := setup.py pyproject.toml $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh python_api/*.cpp python_api/*.h python_api/cuda/*.cpp)
 STAMP := build/.posekernels-installed
 
-.PHONY: install test test-fast demo bench gpu-check clean
+.PHONY: install test test-fast demo bench gpu-check cuda-build-check clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
@@ -31,6 +31,12 @@ bench: $(STAMP)
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# No GPU needed: builds the CUDA sources against the GPU machine's torch (2.11.0, CUDA 13) in a
+# virtualenv cached outside the repository and compiles the Triton kernels for sm_90 under its
+# Triton and this Python's. Run it whenever csrc/cuda, python_api/cuda or the Triton kernels change.
+cuda-build-check:
+	PYTHON="$(PYTHON)" bash benchmarks/cuda_build_check.sh
 
 clean:
 	rm -rf build posekernels/_C*.so *.egg-info .pytest_cache

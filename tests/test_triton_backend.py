@@ -361,7 +361,10 @@ def test_gpu_opcheck():
 # GPU compilation without a GPU: every kernel, compiled ahead of time for sm_90 (H100/H200) down
 # to a cubin with triton's bundled ptxas. This catches what the interpreter accepts but the GPU
 # backend rejects (16-bit tl.dot operands below 16, unsupported ops, shared-memory overflows of
-# the configs); it cannot check speed or results.
+# the configs, tl.dot arguments an older Triton rejects); it cannot check speed or results.
+# It checks the Triton of the interpreter running it: `make cuda-build-check` runs it under the
+# GPU machine's Triton (3.6, with torch 2.11.0 in a cached virtualenv) and under this Python's.
+# POSEKERNELS_REQUIRE_AOT=1 turns "ahead-of-time compilation unavailable" into a failure.
 
 _AOT_SCRIPT = r'''
 import sys
@@ -372,6 +375,7 @@ from triton.compiler import ASTSource
 from posekernels.ops import _triton_kernels as k
 
 assert not k.INTERPRET
+print("triton", triton.__version__, flush=True)
 TARGET = GPUTarget("cuda", 90, 32)
 BJ = dict(BJ=64)
 # kernel: (int args, float args, ACC-dtype pointer args, constexpr values)
@@ -440,8 +444,13 @@ def test_kernels_compile_for_sm90():
     proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], cwd=root, env=env,
                           capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
+    version = next((line for line in log.splitlines() if line.startswith("triton ")), "triton ?")
     if proc.returncode != 0 and "OK " not in log and "FAIL " not in log:
-        pytest.skip(f"ahead-of-time compilation unavailable here: {log[-500:]}")
-    assert proc.returncode == 0, "\n".join(line for line in log.splitlines()
-                                           if line.startswith("FAIL")) or log[-3000:]
-    assert log.count("OK ") >= 9 * 3
+        if os.environ.get("POSEKERNELS_REQUIRE_AOT") == "1":
+            pytest.fail(f"ahead-of-time compilation unavailable ({version}): {log[-1500:]}")
+        pytest.skip(f"ahead-of-time compilation unavailable here ({version}): {log[-500:]}")
+    assert proc.returncode == 0, f"{version}:\n" + ("\n".join(
+        line for line in log.splitlines() if line.startswith("FAIL")) or log[-3000:])
+    ok = [line.split()[1:3] for line in log.splitlines() if line.startswith("OK ")]
+    for dt in ("bf16", "fp32", "fp64"):  # every kernel compiled in every dtype
+        assert len({name for name, d in ok if d == dt}) == 9, f"{version}, {dt}: {ok}"

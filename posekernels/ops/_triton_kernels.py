@@ -14,7 +14,10 @@ products of two such tiles, ``D = sum_tiles a^T b`` (BJ, BJ), fold back to V x V
 selection-matrix products (:func:`_fold`).
 
 Precision: products run on the input dtype (fp16/bf16 tensor cores, fp32 with the ``PREC``
-input precision, fp64), accumulation in fp32 (fp64 for fp64 inputs: ``ACC``).
+input precision, fp64), accumulation in fp32 (fp64 for fp64 inputs: ``ACC``). Every tl.dot
+passes ``out_dtype=ACC``: Triton 3.6 (the GPU machine's) defaults ``out_dtype`` to fp32 and
+rejects an fp64 accumulator without it (an AssertionError in tl.dot); Triton 3.9 takes the
+accumulator's dtype. ``make cuda-build-check`` compiles every kernel for sm_90 under both.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def _mix(w_base, s_r, s_c, r, r_ok, src, nin, TV, p, j_ok,
                     mask=r_ok[:, None] & c_ok[None, :], other=0.0)
         s = tl.load(src + c[:, None] * TV + p[None, :], mask=c_ok[:, None] & j_ok[None, :],
                     other=0.0)
-        out = tl.dot(w, s, out, input_precision=PREC)
+        out = tl.dot(w, s, out, input_precision=PREC, out_dtype=ACC)
     return out
 
 
@@ -95,8 +98,8 @@ def _embed(x_n, tw_k, tb_k, pw_k, pb_k, e, e_ok, Cin, TV, p, j_ok,
         wm = e_ok[:, None] & c_ok[None, :]
         tw = tl.load(tw_k + e[:, None] * Cin + c[None, :], mask=wm, other=0.0)
         pw = tl.load(pw_k + e[:, None] * Cin + c[None, :], mask=wm, other=0.0)
-        th = tl.dot(tw, xt, th, input_precision=PREC)
-        ph = tl.dot(pw, xt, ph, input_precision=PREC)
+        th = tl.dot(tw, xt, th, input_precision=PREC, out_dtype=ACC)
+        ph = tl.dot(pw, xt, ph, input_precision=PREC, out_dtype=ACC)
     if HAS_TB:
         th += tl.load(tb_k + e, mask=e_ok, other=0.0).to(ACC)[:, None]
     if HAS_PB:
@@ -139,7 +142,7 @@ def agc_attention_fwd(x, tw, tb, pw, pb, A, Bm, attn, M, Cin, Ce, T, V, scale,
             j_ok = (offs_j < LJ) & (p < TV)
             th, ph = _embed(x_n, tw + k * Ce * Cin, tb + k * Ce, pw + k * Ce * Cin, pb + k * Ce,
                             e, e_ok, Cin, TV, p, j_ok, HAS_TB, HAS_PB, BE, BC, BJ, ACC, PREC)
-            D = tl.dot(tl.trans(th.to(DT)), ph.to(DT), D, input_precision=PREC)
+            D = tl.dot(tl.trans(th.to(DT)), ph.to(DT), D, input_precision=PREC, out_dtype=ACC)
     s = _fold(D, V, LJ, offs_j, BV) * scale
     offs_v = tl.arange(0, BV)
     v_ok = offs_v < V
@@ -188,7 +191,7 @@ def agc_fwd(x, W, M, bias, y, K, Cin, Cout, T, V, sMn, HAS_BIAS: tl.constexpr,
         z = _mix(W + k * Cout * Cin, Cin, 1, o, o_ok, x_n, Cin, TV, p, j_ok,
                  BO, BC, BJ, ACC, PREC)
         mbd = _load_bd(M + n * sMn + k * V * V, V, 1, V, nvalid, offs_j)
-        acc = tl.dot(z.to(DT), mbd.to(DT), acc, input_precision=PREC)
+        acc = tl.dot(z.to(DT), mbd.to(DT), acc, input_precision=PREC, out_dtype=ACC)
     if HAS_BIAS:
         bsum = tl.zeros((BO,), ACC)
         for k in range(K):
@@ -235,7 +238,7 @@ def agc_bwd_graph(g, x, W, attn, gM, gS, Cin, Cout, T, V,
             h = _mix(w_k, 1, Cin, c, c_ok, g_n, Cout, TV, p, j_ok, BC, BO, BJ, ACC, PREC)
             xT = tl.load(x_n + c[None, :] * TV + p[:, None], mask=c_ok[None, :] & j_ok[:, None],
                          other=0.0)
-            D = tl.dot(xT, h.to(DT), D, input_precision=PREC)
+            D = tl.dot(xT, h.to(DT), D, input_precision=PREC, out_dtype=ACC)
     gm = _fold(D, V, LJ, offs_j, BV)
     offs_v = tl.arange(0, BV)
     v_ok = offs_v < V
@@ -284,7 +287,7 @@ def agc_bwd_x(g, x, W, M, tw, tb, pw, pb, gS, gx, K, Cin, Cout, Ce, T, V, sMn, s
         h = _mix(W + k * Cout * Cin, 1, Cin, c, c_ok, g_n, Cout, TV, p, j_ok,
                  BC, BO, BJ, ACC, PREC)
         mbdT = _load_bd(M + n * sMn + k * V * V, 1, V, V, nvalid, offs_j)
-        acc = tl.dot(h.to(DT), mbdT.to(DT), acc, input_precision=PREC)
+        acc = tl.dot(h.to(DT), mbdT.to(DT), acc, input_precision=PREC, out_dtype=ACC)
         if HAS_ATT:
             gs_nk = gS + (n * K + k) * V * V
             gsT = _load_bd(gs_nk, 1, V, V, nvalid, offs_j).to(DT)  # gtheta = phi bd(gS^T)
@@ -295,15 +298,15 @@ def agc_bwd_x(g, x, W, M, tw, tb, pw, pb, gS, gx, K, Cin, Cout, Ce, T, V, sMn, s
                 th, ph = _embed(x_n, tw + k * Ce * Cin, tb + k * Ce, pw + k * Ce * Cin,
                                 pb + k * Ce, e, e_ok, Cin, TV, p, j_ok, HAS_TB, HAS_PB,
                                 BE, BO, BJ, ACC, PREC)
-                gth = tl.dot(ph.to(DT), gsT, input_precision=PREC)
-                gph = tl.dot(th.to(DT), gsN, input_precision=PREC)
+                gth = tl.dot(ph.to(DT), gsT, input_precision=PREC, out_dtype=ACC)
+                gph = tl.dot(th.to(DT), gsN, input_precision=PREC, out_dtype=ACC)
                 wm = c_ok[:, None] & e_ok[None, :]
                 twT = tl.load(tw + k * Ce * Cin + e[None, :] * Cin + c[:, None], mask=wm,
                               other=0.0)
                 pwT = tl.load(pw + k * Ce * Cin + e[None, :] * Cin + c[:, None], mask=wm,
                               other=0.0)
-                acc_att = tl.dot(twT, gth.to(DT), acc_att, input_precision=PREC)
-                acc_att = tl.dot(pwT, gph.to(DT), acc_att, input_precision=PREC)
+                acc_att = tl.dot(twT, gth.to(DT), acc_att, input_precision=PREC, out_dtype=ACC)
+                acc_att = tl.dot(pwT, gph.to(DT), acc_att, input_precision=PREC, out_dtype=ACC)
     if HAS_ATT:
         acc += acc_att * scale
     tl.store(gx + n * Cin * TV + c[:, None] * TV + p[None, :], acc.to(DT),
@@ -353,7 +356,7 @@ def agc_bwd_w(g, x, M, gWp, gbp, N, Cin, Cout, T, V, sMn, NPER, HAS_BIAS: tl.con
             aT = tl.dot(mbdT, xT, input_precision=PREC, out_dtype=ACC)  # (x bd(M))^T
             gt = tl.load(g_n + o[:, None] * TV + p[None, :], mask=o_ok[:, None] & j_ok[None, :],
                          other=0.0)
-            accw = tl.dot(gt, aT.to(DT), accw, input_precision=PREC)
+            accw = tl.dot(gt, aT.to(DT), accw, input_precision=PREC, out_dtype=ACC)
             if HAS_BIAS:
                 accb += tl.sum(gt.to(ACC), axis=1)
     tl.store(gWp + ((s * K + k) * Cout + o[:, None]) * Cin + c[None, :], accw,
@@ -411,8 +414,8 @@ def agc_bwd_attw(x, tw, tb, pw, pb, gS, gtwp, gpwp, gtbp, gpbp, N, Cin, Ce, T, V
             gph = tl.dot(th.to(DT), gsN, input_precision=PREC, out_dtype=ACC)
             xT = tl.load(x_n + c[None, :] * TV + p[:, None], mask=c_ok[None, :] & j_ok[:, None],
                          other=0.0)
-            acc_tw = tl.dot(gth.to(DT), xT, acc_tw, input_precision=PREC)
-            acc_pw = tl.dot(gph.to(DT), xT, acc_pw, input_precision=PREC)
+            acc_tw = tl.dot(gth.to(DT), xT, acc_tw, input_precision=PREC, out_dtype=ACC)
+            acc_pw = tl.dot(gph.to(DT), xT, acc_pw, input_precision=PREC, out_dtype=ACC)
             if STORE_TB:
                 acc_tb += tl.sum(gth, axis=1)
             if STORE_PB:
@@ -458,7 +461,7 @@ def jl_fwd(x, W, b, y, M, V, C, D, HAS_B: tl.constexpr, BD: tl.constexpr, BM: tl
                      other=0.0)
         wt = tl.load(W + (v * C + c[:, None]) * D + d[None, :], mask=c_ok[:, None] & d_ok[None, :],
                      other=0.0)
-        acc = tl.dot(xt, wt, acc, input_precision=PREC)
+        acc = tl.dot(xt, wt, acc, input_precision=PREC, out_dtype=ACC)
     if HAS_B:
         acc += tl.load(b + v * D + d, mask=d_ok, other=0.0).to(ACC)[None, :]
     tl.store(y + (m[:, None] * V + v) * D + d[None, :], acc.to(DT),
@@ -489,7 +492,7 @@ def jl_bwd_x(gy, W, gx, M, V, C, D, BD: tl.constexpr, BM: tl.constexpr, BC: tl.c
                      other=0.0)
         wT = tl.load(W + (v * C + c[None, :]) * D + d[:, None], mask=d_ok[:, None] & c_ok[None, :],
                      other=0.0)
-        acc = tl.dot(gt, wT, acc, input_precision=PREC)
+        acc = tl.dot(gt, wT, acc, input_precision=PREC, out_dtype=ACC)
     tl.store(gx + (m[:, None] * V + v) * C + c[None, :], acc.to(DT),
              mask=m_ok[:, None] & c_ok[None, :])
 
@@ -525,7 +528,7 @@ def jl_bwd_w(gy, x, gWp, gbp, M, V, C, D, MPER, HAS_B: tl.constexpr, BD: tl.cons
                      other=0.0)
         gt = tl.load(gy + (m[:, None] * V + v) * D + d[None, :], mask=m_ok[:, None] & d_ok[None, :],
                      other=0.0)
-        acc = tl.dot(xT, gt, acc, input_precision=PREC)
+        acc = tl.dot(xT, gt, acc, input_precision=PREC, out_dtype=ACC)
         if HAS_B:
             accb += tl.sum(gt.to(ACC), axis=0)
     tl.store(gWp + ((s * V + v) * C + c[:, None]) * D + d[None, :], acc,
