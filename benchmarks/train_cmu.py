@@ -3,8 +3,9 @@
     python benchmarks/train_cmu.py                      # convert, train every run, write the table
     python benchmarks/train_cmu.py --runs gla_full      # only some runs (comma-separated)
     python benchmarks/train_cmu.py --table-only         # rebuild the table from finished runs
-    python benchmarks/train_cmu.py --table-only --ship  # ... and install the best model as the
-                                                        # package's default checkpoint
+    python benchmarks/train_cmu.py --table-only --ship  # ... and install the default_centered and
+                                                        # default_causal runs as the package's
+                                                        # default lifters
 
 Reads the BVH files in ``../shared/data/cmu-mocap`` (relative to the repository root; ``--cmu``
 overrides), converts them with ``posekernels import-bvh`` (50 Hz, glitch repair) into
@@ -152,29 +153,59 @@ def table(out: str) -> dict:
     return result
 
 
-def ship(out: str, rows: dict) -> None:
-    """Install the run with the lowest validation MPJPE as posekernels/assets/default_model.pt
-    (model + config + metrics only; must stay under 10 MB)."""
+SHIPPED = {"default_centered": "centered", "default_causal": "causal"}
+
+
+def shipped_metrics(model, data: str) -> dict:
+    """Validation figures of a lifter on subject 09 in the three settings the README reports:
+    random evaluation cameras (4 per clip, the evaluation seed) with detector noise, the default
+    rig with detector noise, and the default rig without noise (test-time flip on)."""
+    from posekernels.evaluation import evaluate_sequences, headline, sequences_from_3d
+
+    out = {}
+    for name, kw in (("random_noise", dict(cameras="random", detector_noise=True)),
+                     ("rig_noise", dict(cameras="rig", detector_noise=True)),
+                     ("rig", dict(cameras="rig", detector_noise=False))):
+        seqs = sequences_from_3d(data, subjects=VAL, num_cameras=4, **kw)
+        out[name] = headline(evaluate_sequences(model, seqs, flip_tta=True).summary())
+    return out
+
+
+def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> None:
+    """Install the default lifters: run ``default_centered`` as
+    posekernels/assets/default_centered.pt and ``default_causal`` as default_causal.pt (model +
+    config + metrics only; each must stay under 10 MB). ``from_last`` ships a run's ``last.pt``
+    (an unfinished run; its epoch is recorded) instead of its final ``model.pt``."""
     from posekernels.training import load_checkpoint, read_checkpoint, save_checkpoint
     from posekernels.training.checkpoint import default_checkpoint_path
 
-    best = min(rows, key=lambda n: rows[n]["val"]["mpjpe"])
-    src = os.path.join(out, best, "model.pt")
-    ck = read_checkpoint(src)
-    model = load_checkpoint(src)
-    dst = default_checkpoint_path()
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    cfg = dict(ck["config"])
-    for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
-        cfg[key] = os.path.relpath(cfg[key], ROOT) if cfg.get(key) else cfg.get(key)
-    save_checkpoint(dst, model, model_config=ck["model_config"], config=cfg,
-                    epoch=ck.get("epoch"), metrics=dict(ck["metrics"], run=best,
-                                                         validation_subjects=VAL))
-    size = os.path.getsize(dst)
-    if size >= 10 * 2 ** 20:
-        os.unlink(dst)
-        raise SystemExit(f"{best}: checkpoint is {size} bytes, over 10 MB; not shipped")
-    print(f"shipped {best} ({size:,} bytes) as {dst}")
+    for run in runs:
+        src = os.path.join(out, run, "last.pt" if from_last else "model.pt")
+        if not os.path.isfile(src):
+            print(f"{run}: {src} not found; not shipped")
+            continue
+        ck = read_checkpoint(src)
+        model = load_checkpoint(src)
+        dst = default_checkpoint_path(SHIPPED[run])
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        cfg = dict(ck["config"])
+        for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
+            cfg[key] = os.path.relpath(cfg[key], ROOT) if cfg.get(key) else cfg.get(key)
+        metrics = shipped_metrics(model, data)
+        hist = ck.get("history") or []
+        metrics.update(run=run, validation_subjects=VAL, epochs_done=ck.get("epoch"),
+                       epochs_planned=cfg.get("epochs"),
+                       optimizer_steps=sum(h.get("steps", 0) for h in hist) or None,
+                       train_seconds=round(sum(h.get("seconds", 0) for h in hist), 1) or None)
+        save_checkpoint(dst, model, model_config=ck["model_config"], config=cfg,
+                        epoch=ck.get("epoch"), metrics=metrics)
+        size = os.path.getsize(dst)
+        if size >= 10 * 2 ** 20:
+            os.unlink(dst)
+            raise SystemExit(f"{run}: checkpoint is {size} bytes, over 10 MB; not shipped")
+        print(f"shipped {run} (epoch {ck.get('epoch')}, {size:,} bytes) as {dst}: "
+              + json.dumps({k: round(v["mpjpe"], 1) for k, v in metrics.items()
+                            if isinstance(v, dict)}))
 
 
 def main(argv=None) -> int:
@@ -185,7 +216,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table-only", action="store_true")
-    p.add_argument("--ship", action="store_true", help="install the best model as the default")
+    p.add_argument("--ship", action="store_true",
+                   help="install the default_centered / default_causal runs as the shipped models")
+    p.add_argument("--from-last", action="store_true",
+                   help="--ship: ship the runs' last.pt (unfinished runs)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     data = os.path.join(args.out, "data_3d_cmu.npz")
@@ -196,8 +230,8 @@ def main(argv=None) -> int:
                 raise SystemExit(f"unknown run {name!r}; choose from {list(RUNS)}")
             run_one(name, args.out, data, args.threads, args.seed)
     result = table(args.out)
-    if args.ship and result["rows"]:
-        ship(args.out, result["rows"])
+    if args.ship:
+        ship(args.out, data, from_last=args.from_last)
     return 0
 
 

@@ -96,8 +96,8 @@ def test_default_checkpoint_error_is_clear(monkeypatch):
 
     training = pytest.importorskip("posekernels.training.checkpoint")
 
-    def missing(map_location="cpu"):
-        raise ValueError("assets/default_model.pt: the default model is missing")
+    def missing(map_location="cpu", mode="centered"):
+        raise ValueError(f"assets/default_{mode}.pt: the default model is missing")
 
     monkeypatch.setattr(training, "load_default_model", missing)
     with pytest.raises(_checkpoint.DefaultModelUnavailable, match="--checkpoint PATH"):

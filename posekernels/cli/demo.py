@@ -1,11 +1,16 @@
-"""``posekernels demo`` (what ``make demo`` runs): stream a motion through the lifter, live.
+"""``posekernels demo`` (what ``make demo`` runs): stream a motion through the lifters, live.
 
 A built-in procedural walk (:func:`posekernels.stream.motion.synth_walk`; or a BVH file with
-``--bvh``) is projected through a camera of the default virtual rig and pushed frame by frame
-through a :class:`~posekernels.stream.StreamingLifter` with the default checkpoint. It prints the
-per-frame latency (p50 / p99 of ``push``), frames per second, the MPJPE against the ground truth,
-the largest difference from the offline :func:`posekernels.lift_sequence`, and saves a PNG of the
-2D input next to the lifted 3D pose (matplotlib).
+``--bvh``) is seen through an ordinary camera unlike the training rig
+(:func:`posekernels.stream.motion.user_camera`: 1920 x 1080, focal 1400 px, 3.5 m away, 2.2 m
+high, looking down; ``--camera 0..3`` takes a camera of the default rig instead) and pushed frame
+by frame through a :class:`~posekernels.stream.StreamingLifter`. With ``--checkpoint default``
+and no ``--mode`` both shipped lifters run, the causal one and the centred one; otherwise the one
+model given. For each it prints the per-frame latency (p50 / p99 of ``push``), frames per
+second, the delay (frames and milliseconds at the motion's frame rate), MPJPE and P-MPJPE against
+the ground truth and the largest difference from the offline :func:`posekernels.lift_sequence`,
+and saves a PNG (the 2D input at three instants above each model's lifted 3D pose over the
+ground truth) and an animated GIF of the whole clip (matplotlib).
 
 If the default checkpoint is not installed, the demo says so loudly and runs a randomly
 initialised model instead: latency and throughput are then real, the MPJPE is meaningless.
@@ -20,17 +25,23 @@ import numpy as np
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="stream a built-in motion through the lifter (latency, fps, "
-                                    "MPJPE, PNG)")
+    p = sub.add_parser("demo", help="stream a built-in motion through the lifters (latency, "
+                                    "delay, MPJPE, PNG, GIF)")
     p.add_argument("--bvh", default=None, help="a BVH file (CMU layout) instead of the built-in "
                                                "motion")
     p.add_argument("--frames", type=int, default=400, help="frames of built-in motion (default 400)")
     p.add_argument("--fps", type=float, default=50.0, help="frame rate (default 50)")
-    p.add_argument("--camera", type=int, default=0, help="rig camera 0-3 (default 0)")
+    p.add_argument("--camera", default="user",
+                   help="'user' (an ordinary camera unlike the training rig, the default) or a "
+                        "default-rig camera 0-3")
     p.add_argument("--checkpoint", default="default", help="checkpoint file or 'default'")
-    p.add_argument("--mode", choices=["centered", "causal"], default=None)
+    p.add_argument("--mode", choices=["centered", "causal"], default=None,
+                   help="with --checkpoint default: only this shipped model (default: both)")
     p.add_argument("--png", default=os.path.join("build", "stream_demo.png"),
                    help="where to save the picture (default build/stream_demo.png)")
+    p.add_argument("--gif", default=os.path.join("build", "stream_demo.gif"),
+                   help="where to save the animation of the whole clip (default "
+                        "build/stream_demo.gif; '' for none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 is steadier on a "
@@ -47,93 +58,125 @@ NOTICE = """
 """
 
 
-def _model(args):
+def _models(args):
+    """[(label, model, trained)] for the run (see the module docstring)."""
     from posekernels.models import GLAGCN
     from posekernels.stream import load_model
     from posekernels.stream._checkpoint import DefaultModelUnavailable
 
-    try:
-        return load_model(args.checkpoint, device=args.device), True
-    except DefaultModelUnavailable as exc:
-        if args.checkpoint != "default":
-            raise
-        print(NOTICE.format(reason=str(exc).split(";")[0]), file=sys.stderr, flush=True)
-        import torch
+    if args.checkpoint != "default":
+        return [("model", load_model(args.checkpoint, device=args.device), True)]
+    out = []
+    for mode in ([args.mode] if args.mode else ["causal", "centered"]):
+        try:
+            out.append((mode, load_model("default", device=args.device, mode=mode), True))
+        except DefaultModelUnavailable as exc:
+            print(NOTICE.format(reason=str(exc).split(";")[0]), file=sys.stderr, flush=True)
+            import torch
 
-        torch.manual_seed(0)
-        return GLAGCN(receptive_field=27, channels=32).to(args.device).eval(), False
+            torch.manual_seed(0)
+            out.append((mode, GLAGCN(receptive_field=27, channels=32, causal=mode == "causal")
+                        .to(args.device).eval(), False))
+    return out
 
 
-def _draw(png, kp, pred, gt, frames, skeleton):
+_COLOURS = {"causal": "tab:blue", "centered": "tab:red", "model": "tab:red"}
+
+
+def _plot_2d(ax, kp, skeleton):
+    for j, p in enumerate(skeleton.parents):
+        if p >= 0:
+            ax.plot(kp[[j, p], 0], kp[[j, p], 1], "-", color="tab:green", lw=2.5)
+    ax.scatter(kp[:, 0], kp[:, 1], s=10, c="k")
+
+
+def _plot_3d(ax, pose, gt, skeleton, colour, label):
+    # camera frame (x right, y down, z forward) shown with up = -y
+    for p3, col, lab, lw in ((gt, "0.55", "ground truth", 2.0), (pose, colour, label, 2.5)):
+        for j, p in enumerate(skeleton.parents):
+            if p >= 0:
+                ax.plot(p3[[j, p], 0], p3[[j, p], 2], -p3[[j, p], 1], color=col, lw=lw,
+                        label=lab if j == 1 else None)
+    ax.set_xlim(-0.8, 0.8), ax.set_ylim(-0.8, 0.8), ax.set_zlim(-0.9, 0.9)
+    ax.set_box_aspect((1, 1, 1.1))
+    ax.set_xlabel("x (m)"), ax.set_ylabel("depth (m)"), ax.set_zlabel("up (m)")
+
+
+def _frame_bounds(kp):
+    lo, hi = kp.reshape(-1, 2).min(0), kp.reshape(-1, 2).max(0)
+    pad = 0.1 * float(max(hi - lo))
+    return lo - pad, hi + pad
+
+
+def _draw(png, kp, results, gt, frames, skeleton):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(4 * len(frames), 7.5))
+    rows = 1 + len(results)
+    fig = plt.figure(figsize=(5.5 * len(frames), 5.2 * rows))
+    lo, hi = _frame_bounds(kp)
     for i, f in enumerate(frames):
-        ax = fig.add_subplot(2, len(frames), i + 1)
-        for j, p in enumerate(skeleton.parents):
-            if p >= 0:
-                ax.plot(kp[f, [j, p], 0], kp[f, [j, p], 1], "b-", lw=2)
-        ax.scatter(kp[f, :, 0], kp[f, :, 1], s=8, c="k")
+        ax = fig.add_subplot(rows, len(frames), i + 1)
+        _plot_2d(ax, kp[f], skeleton)
+        ax.set_xlim(lo[0], hi[0]), ax.set_ylim(hi[1], lo[1])
         ax.set_aspect("equal")
-        ax.invert_yaxis()
-        ax.set_title(f"2D input, frame {f}")
-        ax3 = fig.add_subplot(2, len(frames), len(frames) + i + 1, projection="3d")
-        for pose, style, label in ((gt[f], "0.6", "ground truth"), (pred[f], "r", "lifted")):
-            # camera frame (x right, y down, z forward) shown with up = -y
-            for j, p in enumerate(skeleton.parents):
-                if p >= 0:
-                    ax3.plot(pose[[j, p], 0], pose[[j, p], 2], -pose[[j, p], 1], color=style,
-                             lw=2, label=label if j == 1 else None)
-        ax3.set_xlim(-1, 1), ax3.set_ylim(-1, 1), ax3.set_zlim(-1, 1)
-        ax3.set_xlabel("x"), ax3.set_ylabel("z (depth)"), ax3.set_zlabel("up")
-        ax3.set_title(f"3D, frame {f}")
-        if i == 0:
-            ax3.legend(loc="upper left", fontsize=8)
+        ax.set_title(f"2D input (normalised), frame {f}")
+        for r, res in enumerate(results):
+            ax3 = fig.add_subplot(rows, len(frames), (r + 1) * len(frames) + i + 1,
+                                  projection="3d")
+            _plot_3d(ax3, res["pred"][f], gt[f], skeleton, _COLOURS[res["label"]],
+                     res["label"])
+            err = float(np.linalg.norm(res["pred"][f] - gt[f], axis=-1).mean() * 1000)
+            ax3.set_title(f"{res['label']} lifter, frame {f}: {err:.0f} mm")
+            if i == 0:
+                ax3.legend(loc="upper left", fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-    fig.savefig(png, dpi=80)
+    fig.savefig(png, dpi=90)
     plt.close(fig)
 
 
-def run(args) -> int:
-    import torch
+def _animate(gif, kp, results, gt, fps, skeleton, max_frames=120):
+    import matplotlib
 
-    from posekernels import lift_sequence, metrics
-    from posekernels.skeletons import get_skeleton
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    step = max(1, -(-len(kp) // max_frames))
+    frames = list(range(0, len(kp), step))
+    cols = 1 + len(results)
+    fig = plt.figure(figsize=(4.5 * cols, 4.8))
+    lo, hi = _frame_bounds(kp)
+    ax2 = fig.add_subplot(1, cols, 1)
+    axes = [fig.add_subplot(1, cols, c + 2, projection="3d") for c in range(len(results))]
+
+    def update(f):
+        ax2.cla()
+        _plot_2d(ax2, kp[f], skeleton)
+        ax2.set_xlim(lo[0], hi[0]), ax2.set_ylim(hi[1], lo[1]), ax2.set_aspect("equal")
+        ax2.set_title(f"2D input, frame {f}")
+        for ax, res in zip(axes, results):
+            ax.cla()
+            _plot_3d(ax, res["pred"][f], gt[f], skeleton, _COLOURS[res["label"]], res["label"])
+            ax.set_title(f"{res['label']} lifter")
+        return []
+
+    anim = FuncAnimation(fig, update, frames=frames, blit=False)
+    os.makedirs(os.path.dirname(os.path.abspath(gif)), exist_ok=True)
+    anim.save(gif, writer=PillowWriter(fps=max(1.0, fps / step)), dpi=60)
+    plt.close(fig)
+
+
+def _stream(model, kp, args):
+    """Push every frame through a lifter; the poses, latencies and the lifter."""
     from posekernels.stream import StreamingLifter
-    from posekernels.stream.motion import camera_view, synth_walk
 
-    if args.frames < 1:
-        raise SystemExit("--frames must be at least 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        model, trained = _model(args)
-    except (ValueError, OSError) as exc:
-        print(f"posekernels demo: {exc}", file=sys.stderr)
-        return 2
-    if args.bvh:
-        from posekernels.data import import_bvh
-
-        world = import_bvh(args.bvh, fps=args.fps).positions
-        source = f"BVH {args.bvh}"
-    else:
-        world = synth_walk(args.frames, args.fps)
-        source = f"built-in walk ({args.frames} frames at {args.fps:g} fps)"
-    kp, gt, cam = camera_view(world, args.camera)
-    try:
-        lifter = StreamingLifter(model, mode=args.mode, device=args.device)
-    except ValueError as exc:
-        print(f"posekernels demo: {exc}", file=sys.stderr)
-        return 2
+    mode = args.mode if args.checkpoint != "default" else None
+    lifter = StreamingLifter(model, mode=mode, device=args.device)
     T = lifter.receptive_field
-    print(f"motion: {source}, camera {cam.name}; model: {type(model).__name__} T={T} "
-          f"({'trained' if trained else 'RANDOM weights'}), mode {lifter.mode}, "
-          f"delay {lifter.latency_frames} frames, device {lifter.device}, "
-          f"torch threads {torch.get_num_threads()}")
     for f in range(min(len(kp), T + 3)):  # warm-up, then start over
         lifter.push(kp[f])
     lifter.reset()
@@ -150,21 +193,73 @@ def run(args) -> int:
     t_flush = time.perf_counter() - t0
     wall = time.perf_counter() - t_all
     pred = np.concatenate([np.stack(outs)] + [rest]) if outs else rest
-    offline = lift_sequence(model, kp)
-    ms = np.array(times) * 1e3
-    err = metrics.mpjpe(pred, gt)
-    perr = metrics.p_mpjpe(pred, gt)
-    print(f"frames: {len(kp)}  per-frame latency p50 {np.percentile(ms, 50):.2f} ms, "
-          f"p99 {np.percentile(ms, 99):.2f} ms  ->  {len(kp) / wall:.1f} frames/s "
-          f"(flush of the last {lifter.latency_frames} frames: {t_flush * 1e3:.1f} ms)")
-    print(f"MPJPE {err:.1f} mm, P-MPJPE {perr:.1f} mm vs ground truth"
-          + ("" if trained else "  (random weights: meaningless)"))
-    print(f"streamed vs offline lift_sequence: max |difference| "
-          f"{np.abs(pred - offline).max():.2e} m")
+    return pred, np.array(times) * 1e3, wall, t_flush, lifter
+
+
+def run(args) -> int:
+    import torch
+
+    from posekernels import lift_sequence, metrics
+    from posekernels.skeletons import get_skeleton
+    from posekernels.stream.motion import camera_view, synth_walk
+
+    if args.frames < 1:
+        raise SystemExit("--frames must be at least 1")
+    camera = args.camera
+    if camera != "user":
+        if camera not in ("0", "1", "2", "3"):
+            print(f"posekernels demo: --camera must be 'user' or 0-3, got {camera!r}",
+                  file=sys.stderr)
+            return 2
+        camera = int(camera)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        models = _models(args)
+    except (ValueError, OSError) as exc:
+        print(f"posekernels demo: {exc}", file=sys.stderr)
+        return 2
+    if args.bvh:
+        from posekernels.data import import_bvh
+
+        world = import_bvh(args.bvh, fps=args.fps).positions
+        source = f"BVH {args.bvh}"
+    else:
+        world = synth_walk(args.frames, args.fps)
+        source = f"built-in walk ({args.frames} frames at {args.fps:g} fps)"
+    kp, gt, cam = camera_view(world, camera)
+    print(f"motion: {source}; camera {cam.name} ({cam.width}x{cam.height}, focal "
+          f"{cam.focal_length[0]:.0f} px); torch threads {torch.get_num_threads()}")
+    results = []
+    for label, model, trained in models:
+        try:
+            pred, ms, wall, t_flush, lifter = _stream(model, kp, args)
+        except ValueError as exc:
+            print(f"posekernels demo: {exc}", file=sys.stderr)
+            return 2
+        offline = lift_sequence(model, kp)
+        delay = lifter.latency_frames
+        print(f"[{label}] {type(model).__name__} T={lifter.receptive_field} "
+              f"({'trained' if trained else 'RANDOM weights'}), mode {lifter.mode}, delay "
+              f"{delay} frames = {delay / args.fps * 1e3:.0f} ms at {args.fps:g} fps, device "
+              f"{lifter.device}")
+        print(f"[{label}] frames: {len(kp)}  per-frame latency p50 {np.percentile(ms, 50):.2f} "
+              f"ms, p99 {np.percentile(ms, 99):.2f} ms  ->  {len(kp) / wall:.1f} frames/s "
+              f"(flush of the last {delay} frames: {t_flush * 1e3:.1f} ms)")
+        print(f"[{label}] MPJPE {metrics.mpjpe(pred, gt):.1f} mm, P-MPJPE "
+              f"{metrics.p_mpjpe(pred, gt):.1f} mm vs ground truth"
+              + ("" if trained else "  (random weights: meaningless)"))
+        print(f"[{label}] streamed vs offline lift_sequence: max |difference| "
+              f"{np.abs(pred - offline).max():.2e} m")
+        results.append({"label": label, "pred": pred})
+    skeleton = get_skeleton("h36m17")
     try:
         n = len(kp)
-        _draw(args.png, kp, pred, gt, [n // 5, n // 2, (4 * n) // 5], get_skeleton("h36m17"))
+        _draw(args.png, kp, results, gt, [n // 5, n // 2, (4 * n) // 5], skeleton)
         print(f"saved {args.png}")
+        if args.gif:
+            _animate(args.gif, kp, results, gt, args.fps, skeleton)
+            print(f"saved {args.gif}")
     except ImportError:
         print("matplotlib is not installed: no picture (pip install 'posekernels[viz]')")
     return 0

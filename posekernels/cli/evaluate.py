@@ -93,7 +93,7 @@ def run(args) -> int:
         cams = dict(cameras=args.cameras, num_cameras=args.num_cameras,
                     camera_seed=args.camera_seed)
         if args.checkpoint == "default":
-            model = load_default_model(args.device)
+            model = load_default_model(args.device, mode=args.mode)
         else:
             model = load_checkpoint(args.checkpoint, args.device)
         if args.bvh:

@@ -1,4 +1,4 @@
-"""``posekernels export --onnx FILE [--checkpoint PATH|default]``: ONNX export (reference path),
+"""``posekernels export --onnx FILE [--checkpoint PATH|default] [--mode causal|centered]``: ONNX export (reference path),
 checked against PyTorch with onnxruntime when it is installed."""
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a lifting model to ONNX")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--checkpoint", default="default", help="checkpoint file or 'default'")
+    p.add_argument("--mode", choices=["causal", "centered"], default=None,
+                   help="with --checkpoint default: the shipped causal (default) or centred model")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true",
                    help="skip the onnxruntime comparison with PyTorch")
@@ -21,7 +23,7 @@ def run(args) -> int:
     from posekernels.stream._checkpoint import DefaultModelUnavailable
 
     try:
-        model = load_model(args.checkpoint)
+        model = load_model(args.checkpoint, mode=args.mode)
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
         print(f"posekernels export: {exc}", file=sys.stderr)
         return 2

@@ -123,7 +123,9 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", default="default",
                    help="checkpoint file, or 'default' for the shipped model (default)")
     p.add_argument("--mode", choices=["centered", "causal"], default=None,
-                   help="window mode; must match the model (default: the model's own)")
+                   help="window mode; must match the model (default: the model's own). With "
+                        "--checkpoint default it picks the shipped model: causal (the default) "
+                        "or centered")
     p.add_argument("--min-score", type=_finite(what="a finite number"), default=0.3,
                    help="points with a lower score count as missing (default 0.3)")
     p.add_argument("--max-streams", type=_int_in(1, MAX_STREAMS), default=8,
@@ -318,7 +320,7 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        model = load_model(args.checkpoint, device=args.device)
+        model = load_model(args.checkpoint, device=args.device, mode=args.mode)
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
         _report(str(exc))
         return 2

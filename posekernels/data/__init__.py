@@ -4,7 +4,8 @@ Modules
 -------
 * :mod:`~posekernels.data.formats`: VideoPose3D 3D/2D npz readers and writers (Human3.6M,
   HumanEva-I, CMU imports) and the P-STMO MPI-INF-3DHP npz reader. These files hold pickled
-  dicts, so they are opened with ``allow_pickle=True``: only pass files you trust.
+  dicts; their object arrays are read by a restricted unpickler (containers and numpy arrays
+  only), so a crafted file is refused with an error naming it and no code from it runs.
 * :mod:`~posekernels.data.splits`: standard subject splits, action lists, image sizes, the
   Human3.6M 32 -> 17 joint selection.
 * :mod:`~posekernels.data.cameras`: camera model (intrinsics, radial/tangential distortion,
@@ -12,6 +13,8 @@ Modules
 * :mod:`~posekernels.data.bvh`: BVH parser, forward kinematics, import to Human3.6M 17 joints in
   metres (Z-up world), resampling, T-pose / zero-frame removal, glitch flags.
 * :mod:`~posekernels.data.virtual`: the default virtual camera rig and detector-like 2D noise.
+* :mod:`~posekernels.data.random_cameras`: random cameras (a fresh one per training window,
+  vectorised on the device) and the seeded evaluation cameras of ``evaluate --cameras random``.
 * :mod:`~posekernels.data.windows`: :class:`WindowDataset`, on-device window gathering with
   replicate padding, causal windows and flip augmentation.
 
@@ -19,7 +22,7 @@ Units: 3D positions in metres everywhere; 2D in pixels until normalised.
 """
 from __future__ import annotations
 
-from . import bvh, cameras, formats, splits, virtual, windows
+from . import bvh, cameras, formats, random_cameras, splits, virtual, windows
 from .bvh import (CMU_H36M17_TABLE, CMU_UNIT_METRES, Bvh, BvhImport, find_glitches,
                   forward_kinematics, import_bvh, parse_bvh, read_bvh)
 from .cameras import (Camera, camera_to_world, image_coordinates, load_cameras_json,
@@ -36,7 +39,7 @@ from .virtual import (DEFAULT_RIG, DetectorNoise, RigSpec, default_rig,
 from .windows import WindowDataset, flip_pose
 
 __all__ = [
-    "bvh", "cameras", "formats", "splits", "virtual", "windows",
+    "bvh", "cameras", "formats", "random_cameras", "splits", "virtual", "windows",
     "CMU_H36M17_TABLE", "CMU_UNIT_METRES", "Bvh", "BvhImport", "find_glitches",
     "forward_kinematics", "import_bvh", "parse_bvh", "read_bvh",
     "Camera", "camera_to_world", "image_coordinates", "load_cameras_json", "look_at_camera",

@@ -1,7 +1,9 @@
 """The one place where the streaming commands (``stream``, ``demo``, ``export``) get a model.
 
-``load_model("default")`` asks :func:`posekernels.training.checkpoint.load_default_model` for
-the default model shipped in ``posekernels/assets``; ``load_model(path)`` loads a posekernels
+``load_model("default", mode=...)`` asks
+:func:`posekernels.training.checkpoint.load_default_model` for the default model of that mode
+shipped in ``posekernels/assets`` (the causal one when ``mode`` is None or "causal", the centred
+one for "centered"); ``load_model(path)`` loads a posekernels
 checkpoint with :func:`posekernels.training.checkpoint.load_checkpoint`. Either way a missing
 loader or file raises :class:`DefaultModelUnavailable` / ``ValueError`` with a message that says
 what is missing, never a bare traceback from deep inside torch. Files are read with
@@ -23,8 +25,12 @@ class DefaultModelUnavailable(RuntimeError):
 
 
 def load_model(checkpoint: str | os.PathLike = "default",
-               device: torch.device | str = "cpu") -> nn.Module:
-    """The model named by ``checkpoint`` (``"default"`` or a checkpoint file), in eval mode."""
+               device: torch.device | str = "cpu", mode: str | None = None) -> nn.Module:
+    """The model named by ``checkpoint`` (``"default"`` or a checkpoint file), in eval mode.
+
+    ``mode`` picks the default model: None or "causal" the causal lifter, "centered" (or
+    "centred") the centred one; it is ignored for a checkpoint file (whose model has its own
+    mode)."""
     if str(checkpoint) == "default":
         try:
             from ..training.checkpoint import load_default_model
@@ -34,7 +40,7 @@ def load_model(checkpoint: str | os.PathLike = "default",
                 f"cannot be imported ({exc}); pass --checkpoint PATH to a trained checkpoint"
             ) from None
         try:
-            model = load_default_model(map_location="cpu")
+            model = load_default_model(map_location="cpu", mode=mode or "causal")
         except (OSError, ValueError) as exc:
             raise DefaultModelUnavailable(
                 f"the default checkpoint could not be loaded: {exc}; pass --checkpoint PATH to a "

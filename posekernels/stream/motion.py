@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["synth_walk", "camera_view"]
+__all__ = ["synth_walk", "camera_view", "user_camera"]
 
 
 def _rot_x(a):
@@ -67,16 +67,30 @@ def synth_walk(frames: int = 300, fps: float = 50.0, *, turn_period: float = 12.
     return np.stack([x, y, rel[..., 2]], -1)
 
 
-def camera_view(world: np.ndarray, camera_index: int = 0):
-    """Project a world sequence through camera ``camera_index`` of the default virtual rig.
+def user_camera():
+    """An ordinary camera unlike the default rig: 1920 x 1080, focal length 1400 px, 3.5 m from
+    the subject at azimuth 30 degrees, 2.2 m high, looking down at the pelvis (0, 0, 0.95)."""
+    from ..data.cameras import look_at_camera
+
+    a = np.deg2rad(30.0)
+    return look_at_camera("user", (3.5 * np.cos(a), 3.5 * np.sin(a), 2.2), (0.0, 0.0, 0.95),
+                          width=1920, height=1080, focal=1400.0)
+
+
+def camera_view(world: np.ndarray, camera_index: int | str = 0):
+    """Project a world sequence through camera ``camera_index`` of the default virtual rig, or
+    through :func:`user_camera` for ``"user"``.
 
     Returns ``(keypoints2d, pose3d, camera)``: normalised screen coordinates (F, 17, 2) float32,
     the root-relative camera-frame ground truth (F, 17, 3) in metres, and the camera.
     """
     from ..data.virtual import default_rig, project_sequence
 
-    cams = default_rig()
-    cam = cams[camera_index % len(cams)]
+    if camera_index == "user":
+        cam = user_camera()
+    else:
+        cams = default_rig()
+        cam = cams[int(camera_index) % len(cams)]
     (uv, c3), = project_sequence(world, [cam], recenter_mode="sequence")
     kp = cam.normalize(uv).astype(np.float32)
     return kp, (c3 - c3[:, :1]).astype(np.float32), cam

@@ -16,8 +16,9 @@ Writes go to a temporary file in the destination folder, then :func:`os.replace`
 or interrupted save never leaves a partial file. Every loading problem raises ``ValueError``
 naming the file and what is wrong (missing keys, unknown architecture, state dict mismatch).
 
-The package ships a small trained model (``posekernels/assets/default_model.pt``, see
-:func:`load_default_model`), used by ``posekernels evaluate --checkpoint default``.
+The package ships two small trained lifters (see :func:`load_default_model`): a causal one
+(``posekernels/assets/default_causal.pt``: the pose of frame t as soon as frame t arrives) and a
+centred one (``posekernels/assets/default_centered.pt``), used by ``--checkpoint default``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_
 
 FORMAT = "posekernels-checkpoint"
 VERSION = 1
-DEFAULT_NAME = "default_model.pt"
+DEFAULT_MODES = {"causal": "default_causal.pt", "centered": "default_centered.pt"}
 
 
 def build_model(model_config: Mapping[str, Any]) -> nn.Module:
@@ -170,16 +171,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Mo
     return model.eval()
 
 
-def default_checkpoint_path() -> str:
-    """Path of the checkpoint shipped in ``posekernels/assets``."""
+def _default_mode(mode: str) -> str:
+    m = {"centred": "centered"}.get(mode, mode)
+    if m not in DEFAULT_MODES:
+        raise ValueError(f"mode must be one of {sorted(DEFAULT_MODES)}, got {mode!r}")
+    return m
+
+
+def default_checkpoint_path(mode: str = "centered") -> str:
+    """Path of the shipped checkpoint of ``mode`` ("causal" or "centered") in
+    ``posekernels/assets``."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
-                        DEFAULT_NAME)
+                        DEFAULT_MODES[_default_mode(mode)])
 
 
-def load_default_model(map_location: Any = "cpu") -> nn.Module:
-    """The shipped default model (trained on CMU motion capture, see the README), eval mode."""
-    path = default_checkpoint_path()
+def load_default_model(map_location: Any = "cpu", mode: str = "centered") -> nn.Module:
+    """A shipped default lifter (trained on CMU motion capture through random cameras, see the
+    README), eval mode: ``mode="causal"`` or ``"centered"``."""
+    path = default_checkpoint_path(mode)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: the default model is missing from this installation "
-                         "(package data 'assets/*' was not installed)")
+        raise ValueError(f"{path}: the default {_default_mode(mode)} model is missing from this "
+                         "installation (package data 'assets/*' was not installed)")
     return load_checkpoint(path, map_location)

@@ -370,7 +370,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             bar.close()
         train_loss = all_reduce_mean(total / max(count, 1), info, device)
         record = {"epoch": epoch + 1, "stage": stage, "lr": lr, "loss": train_loss,
-                  "seconds": round(time.perf_counter() - t0, 2)}
+                  "steps": count, "seconds": round(time.perf_counter() - t0, 2)}
         validate = data.val_sequences and main and (
             epoch + 1 == cfg.epochs or (cfg.val_every and (epoch + 1) % cfg.val_every == 0))
         if validate:
