@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -250,8 +251,42 @@ inline at::Tensor check_jl_grad(const at::Tensor& grad_y, const JlArgs& a) {
   return grad_y.contiguous();
 }
 
-// Validated, contiguous arguments of tconv_transform_weight: weight (O, C, k) or (O, C, k, 1).
-inline at::Tensor check_tconv_weight(const at::Tensor& weight) {
+// Integer arguments of the temporal convolution ops. Every one is bounded before any arithmetic
+// uses it, so no size computation below (or in the kernel) can overflow int64:
+//   1 <= kernel <= kMaxTconvKernel (2^20 taps),
+//   1 <= stride <= kernel      (a larger stride skips input frames that no output reads),
+//   0 <= pad_left, pad_right < kernel (a wider padding only adds outputs that read no input).
+// posekernels.ops.temporal_conv sends every other case to the reference (F.conv2d).
+constexpr int64_t kMaxTconvKernel = int64_t{1} << 20;
+
+inline void check_tconv_stride(int64_t stride, int64_t kernel) {
+  TORCH_CHECK_VALUE(stride >= 1 && stride <= kernel, "stride must be >= 1 and <= kernel = ", kernel,
+                    ", got ", stride);
+}
+
+inline void check_tconv_kernel(int64_t kernel) {
+  TORCH_CHECK_VALUE(kernel >= 1 && kernel <= kMaxTconvKernel, "kernel must be >= 1 and <= ",
+                    kMaxTconvKernel, ", got ", kernel);
+}
+
+// a * b for a, b >= 0; raises ValueError naming `what` when the product exceeds int64.
+inline int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  TORCH_CHECK_VALUE(a >= 0 && b >= 0 && (a == 0 || b <= std::numeric_limits<int64_t>::max() / a), what,
+                    " = ", a, " * ", b, " is out of range");
+  return a * b;
+}
+
+// The depth of the transformed weight, ceil(ceil(kernel / stride) / 3) * stride * C, for a
+// bounded kernel and stride (checked: C comes from a tensor and can be anything).
+inline int64_t tconv_depth(int64_t kernel, int64_t stride, int64_t C) {
+  const int64_t sub_filters = ((kernel + stride - 1) / stride + 2) / 3;
+  return checked_mul(checked_mul(sub_filters, stride, "the transformed weight's depth"), C,
+                     "the transformed weight's depth");
+}
+
+// Validated, contiguous arguments of tconv_transform_weight: weight (O, C, k) or (O, C, k, 1),
+// 1 <= stride <= k.
+inline at::Tensor check_tconv_weight(const at::Tensor& weight, int64_t stride) {
   TORCH_CHECK_VALUE(weight.defined() && (weight.dim() == 3 || (weight.dim() == 4 && weight.size(3) == 1)),
                     "weight must have shape (O, C, k) or (O, C, k, 1), got ",
                     weight.defined() ? shape_str(weight.sizes()) : std::string("an undefined tensor"));
@@ -259,6 +294,11 @@ inline at::Tensor check_tconv_weight(const at::Tensor& weight) {
   check_tensor(w, "weight", 3, "(O, C, k)");
   TORCH_CHECK_VALUE(w.size(0) >= 1 && w.size(1) >= 1 && w.size(2) >= 1,
                     "weight must have shape (O, C, k) with every size >= 1, got ", shape_str(weight.sizes()));
+  check_tconv_kernel(w.size(2));
+  check_tconv_stride(stride, w.size(2));
+  // the transformed weight (6, O, depth) must have a representable size
+  checked_mul(checked_mul(6, w.size(0), "the transformed weight's size"), tconv_depth(w.size(2), stride, w.size(1)),
+              "the transformed weight's size");
   return w.contiguous();
 }
 
@@ -275,9 +315,12 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
   TORCH_CHECK_VALUE(N >= 1 && C >= 1 && T >= 1 && V >= 1,
                     "x must have shape (N, C, T, V) with every size >= 1, got ", shape_str(x.sizes()));
-  TORCH_CHECK_VALUE(kernel >= 1, "kernel must be >= 1, got ", kernel);
-  TORCH_CHECK_VALUE(stride >= 1, "stride must be >= 1, got ", stride);
-  const int64_t depth = ((kernel + stride - 1) / stride + 2) / 3 * stride * C;
+  check_tconv_kernel(kernel);
+  check_tconv_stride(stride, kernel);
+  TORCH_CHECK_VALUE(pad_left >= 0 && pad_left < kernel && pad_right >= 0 && pad_right < kernel,
+                    "pad_left and pad_right must be >= 0 and <= kernel - 1 = ", kernel - 1, ", got ",
+                    pad_left, " and ", pad_right);
+  const int64_t depth = tconv_depth(kernel, stride, C);
   check_tensor(weight_t, "weight_t", 3, "(6, O, ceil(ceil(kernel / stride) / 3) * stride * C)");
   const int64_t O = weight_t.size(1);
   TORCH_CHECK_VALUE(weight_t.size(0) == 6 && O >= 1 && weight_t.size(2) == depth,
@@ -286,8 +329,9 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
                     ") for kernel = ", kernel, ", stride = ", stride, " and C = ", C, ", got ",
                     shape_str(weight_t.sizes()));
   check_same(weight_t, "weight_t", x, "x");
-  TORCH_CHECK_VALUE(pad_left >= 0 && pad_right >= 0, "pad_left and pad_right must be >= 0, got ",
-                    pad_left, " and ", pad_right);
+  // both paddings are < 2^20; T is a tensor size, which an expanded view can push near 2^63
+  TORCH_CHECK_VALUE(T <= std::numeric_limits<int64_t>::max() - 2 * kMaxTconvKernel,
+                    "x has T = ", T, " frames, out of range");
   TORCH_CHECK_VALUE(T + pad_left + pad_right >= kernel, "T + pad_left + pad_right = ",
                     T + pad_left + pad_right, " must be >= the kernel size ", kernel);
   const int64_t T_out = (T + pad_left + pad_right - kernel) / stride + 1;

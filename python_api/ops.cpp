@@ -63,8 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward_cpu(const at::Tensor&
 }
 
 at::Tensor tconv_transform_weight_cpu(const at::Tensor& weight, int64_t stride) {
-  TORCH_CHECK_VALUE(stride >= 1, "stride must be >= 1, got ", stride);
-  return cpu::tconv_transform_weight(checks::check_tconv_weight(weight), stride);
+  return cpu::tconv_transform_weight(checks::check_tconv_weight(weight, stride), stride);
 }
 
 at::Tensor tconv_forward_cpu(const at::Tensor& x, const at::Tensor& weight_t, int64_t kernel,

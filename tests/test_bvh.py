@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -329,6 +330,47 @@ def test_resample_positions_linear():
     grid = np.arange(9) / 20.0
     np.testing.assert_allclose(out, np.stack([grid * 3.0, -grid], -1), atol=1e-12)
     assert lower.tolist()[:3] == [0, 0, 1]
+
+
+def test_resampled_length_is_bounded(tmp_path):
+    """A wild Frame Time would resample a 3-frame file to millions of frames (100000 s: 5,000,001
+    frames, 6.3 GB): import_bvh refuses before allocating, naming the file, its frame time and
+    frame count; max_frames moves the bound, fps=None keeps the source frames."""
+    text = cmu_like_text(cmu_like_motion(n=3, zero_frames=0))
+    huge = write(tmp_path / "07" / "07_77.bvh", text.replace("Frame Time: .0083333",
+                                                             "Frame Time: 100000"))
+    with pytest.raises(ValueError, match=r"07_77\.bvh: 3 frames with 'Frame Time: 100000'.*"
+                                         r"5,000,001 frames at 50 fps, more than max_frames = "
+                                         r"2,000,000"):
+        B.import_bvh(huge)
+    assert B.MAX_RESAMPLED_FRAMES == 2_000_000
+    assert B.import_bvh(huge, fps=None).positions.shape == (2, 17, 3)  # T-pose dropped
+    wild = write(tmp_path / "w.bvh", text.replace("Frame Time: .0083333", "Frame Time: 1e300"))
+    with pytest.raises(ValueError, match=r"w\.bvh: 3 frames with 'Frame Time: 1e\+300'"):
+        B.import_bvh(wild)
+    # the bound itself: 1000 s between the kept frames is 50,001 frames at 50 fps
+    slow = write(tmp_path / "s.bvh", text.replace("Frame Time: .0083333", "Frame Time: 1000"))
+    with pytest.raises(ValueError, match="50,001 frames"):
+        B.import_bvh(slow, max_frames=50_000)
+    assert B.import_bvh(slow, max_frames=50_001).positions.shape == (50_001, 17, 3)
+    assert B.import_bvh(slow, fps=0.01, max_frames=11).positions.shape == (11, 17, 3)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="max_frames must be a positive int or None"):
+            B.import_bvh(slow, max_frames=bad)
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="fps must be a positive finite number"):
+            B.import_bvh(slow, fps=bad)
+
+
+def test_resample_positions_max_frames():
+    t = np.array([0.0, 1e6])
+    x = np.zeros((2, 3))
+    assert B.resampled_length(t, 50.0) == 50_000_001
+    assert B.resampled_length(np.array([0.0, 1e308]), 1e10) == math.inf
+    with pytest.raises(ValueError, match="50,000,001 frames, more than max_frames = 1,000"):
+        B.resample_positions(x, t, 50.0, max_frames=1000)
+    out, _, _ = B.resample_positions(x, np.array([0.0, 1.0]), 50.0, max_frames=51)
+    assert out.shape == (51, 3)
 
 
 def test_import_bvh_cli(tmp_path, capsys):

@@ -251,6 +251,66 @@ def test_gradients_agree_across_backends(device):
             assert err <= 1e-3 * float(ref[k].abs().max()) + 1e-5 * scale, (name, k, err)
 
 
+# ----------------------------------------------------------------------------- autocast
+# bfloat16 keeps 8 significant bits; the output of these models moved by 7e-3 to 1e-2 of its
+# largest value against float32 on every backend (batch 8, training mode), so the bound is 5e-2.
+BF16_REL = 5e-2
+
+
+def _step(model, x, target, labels, backend, autocast):
+    model.zero_grad()
+    with ops.use_backend(backend), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        pose = model(x)
+        loss = model.loss(x, target, labels) if model.aux is not None else None
+    if loss is None:
+        loss = (pose.float() * torch.linspace(-1, 1, pose.numel()).reshape(pose.shape)).sum()
+    loss.backward()
+    return pose.detach(), {k: p.grad.detach().clone() for k, p in model.named_parameters()
+                           if p.grad is not None}
+
+
+@pytest.mark.parametrize("backend", ops.available_backends("cpu"))
+@pytest.mark.parametrize("aux", ["action", "embedding", None])
+def test_bf16_autocast_on_cpu(aux, backend):
+    """torch.autocast("cpu", bfloat16): forward and backward on every backend, close to float32.
+    The constant graph A and the parameters stay float32; the ops cast them."""
+    if backend == "triton" and aux != "action":
+        pytest.skip("triton runs interpreted here: one configuration is enough")
+    model = randomize_(GlobalNodeGCN(16, aux=aux, num_classes=5, embed_dim=4, dropout=0.0),
+                       7).train()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 16, 2, generator=g)
+    target = torch.randn(8, 16, 3, generator=g) * 0.2
+    labels = torch.randint(0, 5, (8,), generator=g) if aux == "action" else None
+    pose32, g32 = _step(model, x, target, labels, backend, False)
+    pose16, g16 = _step(model, x, target, labels, backend, True)
+    assert pose16.dtype == torch.bfloat16
+    assert rel_err(pose16.float(), pose32) < BF16_REL, backend
+    assert set(g16) == set(g32) and len(g32) > 0
+    for k, grad in g16.items():
+        assert grad.dtype == torch.float32 and bool(torch.isfinite(grad).all()), k
+    flat16 = torch.cat([g16[k].flatten() for k in g32])
+    flat32 = torch.cat([v.flatten() for v in g32.values()])
+    assert float(F.cosine_similarity(flat16, flat32, dim=0)) > 0.9
+    # reduced-precision inputs are accepted under autocast; outside it they are a clear error
+    with ops.use_backend(backend), torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert rel_err(model.eval()(x.bfloat16()).float(), model(x).float()) < BF16_REL
+        with pytest.raises(TypeError, match="input has dtype torch.bfloat16 but the model's "
+                                            "parameters are torch.float32"):
+            model(x.bfloat16())
+
+
+def test_input_dtype_must_match_the_model():
+    model = GlobalNodeGCN(8).eval()
+    x = torch.randn(2, 16, 2)
+    for dtype in (torch.float64, torch.float16):
+        with pytest.raises(TypeError, match=f"input has dtype {dtype} but the model's parameters "
+                                            "are torch.float32"):
+            model(x.to(dtype))
+    assert model.double()(x.double()).dtype == torch.float64
+
+
 # ----------------------------------------------------------------------------- input, compile
 def test_bad_input():
     model = GlobalNodeGCN(8).eval()

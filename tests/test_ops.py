@@ -315,6 +315,111 @@ def test_gjl_bad_input(backend, case):
 
 
 # ----------------------------------------------------------------------------------------------
+# autocast: the constant graph and float32 weights meet a reduced-precision activation
+
+ALL_CPU_BACKENDS = ["reference"] + CPU_KERNEL_BACKENDS
+# bfloat16 rounds each input to 8 significant bits (2^-9 relative); these small sums stay within
+# about 1e-2 of the output's largest value, gradients within 2e-2
+BF16_OP_REL = 3e-2
+
+
+@pytest.mark.parametrize("backend", ALL_CPU_BACKENDS)
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_agc_under_cpu_autocast(backend, x_dtype):
+    """Under torch.autocast("cpu", bfloat16) a float32 A and float32 weights are cast with x, on
+    every backend: bfloat16 output close to float64, float32 gradients for the float32 leaves."""
+    args = make_agc(2, 5, 6, 3, 4, 17, 3, attention=True, with_b=True, with_bias=True,
+                    dtype=torch.float32, seed=12)
+    ref_args = {k: (v.double() if v is not None else None) for k, v in args.items()}
+    gout = torch.randn(2, 6, 4, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y_ref, g_ref = run_agc(ref_args, "reference", gout)
+    leaves = {k: (v.detach().clone().requires_grad_(k != "A") if v is not None else None)
+              for k, v in args.items()}
+    x_in = leaves["x"].to(x_dtype)  # what a previous layer returns under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ops.adaptive_graph_conv(**{**leaves, "x": x_in}, backend=backend)
+    assert y.dtype == torch.bfloat16
+    assert_close_scaled(y, y_ref, BF16_OP_REL, f"{backend} y")
+    names = _differentiable(args)
+    grads = torch.autograd.grad(y, [leaves[n] for n in names], gout.to(y.dtype))
+    for name, grad in zip(names, grads):
+        assert grad.dtype == torch.float32 and bool(torch.isfinite(grad).all()), name
+        scale = g_ref["theta_w"].abs().max() if name == "theta_b" else None
+        assert_close_scaled(grad, g_ref[name], 2 * BF16_OP_REL, f"{backend} grad {name}", scale)
+
+
+@pytest.mark.parametrize("backend", ALL_CPU_BACKENDS)
+@pytest.mark.parametrize("lam", [0.3, "tensor"])
+def test_gjl_under_cpu_autocast(backend, lam):
+    args = make_gjl((3, 2), 17, 8, 3, joint=True, shared=True, biases=True, dtype=torch.float32)
+    lam = torch.tensor(0.3) if lam == "tensor" else lam
+    gout = torch.randn(3, 2, 17, 3, dtype=torch.float64)
+    ref_args = {k: v.double() for k, v in args.items()}
+    y_ref, g_ref = run_gjl(ref_args, lam.double() if isinstance(lam, torch.Tensor) else lam,
+                           "reference", gout)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, g = run_gjl({**args, "x": args["x"].bfloat16()}, lam, backend, gout)
+    assert y.dtype == torch.bfloat16
+    assert_close_scaled(y, y_ref, BF16_OP_REL, f"{backend} y")
+    for name, ref in g_ref.items():
+        assert g[name] is not None and bool(torch.isfinite(g[name]).all()), name
+        assert_close_scaled(g[name], ref, 2 * BF16_OP_REL, f"{backend} grad {name}")
+
+
+@pytest.mark.parametrize("backend", [b for b in ALL_CPU_BACKENDS if b != "triton"])
+def test_temporal_conv_under_cpu_autocast(backend):  # (no triton kernel: it runs the reference)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 6, 20, 17, generator=g)
+    w, b = torch.randn(5, 6, 9, generator=g) / 8, torch.randn(5, generator=g)
+    r = torch.randn(2, 5, 7, 17, generator=g)
+    want = reference.temporal_conv(x.double(), w.double(), b.double(), r.double(), (4, 4), True, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        y = ops.temporal_conv(x.bfloat16(), w, b, residual=r, stride=3, relu=True, backend=backend)
+    assert y.dtype == torch.bfloat16
+    assert_close_scaled(y, want, BF16_OP_REL, backend)
+
+
+def test_autocast_leaves_float64_alone():
+    """Like torch's autocast, float64 tensors are not cast: a float64 argument next to a float32
+    one is still a dtype error, and an all-float64 call runs in float64."""
+    args = make_agc(1, 3, 4, 2, 3, 5, 2, attention=True, with_b=True, with_bias=True,
+                    dtype=torch.float32, seed=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(TypeError,
+                           match="W has dtype torch.float64 but x has dtype torch.bfloat16"):
+            ops.adaptive_graph_conv(**{**args, "W": args["W"].double()})
+        y = ops.adaptive_graph_conv(**{k: (v.double() if v is not None else None)
+                                       for k, v in args.items()})
+        assert y.dtype == torch.float64
+    # outside autocast a mixed call is an error, as before
+    with pytest.raises(TypeError, match="A has dtype torch.float32 but x has dtype torch.bfloat16"):
+        ops.adaptive_graph_conv(**{**args, "x": args["x"].bfloat16()})
+
+
+@pytest.mark.parametrize("backend", ALL_CPU_BACKENDS)
+def test_A_requiring_grad_is_refused(backend):
+    """A is a constant graph (no gradient on any backend): an A that requires grad is an error,
+    not a silently missing gradient; under no_grad it is harmless."""
+    args = make_agc(1, 3, 4, 2, 3, 5, 2, attention=True, with_b=True, with_bias=True,
+                    dtype=torch.float64, seed=4)
+    A = args["A"].clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="A requires grad.*A.detach()"):
+        ops.adaptive_graph_conv(**{**args, "A": A}, backend=backend)
+    with torch.no_grad():
+        y = ops.adaptive_graph_conv(**{**args, "A": A}, backend=backend)
+    assert_close_scaled(y, reference.adaptive_graph_conv(**args), 1e-10, backend)
+
+
+def test_A_requiring_grad_is_refused_by_the_raw_op():
+    pk = _native_ops_or_skip()
+    a = make_agc(1, 3, 4, 2, 3, 5, 2, attention=True, with_b=False, with_bias=False, seed=5)
+    args = [a[n] for n in AGC_NAMES]
+    args[1] = args[1].clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="A requires grad"):
+        pk.agc_forward(*args)
+
+
+# ----------------------------------------------------------------------------------------------
 # torch.library: opcheck and torch.compile
 
 

@@ -226,3 +226,105 @@ def test_reduced_precision_inputs_compute_in_float32(dtype):
                    None, None, True, True)
     assert got.dtype == dtype
     assert (got.double() - want).abs().max().item() < 2e-2 * max(1.0, want.abs().max().item())
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile integer arguments: an error, never a crash
+
+_FUZZ_CHILD = r'''
+import itertools, sys
+import torch
+import posekernels  # noqa: F401  (registers the ops)
+from posekernels import ops
+
+BIG = [-2**63, -2**62, -2**31, -1, 0, 1, 2, 3, 4, 8, 9, 2**20, 2**20 + 1, 2**31 - 1, 2**31,
+       2**32 + 3, 2**62, 2**62 + 1, 2**63 - 1]
+PADS = [-2**63, -1, 0, 1, 8, 2**20, 2**62, 2**63 - 1]
+OK_ERRORS = (ValueError, TypeError, RuntimeError, OverflowError)
+pk = torch.ops.posekernels
+weights = {}  # (kernel, stride, C) -> a transformed weight of the right shape, when it is small
+
+
+def weight_candidates(kernel, stride, c):
+    """The right transformed weight when it is small; else an empty one (an overflowing depth
+    can wrap around to 0: C = 4, stride = 2**62) and an arbitrary one."""
+    if 1 <= stride <= kernel <= 64:
+        if (kernel, stride, c) not in weights:
+            weights[kernel, stride, c] = pk.tconv_transform_weight(torch.randn(2, c, kernel),
+                                                                   stride)
+        return [weights[kernel, stride, c]]
+    return [torch.randn(6, 2, 0), torch.randn(6, 2, 5)]
+
+
+calls = 0
+for stride in BIG:  # tconv_transform_weight(weight, stride)
+    for k in (1, 3, 9):
+        calls += 1
+        try:
+            pk.tconv_transform_weight(torch.randn(2, 4, k), stride)
+        except OK_ERRORS:
+            pass
+for x in (torch.randn(1, 2, 10, 3), torch.randn(1, 4, 9, 2)):  # tconv_forward
+    for kernel, stride in itertools.product(BIG, repeat=2):
+        for wt in weight_candidates(kernel, stride, x.shape[1]):
+            for left, right in itertools.product(PADS, repeat=2):
+                calls += 1
+                try:
+                    pk.tconv_forward(x, wt, kernel, stride, None, None, None, left, right, True)
+                except OK_ERRORS:
+                    pass
+small = [-2**63, -1, 0, 1, 3, 9, 2**20 + 1, 2**31, 2**62, 2**63 - 1, 2**64]
+x, w = torch.randn(1, 2, 10, 3), torch.randn(4, 2, 9)
+for backend in ("cpu", "reference"):  # the Python front end
+    for stride, left, right in itertools.product(small, repeat=3):
+        calls += 1
+        try:
+            ops.temporal_conv(x, w, stride=stride, padding=(left, right), backend=backend)
+        except OK_ERRORS:
+            pass
+print("SURVIVED", calls)
+'''
+
+
+def test_raw_tconv_integer_arguments_never_crash():
+    """tconv_forward / tconv_transform_weight (raw ops and the Python front end) with huge,
+    negative and overflowing kernel, stride and padding values: every call returns or raises;
+    the process survives (a child process, so a crash fails this test instead of pytest)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", _FUZZ_CHILD], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and "SURVIVED" in proc.stdout, (
+        f"exit code {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: torch.ops.posekernels.tconv_forward(torch.randn(1, 4, 9, 2), torch.randn(6, 1, 0), 3,
+                                                 2**62, None, None, None, 0, 0, False),
+     r"stride must be >= 1 and <= kernel = 3, got 4611686018427387904"),
+    (lambda: torch.ops.posekernels.tconv_forward(torch.randn(1, 4, 9, 2), torch.randn(6, 1, 8),
+                                                 2**40, 1, None, None, None, 0, 0, False),
+     r"kernel must be >= 1 and <= 1048576"),
+    (lambda: torch.ops.posekernels.tconv_forward(
+        torch.randn(1, 3, 10, 4), torch.ops.posekernels.tconv_transform_weight(
+            torch.randn(4, 3, 9), 1), 9, 1, None, None, None, 2**62, 2**62, False),
+     r"pad_left and pad_right must be >= 0 and <= kernel - 1 = 8"),
+    (lambda: torch.ops.posekernels.tconv_transform_weight(torch.randn(1, 4, 3), 2**62),
+     r"stride must be >= 1 and <= kernel = 3"),
+    (lambda: ops.temporal_conv(torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), padding=2**62),
+     r"padding must be at most 1048576 frames"),
+])
+def test_tconv_integer_bounds_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_front_end_sends_wide_padding_to_the_reference():
+    """A padding of k frames or more (legal for a convolution) runs the reference formulation,
+    since the fused kernel's raw op only takes paddings below k."""
+    x, w, b = torch.randn(1, 3, 10, 4), torch.randn(4, 3, 9), torch.randn(4)
+    got = ops.temporal_conv(x, w, b, padding=(9, 12), stride=2, relu=True, backend="cpu")
+    want = _conv64(x, w, b, None, (9, 12), True, 2)
+    assert got.shape == want.shape and (got.double() - want).abs().max().item() < 1e-4

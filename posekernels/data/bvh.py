@@ -36,11 +36,16 @@ Import (:func:`import_bvh`)
    neighbours' midpoint.
 5. Resampling to ``fps`` (default 50) by linear interpolation of joint positions on the time
    grid ``t0 + k / fps`` (t0 = time of the first kept frame) up to the last kept frame; gaps left
-   by dropped frames are interpolated across. ``fps=None`` keeps the source frames.
+   by dropped frames are interpolated across. ``fps=None`` keeps the source frames. The
+   resampled clip may hold at most ``max_frames`` frames (default :data:`MAX_RESAMPLED_FRAMES`,
+   2,000,000: 11 hours at 50 fps, 400 MB for 17 joints): a wild ``Frame Time`` (3 frames of
+   100000 s would resample to 5,000,001 frames, 6.3 GB) raises ValueError naming the file, its
+   frame time and frame count, before anything is allocated.
 """
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -51,11 +56,15 @@ import numpy as np
 __all__ = [
     "BvhJoint", "Bvh", "parse_bvh", "read_bvh", "forward_kinematics", "euler_to_matrix",
     "CMU_UNIT_METRES", "CMU_H36M17_TABLE", "BvhImport", "import_bvh", "find_glitches",
-    "resample_positions", "resolve_joint_table", "y_up_to_z_up",
+    "resample_positions", "resampled_length", "resolve_joint_table", "y_up_to_z_up",
+    "MAX_RESAMPLED_FRAMES",
 ]
 
 #: Length of one CMU BVH unit in metres.
 CMU_UNIT_METRES = 0.056444
+
+#: Default bound on the length of a resampled clip (``max_frames`` of :func:`import_bvh`).
+MAX_RESAMPLED_FRAMES = 2_000_000
 
 JointSpec = Union[str, Sequence[str]]
 
@@ -452,21 +461,40 @@ def find_glitches(positions: np.ndarray, fps: float, max_speed: float = 10.0
     return frames.astype(np.int64), spikes.astype(np.int64)
 
 
-def resample_positions(positions: np.ndarray, times: np.ndarray, fps: float
+def _count(n: float) -> str:
+    return f"{int(n):,}" if n < 1e15 else f"{n:.3g}"
+
+
+def resampled_length(times: np.ndarray, fps: float) -> float:
+    """Number of frames :func:`resample_positions` makes from samples at ``times`` (seconds) at
+    ``fps``: ``floor((times[-1] - times[0]) * fps) + 1``, as a float (inf when it overflows)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if len(times) <= 1:
+        return 1.0
+    frames = float(times[-1] - times[0]) * float(fps)
+    return math.floor(frames + 1e-6) + 1.0 if math.isfinite(frames) else math.inf
+
+
+def resample_positions(positions: np.ndarray, times: np.ndarray, fps: float,
+                       max_frames: int | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear interpolation of (frames, ...) samples taken at increasing ``times`` (seconds) onto
     ``times[0] + k / fps`` for every k with the time within ``[times[0], times[-1]]``.
 
     Returns ``(resampled, lower, weight)``: output k is
     ``positions[lower[k]] * (1 - weight[k]) + positions[lower[k] + 1] * weight[k]``.
+    ``max_frames``: raise ValueError (before allocating) when the result would hold more frames.
     """
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    n_out = resampled_length(times, fps)
+    if max_frames is not None and n_out > max_frames:
+        raise ValueError(f"resampling {positions.shape[0]} samples spanning "
+                         f"{float(times[-1] - times[0]):g} s to {fps:g} fps would give "
+                         f"{_count(n_out)} frames, more than max_frames = {max_frames:,}")
     n = positions.shape[0]
     if n == 1:
         return positions.copy(), np.zeros(1, dtype=np.int64), np.zeros(1)
-    span = float(times[-1] - times[0])
-    n_out = int(math.floor(span * fps + 1e-6)) + 1
+    n_out = int(n_out)
     t = times[0] + np.arange(n_out) / fps
     lower = np.clip(np.searchsorted(times, t, side="right") - 1, 0, n - 2)
     w = np.clip((t - times[lower]) / (times[lower + 1] - times[lower]), 0.0, 1.0)
@@ -501,14 +529,23 @@ def import_bvh(path_or_bvh: str | os.PathLike | Bvh, *,
                joint_table: Sequence[JointSpec] = CMU_H36M17_TABLE,
                scale: float = CMU_UNIT_METRES, up_axis: str = "y", fps: float | None = 50.0,
                tpose: str = "auto", tpose_jump: float = 0.2, drop_zero_frames: bool = True,
-               max_speed: float = 10.0, repair_glitches: bool = False) -> BvhImport:
+               max_speed: float = 10.0, repair_glitches: bool = False,
+               max_frames: int | None = MAX_RESAMPLED_FRAMES) -> BvhImport:
     """Import a BVH file as joint positions in metres (see the module docstring for each step).
 
     ``up_axis`` is the file's up axis: ``"y"`` (converted to Z-up) or ``"z"`` (kept).
-    ``max_speed`` (m/s) is the velocity-check limit of :func:`find_glitches`. Raises ValueError
-    naming the file when the file is malformed, the table names missing joints, or no frame is
-    left.
+    ``max_speed`` (m/s) is the velocity-check limit of :func:`find_glitches`. ``max_frames``
+    bounds the number of resampled frames (default :data:`MAX_RESAMPLED_FRAMES`, 2,000,000;
+    None: no bound). Raises ValueError naming the file when the file is malformed, the table
+    names missing joints, no frame is left, or resampling would exceed ``max_frames`` (that error
+    also gives the file's frame time and frame count).
     """
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                   or max_frames < 1):
+        raise ValueError(f"max_frames must be a positive int or None, got {max_frames!r}")
+    if fps is not None and not (isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+                                and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive finite number or None, got {fps!r}")
     bvh = path_or_bvh if isinstance(path_or_bvh, Bvh) else read_bvh(path_or_bvh)
     src = bvh.source
     if tpose not in ("auto", "first", "none"):
@@ -542,6 +579,17 @@ def import_bvh(path_or_bvh: str | os.PathLike | Bvh, *,
         raise ValueError(f"{src}: no frames left after dropping the T-pose")
     dropped = np.setdiff1d(np.arange(bvh.num_frames), kept)
 
+    times = kept * (1.0 / bvh.fps)
+    if fps is not None and fps != bvh.fps and max_frames is not None:
+        n_out = resampled_length(times, float(fps))
+        if n_out > max_frames:
+            raise ValueError(
+                f"{src}: {bvh.num_frames} frames with 'Frame Time: {bvh.frame_time:g}' "
+                f"({float(times[-1] - times[0]):g} s between the first and last kept frame) "
+                f"would resample to {_count(n_out)} frames at {float(fps):g} fps, more than "
+                f"max_frames = {max_frames:,}; check the file's Frame Time, or pass a larger "
+                "max_frames (max_frames=None: no bound) or fps=None (keep the source frames)")
+
     pos = mapped(kept)
     if not np.isfinite(pos).all():
         raise ValueError(f"{src}: forward kinematics produced non-finite positions")
@@ -549,7 +597,6 @@ def import_bvh(path_or_bvh: str | os.PathLike | Bvh, *,
     glitch_local, spikes = find_glitches(pos, src_fps, max_speed)
     if repair_glitches and spikes.size:
         pos[spikes] = 0.5 * (pos[spikes - 1] + pos[spikes + 1])
-    times = kept * (1.0 / src_fps)
     if fps is None or fps == src_fps:
         out, out_fps, out_times = pos, src_fps, times
     else:

@@ -41,14 +41,21 @@ STRIDE = 3
 
 # ----------------------------------------------------------------------------- input checks
 def check_pose_input(x, *, joints: int, coords: int, skeleton: str, window: int | None = None,
-                     layout: str) -> None:
+                     layout: str, dtype: torch.dtype | None = None) -> None:
     """Shape, dtype and value checks for a model input; raises ValueError/TypeError naming what
-    was expected. ``layout`` describes the expected shape, e.g. ``"(N, T, V, 2)"``. The NaN/inf
+    was expected. ``layout`` describes the expected shape, e.g. ``"(N, T, V, 2)"``. ``dtype``:
+    the model's parameter dtype; the input must have it (models do not cast their input), except
+    under ``torch.autocast`` for the input's device, where float16, bfloat16 and float32 inputs
+    of a float16/bfloat16/float32 model are all accepted (autocast casts them). The NaN/inf
     check is skipped while torch.compile traces and is queued asynchronously on CUDA."""
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"input must be a floating-point tensor of shape {layout}, got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype and not _autocast_accepts(x, dtype):
+        raise TypeError(f"input has dtype {x.dtype} but the model's parameters are {dtype}; the "
+                        f"model does not cast its input: pass x.to({dtype}) (or convert the model "
+                        f"with model.to({x.dtype}))")
     ndim = 4 if window is not None else 3
     expected = (["N"] + ([str(window)] if window is not None else []) + [str(joints), str(coords)])
     expected_txt = "(" + ", ".join(expected) + ")"
@@ -74,6 +81,16 @@ def check_pose_input(x, *, joints: int, coords: int, skeleton: str, window: int 
     else:
         torch._assert_async(torch.isfinite(x).all(), "input contains NaN or inf; every "
                             "coordinate must be finite")
+
+
+_AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _autocast_accepts(x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether autocast is on for x's device and both x and the model's dtype are ones it casts."""
+    kind = x.device.type
+    return (kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind)
+            and x.dtype in _AUTOCAST_ELIGIBLE and dtype in _AUTOCAST_ELIGIBLE)
 
 
 # ----------------------------------------------------------------------------- units
@@ -372,6 +389,11 @@ class GLAGCN(nn.Module):
 
     Any receptive field 3**k (k >= 1) and any skeleton of :mod:`posekernels.skeletons` (or a
     :class:`~posekernels.skeletons.Skeleton`).
+
+    Dtypes: the input must have the model's dtype (float32 unless converted with ``.double()``
+    & co.); another dtype raises TypeError naming both (the input is not cast). Under
+    ``torch.autocast`` the model runs forward and backward on every backend, and float16,
+    bfloat16 and float32 inputs are all accepted; the graph ops run in the autocast dtype.
     """
 
     def __init__(self, receptive_field: int = 243, channels: int = 96,
@@ -425,7 +447,8 @@ class GLAGCN(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         check_pose_input(x, joints=self.num_joints, coords=2, skeleton=self.skeleton.name,
-                         window=self.receptive_field, layout="(N, T, V, 2)")
+                         window=self.receptive_field, layout="(N, T, V, 2)",
+                         dtype=self.data_bn.weight.dtype)
 
     def features(self, x: Tensor) -> Tensor:
         """Normalised input (N, T, V, 2) -> expand-block features (N, C, T, V)."""

@@ -146,6 +146,11 @@ class GlobalNodeGCN(nn.Module):
 
     ``forward(x)`` -> (N, V, 3); ``forward(x, return_aux=True)`` -> ``(pose, aux)`` with aux the
     logits (N, K), the decoder's reconstruction (N, V, 3), or None.
+
+    Dtypes: the input must have the model's dtype (float32 unless converted); another dtype
+    raises TypeError naming both (the input is not cast). Under ``torch.autocast`` the model runs
+    forward and backward on every backend, and float16, bfloat16 and float32 inputs are all
+    accepted.
     """
 
     def __init__(self, channels: int = 128, skeleton: str | Skeleton = "h36m16",
@@ -187,7 +192,7 @@ class GlobalNodeGCN(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         check_pose_input(x, joints=self.num_joints, coords=2, skeleton=self.skeleton.name,
-                         layout="(N, V, 2)")
+                         layout="(N, V, 2)", dtype=self.input_layer.conv.W.dtype)
 
     def forward(self, x: Tensor, return_aux: bool = False):
         self.check_input(x)

@@ -40,6 +40,9 @@ __all__ = [
 
 BACKENDS = ("cuda", "triton", "cpu", "reference")
 
+# The largest kernel the compiled temporal convolution accepts (python_api/checks.h).
+_TCONV_MAX_KERNEL = 1 << 20
+
 _local = threading.local()
 
 
@@ -123,12 +126,30 @@ def _kernels(backend: str):
     return _triton_module() if backend == "triton" else _native
 
 
-def _autocast(device: torch.device, *tensors):
-    """Cast floating tensors to the autocast dtype when autocast is on (kernels take one dtype)."""
-    if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
-        dtype = torch.get_autocast_dtype(device.type)
-        return tuple(t.to(dtype) if t is not None else None for t in tensors)
-    return tensors
+def _autocast_dtype(x) -> torch.dtype | None:
+    """The autocast dtype that applies to ``x``'s device, or None (autocast off, or no tensor)."""
+    if not isinstance(x, Tensor):
+        return None
+    kind = x.device.type
+    if kind in ("cuda", "cpu") and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
+def _autocast(dtype: torch.dtype | None, *tensors):
+    """Autocast's cast of an op's arguments: with autocast on (``dtype`` not None), every float16,
+    bfloat16 or float32 tensor becomes ``dtype`` (float64 tensors, like under torch's own autocast,
+    and non-tensors are left alone). This runs before the arguments are validated, so a model's
+    constant float32 graph ``A`` and its float32 parameters meet a bfloat16 activation in one
+    dtype, and the op runs in the autocast dtype on every backend (the kernels take one dtype).
+    The casts are differentiable: parameters get their gradients in their own dtype."""
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if isinstance(t, Tensor) and t.dtype in _AUTOCAST_ELIGIBLE else t
+                 for t in tensors)
+
+
+_AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _contiguous(*tensors):
@@ -151,14 +172,20 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
 
     where theta_k / phi_k are 1x1 convolutions (theta_w[k], theta_b[k]). Without theta_w/phi_w
     there is no attention term C; without B there is no B. Gradients flow to every argument
-    except A, which is a constant graph. This equals the released GLA-GCN graph unit (conv_a =
-    theta, conv_b = phi, PA = B, conv_d = W), summed over partitions.
+    except A, which is a constant graph: an ``A`` that requires grad (with grad mode on) raises
+    ValueError on every backend, rather than silently getting no gradient. This equals the
+    released GLA-GCN graph unit (conv_a = theta, conv_b = phi, PA = B, conv_d = W), summed over
+    partitions.
+
+    Under ``torch.autocast`` (for x's device) every float16/bfloat16/float32 argument is cast to
+    the autocast dtype before the checks, so a float32 ``A`` or ``W`` meets a bfloat16 ``x``; the
+    kernels then run in that dtype (the cpu kernels compute in float32 internally).
     """
-    _validate.check_adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    args = _autocast(_autocast_dtype(x), x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    _validate.check_adaptive_graph_conv(*args)
     name = _resolve(backend, x.device)
     if name == "reference":
-        return reference.adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
-    args = _autocast(x.device, x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+        return reference.adaptive_graph_conv(*args)
     return _kernels(name).adaptive_graph_conv(*_contiguous(*args))
 
 
@@ -191,16 +218,18 @@ def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tens
 
     With only one weight group given, that group alone is used (lam is ignored). The kernel
     backends blend the two groups into one per-joint weight first (a V*C*D elementwise op) and
-    run a single fused per-joint product.
+    run a single fused per-joint product. Under ``torch.autocast`` the arguments are cast to the
+    autocast dtype first, as in :func:`adaptive_graph_conv`.
     """
+    x, W_joint, b_joint, W_shared, b_shared = _autocast(_autocast_dtype(x), x, W_joint, b_joint,
+                                                        W_shared, b_shared)
     _validate.check_grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam)
     name = _resolve(backend, x.device)
     if name == "reference":
         return reference.grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam)
     v, c = x.shape[-2], x.shape[-1]
     W, b = _blend(W_joint, b_joint, W_shared, b_shared, lam, v)
-    x3, W, b = _autocast(x.device, x.reshape(-1, v, c), W, b)
-    y = _kernels(name).joint_linear(*_contiguous(x3, W, b))
+    y = _kernels(name).joint_linear(*_contiguous(x.reshape(-1, v, c), W, b))
     return y.reshape(*x.shape[:-1], W.shape[-1])
 
 
@@ -222,18 +251,22 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     with a Winograd F(4, 3) kernel (a strided convolution is run as a stride-1 one over the
     stride's phases; half the multiply-adds of a direct convolution at k = 9; in float32 each output's error stays
     within a few 1e-6 of the sum of its terms' magnitudes, against about 1e-7 for a direct
-    convolution). Other backends, kernels of fewer than 3 taps, and inputs that require grad use
-    the reference formulation (``F.conv2d`` + add + ReLU: cuDNN on CUDA).
+    convolution). Other backends, kernels of fewer than 3 taps per stride phase, a padding of k
+    frames or more on either side, and inputs that require grad use the reference formulation
+    (``F.conv2d`` + add + ReLU: cuDNN on CUDA). Under autocast it runs in the autocast dtype.
     """
     pads = _validate.temporal_padding(padding, weight.shape[2] if isinstance(weight, Tensor)
                                       and weight.dim() >= 3 else 1)
+    x, weight, bias, residual = _autocast(_autocast_dtype(x), x, weight, bias, residual)
     _validate.check_temporal_conv(x, weight, bias, residual, pads, stride)
     name = _resolve(backend, x.device)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bias, residual))
     k = weight.shape[2]
-    if name != "cpu" or needs_grad or -(-k // stride) < 3:  # fewer than 3 taps per phase
+    # the fused kernel takes fewer than 3 taps per phase nowhere, and (like the raw op's checks)
+    # no padding of k frames or more and no kernel above 2^20 taps
+    if (name != "cpu" or needs_grad or -(-k // stride) < 3 or max(pads) >= k
+            or k > _TCONV_MAX_KERNEL):
         return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
-    x, weight, bias, residual = _autocast(x.device, x, weight, bias, residual)
     weight_t = _native.temporal_conv_weight(weight, stride)
     return _native.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)

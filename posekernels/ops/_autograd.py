@@ -13,7 +13,8 @@ Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn)
 -> (Tensor gx, Tensor gW, Tensor gbias, Tensor gB, Tensor gtheta_w, Tensor gtheta_b,
 Tensor gphi_w, Tensor gphi_b)``
     Gradients with the shapes of their inputs; the gradient of an absent input is an empty
-    tensor of shape (0,). A is a constant.
+    tensor of shape (0,). A is a constant: a forward with an ``A`` that requires grad raises
+    ValueError (it would otherwise silently get no gradient).
 
 ``jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor``
     x (M, V, C), W (V, C, D), b (V, D): y[m, v] = x[m, v] @ W[v] + b[v], shape (M, V, D).
@@ -60,6 +61,9 @@ def register_agc(forward: str, backward: str) -> None:
 
     def setup_context(ctx, inputs, output):
         x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b = inputs
+        if A.requires_grad:  # the formula has no gradient for A: refuse rather than drop it
+            raise ValueError(f"{forward}: A requires grad, but A is a constant graph and gets no "
+                             "gradient; pass A.detach() (a learned graph belongs in B)")
         _, attn = output
         ctx.has = tuple(t is not None for t in (bias, B, theta_w, theta_b, phi_w, phi_b))
         ctx.save_for_backward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, attn)

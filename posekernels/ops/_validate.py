@@ -14,6 +14,10 @@ from torch import Tensor
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+# temporal_conv: zero frames added on either side at most (2^20; a sane bound that keeps every
+# size computation far from overflow)
+MAX_TEMPORAL_PADDING = 1 << 20
+
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
@@ -68,6 +72,11 @@ def check_adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b) 
         raise ValueError("A must hold at least one partition (K >= 1), got K = 0")
     _expect("A", A, (k, v, v), "(K, V, V) with V = x.shape[3]")
     _same("A", A, x, "x")
+    if A.requires_grad and torch.is_grad_enabled():
+        raise ValueError("A requires grad, but A is a constant graph: adaptive_graph_conv gives "
+                         "gradients to every argument except A, so A would silently get none. "
+                         "Pass A.detach() (or build it under torch.no_grad()); a learned graph "
+                         "belongs in B, which does get a gradient")
     W = _tensor("W", W, 3, "(K, Cout, Cin)")
     if W.shape[0] != k or W.shape[2] != cin or W.shape[1] == 0:
         raise ValueError(f"W must have shape (K, Cout, Cin) = ({k}, Cout, {cin}) with Cout >= 1, "
@@ -183,6 +192,9 @@ def temporal_padding(padding, kernel: int) -> tuple[int, int]:
         raise TypeError(f"padding must be None, an int or a pair of ints (left, right), got {padding!r}")
     if min(pads) < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")
+    if max(pads) > MAX_TEMPORAL_PADDING:
+        raise ValueError(f"padding must be at most {MAX_TEMPORAL_PADDING} frames on each side, "
+                         f"got {padding!r}")
     return pads
 
 
