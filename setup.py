@@ -60,7 +60,9 @@ def require_installed_torch():
     if os.environ.get("POSEKERNELS_ALLOW_TORCH_MISMATCH") == "1":
         return torch
     installed = _target_torch()
-    if installed is not None and installed != torch.__version__:
+    # compare release versions: a wheel's metadata may lack the local label ("2.11.0" for
+    # torch.__version__ "2.11.0+cu130")
+    if installed is not None and installed.split("+")[0] != torch.__version__.split("+")[0]:
         raise SystemExit(f"posekernels: this build sees torch {torch.__version__} "
                          f"({os.path.dirname(torch.__file__)}), but torch {installed} is installed "
                          f"for {sys.executable}; an extension built against one does not load in "

@@ -46,7 +46,7 @@ GN = dict(epochs=6, batch_size=64, frame_stride=16, optimizer="adam", lr=5e-3, l
 # jitter, random flip (an epoch is one pass over the frames, each in one orientation: half the
 # released code's steps per epoch), Adam with a cosine schedule; validated through random
 # evaluation cameras with detector noise.
-LIVE = dict(epochs=16, batch_size=64, frame_stride=1, optimizer="adam", lr=2e-3, lr_min=1e-5,
+LIVE = dict(epochs=13, batch_size=64, frame_stride=1, optimizer="adam", lr=2e-3, lr_min=1e-5,
             lr_schedule="cosine", bn_momentum_decay=True, val_every=2, cameras="random",
             augment_2d=True, scale_jitter=0.1, detector_noise=True, val_cameras="random",
             val_num_cameras=4)
@@ -189,8 +189,9 @@ def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> N
         dst = default_checkpoint_path(SHIPPED[run])
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         cfg = dict(ck["config"])
+        root = os.path.dirname(os.path.dirname(os.path.abspath(out)))  # <root>/out/cmu
         for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
-            cfg[key] = os.path.relpath(cfg[key], ROOT) if cfg.get(key) else cfg.get(key)
+            cfg[key] = os.path.relpath(cfg[key], root) if cfg.get(key) else cfg.get(key)
         metrics = shipped_metrics(model, data)
         hist = ck.get("history") or []
         metrics.update(run=run, validation_subjects=VAL, epochs_done=ck.get("epoch"),
