@@ -1,8 +1,10 @@
-"""The two hot operations of graph-convolutional pose lifting, with interchangeable backends.
+"""The three operations of graph-convolutional pose lifting, with interchangeable backends.
 
 Every model in posekernels goes through these functions: :func:`adaptive_graph_conv` and
 :func:`grouped_joint_linear` (differentiable, every backend), plus the inference-only
-:func:`temporal_conv` (the fused temporal convolution that the CPU inference plans use).
+:func:`temporal_conv` (the temporal convolution with a fused epilogue that the CPU inference
+plans use). :func:`blend_joint_weights` folds the two weight groups of
+:func:`grouped_joint_linear` into one, as its kernel backends do.
 
 Backends:
 
@@ -15,6 +17,10 @@ Backends:
 
 ``backend=None`` picks the first entry of :func:`available_backends` for the tensor's device;
 :func:`use_backend` changes that choice for a block of code (for example a whole model).
+
+:mod:`posekernels.ops.unchecked` calls the compiled kernels of the ``cpu`` and ``cuda`` backends
+without the checks of these functions: the fast path of the inference plans
+(:func:`posekernels.inference.build_plan`), for callers that prepared their arguments once.
 """
 from __future__ import annotations
 
@@ -27,12 +33,13 @@ import torch
 from torch import Tensor
 
 from .. import _ext
-from . import _native, _validate, reference
+from . import _validate, reference, unchecked
 
 __all__ = [
     "adaptive_graph_conv",
     "grouped_joint_linear",
     "temporal_conv",
+    "blend_joint_weights",
     "available_backends",
     "use_backend",
     "BACKENDS",
@@ -93,7 +100,7 @@ def available_backends(device: torch.device | str | None = None) -> list[str]:
 
 @contextlib.contextmanager
 def use_backend(name: str | None) -> Iterator[None]:
-    """Make ``name`` the default backend of both ops inside a ``with`` block (None: automatic).
+    """Make ``name`` the default backend of every op inside a ``with`` block (None: automatic).
 
     >>> with posekernels.ops.use_backend("reference"):
     ...     y = model(x)
@@ -123,7 +130,7 @@ def _resolve(backend: str | None, device: torch.device) -> str:
 
 
 def _kernels(backend: str):
-    return _triton_module() if backend == "triton" else _native
+    return _triton_module() if backend == "triton" else unchecked
 
 
 def _autocast_dtype(x) -> torch.dtype | None:
@@ -189,11 +196,21 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
     return _kernels(name).adaptive_graph_conv(*_contiguous(*args))
 
 
-def _blend(W_joint, b_joint, W_shared, b_shared, lam, v):
-    """Fold the two weight groups into one per-joint weight (V, C, D) and bias (V, D) or None."""
+def blend_joint_weights(W_joint: Tensor | None, b_joint: Tensor | None,
+                        W_shared: Tensor | None, b_shared: Tensor | None,
+                        lam: float | Tensor, num_joints: int) -> tuple[Tensor, Tensor | None]:
+    """The two weight groups of :func:`grouped_joint_linear` as one per-joint weight
+    (V, C, D) and bias (V, D) (None without biases), ``V = num_joints``::
+
+        W[v] = lam * W_joint[v] + (1 - lam) * W_shared,   b[v] = lam * b_joint[v] + (1 - lam) * b_shared
+
+    so that ``grouped_joint_linear(x, ...)[..., v, :] == x[..., v, :] @ W[v] + b[v]``. A missing
+    bias of a present group counts as zero; with one group only, that group is returned (the
+    shared one expanded to every joint, without a copy) and ``lam`` is ignored. Differentiable
+    (a tensor ``lam`` gets its gradient). Arguments are not checked here."""
     if W_joint is None:
-        W = W_shared.expand(v, -1, -1)
-        return W, (None if b_shared is None else b_shared.expand(v, -1))
+        W = W_shared.expand(num_joints, -1, -1)
+        return W, (None if b_shared is None else b_shared.expand(num_joints, -1))
     if W_shared is None:
         return W_joint, b_joint
     W = lam * W_joint + (1 - lam) * W_shared
@@ -217,9 +234,9 @@ def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tens
                        + (1 - lam) * (x[..., v, :] @ W_shared + b_shared)
 
     With only one weight group given, that group alone is used (lam is ignored). The kernel
-    backends blend the two groups into one per-joint weight first (a V*C*D elementwise op) and
-    run a single fused per-joint product. Under ``torch.autocast`` the arguments are cast to the
-    autocast dtype first, as in :func:`adaptive_graph_conv`.
+    backends blend the two groups into one per-joint weight first (:func:`blend_joint_weights`,
+    a V*C*D elementwise op) and run a single fused per-joint product. Under ``torch.autocast``
+    the arguments are cast to the autocast dtype first, as in :func:`adaptive_graph_conv`.
     """
     x, W_joint, b_joint, W_shared, b_shared = _autocast(_autocast_dtype(x), x, W_joint, b_joint,
                                                         W_shared, b_shared)
@@ -228,7 +245,7 @@ def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tens
     if name == "reference":
         return reference.grouped_joint_linear(x, W_joint, b_joint, W_shared, b_shared, lam)
     v, c = x.shape[-2], x.shape[-1]
-    W, b = _blend(W_joint, b_joint, W_shared, b_shared, lam, v)
+    W, b = blend_joint_weights(W_joint, b_joint, W_shared, b_shared, lam, v)
     y = _kernels(name).joint_linear(*_contiguous(x.reshape(-1, v, c), W, b))
     return y.reshape(*x.shape[:-1], W.shape[-1])
 
@@ -268,5 +285,5 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if (name != "cpu" or needs_grad or -(-k // stride) < 3 or max(pads) >= k
             or k > _TCONV_MAX_KERNEL):
         return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
-    weight_t = _native.temporal_conv_weight(weight, stride)
-    return _native.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)
+    weight_t = unchecked.temporal_conv_weight(weight, stride)
+    return unchecked.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)

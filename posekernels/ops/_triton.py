@@ -3,7 +3,7 @@
 The four ops implement the schemas documented in :mod:`posekernels.ops._autograd` with the Triton
 kernels of :mod:`posekernels.ops._triton_kernels`; fake kernels and autograd are registered
 through :func:`_autograd.register_agc` / :func:`_autograd.register_jl`, exactly as for the compiled
-ops in :mod:`posekernels.ops._native`.
+ops in :mod:`posekernels.ops.unchecked`.
 
 The kernels run on CUDA tensors, and on CPU tensors when ``TRITON_INTERPRET=1`` was set before
 triton was first imported (testing only: slow; bf16 is computed in fp32 there because the

@@ -1,7 +1,8 @@
-"""Plain PyTorch reference of the two ops: the specification, the fallback and the test oracle.
+"""Plain PyTorch reference of the three ops: the specification, the fallback and the test oracle.
 
 Written for readability, not speed: every formula appears exactly as in the documentation of
-:func:`posekernels.ops.adaptive_graph_conv` and :func:`posekernels.ops.grouped_joint_linear`.
+:func:`posekernels.ops.adaptive_graph_conv`, :func:`posekernels.ops.grouped_joint_linear` and
+:func:`posekernels.ops.temporal_conv`.
 Autograd comes from PyTorch itself.
 """
 from __future__ import annotations
