@@ -1,7 +1,8 @@
 """ONNX export of a lifting model through the reference path.
 
-:func:`export_onnx` folds the model into its inference plan (:func:`posekernels.stream.build_plan`,
-BatchNorms folded, eval only) with ``backend="reference"``, so every graph convolution is traced
+:func:`export_onnx` folds the model into its inference plan
+(:func:`posekernels.inference.build_plan`, BatchNorms folded, eval only) with
+``backend="reference"``, so every graph convolution is traced
 as plain PyTorch (einsum, softmax, conv) instead of the compiled custom ops, which ONNX cannot
 represent. The graph has one input ``keypoints2d`` (N, T, V, 2), normalised screen coordinates,
 and one output ``pose3d`` (N, V, 3), root-relative metres; the batch axis N is dynamic. It uses
@@ -18,14 +19,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from .inference import build_plan, model_joints
+
 __all__ = ["export_onnx", "check_onnx"]
+
+
+def _window_shape(model: nn.Module) -> tuple[int, int]:
+    """(T, V) of the model's input window."""
+    joints = model_joints(model)
+    if joints is None:
+        raise ValueError("the model has neither num_joints nor a skeleton: its input shape "
+                         "(N, T, V, 2) is unknown")
+    return int(getattr(model, "receptive_field", 1)), joints
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, batch: int = 1,
                 opset: int = 17) -> str:
     """Write ``model`` (GLAGCN or any posekernels lifting model) to ``path`` as ONNX."""
-    from .stream._plan import build_plan
-
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -33,8 +43,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, batch: int = 1,
             from None
     model = model.eval()
     plan = build_plan(model, backend="reference").cpu().eval()
-    T = int(getattr(model, "receptive_field", 1))
-    V = int(getattr(model, "num_joints", None) or model.skeleton.num_joints)
+    T, V = _window_shape(model)
     example = torch.zeros(batch, T, V, 2)
     path = os.fspath(path)
     with warnings.catch_warnings(), torch.no_grad():
@@ -53,8 +62,7 @@ def check_onnx(model: nn.Module, path: str | os.PathLike, *, batch: int = 4,
     except ImportError:
         raise ImportError("checking needs onnxruntime: pip install 'posekernels[onnx]'") from None
     model = model.eval()
-    T = int(getattr(model, "receptive_field", 1))
-    V = int(getattr(model, "num_joints", None) or model.skeleton.num_joints)
+    T, V = _window_shape(model)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, T, V, 2, generator=g) * 0.3
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])

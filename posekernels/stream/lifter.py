@@ -62,8 +62,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..inference import window_offsets
-from ._plan import build_plan
+from ..inference import build_plan, model_joints
 
 __all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
 
@@ -137,12 +136,11 @@ class StreamingLifter:
     max_batch : most windows per forward, a positive int (default: from a ~256 MiB activation
         budget).
     cuda_graph : capture the steady-state step in a CUDA graph (default: True on CUDA).
-    fold : use the folded inference plan (:mod:`posekernels.stream._plan`); False calls the
-        model's own forward.
+    fold : use the folded inference plan (:func:`posekernels.inference.build_plan`); False calls
+        the model's own forward.
     tune_allocator : on the CPU, call :func:`posekernels.tune_cpu_allocator` (process-wide:
         glibc keeps freed activation blocks for reuse instead of page-faulting them back in on
-        every step; 13-31 % of a batch-16 forward on the development machine). False leaves the
-        allocator alone.
+        every step). False leaves the allocator alone.
 
     Thread safety: one lifter may be used from several threads; its methods serialise on a lock
     (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
@@ -201,12 +199,10 @@ class StreamingLifter:
             tune_cpu_allocator()
         self.dtype = params[0].dtype
         self.receptive_field = T = int(getattr(model, "receptive_field", 1))
-        joints = getattr(model, "num_joints", None)
-        if joints is None:
-            joints = getattr(getattr(model, "skeleton", None), "num_joints", None)
+        joints = model_joints(model)
         if joints is None:
             raise ValueError("model must have num_joints (or a skeleton) to size the stream")
-        self.num_joints = V = int(joints)
+        self.num_joints = V = joints
         self.num_streams = S = int(num_streams)
         self.flip_tta = bool(flip_tta)
         self.min_score = float(min_score)
@@ -220,17 +216,13 @@ class StreamingLifter:
             p.requires_grad_(False)
         self.plan = build_plan(infer, fold=fold)
         self.half = 0 if causal else (T - 1) // 2
-        self._offsets = window_offsets(T, causal)  # for documentation / checks
         if max_batch is None:
             channels = int(getattr(model, "channels", 64))
             per_window = channels * T * V * 4 * 6 * (2 if flip_tta else 1)
             max_batch = max(1, min(S, (256 << 20) // per_window))
         self.max_batch = int(max_batch)
         if skeleton is not None:
-            perm = list(range(V))
-            for a, b in zip(skeleton.left, skeleton.right):
-                perm[a], perm[b] = b, a
-            self._flip_perm = torch.tensor(perm, device=self.device)
+            self._flip_perm = torch.tensor(skeleton.flip_permutation(), device=self.device)
         # ---- device state
         dev, dt = self.device, self.dtype
         self.ring = torch.zeros(S, T + 1, V, 2, device=dev, dtype=dt)

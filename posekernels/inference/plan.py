@@ -11,17 +11,20 @@ that does less work per call:
 * dropout, input checks and the sequence head (unused at inference) are dropped;
 * residual additions and ReLUs run in place (fused ``aten::_add_relu_`` on the CPU), the strided
   modules' residual is added in place;
-* the individually connected layer's two weight groups are blended once (lam is fixed);
-* the graph convolutions call the compiled op directly when the automatic backend for the device
-  is a compiled one (``cpu``/``cuda``: the same kernel :func:`posekernels.ops.adaptive_graph_conv`
-  dispatches to, without repeating its Python argument validation on every call), and
-  :mod:`posekernels.ops` otherwise;
-* on the CPU (float32/float64 models with the compiled extension) a graph unit is one
-  ``posekernels::agc_unit_forward`` call (graph convolution + shortcut + ReLU) and a block's
-  temporal convolution one ``posekernels::tconv_forward`` call (Winograd F(4, 3), the block's
-  residual, a 1x1 residual convolution included, and ReLU fused; weights transformed once here).
-  The Winograd convolutions round differently from a direct convolution: the plan then matches
-  the model to about 1e-5 relative instead of 1e-6 (the tests bound it).
+* the individually connected layer's two weight groups are blended once
+  (:func:`posekernels.ops.blend_joint_weights`; lam is fixed);
+* with the default ``backend=None``, when the automatic backend of the model's device is a
+  compiled one (``cpu``/``cuda``), the ops run through :mod:`posekernels.ops.unchecked`: the
+  kernels :func:`posekernels.ops.adaptive_graph_conv` & co. dispatch to, without repeating the
+  checked ops' Python argument validation on every call; otherwise, and with an explicit
+  ``backend``, through the checked ops of :mod:`posekernels.ops`;
+* on that path on the CPU (float32/float64 models) a graph unit is one
+  :func:`~posekernels.ops.unchecked.graph_unit` call (graph convolution + shortcut + ReLU) and a
+  block's temporal convolution one :func:`~posekernels.ops.unchecked.temporal_conv` call
+  (Winograd F(4, 3), the block's residual, a 1x1 residual convolution included, and ReLU fused;
+  weights transformed once here). The Winograd convolutions round differently from a direct
+  convolution: the plan then matches the model to about 1e-5 relative instead of 1e-6 (the tests
+  bound it).
 
 With ``backend="reference"`` every op goes through the plain PyTorch reference formulation,
 which is what :mod:`posekernels.export` traces to ONNX.
@@ -35,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _ext, ops
+from .. import ops
 from ..models.glagcn import causal_shift
-from ..ops import reference
+from ..ops import reference, unchecked
 
 __all__ = ["build_plan", "GLAGCNPlan", "ModulePlan"]
 
@@ -80,14 +83,14 @@ def _p(t: Tensor | None, like: Tensor) -> nn.Parameter | None:
 class _Graph(nn.Module):
     """Folded GraphUnit: ReLU(agc(x; W*s, bias*s (+t)) + shortcut(x))."""
 
-    def __init__(self, unit, backend):
+    def __init__(self, unit, backend, fast):
         super().__init__()
         ref = unit.W
         scale, shift = _bn_affine(unit.bn)
         W = unit.W.detach().double() * scale[None, :, None]
         bias = unit.bias.detach().double() * scale[None, :]
         bias[0] += shift
-        self.backend = backend
+        self.backend, self.fast = backend, fast
         self.register_buffer("A", unit.A.detach().clone())
         self.W, self.bias = _p(W, ref), _p(bias, ref)
         self.B = _p(unit.B, ref)
@@ -100,16 +103,15 @@ class _Graph(nn.Module):
             self.sc_w, self.sc_b = _p(w, ref), _p(b, ref)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.backend == "native":
+        if self.fast:
             x = x.contiguous()
         args = (x, self.A, self.W, self.bias, self.B, self.theta_w, self.theta_b, self.phi_w,
                 self.phi_b)
-        if self.backend == "native" and x.device.type == "cpu":
+        if self.fast and x.device.type == "cpu":
             # one pass: relu(agc(x) + shortcut(x)) (the CPU kernel's inference epilogue)
-            return torch.ops.posekernels.agc_unit_forward(*args, self.sc_w, self.sc_b,
-                                                          self.sc_w is None, True)
-        if self.backend == "native":
-            y = torch.ops.posekernels.agc_forward(*args)[0]
+            return unchecked.graph_unit(*args, self.sc_w, self.sc_b, relu=True)
+        if self.fast:
+            y = unchecked.adaptive_graph_conv(*args)
         elif self.backend == "reference":
             y = reference.adaptive_graph_conv(*args)
         else:
@@ -124,8 +126,9 @@ class _Temporal(nn.Module):
     """Folded TemporalUnit: conv (k, 1) / stride (s, 1) with the BN folded in.
 
     ``fused``: convolutions of at least 3 taps per stride phase on the CPU with the compiled
-    extension run ``posekernels::tconv_forward`` (Winograd F(4, 3), with the block's residual
-    and ReLU fused in; see :meth:`fused_forward`), its weight transformed once here."""
+    extension run :func:`posekernels.ops.unchecked.temporal_conv` (Winograd F(4, 3), with the
+    block's residual and ReLU fused in; see :meth:`fused_forward`), its weight transformed once
+    here."""
 
     def __init__(self, unit, channels_last=False, fused=False):
         super().__init__()
@@ -139,8 +142,7 @@ class _Temporal(nn.Module):
         self.pad = unit.conv.padding[0]
         self.fused = bool(fused) and -(-self.kernel // self.stride) >= 3
         if self.fused:
-            self.weight_t = _p(torch.ops.posekernels.tconv_transform_weight(
-                w.to(ref.dtype), self.stride), ref)
+            self.weight_t = _p(unchecked.temporal_conv_weight(w.to(ref.dtype), self.stride), ref)
             # causal: the shift pads k - s frames on the left and the convolution none
             self.pads = ((self.kernel - self.stride, 0) if self.causal
                          else (self.pad, self.pad))
@@ -157,15 +159,15 @@ class _Temporal(nn.Module):
         """``act(conv(x) + bias + residual)`` in one compiled pass (only when ``fused``); with
         ``residual_w`` the residual term is the 1x1 map ``residual_w @ residual`` (its bias then
         comes in ``bias``, which replaces the convolution's own)."""
-        return torch.ops.posekernels.tconv_forward(x, self.weight_t, self.kernel, self.stride,
-                                                   self.bias if bias is None else bias, residual,
-                                                   residual_w, self.pads[0], self.pads[1], relu)
+        return unchecked.temporal_conv(x, self.weight_t, self.kernel, self.stride,
+                                       self.bias if bias is None else bias, residual,
+                                       self.pads[0], self.pads[1], relu, residual_w=residual_w)
 
 
 class _Block(nn.Module):
-    def __init__(self, block, backend, channels_last=False, fused=False):
+    def __init__(self, block, backend, fast, channels_last=False, fused=False):
         super().__init__()
-        self.gcn = _Graph(block.gcn, backend)
+        self.gcn = _Graph(block.gcn, backend, fast)
         self.tcn = _Temporal(block.tcn, channels_last, fused=fused and not channels_last)
         self.mode = block.residual_mode
         self.residual = _Temporal(block.residual) if block.residual is not None else None
@@ -199,10 +201,10 @@ class _Block(nn.Module):
 
 
 class _Stage(nn.Module):
-    def __init__(self, stage, backend, channels_last=False, fused=False):
+    def __init__(self, stage, backend, fast, channels_last=False, fused=False):
         super().__init__()
-        self.block1 = _Block(stage.block1, backend, channels_last, fused)
-        self.block2 = _Block(stage.block2, backend, channels_last, fused)
+        self.block1 = _Block(stage.block1, backend, fast, channels_last, fused)
+        self.block2 = _Block(stage.block2, backend, fast, channels_last, fused)
         self.pool, self.offset = stage.pool, stage.offset
         self.plain = backend == "reference"
 
@@ -214,26 +216,28 @@ class _Stage(nn.Module):
         return y + r if self.plain else y.add_(r)
 
 
-def _native_backend_for(device: torch.device) -> bool:
-    compiled = _ext.compiled_backends()
-    first = ops.available_backends(device)[0]
-    return first in ("cpu", "cuda") and first in compiled and device.type in ("cpu", "cuda")
+def _unchecked_for(device: torch.device) -> bool:
+    """Whether the automatic backend of ``device`` is a compiled one that
+    :mod:`posekernels.ops.unchecked` can call directly."""
+    return (ops.available_backends(device)[0] in ("cpu", "cuda")
+            and unchecked.available(device, "adaptive_graph_conv")
+            and unchecked.available(device, "joint_linear"))
 
 
 class GLAGCNPlan(nn.Module):
     """A folded, eval-only GLA-GCN: ``forward(x (N, T, V, 2)) -> (N, V, 3)`` (see module doc).
 
-    ``backend``: None (the automatic backend of :mod:`posekernels.ops`, calling the compiled op
-    directly when it is ``cpu``/``cuda``), or a backend name of :mod:`posekernels.ops`
-    (``"reference"`` for plain traceable PyTorch).
+    ``backend``: None (the automatic backend of :mod:`posekernels.ops`, through
+    :mod:`posekernels.ops.unchecked` when it is ``cpu``/``cuda``: then ``unchecked`` is True), or
+    a backend name of :mod:`posekernels.ops` (``"reference"`` for plain traceable PyTorch).
     """
 
     def __init__(self, model, backend: str | None = None, channels_last: bool | None = None):
         super().__init__()
         ref = next(model.parameters())
-        if backend is None:
-            backend = "native" if _native_backend_for(ref.device) else None
+        fast = backend is None and _unchecked_for(ref.device)
         self.backend = backend
+        self.unchecked = fast
         self.plain = backend == "reference"
         self.receptive_field = model.receptive_field
         self.causal = model.causal
@@ -245,34 +249,31 @@ class GLAGCNPlan(nn.Module):
                              .contiguous())
         self.register_buffer("in_shift", shift.view(v, 2).t().reshape(1, 2, 1, v).to(ref)
                              .contiguous())
-        # channels_last: the (9, 1) convolutions alone run about 1.5x faster in channels-last
-        # layout on the CPU, but the layout copies around the graph convolutions (which take
-        # NCHW) cancel the gain end to end (measured: no faster at T=81/N=16 and T=243/N=1), so
-        # it is off by default
+        # channels_last: the (9, 1) convolutions alone run faster in channels-last layout on the
+        # CPU, but the layout copies around the graph convolutions (which take NCHW) cancel the
+        # gain end to end, so it is off by default
         self.channels_last = bool(channels_last)
         cl = self.channels_last
         # the compiled temporal convolution (Winograd, fused residual + ReLU) for float32/64 CPU
-        # models whose graph convolutions run natively too
-        fused = (backend == "native" and ref.device.type == "cpu"
+        # models whose graph convolutions run unchecked too
+        fused = (fast and unchecked.available(ref.device, "temporal_conv")
                  and ref.dtype in (torch.float32, torch.float64))
         self.fused_temporal = fused
-        self.expand = _Block(model.expand, backend, cl, fused)
-        self.global_blocks = nn.ModuleList([_Block(b, backend, cl, fused)
+        self.expand = _Block(model.expand, backend, fast, cl, fused)
+        self.global_blocks = nn.ModuleList([_Block(b, backend, fast, cl, fused)
                                             for b in model.global_blocks])
-        self.stages = nn.ModuleList([_Stage(s, backend, cl, fused) for s in model.stages])
+        self.stages = nn.ModuleList([_Stage(s, backend, fast, cl, fused) for s in model.stages])
         head = model.head
         self.head_kind = head.kind
         self.out_features = head.out_features
-        if head.kind == "icl":
-            lam = head.lam
-            W = lam * head.W_joint.detach().double() + (1 - lam) * head.W_shared.detach().double()
-            b = lam * head.b_joint.detach().double() + (1 - lam) * head.b_shared.detach().double()
-        elif head.kind == "shared":
-            W = head.W_shared.detach().double().expand(v, -1, -1)
-            b = head.b_shared.detach().double().expand(v, -1)
-        else:  # fc: (V*C, V*out) as a single "joint"
-            W = head.W_shared.detach().double()[None]
-            b = head.b_shared.detach().double()[None]
+        def f64(t):
+            return None if t is None else t.detach().double()
+
+        if head.kind == "fc":  # (V*C, V*out) as a single "joint"
+            W, b = f64(head.W_shared)[None], f64(head.b_shared)[None]
+        else:  # "icl" (both groups, blended) or "shared" (the shared group on every joint)
+            W, b = ops.blend_joint_weights(f64(head.W_joint), f64(head.b_joint),
+                                           f64(head.W_shared), f64(head.b_shared), head.lam, v)
         self.head_W, self.head_b = _p(W, ref), _p(b, ref)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -289,8 +290,8 @@ class GLAGCNPlan(nn.Module):
             feat = feat.reshape(n, 1, -1)
         if self.plain:
             y = reference.joint_linear(feat, self.head_W, self.head_b)
-        elif self.backend == "native":
-            y = torch.ops.posekernels.jl_forward(feat.contiguous(), self.head_W, self.head_b)
+        elif self.unchecked:
+            y = unchecked.joint_linear(feat.contiguous(), self.head_W, self.head_b)
         else:
             y = ops.grouped_joint_linear(feat, self.head_W, self.head_b, backend=self.backend)
         return y.reshape(n, self.num_joints, self.out_features)

@@ -1,13 +1,16 @@
-"""Offline lifting of whole 2D sequences: one 3D pose per frame."""
+"""Offline lifting of whole 2D sequences (one 3D pose per frame), and the facts about a lifting
+model that every way of running it reads: its window (:func:`window_offsets`) and its joint
+count (:func:`model_joints`)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .data.windows import flip_pose
+from ..data.windows import flip_pose
+from .plan import GLAGCNPlan, build_plan
 
-__all__ = ["lift_sequence", "window_offsets"]
+__all__ = ["lift_sequence", "window_offsets", "model_joints"]
 
 
 class _WindowToPose(nn.Module):
@@ -30,13 +33,19 @@ def window_offsets(receptive_field: int, causal: bool) -> Tensor:
     return torch.arange(receptive_field) + start
 
 
-def _model_layout(model: nn.Module) -> tuple[int, bool, int]:
-    receptive_field = int(getattr(model, "receptive_field", 1))
-    causal = bool(getattr(model, "causal", False))
+def model_joints(model: nn.Module) -> int | None:
+    """The number of joints V a lifting model takes: its ``num_joints``, else its skeleton's
+    (``model.skeleton.num_joints``); None when it has neither."""
     joints = getattr(model, "num_joints", None)
     if joints is None:
         joints = getattr(getattr(model, "skeleton", None), "num_joints", None)
-    return receptive_field, causal, joints
+    return None if joints is None else int(joints)
+
+
+def _model_layout(model: nn.Module) -> tuple[int, bool, int | None]:
+    receptive_field = int(getattr(model, "receptive_field", 1))
+    causal = bool(getattr(model, "causal", False))
+    return receptive_field, causal, model_joints(model)
 
 
 def _predict(model: nn.Module, windows: Tensor, windowed: bool) -> Tensor:
@@ -61,7 +70,7 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     input (test-time flip, using the model skeleton's left/right lists).
 
     ``fold=True`` (default) runs a :class:`~posekernels.models.GLAGCN` through its folded
-    inference plan (:func:`posekernels.stream.build_plan`: BatchNorms folded, fused compiled
+    inference plan (:func:`posekernels.inference.build_plan`: BatchNorms folded, fused compiled
     kernels on the CPU), the same computation :class:`~posekernels.stream.StreamingLifter` does,
     so that streamed and offline results agree to float rounding. The plan's outputs differ from
     the model's own forward by float32 rounding only (about 1e-5 relative at most: its CPU
@@ -102,8 +111,6 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
         with torch.no_grad():
             runner = model
             if fold:
-                from .stream._plan import GLAGCNPlan, build_plan
-
                 plan = build_plan(model)
                 if isinstance(plan, GLAGCNPlan):  # (B, T, V, 2) -> (B, V, 3) directly
                     runner = _WindowToPose(plan)

@@ -1,0 +1,24 @@
+"""Inference: a trained lifting model turned into 3D poses.
+
+* :func:`build_plan` (:mod:`posekernels.inference.plan`): the folded inference plan of a model
+  (:class:`GLAGCNPlan` for a GLA-GCN: BatchNorms folded, the compiled kernels called through
+  :mod:`posekernels.ops.unchecked`; :class:`ModulePlan` for any other model). It is the engine of
+  everything below and of :class:`posekernels.stream.StreamingLifter` and
+  :func:`posekernels.export.export_onnx` (``backend="reference"``), so that offline, streamed and
+  exported poses agree.
+* :func:`lift_sequence` (:mod:`posekernels.inference.lift`): offline lifting of a whole 2D
+  sequence, one pose per frame (also ``posekernels.lift_sequence``).
+* :func:`window_offsets`: the frames a model's window covers around the frame it predicts
+  (centred or causal); :func:`model_joints`: the number of joints a model takes.
+
+Layering: this package uses :mod:`posekernels.models`, :mod:`posekernels.ops` and
+:mod:`posekernels.data`; :mod:`posekernels.stream`, :mod:`posekernels.export`,
+:mod:`posekernels.evaluation` and the command line use it, never the reverse.
+"""
+from __future__ import annotations
+
+from .lift import lift_sequence, model_joints, window_offsets
+from .plan import GLAGCNPlan, ModulePlan, build_plan
+
+__all__ = ["lift_sequence", "window_offsets", "model_joints", "build_plan", "GLAGCNPlan",
+           "ModulePlan"]
