@@ -74,13 +74,11 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
                        seed: int = 0, cameras: str = "rig", num_cameras: int = 4,
                        camera_seed: int | None = None):
     """Import BVH files / folders (CMU conventions, 50 Hz) and project them (module doc)."""
-    from .cli.import_bvh import _collect
-    from .data import import_bvh
+    from .data.bvh import bvh_sequence_name, find_bvh_files, import_bvh
 
     positions: dict[str, dict[str, np.ndarray]] = {}
-    for path in _collect(list(paths)):
-        subj = subject or os.path.basename(os.path.dirname(os.path.abspath(path)))
-        action = os.path.splitext(os.path.basename(path))[0]
+    for path in find_bvh_files(list(paths)):
+        subj, action = bvh_sequence_name(path, subject)
         if action in positions.get(subj, {}):
             raise ValueError(f"{path}: duplicate sequence {subj}/{action}")
         positions.setdefault(subj, {})[action] = import_bvh(

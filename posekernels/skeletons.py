@@ -41,7 +41,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Skeleton", "SKELETONS", "get_skeleton", "skeleton_names"]
+__all__ = ["Skeleton", "SKELETONS", "get_skeleton", "skeleton_names", "flip_permutation"]
+
+
+def flip_permutation(num_joints: int, left, right) -> list[int]:
+    """The joint permutation that exchanges ``left[i]`` and ``right[i]`` (horizontal flips of
+    poses: :meth:`Skeleton.flip_permutation`, :func:`posekernels.data.flip_pose`). ValueError
+    when the lists differ in length or name a joint outside ``range(num_joints)``."""
+    if len(left) != len(right):
+        raise ValueError("left and right joint lists differ in length")
+    perm = list(range(num_joints))
+    for a, b in zip(left, right):
+        if not (0 <= a < num_joints and 0 <= b < num_joints):
+            raise ValueError(f"left/right joint index out of range for {num_joints} joints")
+        perm[a], perm[b] = b, a
+    return perm
 
 
 @dataclass(frozen=True)
@@ -104,10 +118,7 @@ class Skeleton:
 
     def flip_permutation(self) -> list[int]:
         """Joint permutation that swaps left and right (for horizontal-flip augmentation)."""
-        perm = list(range(self.num_joints))
-        for a, b in zip(self.left, self.right):
-            perm[a], perm[b] = b, a
-        return perm
+        return flip_permutation(self.num_joints, self.left, self.right)
 
     def bones(self) -> list[tuple[int, int]]:
         """The tree's ``(child, parent)`` pairs (anatomical bones)."""

@@ -215,17 +215,18 @@ def test_pair_sequences_world_to_camera_and_trim(tmp_path):
         F.pair_sequences(world, p2, {"S9": cams[:1]})
 
 
-def test_private_skeleton_constants_agree_with_skeletons_module():
-    """posekernels.data keeps its own copy of the few skeleton facts it needs; keep them equal."""
-    sk = pytest.importorskip("posekernels.skeletons")
-    from posekernels.data import _skeleton as P
+def test_data_takes_joint_facts_from_the_skeletons_module():
+    """posekernels.data keeps no copy of skeleton facts: its defaults are posekernels.skeletons'."""
+    import inspect
 
-    h = sk.get_skeleton("h36m17")
-    assert tuple(h.parents) == P.H36M17_PARENTS
-    assert (tuple(h.left), tuple(h.right)) == (P.H36M17_LEFT, P.H36M17_RIGHT)
-    he = sk.get_skeleton("humaneva15")
-    assert tuple(he.parents) == P.HUMANEVA15_PARENTS
-    assert (tuple(he.left), tuple(he.right)) == (P.HUMANEVA15_LEFT, P.HUMANEVA15_RIGHT)
-    m = sk.get_skeleton("mpi3dhp17")
-    assert (tuple(m.left), tuple(m.right)) == (P.MPI3DHP17_LEFT, P.MPI3DHP17_RIGHT)
-    assert m.parents.index(-1) == P.MPI3DHP17_ROOT
+    from posekernels.data import virtual, windows
+    from posekernels.skeletons import flip_permutation, get_skeleton
+
+    h = get_skeleton("h36m17")
+    params = inspect.signature(windows.flip_pose).parameters
+    assert (params["left"].default, params["right"].default) == (h.left, h.right)
+    noise = virtual.DetectorNoise()
+    assert (tuple(noise.left), tuple(noise.right)) == (h.left, h.right)
+    assert F.h36m_metadata()["keypoints_symmetry"] == [list(h.left), list(h.right)]
+    assert windows.flip_permutation is flip_permutation
+    assert h.flip_permutation() == flip_permutation(17, h.left, h.right)

@@ -25,7 +25,7 @@ import torch
 
 from posekernels.cli import main as cli_main
 from posekernels.data import formats as F
-from posekernels.data import _io
+from posekernels.data import io as data_io
 from posekernels.models import load_official_checkpoint, official_key_shapes
 from posekernels.models.checkpoint import official_checkpoint_globals, read_official_state_dict
 from posekernels.stream import load_model
@@ -167,7 +167,7 @@ def _hostile_npzs(tmp_path, gadget_obj):
 
 
 NPZ_READERS = {
-    "load_npz": _io.load_npz,
+    "load_npz": data_io.load_npz,
     "load_positions_3d": F.load_positions_3d,
     "load_positions_2d": F.load_positions_2d,
     "load_h36m_3d": F.load_h36m_3d,
@@ -344,7 +344,7 @@ def test_npz_refusal_names_file_and_global(tmp_path, gadget):
 
 
 def test_npz_allow_list_is_exact():
-    assert set(_io.NPZ_ALLOWED_GLOBALS) == {
+    assert set(data_io.NPZ_ALLOWED_GLOBALS) == {
         "numpy.ndarray", "numpy.dtype",
         "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
         "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"}
@@ -380,7 +380,7 @@ def test_videopose3d_files_still_load(tmp_path):
     data, meta_out = F.load_positions_2d(p2)
     np.testing.assert_allclose(data["S1"]["Walking"][1], seq2 + 1, rtol=1e-6)
     assert meta_out["num_joints"] == 17 and meta_out["keypoints_symmetry"][0] == [4, 5, 6]
-    assert _io.load_npz(p2)["plain"].tolist() == [0, 1, 2, 3]
+    assert data_io.load_npz(p2)["plain"].tolist() == [0, 1, 2, 3]
     # numpy 1.x: object arrays pickled with protocol 3 under numpy.core.multiarray
     arr = np.array({"S1": {"Walking": seq3}}, dtype=object)
     member = io.BytesIO()
@@ -468,7 +468,7 @@ def test_cli_subprocess_refuses_hostile_npz(tmp_path):
 
 # ----------------------------------------------------------------------------- temporaries
 def _temporaries(folder):
-    return sorted(n for n in os.listdir(folder) if n.endswith(_io.TEMP_SUFFIX))
+    return sorted(n for n in os.listdir(folder) if n.endswith(data_io.TEMP_SUFFIX))
 
 
 @posix_only
@@ -476,7 +476,7 @@ def test_killed_write_leaves_recognisable_temporary_that_the_next_write_removes(
     target = tmp_path / "data_3d_big.npz"
     code = textwrap.dedent(f"""
         import os, signal
-        from posekernels.data._io import atomic_write
+        from posekernels.data.io import atomic_write
         def write(f):
             f.write(b"x" * 100000)
             f.flush()
@@ -501,13 +501,13 @@ def test_stale_temporary_cleanup_spares_live_and_foreign_files(tmp_path):
     target = tmp_path / "model.pt"
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     done.wait()
-    dead = _io.temporary_name(target, pid=done.pid)
-    live_parent = _io.temporary_name(target, pid=os.getppid())
-    ours = _io.temporary_name(target)
-    other_target = _io.temporary_name(tmp_path / "other.pt", pid=done.pid)
+    dead = data_io.temporary_name(target, pid=done.pid)
+    live_parent = data_io.temporary_name(target, pid=os.getppid())
+    ours = data_io.temporary_name(target)
+    other_target = data_io.temporary_name(tmp_path / "other.pt", pid=done.pid)
     other_host = os.path.join(
         str(tmp_path),
-        f".model.pt.{done.pid}.{_io._host_tag()}x.0123abcd{_io.TEMP_SUFFIX}")
+        f".model.pt.{done.pid}.{data_io._host_tag()}x.0123abcd{data_io.TEMP_SUFFIX}")
     old_style = str(tmp_path / ".model.pt.abc123.tmp")
     for name in (dead, live_parent, ours, other_target, other_host, old_style):
         with open(name, "wb") as f:
@@ -525,5 +525,5 @@ def test_failed_write_removes_its_temporary(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        _io.atomic_write(tmp_path / "out.bin", fail)
+        data_io.atomic_write(tmp_path / "out.bin", fail)
     assert os.listdir(tmp_path) == []

@@ -47,23 +47,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _collect(paths: list[str]) -> list[str]:
-    files: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = []
-            for root, _, names in os.walk(path):
-                found += [os.path.join(root, n) for n in names if n.lower().endswith(".bvh")]
-            if not found:
-                raise ValueError(f"{path}: no .bvh files in this folder")
-            files += sorted(found)
-        elif os.path.isfile(path):
-            files.append(path)
-        else:
-            raise ValueError(f"{path}: no such file or folder")
-    return files
-
-
 def _load_table(path: str):
     try:
         with open(path, encoding="utf-8") as f:
@@ -81,8 +64,8 @@ def _load_table(path: str):
 
 def run(args) -> int:
     from posekernels.data import bvh as bvh_mod
-    from posekernels.data._io import atomic_write_text
     from posekernels.data.formats import save_positions_3d
+    from posekernels.data.io import atomic_write_text
 
     try:
         out_dir = os.path.dirname(os.path.abspath(args.out))
@@ -94,12 +77,11 @@ def run(args) -> int:
             raise ValueError(f"--fps must be >= 0, got {args.fps}")
         table = _load_table(args.joint_table) if args.joint_table else bvh_mod.CMU_H36M17_TABLE
         scale = bvh_mod.CMU_UNIT_METRES if args.scale is None else args.scale
-        files = _collect(args.paths)
+        files = bvh_mod.find_bvh_files(args.paths)
         positions: dict[str, dict[str, object]] = {}
         report: dict[str, dict[str, dict]] = {}
         for path in files:
-            subject = args.subject or os.path.basename(os.path.dirname(os.path.abspath(path)))
-            action = os.path.splitext(os.path.basename(path))[0]
+            subject, action = bvh_mod.bvh_sequence_name(path, args.subject)
             if action in positions.get(subject, {}):
                 raise ValueError(f"{path}: duplicate sequence {subject}/{action}")
             res = bvh_mod.import_bvh(path, joint_table=table, scale=scale, up_axis=args.up,

@@ -11,20 +11,26 @@ Modules
 * :mod:`~posekernels.data.cameras`: camera model (intrinsics, radial/tangential distortion,
   quaternion + translation extrinsics), world <-> camera, projection, screen normalisation.
 * :mod:`~posekernels.data.bvh`: BVH parser, forward kinematics, import to Human3.6M 17 joints in
-  metres (Z-up world), resampling, T-pose / zero-frame removal, glitch flags.
+  metres (Z-up world), resampling, T-pose / zero-frame removal, glitch flags; BVH files of
+  folders and their (subject, action) names.
 * :mod:`~posekernels.data.virtual`: the default virtual camera rig and detector-like 2D noise.
 * :mod:`~posekernels.data.random_cameras`: random cameras (a fresh one per training window,
   vectorised on the device) and the seeded evaluation cameras of ``evaluate --cameras random``.
 * :mod:`~posekernels.data.windows`: :class:`WindowDataset`, on-device window gathering with
   replicate padding, causal windows and flip augmentation.
+* :mod:`~posekernels.data.io`: atomic file writes, the restricted npz reader, pose-array checks
+  (used for every file posekernels reads or writes).
+
+Joint layouts (left/right lists for flips, parents) come from :mod:`posekernels.skeletons`.
 
 Units: 3D positions in metres everywhere; 2D in pixels until normalised.
 """
 from __future__ import annotations
 
-from . import bvh, cameras, formats, random_cameras, splits, virtual, windows
-from .bvh import (CMU_H36M17_TABLE, CMU_UNIT_METRES, Bvh, BvhImport, find_glitches,
-                  forward_kinematics, import_bvh, parse_bvh, read_bvh)
+from . import bvh, cameras, formats, io, random_cameras, splits, virtual, windows
+from .bvh import (CMU_H36M17_TABLE, CMU_UNIT_METRES, Bvh, BvhImport, bvh_sequence_name,
+                  find_bvh_files, find_glitches, forward_kinematics, import_bvh, parse_bvh,
+                  read_bvh)
 from .cameras import (Camera, camera_to_world, image_coordinates, load_cameras_json,
                       look_at_camera, normalize_screen_coordinates, project_to_2d,
                       save_cameras_json, world_to_camera)
@@ -39,9 +45,10 @@ from .virtual import (DEFAULT_RIG, DetectorNoise, RigSpec, default_rig,
 from .windows import WindowDataset, flip_pose
 
 __all__ = [
-    "bvh", "cameras", "formats", "random_cameras", "splits", "virtual", "windows",
-    "CMU_H36M17_TABLE", "CMU_UNIT_METRES", "Bvh", "BvhImport", "find_glitches",
-    "forward_kinematics", "import_bvh", "parse_bvh", "read_bvh",
+    "bvh", "cameras", "formats", "io", "random_cameras", "splits", "virtual", "windows",
+    "CMU_H36M17_TABLE", "CMU_UNIT_METRES", "Bvh", "BvhImport", "bvh_sequence_name",
+    "find_bvh_files", "find_glitches", "forward_kinematics", "import_bvh", "parse_bvh",
+    "read_bvh",
     "Camera", "camera_to_world", "image_coordinates", "load_cameras_json", "look_at_camera",
     "normalize_screen_coordinates", "project_to_2d", "save_cameras_json", "world_to_camera",
     "PoseSequence", "h36m_metadata", "load_3dhp", "load_h36m_2d", "load_h36m_3d",

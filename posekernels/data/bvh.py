@@ -41,6 +41,12 @@ Import (:func:`import_bvh`)
    2,000,000: 11 hours at 50 fps, 400 MB for 17 joints): a wild ``Frame Time`` (3 frames of
    100000 s would resample to 5,000,001 frames, 6.3 GB) raises ValueError naming the file, its
    frame time and frame count, before anything is allocated.
+
+Collections (:func:`find_bvh_files`, :func:`bvh_sequence_name`)
+-------------------------------------------------------------
+BVH files or folders (searched recursively for ``*.bvh``) become a sorted file list, and each
+file a ``(subject, action)`` name: the file's folder (the CMU subject, e.g. "01") and its stem
+("01_01"); ``posekernels import-bvh`` and ``posekernels evaluate --bvh`` name sequences so.
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ __all__ = [
     "BvhJoint", "Bvh", "parse_bvh", "read_bvh", "forward_kinematics", "euler_to_matrix",
     "CMU_UNIT_METRES", "CMU_H36M17_TABLE", "BvhImport", "import_bvh", "find_glitches",
     "resample_positions", "resampled_length", "resolve_joint_table", "y_up_to_z_up",
-    "MAX_RESAMPLED_FRAMES",
+    "MAX_RESAMPLED_FRAMES", "find_bvh_files", "bvh_sequence_name",
 ]
 
 #: Length of one CMU BVH unit in metres.
@@ -614,3 +620,31 @@ def import_bvh(path_or_bvh: str | os.PathLike | Bvh, *,
     return BvhImport(positions=out, fps=out_fps, source_fps=src_fps, dropped=dropped,
                      glitches=kept[glitch_local], spikes=kept[spikes],
                      flagged=flagged.astype(np.int64), repaired=bool(repair_glitches), source=src)
+
+
+def find_bvh_files(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The BVH files named by ``paths``: each a file (taken as it is) or a folder searched
+    recursively for ``*.bvh`` (any case; sorted within the folder). A folder without BVH files
+    or a path that does not exist raises ValueError naming it."""
+    files: list[str] = []
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path):
+            found = []
+            for root, _, names in os.walk(path):
+                found += [os.path.join(root, n) for n in names if n.lower().endswith(".bvh")]
+            if not found:
+                raise ValueError(f"{path}: no .bvh files in this folder")
+            files += sorted(found)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or folder")
+    return files
+
+
+def bvh_sequence_name(path: str | os.PathLike, subject: str | None = None) -> tuple[str, str]:
+    """``(subject, action)`` of a BVH file: ``subject`` if given, else the name of the file's
+    folder; the action is the file name without its extension."""
+    path = os.fspath(path)
+    subject = subject or os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return subject, os.path.splitext(os.path.basename(path))[0]

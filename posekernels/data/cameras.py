@@ -306,7 +306,7 @@ def look_at_camera(name: str, position, target, *, width: int, height: int, foca
 
 def save_cameras_json(path: str | os.PathLike, cameras: Mapping[str, list[Camera]]) -> None:
     """Write ``{subject: [Camera, ...]}`` as JSON (schema of :func:`load_cameras_json`)."""
-    from ._io import atomic_write_text
+    from .io import atomic_write_text
 
     doc = {"units": "m", "subjects": {s: [c.to_dict() for c in cams]
                                       for s, cams in cameras.items()}}

@@ -24,7 +24,7 @@ index 14. Images are 2048 x 2048 except TS5/TS6 (1920 x 1080).
 **Pickles.** All of these files store Python dicts as object arrays, which numpy writes as
 pickles. They are never opened with ``np.load(..., allow_pickle=True)``: plain arrays are read
 with ``allow_pickle=False`` and object arrays by a restricted unpickler that resolves only
-numpy's array and scalar reconstruction (:func:`posekernels.data._io.load_npz`), so a crafted
+numpy's array and scalar reconstruction (:func:`posekernels.data.io.load_npz`), so a crafted
 file that names any other global (``os.system``, ``numpy.savetxt`` ...) raises ValueError
 naming the file and the global, and nothing in it runs.
 
@@ -41,15 +41,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..skeletons import SKELETONS
 from . import splits
-from ._io import atomic_savez, check_pose_array, load_npz, require_key
-from ._skeleton import H36M17_LEFT, H36M17_RIGHT
+from .io import atomic_savez, check_pose_array, load_npz, require_key
 
 __all__ = [
     "PoseSequence", "load_positions_3d", "save_positions_3d", "load_positions_2d",
     "save_positions_2d", "load_h36m_3d", "load_h36m_2d", "load_humaneva_3d", "load_humaneva_2d",
     "load_3dhp", "h36m_metadata", "pair_sequences",
 ]
+
+_H36M17 = SKELETONS["h36m17"]
 
 
 @dataclass
@@ -229,7 +231,7 @@ def load_positions_2d(path: str | os.PathLike, *, num_joints: int | None = None
 def h36m_metadata() -> dict:
     """The ``metadata`` entry of a Human3.6M-layout (17 joints) 2D file."""
     return {"layout_name": "h36m", "num_joints": 17,
-            "keypoints_symmetry": [list(H36M17_LEFT), list(H36M17_RIGHT)]}
+            "keypoints_symmetry": [list(_H36M17.left), list(_H36M17.right)]}
 
 
 def save_positions_2d(path: str | os.PathLike,

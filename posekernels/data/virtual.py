@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ._skeleton import H36M17_LEFT, H36M17_RIGHT
+from ..skeletons import SKELETONS
 from .cameras import Camera, look_at_camera
 from .formats import PoseSequence
 
@@ -34,6 +34,8 @@ __all__ = [
     "DEFAULT_RIG", "RigSpec", "default_rig", "recenter", "project_sequence", "project_sequences",
     "positions_2d_from_sequences", "DetectorNoise",
 ]
+
+_H36M17 = SKELETONS["h36m17"]
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,8 @@ class DetectorNoise:
     swap_prob: float = 0.002
     seed: int = 0
     joint_scale: Sequence[float] | None = None
-    left: Sequence[int] = H36M17_LEFT
-    right: Sequence[int] = H36M17_RIGHT
+    left: Sequence[int] = _H36M17.left
+    right: Sequence[int] = _H36M17.right
 
     H36M17_SCALE = (1.0, 1.0, 1.25, 1.5, 1.0, 1.25, 1.5, 1.0, 1.0, 0.8, 0.8,
                     1.0, 1.25, 1.5, 1.0, 1.25, 1.5)

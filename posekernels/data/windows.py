@@ -24,28 +24,19 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ._skeleton import H36M17_LEFT, H36M17_RIGHT
+from ..skeletons import SKELETONS, flip_permutation
 
 __all__ = ["WindowDataset", "flip_pose", "flip_permutation"]
 
-
-def flip_permutation(num_joints: int, left: Sequence[int], right: Sequence[int]) -> list[int]:
-    """Joint permutation that exchanges ``left[i]`` and ``right[i]``."""
-    if len(left) != len(right):
-        raise ValueError("left and right joint lists differ in length")
-    perm = list(range(num_joints))
-    for l, r in zip(left, right):
-        if not (0 <= l < num_joints and 0 <= r < num_joints):
-            raise ValueError(f"left/right joint index out of range for {num_joints} joints")
-        perm[l], perm[r] = r, l
-    return perm
+_H36M17 = SKELETONS["h36m17"]
 
 
-def flip_pose(x, left: Sequence[int] = H36M17_LEFT, right: Sequence[int] = H36M17_RIGHT):
+def flip_pose(x, left: Sequence[int] = _H36M17.left, right: Sequence[int] = _H36M17.right):
     """Mirror poses (..., joints, C): negate x (channel 0) and exchange left/right joints.
 
     Works on numpy arrays and torch tensors; used for flip augmentation and test-time flipping
-    (both for normalised 2D inputs and camera-frame 3D outputs).
+    (both for normalised 2D inputs and camera-frame 3D outputs). The permutation is
+    :func:`posekernels.skeletons.flip_permutation` (also importable from here).
     """
     perm = flip_permutation(x.shape[-2], left, right)
     out = x[..., perm, :]
@@ -78,8 +69,8 @@ class WindowDataset:
 
     def __init__(self, inputs_2d: Sequence[Any], targets_3d: Sequence[Any] | None = None, *,
                  receptive_field: int = 27, causal: bool = False, flip: bool = False,
-                 joints_left: Sequence[int] = H36M17_LEFT,
-                 joints_right: Sequence[int] = H36M17_RIGHT, root: int | None = 0,
+                 joints_left: Sequence[int] = _H36M17.left,
+                 joints_right: Sequence[int] = _H36M17.right, root: int | None = 0,
                  valid: Sequence[Any] | None = None, keys: Sequence[Any] | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float32):
         inputs_2d = list(inputs_2d)

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..data._io import atomic_write
+from ..data.io import atomic_write
 from ..models.checkpoint import describe_load_error
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",

@@ -247,7 +247,7 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def _write_json(path: str, obj: Any) -> None:
-    from ..data._io import atomic_write_text
+    from ..data.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 

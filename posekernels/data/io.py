@@ -1,9 +1,19 @@
-"""File helpers shared by the data modules: atomic writes, npz reading and input validation.
+"""File input and output of posekernels: atomic writes, safe npz reading, pose-array checks.
 
-npz files are read by :func:`load_npz`, which never unpickles arbitrary objects: object arrays
-go through an unpickler that resolves only numpy's array and scalar reconstruction globals
-(:data:`NPZ_ALLOWED_GLOBALS`). Atomic writes fill a recognisable temporary beside the target
-(``.<name>.<pid>.<host>.<random>.posekernels-tmp``) and remove the ones of killed writers.
+Every file posekernels writes (npz datasets, checkpoints, camera and report JSON) goes through
+these helpers, and every npz it reads:
+
+* :func:`atomic_write`, :func:`atomic_write_text`, :func:`atomic_savez` -- write a temporary file
+  beside the target, then :func:`os.replace` it: a failed or interrupted write never leaves a
+  partial file. The temporary has a recognisable name (:func:`temporary_name`:
+  ``.<name>.<pid>.<host>.<random>.posekernels-tmp``), and the ones of killed writers are removed
+  by the next write of the same target (:func:`remove_stale_temporaries`).
+* :func:`load_npz` -- the entries of an npz file without unpickling arbitrary objects: object
+  arrays go through an unpickler that resolves only numpy's array and scalar reconstruction
+  globals (:data:`NPZ_ALLOWED_GLOBALS`); anything else raises :class:`UnsafeNpzError` (a
+  ValueError) naming the file.
+* :func:`require_key`, :func:`check_pose_array` -- checks of loaded entries with errors that
+  name the file and the entry.
 """
 from __future__ import annotations
 
@@ -17,6 +27,10 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from numpy.lib import format as npformat
+
+__all__ = ["TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
+           "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS", "UnsafeNpzError",
+           "load_npz", "require_key", "check_pose_array"]
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -228,12 +242,8 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def load_npz_pickled(path: str | os.PathLike) -> dict[str, Any]:
-    """Former name of :func:`load_npz` (which no longer unpickles arbitrary objects)."""
-    return load_npz(path)
-
-
 def require_key(entries: dict[str, Any], key: str, path: str) -> Any:
+    """``entries[key]``, or ValueError naming ``path``, the key and the keys that were found."""
     if key not in entries:
         found = ", ".join(sorted(entries)) or "nothing"
         raise ValueError(f"{path}: missing key {key!r} (found: {found})")
