@@ -1,6 +1,17 @@
 """posekernels: graph-convolutional 3D human pose lifting with fused kernels.
 
-The two hot operations live in :mod:`posekernels.ops`; every model goes through them.
+Layers, each using only the ones before it:
+
+* :mod:`posekernels.ops` -- the three operations (graph convolution, grouped per-joint linear,
+  temporal convolution) with their backends; every model goes through them;
+* :mod:`posekernels.skeletons`, :mod:`posekernels.models`, :mod:`posekernels.data`,
+  :mod:`posekernels.metrics`;
+* :mod:`posekernels.checkpoints` -- saving and loading models, the shipped default lifters;
+* :mod:`posekernels.inference` -- the folded inference plan and offline lifting
+  (:func:`lift_sequence`);
+* :mod:`posekernels.stream`, :mod:`posekernels.export`, :mod:`posekernels.evaluation`,
+  :mod:`posekernels.training`, :mod:`posekernels.adapters`;
+* :mod:`posekernels.cli` -- the ``posekernels`` command (no library module imports it).
 """
 from __future__ import annotations
 
@@ -13,8 +24,9 @@ __all__ = ["__version__", "build_info", "ops", "lift_sequence", "tune_cpu_alloca
 
 
 def __getattr__(name: str):
-    """Lazy submodules: ``posekernels.stream`` / ``posekernels.adapters`` load on first use."""
-    if name in ("stream", "adapters"):
+    """Lazy submodules: ``posekernels.stream``, ``posekernels.adapters`` and
+    ``posekernels.checkpoints`` load on first use."""
+    if name in ("stream", "adapters", "checkpoints"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
@@ -53,12 +65,11 @@ def tune_cpu_allocator() -> bool:
 
     By default glibc unmaps blocks above 128 KiB-32 MiB when they are freed and trims the heap
     top, so a loop that allocates and frees the same activations every step (an inference loop
-    at a fixed batch) takes a page fault for every 4 KiB of them on every step. On the 2-core
-    development machine this made a GLA-GCN forward at batch 16, T = 81 13-31 % faster (four
-    A/B runs; benchmarks/RESULTS.md). This raises the mmap threshold to its maximum (32 MiB) and the
-    trim threshold to 1 GiB: freed memory stays in the process for reuse (resident memory stops
-    shrinking after peaks; it does not grow without bound). :class:`posekernels.stream.
-    StreamingLifter` calls it on the CPU unless ``tune_allocator=False``.
+    at a fixed batch) takes a page fault for every 4 KiB of them on every step. This raises the
+    mmap threshold to its maximum (32 MiB) and the trim threshold to 1 GiB: freed memory stays in
+    the process for reuse (resident memory stops shrinking after peaks; it does not grow without
+    bound). :class:`posekernels.stream.StreamingLifter` calls it on the CPU unless
+    ``tune_allocator=False``.
 
     Returns True when applied (glibc), False otherwise (other C libraries, no extension).
     """

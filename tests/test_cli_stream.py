@@ -9,17 +9,25 @@ import numpy as np
 import pytest
 import torch
 
+import posekernels.checkpoints as checkpoints
 import posekernels.stream as stream
 from posekernels import adapters, lift_sequence
 from posekernels.cli import main
 from posekernels.models import GLAGCN
 
 
+def _serve_model(monkeypatch, m):
+    """Make every command's load_model (posekernels.checkpoints', and its re-export in
+    posekernels.stream) return ``m``."""
+    monkeypatch.setattr(checkpoints, "load_model", lambda *a, **k: m)
+    monkeypatch.setattr(stream, "load_model", lambda *a, **k: m)
+
+
 @pytest.fixture
 def model(monkeypatch):
     torch.manual_seed(0)
     m = GLAGCN(receptive_field=9, channels=8).eval()
-    monkeypatch.setattr(stream, "load_model", lambda *a, **k: m)
+    _serve_model(monkeypatch, m)
     return m
 
 
@@ -92,16 +100,15 @@ def test_stream_cli_errors(tmp_path, capsys, model):
 
 
 def test_default_checkpoint_error_is_clear(monkeypatch):
-    from posekernels.stream import _checkpoint
-
-    training = pytest.importorskip("posekernels.training.checkpoint")
-
     def missing(map_location="cpu", mode="centered"):
         raise ValueError(f"assets/default_{mode}.pt: the default model is missing")
 
-    monkeypatch.setattr(training, "load_default_model", missing)
-    with pytest.raises(_checkpoint.DefaultModelUnavailable, match="--checkpoint PATH"):
-        _checkpoint.load_model("default")
+    monkeypatch.setattr(checkpoints, "load_default_model", missing)
+    assert stream.load_model is checkpoints.load_model
+    assert stream.DefaultModelUnavailable is checkpoints.DefaultModelUnavailable
+    with pytest.raises(checkpoints.DefaultModelUnavailable,
+                       match=r"default_causal\.pt.*--checkpoint PATH"):
+        checkpoints.load_model("default")
 
 
 def test_demo_runs_and_saves_png(tmp_path, capsys, model):
@@ -114,12 +121,11 @@ def test_demo_runs_and_saves_png(tmp_path, capsys, model):
 
 
 def test_stream_cli_with_a_checkpoint_file(tmp_path):
-    training = pytest.importorskip("posekernels.training.checkpoint")
     torch.manual_seed(2)
-    model = training.build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8,
+    model = checkpoints.build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8,
                                   "causal": True})
     path = tmp_path / "m.pt"
-    training.save_checkpoint(path, model)
+    checkpoints.save_checkpoint(path, model)
     a, sa = _coco_frames(4, 5)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"keypoints": a[f].tolist()}) + "\n" for f in range(4)))
@@ -246,7 +252,7 @@ def test_non_finite_model_output_is_never_written(tmp_path, capsys, monkeypatch)
     m = GLAGCN(receptive_field=3, channels=8).eval()
     with torch.no_grad():
         next(m.head.parameters()).fill_(float("nan"))
-    monkeypatch.setattr(stream, "load_model", lambda *a, **k: m)
+    _serve_model(monkeypatch, m)
     kp, sc = _coco_frames(4, 1)
     code, out, err = _run(tmp_path, capsys, [_frame_line(kp[f], sc[f]) for f in range(4)])
     assert code == 1 and out == []
@@ -366,11 +372,10 @@ def test_missing_input_file_is_a_clear_error(tmp_path, capsys, model):
 
 # ----------------------------------------------------------------------------- processes
 def _checkpoint(tmp_path):
-    training = pytest.importorskip("posekernels.training.checkpoint")
     torch.manual_seed(3)
-    m = training.build_model({"arch": "glagcn", "receptive_field": 9, "channels": 8})
+    m = checkpoints.build_model({"arch": "glagcn", "receptive_field": 9, "channels": 8})
     path = tmp_path / "m.pt"
-    training.save_checkpoint(path, m)
+    checkpoints.save_checkpoint(path, m)
     return path, m.eval()
 
 

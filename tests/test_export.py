@@ -33,16 +33,16 @@ def test_export_cli_reports_missing_checkpoint(tmp_path, capsys):
     code = main(["export", "--onnx", str(tmp_path / "x.onnx"), "--checkpoint",
                  str(tmp_path / "missing.pt")])
     assert code == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert f"{tmp_path / 'missing.pt'}: no such checkpoint file" in capsys.readouterr().err
 
 
 def test_export_cli_with_model(tmp_path, capsys, monkeypatch):
-    import posekernels.stream as stream
+    import posekernels.checkpoints as checkpoints
     from posekernels.cli import main
 
     torch.manual_seed(1)
-    monkeypatch.setattr(stream, "load_model", lambda *a, **k: GLAGCN(receptive_field=3,
-                                                                    channels=8).eval())
+    monkeypatch.setattr(checkpoints, "load_model", lambda *a, **k: GLAGCN(receptive_field=3,
+                                                                         channels=8).eval())
     code = main(["export", "--onnx", str(tmp_path / "m.onnx"), "--checkpoint", "default"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -28,8 +28,8 @@ from posekernels.data import formats as F
 from posekernels.data import io as data_io
 from posekernels.models import load_official_checkpoint, official_key_shapes
 from posekernels.models.checkpoint import official_checkpoint_globals, read_official_state_dict
-from posekernels.stream import load_model
-from posekernels.training import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from posekernels.checkpoints import (build_model, load_checkpoint, load_model, read_checkpoint,
+                                     save_checkpoint)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="gadgets and pids are POSIX")
 
@@ -194,7 +194,7 @@ CHECKPOINT_LOADERS = {
     "read_official_state_dict": read_official_state_dict,
     "read_checkpoint": read_checkpoint,
     "load_checkpoint": load_checkpoint,
-    "stream.load_model": load_model,
+    "load_model": load_model,
 }
 
 

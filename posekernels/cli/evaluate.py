@@ -80,10 +80,11 @@ def _camera_set(args, sequences) -> dict:
 
 
 def run(args) -> int:
+    from posekernels.checkpoints import DefaultModelUnavailable, load_model
     from posekernels.evaluation import (evaluate_sequences, headline, sequences_from_3d,
                                         sequences_from_bvh)
+    from posekernels.inference import model_joints
     from posekernels.metrics import format_table
-    from posekernels.training import load_checkpoint, load_default_model
 
     try:
         if args.batch_size < 1:
@@ -92,22 +93,19 @@ def run(args) -> int:
             raise ValueError(f"--num-cameras must lie in [1, 1000], got {args.num_cameras}")
         cams = dict(cameras=args.cameras, num_cameras=args.num_cameras,
                     camera_seed=args.camera_seed)
-        if args.checkpoint == "default":
-            model = load_default_model(args.device, mode=args.mode)
-        else:
-            model = load_checkpoint(args.checkpoint, args.device)
+        model = load_model(args.checkpoint, device=args.device, mode=args.mode)
         if args.bvh:
             sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise, **cams)
         else:
             sequences = sequences_from_3d(args.data_3d, subjects=args.subjects,
                                           detector_noise=args.detector_noise, **cams)
         joints = {s.positions_2d.shape[1] for s in sequences}
-        if joints != {model.num_joints}:
+        if joints != {model_joints(model)}:
             raise ValueError(f"the data has {sorted(joints)} joints but the model "
-                             f"({args.checkpoint}) expects {model.num_joints}")
+                             f"({args.checkpoint}) expects {model_joints(model)}")
         summary = evaluate_sequences(model, sequences, flip_tta=args.flip,
                                      batch_size=args.batch_size).summary()
-    except ValueError as exc:
+    except (ValueError, DefaultModelUnavailable) as exc:
         print(f"posekernels evaluate: error: {exc}", file=sys.stderr)
         return 1
     if args.json:

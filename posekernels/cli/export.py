@@ -18,9 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from posekernels.checkpoints import DefaultModelUnavailable, load_model
     from posekernels.export import check_onnx, export_onnx
-    from posekernels.stream import load_model
-    from posekernels.stream._checkpoint import DefaultModelUnavailable
 
     try:
         model = load_model(args.checkpoint, mode=args.mode)
@@ -29,7 +28,7 @@ def run(args) -> int:
         return 2
     try:
         export_onnx(model, args.onnx, opset=args.opset)
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:
         print(f"posekernels export: {exc}", file=sys.stderr)
         return 2
     T = getattr(model, "receptive_field", 1)

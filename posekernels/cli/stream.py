@@ -306,8 +306,8 @@ def run(args) -> int:
     import numpy as np
 
     from posekernels import adapters
-    from posekernels.stream import StreamingLifter, load_model
-    from posekernels.stream._checkpoint import DefaultModelUnavailable
+    from posekernels.checkpoints import DefaultModelUnavailable, load_model
+    from posekernels.stream import StreamingLifter
 
     if args.units != "normalized" and not (args.width > 0 and args.height > 0):
         _report("--width and --height must be positive")

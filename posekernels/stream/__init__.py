@@ -3,16 +3,17 @@ batch, CUDA graphs on the GPU, missing-data filling; one lifter may be shared by
 calls serialise on a lock) and :func:`fill_missing` (its missing-data rule, offline).
 
 The lifter runs the folded inference plan of :mod:`posekernels.inference`; :func:`build_plan`,
-:class:`GLAGCNPlan` and :class:`ModulePlan` are that package's, exported here too;
-:func:`load_model` takes ``"default"`` or a checkpoint path.
+:class:`GLAGCNPlan` and :class:`ModulePlan` are that package's, and :func:`load_model`
+(``"default"`` or a checkpoint path) and :class:`DefaultModelUnavailable` those of
+:mod:`posekernels.checkpoints`, exported here too.
 
 See :mod:`posekernels.stream.lifter` for the exact semantics.
 """
 from __future__ import annotations
 
+from ..checkpoints import DefaultModelUnavailable, load_model
 from ..inference import GLAGCNPlan, ModulePlan, build_plan
-from ._checkpoint import load_model
 from .lifter import DEFAULT_MIN_SCORE, MAX_STREAMS, StreamingLifter, fill_missing
 
 __all__ = ["StreamingLifter", "fill_missing", "build_plan", "GLAGCNPlan", "ModulePlan",
-           "load_model", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
+           "load_model", "DefaultModelUnavailable", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]

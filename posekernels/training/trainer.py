@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoints import build_model, read_checkpoint, save_checkpoint
 from .camera_data import RandomCameraWindows, augment_2d_from_dict
-from .checkpoint import build_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ddp import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .optim import bn_momentum, cosine_lr, exp_lr, make_optimizer, set_bn_momentum, set_lr

@@ -1,0 +1,232 @@
+"""The one place that loads models: posekernels checkpoints, the shipped default lifters, and
+:func:`load_model`, which every command (``stream``, ``demo``, ``export``, ``evaluate``) uses.
+
+* :func:`save_checkpoint`, :func:`read_checkpoint`, :func:`load_checkpoint` -- checkpoint files
+  (below); :func:`build_model` -- a model from its config;
+* :func:`load_default_model`, :func:`default_checkpoint_path` -- the shipped lifters;
+* :func:`load_model` -- ``"default"`` (with a mode) or a checkpoint file, in eval mode on a
+  device; a default model that is missing raises :class:`DefaultModelUnavailable`.
+
+A checkpoint is a ``torch.save`` dict of plain containers and tensors, so it is read with
+``torch.load(weights_only=True)`` (no code runs while loading)::
+
+    {"format": "posekernels-checkpoint", "version": 1,
+     "model_config": {"arch": "glagcn", "receptive_field": 27, "channels": 32, ...},
+     "model": <state dict>,
+     # optional:
+     "config": <TrainConfig as a dict>, "epoch": <epochs completed>, "optimizer": <state>,
+     "metrics": {...}, "history": [...]}
+
+``model_config["arch"]`` is ``"glagcn"`` (:class:`posekernels.models.GLAGCN` keyword
+arguments), ``"released_sagcn"`` or ``"global_node"`` (:class:`~posekernels.models.GlobalNodeGCN`).
+Writes go to a temporary file in the destination folder, then :func:`os.replace`, so a failed
+or interrupted save never leaves a partial file. Every loading problem raises ``ValueError``
+naming the file and what is wrong (missing keys, unknown architecture, state dict mismatch).
+
+The package ships two small trained lifters (see :func:`load_default_model`): a causal one
+(``posekernels/assets/default_causal.pt``: the pose of frame t as soon as frame t arrives) and a
+centred one (``posekernels/assets/default_centered.pt``), used by ``--checkpoint default``.
+``load_default_model()`` takes the centred one by default and ``load_model("default")`` the
+causal one (streaming, export). Every loader reads files with ``torch.load(weights_only=True)``
+(torch's tensor and container globals only), so a crafted file is refused before any of its code
+could run.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .data.io import atomic_write
+from .models.checkpoint import describe_load_error
+
+__all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
+           "load_checkpoint", "default_checkpoint_path", "load_default_model", "load_model",
+           "DefaultModelUnavailable", "atomic_torch_save"]
+
+FORMAT = "posekernels-checkpoint"
+VERSION = 1
+DEFAULT_MODES = {"causal": "default_causal.pt", "centered": "default_centered.pt"}
+
+
+def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+    """Construct a model from ``{"arch": ..., **kwargs}`` (see the module docstring)."""
+    from .models import GLAGCN, GlobalNodeGCN, released_sagcn
+
+    if not isinstance(model_config, Mapping) or "arch" not in model_config:
+        raise ValueError("model config must be a dict with an 'arch' entry")
+    kwargs = {k: v for k, v in model_config.items() if k != "arch"}
+    arch = model_config["arch"]
+    ctor = {"glagcn": GLAGCN, "released_sagcn": released_sagcn,
+            "global_node": GlobalNodeGCN}.get(arch)
+    if ctor is None:
+        raise ValueError(f"unknown model arch {arch!r}; expected 'glagcn', 'released_sagcn' "
+                         "or 'global_node'")
+    try:
+        model = ctor(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model config for {arch!r} has a bad argument: {exc}") from None
+    model.model_config = dict(model_config)
+    return model
+
+
+def model_config_of(model: nn.Module) -> dict:
+    """The ``model_config`` a model was built with by :func:`build_model`."""
+    cfg = getattr(model, "model_config", None)
+    if cfg is None:
+        raise ValueError("this model was not built by posekernels.checkpoints.build_model, so its "
+                         "config is unknown: build it with build_model({'arch': ..., ...})")
+    return dict(cfg)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) \
+        else model
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, *,
+                    model_config: Mapping[str, Any] | None = None, **extra: Any) -> None:
+    """Save ``model``'s state dict and config (plus ``extra`` entries such as ``config``,
+    ``epoch``, ``optimizer``, ``metrics``) atomically. Tensors are stored on the CPU."""
+    model = _unwrap(model)
+    cfg = dict(model_config) if model_config is not None else model_config_of(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    obj = {"format": FORMAT, "version": VERSION, "model_config": cfg, "model": state}
+    for key, value in extra.items():
+        if key in obj:
+            raise ValueError(f"extra entry {key!r} would overwrite a checkpoint field")
+        obj[key] = value
+    atomic_torch_save(obj, path)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load and check a checkpoint dict (``weights_only=True``); raises ValueError naming the
+    file on any problem."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, expected a posekernels checkpoint file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: empty file (0 bytes), expected a posekernels checkpoint")
+    try:
+        # torch's own allow-list only (tensors, plain containers, numbers): a checkpoint that
+        # needs any other global is refused, never unpickled.
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, unsupported globals, EOF ...
+        raise ValueError(f"{path}: not a readable posekernels checkpoint "
+                         f"({describe_load_error(exc)}); expected a torch.save file written by "
+                         "posekernels.checkpoints.save_checkpoint") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: not a posekernels checkpoint (holds a "
+                         f"{type(obj).__name__}, expected a dict)")
+    for key in ("model_config", "model"):
+        if key not in obj:
+            found = ", ".join(sorted(map(str, obj))) or "nothing"
+            raise ValueError(f"{path}: missing key {key!r} (found: {found}); a posekernels "
+                             "checkpoint holds 'model_config' and 'model'")
+    if obj.get("format", FORMAT) != FORMAT:
+        raise ValueError(f"{path}: format {obj.get('format')!r} is not {FORMAT!r}")
+    if not isinstance(obj["model"], Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in obj["model"].values()):
+        raise ValueError(f"{path}: 'model' must be a state dict of tensors")
+    if not isinstance(obj["model_config"], Mapping):
+        raise ValueError(f"{path}: 'model_config' must be a dict, got "
+                         f"{type(obj['model_config']).__name__}")
+    return obj
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing[:8]}" + (" ..." if len(missing) > 8 else ""))
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected[:8]}" +
+                        (" ..." if len(unexpected) > 8 else ""))
+    if shapes:
+        problems.append("shape mismatch " + "; ".join(shapes[:4]) +
+                        (" ..." if len(shapes) > 4 else ""))
+    if problems:
+        raise ValueError(f"{path}: state dict does not match its model_config: "
+                         + ", ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """Rebuild the model of a checkpoint and load its weights; returned in eval mode.
+
+    The training config, metrics and epoch (when saved) are attached as
+    ``model.checkpoint_info`` (a dict); ``model.model_config`` holds the model config.
+    """
+    path = os.fspath(path)
+    obj = read_checkpoint(path, map_location)
+    try:
+        model = build_model(obj["model_config"])
+    except ValueError as exc:
+        raise ValueError(f"{path}: model_config: {exc}") from None
+    _load_state(model, obj["model"], path)
+    model.checkpoint_info = {k: obj[k] for k in ("config", "epoch", "metrics") if k in obj}
+    if map_location is not None and not callable(map_location):
+        model.to(map_location)
+    return model.eval()
+
+
+def _default_mode(mode: str) -> str:
+    m = {"centred": "centered"}.get(mode, mode)
+    if m not in DEFAULT_MODES:
+        raise ValueError(f"mode must be one of {sorted(DEFAULT_MODES)}, got {mode!r}")
+    return m
+
+
+def default_checkpoint_path(mode: str = "centered") -> str:
+    """Path of the shipped checkpoint of ``mode`` ("causal" or "centered") in
+    ``posekernels/assets``."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                        DEFAULT_MODES[_default_mode(mode)])
+
+
+def load_default_model(map_location: Any = "cpu", mode: str = "centered") -> nn.Module:
+    """A shipped default lifter (trained on CMU motion capture through random cameras, see the
+    README), eval mode: ``mode="causal"`` or ``"centered"``."""
+    path = default_checkpoint_path(mode)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: the default {_default_mode(mode)} model is missing from this "
+                         "installation (package data 'assets/*' was not installed)")
+    return load_checkpoint(path, map_location)
+
+
+class DefaultModelUnavailable(RuntimeError):
+    """The default checkpoint asked for is not part of this installation (or cannot be read)."""
+
+
+def load_model(checkpoint: str | os.PathLike = "default",
+               device: torch.device | str = "cpu", mode: str | None = None) -> nn.Module:
+    """The model named by ``checkpoint`` (``"default"`` or a checkpoint file), in eval mode on
+    ``device``.
+
+    ``mode`` picks the default model: None or "causal" the causal lifter, "centered" (or
+    "centred") the centred one; it is ignored for a checkpoint file (whose model has its own
+    mode). A default model that is missing or unreadable raises
+    :class:`DefaultModelUnavailable`, a bad checkpoint file ``ValueError`` naming the file (as
+    :func:`load_checkpoint`); both messages say what is wrong."""
+    if str(checkpoint) == "default":
+        try:
+            model = load_default_model(map_location="cpu", mode=mode or "causal")
+        except (OSError, ValueError) as exc:
+            raise DefaultModelUnavailable(
+                f"the default checkpoint could not be loaded: {exc}; pass --checkpoint PATH to a "
+                "trained checkpoint") from None
+        return model.to(device).eval()
+    return load_checkpoint(checkpoint, map_location="cpu").to(device).eval()
