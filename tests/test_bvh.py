@@ -397,6 +397,23 @@ def test_import_bvh_cli(tmp_path, capsys):
     assert load_positions_3d(out2)["S7"]["07_01"].shape[0] == 58
 
 
+
+def test_find_bvh_files_and_sequence_names(tmp_path):
+    a = write(tmp_path / "in" / "07" / "07_02.bvh", "x")
+    b = write(tmp_path / "in" / "07" / "07_01.BVH", "x")
+    c = write(tmp_path / "in" / "09" / "deep" / "09_01.bvh", "x")
+    write(tmp_path / "in" / "07" / "notes.txt", "x")
+    single = write(tmp_path / "one.bvh", "x")
+    files = B.find_bvh_files([tmp_path / "in", str(single)])
+    assert files == [str(b), str(a), str(c), str(single)]
+    assert B.bvh_sequence_name(a) == ("07", "07_02")
+    assert B.bvh_sequence_name(c, subject="S9") == ("S9", "09_01")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no .bvh files in this folder"):
+        B.find_bvh_files([tmp_path / "empty"])
+    with pytest.raises(ValueError, match="missing: no such file or folder"):
+        B.find_bvh_files([str(tmp_path / "missing")])
+
 MALFORMED = {
     "no_motion": lambda t: t.split("MOTION")[0],
     "bad_channel": lambda t: t.replace("Xrotation Yrotation Zrotation", "Xrotation Yrot Zrotation"),

@@ -82,3 +82,71 @@ def test_lift_sequence_fold_matches_model(causal):
     assert (unfolded - want).abs().max().item() < 1e-5 * scale
     folded = lift_sequence(model, kp, batch_size=7)
     assert (folded - want).abs().max().item() < 5e-5 * scale
+
+
+# ----------------------------------------------------------------------------- the plan's ops
+def test_plan_runs_the_unchecked_ops_only_on_the_automatic_compiled_backend(monkeypatch):
+    from posekernels import ops
+    from posekernels.inference import build_plan
+    from posekernels.ops import unchecked
+
+    torch.manual_seed(0)
+    model = GLAGCN(receptive_field=9, channels=8).eval()
+    x = torch.randn(2, 9, 17, 2)
+    calls = []
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("graph_unit", "adaptive_graph_conv", "joint_linear", "temporal_conv"):
+        monkeypatch.setattr(unchecked, name, counted(name, getattr(unchecked, name)))
+    compiled = ops.available_backends("cpu")[0] == "cpu"
+    with torch.no_grad():
+        plan = build_plan(model)
+        assert plan.unchecked == compiled and plan.fused_temporal == compiled
+        want = model(x)[:, 0]
+        torch.testing.assert_close(plan(x), want, atol=5e-5, rtol=5e-5)
+        if compiled:
+            assert {"graph_unit", "joint_linear", "temporal_conv"} <= set(calls)
+        calls.clear()
+        for backend in ("reference", *(("cpu",) if compiled else ())):
+            checked = build_plan(model, backend=backend)  # explicit backend: the checked ops
+            assert not checked.unchecked and not checked.fused_temporal
+            torch.testing.assert_close(checked(x), want, atol=1e-5, rtol=1e-5)
+        # (the checked cpu ops reach the kernels through unchecked.adaptive_graph_conv and
+        # unchecked.joint_linear after their checks; the fused units are the plan's alone)
+        assert not {"graph_unit", "temporal_conv"} & set(calls)
+
+
+@pytest.mark.parametrize("groups", ["both", "joint", "shared", "no_bias"])
+def test_blend_joint_weights_is_the_grouped_linear(groups):
+    from posekernels import ops
+    from posekernels.ops import reference
+
+    g = torch.Generator().manual_seed(1)
+    v, c, d = 5, 4, 3
+    x = torch.randn(7, v, c, generator=g, dtype=torch.float64)
+    Wj, bj = torch.randn(v, c, d, generator=g, dtype=torch.float64), torch.randn(v, d, dtype=torch.float64)
+    Ws, bs = torch.randn(c, d, generator=g, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    args = {"both": (Wj, bj, Ws, bs), "joint": (Wj, bj, None, None),
+            "shared": (None, None, Ws, bs), "no_bias": (Wj, None, Ws, None)}[groups]
+    W, b = ops.blend_joint_weights(*args, 0.3, v)
+    assert W.shape == (v, c, d) and (b is None) == (groups == "no_bias")
+    torch.testing.assert_close(reference.joint_linear(x, W, b),
+                               reference.grouped_joint_linear(x, *args, 0.3))
+
+
+def test_model_joints_and_window_offsets():
+    from posekernels.inference import model_joints, window_offsets
+
+    assert model_joints(GLAGCN(receptive_field=3, channels=8)) == 17
+    assert model_joints(GlobalNodeGCN(channels=8, aux=None)) == 16
+    assert model_joints(torch.nn.Linear(2, 2)) is None
+    assert window_offsets(5, causal=False).tolist() == [-2, -1, 0, 1, 2]
+    assert window_offsets(5, causal=True).tolist() == [-4, -3, -2, -1, 0]
+    import posekernels
+
+    assert posekernels.lift_sequence is posekernels.inference.lift_sequence

@@ -199,6 +199,30 @@ def test_frame_stride_keeps_every_camera_offset(tmp_path, positions):
 
 
 # ------------------------------------------------------------------------------ checkpoints
+def test_default_model_selection_by_mode(tmp_path, monkeypatch):
+    """load_model("default") takes the causal lifter (streaming, export), load_default_model()
+    the centred one (evaluation); a checkpoint file ignores the mode."""
+    import posekernels.checkpoints as ck
+
+    assert os.path.basename(ck.default_checkpoint_path("causal")) == "default_causal.pt"
+    assert os.path.basename(ck.default_checkpoint_path()) == "default_centered.pt"
+    assert ck.default_checkpoint_path("centred") == ck.default_checkpoint_path("centered")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ck.default_checkpoint_path("online")
+    paths = {m: tmp_path / f"{m}.pt" for m in ("causal", "centered")}
+    for mode, path in paths.items():
+        ck.save_checkpoint(path, build_model(dict(TINY_GLA, causal=mode == "causal")))
+    monkeypatch.setattr(ck, "default_checkpoint_path",
+                        lambda mode="centered": str(paths[ck._default_mode(mode)]))
+    assert ck.load_model("default").causal and ck.load_model("default", mode="causal").causal
+    assert not ck.load_model("default", mode="centered").causal
+    assert not ck.load_default_model().causal and ck.load_default_model(mode="causal").causal
+    model = ck.load_model(paths["causal"], mode="centered")
+    assert model.causal and not model.training
+    with pytest.raises(ck.DefaultModelUnavailable, match="--checkpoint PATH"):
+        ck.load_model("default", mode="online")
+
+
 def test_checkpoint_errors_name_the_file(tmp_path):
     model = build_model(TINY_GLA)
     good = tmp_path / "good.pt"
