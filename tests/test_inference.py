@@ -128,9 +128,12 @@ def test_blend_joint_weights_is_the_grouped_linear(groups):
 
     g = torch.Generator().manual_seed(1)
     v, c, d = 5, 4, 3
-    x = torch.randn(7, v, c, generator=g, dtype=torch.float64)
-    Wj, bj = torch.randn(v, c, d, generator=g, dtype=torch.float64), torch.randn(v, d, dtype=torch.float64)
-    Ws, bs = torch.randn(c, d, generator=g, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    x = rand(7, v, c)
+    Wj, bj, Ws, bs = rand(v, c, d), rand(v, d), rand(c, d), rand(d)
     args = {"both": (Wj, bj, Ws, bs), "joint": (Wj, bj, None, None),
             "shared": (None, None, Ws, bs), "no_bias": (Wj, None, Ws, None)}[groups]
     W, b = ops.blend_joint_weights(*args, 0.3, v)

@@ -202,7 +202,8 @@ def blend_joint_weights(W_joint: Tensor | None, b_joint: Tensor | None,
     """The two weight groups of :func:`grouped_joint_linear` as one per-joint weight
     (V, C, D) and bias (V, D) (None without biases), ``V = num_joints``::
 
-        W[v] = lam * W_joint[v] + (1 - lam) * W_shared,   b[v] = lam * b_joint[v] + (1 - lam) * b_shared
+        W[v] = lam * W_joint[v] + (1 - lam) * W_shared
+        b[v] = lam * b_joint[v] + (1 - lam) * b_shared
 
     so that ``grouped_joint_linear(x, ...)[..., v, :] == x[..., v, :] @ W[v] + b[v]``. A missing
     bias of a present group counts as zero; with one group only, that group is returned (the

@@ -70,17 +70,19 @@ if _ext.has_extension():
         return x.new_empty((n, weight_t.shape[1], t_out, v))
 
 
+# the devices each function has compiled kernels for (when the extension has that backend)
+_DEVICES = {"adaptive_graph_conv": ("cpu", "cuda"), "graph_unit": ("cpu",),
+            "joint_linear": ("cpu", "cuda"), "temporal_conv_weight": ("cpu",),
+            "temporal_conv": ("cpu",)}
+
+
 def available(device: torch.device | str, op: str = "adaptive_graph_conv") -> bool:
     """Whether the compiled kernel behind function ``op`` of this module runs on ``device``
     here (the extension is built, with CUDA for a CUDA device)."""
     device = torch.device(device)
-    if op not in __all__[1:]:
-        raise ValueError(f"op must be one of {__all__[1:]}, got {op!r}")
-    if device.type == "cpu":
-        return "cpu" in _ext.compiled_backends()
-    if device.type == "cuda":
-        return op in ("adaptive_graph_conv", "joint_linear") and "cuda" in _ext.compiled_backends()
-    return False
+    if op not in _DEVICES:
+        raise ValueError(f"op must be one of {list(_DEVICES)}, got {op!r}")
+    return device.type in _DEVICES[op] and device.type in _ext.compiled_backends()
 
 
 def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None,
