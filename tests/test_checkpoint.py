@@ -18,6 +18,10 @@ from _graph_oracle import partitions
 
 from posekernels import ops
 from posekernels.models import (
+    GLAGCN,
+    HUMANEVA15_MRCNN,
+    convert_official_state_dict,
+    humaneva15_from_coco17,
     load_official_checkpoint,
     official_key_shapes,
     released_sagcn,
@@ -30,6 +34,11 @@ H36M_PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15]
 H36M_EDGES = [(j, p) for j, p in enumerate(H36M_PARENTS) if p >= 0]
 HUMANEVA_EDGES = [(14, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 0), (0, 11),
                   (11, 12), (12, 13), (0, 8), (8, 9), (9, 10)]
+# the HumanEva Mask R-CNN model's graph (s_agcn_HE_13.py), its 1-based list made 0-based: the
+# ground-truth list without 1-based (2, 6) and (1, 9)
+HUMANEVA_MRCNN_EDGES = [(a - 1, b - 1) for a, b in ((15, 2), (3, 4), (4, 5), (2, 3), (6, 7),
+                                                    (7, 8), (2, 1), (1, 12), (12, 13), (13, 14),
+                                                    (9, 10), (10, 11))]
 
 
 # ----------------------------------------------------------------------------- key list
@@ -109,8 +118,9 @@ def random_state_dict(stages: int, c: int = 96, v: int = 17, seed: int = 0) -> d
 
 
 # ----------------------------------------------------------------------------- the oracle
-def oracle_forward(sd: dict, x: torch.Tensor, edges) -> torch.Tensor:
-    """The released S_AGCN forward in eval mode, step by step, float64. x (N, T, V, 2)."""
+def oracle_forward(sd: dict, x: torch.Tensor, edges, input_bn: bool = True) -> torch.Tensor:
+    """The released S_AGCN forward in eval mode, step by step, float64. x (N, T, V, 2).
+    ``input_bn=False``: data_bn is skipped (the HumanEva MRCNN model's forward)."""
     sd = {k: (t.double() if t.is_floating_point() else t) for k, t in sd.items()}
     x = x.double()
     n, t, v, _ = x.shape
@@ -153,7 +163,9 @@ def oracle_forward(sd: dict, x: torch.Tensor, edges) -> torch.Tensor:
         return torch.relu(y)
 
     h = x.permute(0, 2, 3, 1).reshape(n, v * 2, t)  # channel joint*2 + coordinate
-    h = bn(h, "data_bn").reshape(n, v, 2, t).permute(0, 2, 3, 1)  # (N, 2, T, V)
+    if input_bn:
+        h = bn(h, "data_bn")
+    h = h.reshape(n, v, 2, t).permute(0, 2, 3, 1)  # (N, 2, T, V)
     h = block(h, "expand_gcn", 1, "conv")
     stages = len({k.split(".")[1] for k in sd if k.startswith("layers_tcngcn.")}) // 2
     for i in range(stages):
@@ -309,3 +321,95 @@ def test_released_sagcn_counts():
                       (256, (5_927_036, 7_703_106, 9_479_176))):
         assert tuple(sum(p.numel() for p in released_sagcn(t, c).parameters())
                      for t in (27, 81, 243)) == counts
+
+
+# ----------------------------------------------------------------------------- HumanEva MRCNN
+def coco_to_humaneva_oracle(x: torch.Tensor) -> torch.Tensor:
+    """The MRCNN model's input remap, joint by joint: COCO-17 (N, T, 17, 2) -> HumanEva-15."""
+    n, t = x.shape[:2]
+    out = torch.empty(n, t, 15, x.shape[-1], dtype=x.dtype)
+    out[:, :, 0] = (x[:, :, 11] + x[:, :, 12]) / 2  # pelvis: between the hips
+    out[:, :, 1] = (x[:, :, 5] + x[:, :, 6]) / 2  # thorax: between the shoulders
+    for first, coco in ((2, (5, 7, 9)), (5, (6, 8, 10)), (8, (11, 13, 15)), (11, (12, 14, 16))):
+        for k, c in enumerate(coco):  # left arm, right arm, left leg, right leg
+            out[:, :, first + k] = x[:, :, c]
+    out[:, :, 14] = x[:, :, 0]  # head: the nose
+    return out
+
+
+def mrcnn_state_dict(c: int, seed: int) -> dict:
+    """A HumanEva state dict whose input BatchNorm never ran (the MRCNN model never calls it)."""
+    sd = random_state_dict(3, c, 15, seed)
+    sd["data_bn.weight"] = torch.ones(30)
+    sd["data_bn.bias"] = torch.zeros(30)
+    sd["data_bn.running_mean"] = torch.zeros(30)
+    sd["data_bn.running_var"] = torch.ones(30)
+    sd["data_bn.num_batches_tracked"] = torch.tensor(0)
+    return sd
+
+
+def test_humaneva_mrcnn_checkpoint_matches_its_oracle(tmp_path):
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    sd = mrcnn_state_dict(96, seed)
+    path = tmp_path / "he_mrcnn.bin"
+    torch.save({"epoch": 1000, "lr": 1e-5, "model_pos": {f"module.{k}": t for k, t in sd.items()}},
+               path)
+    model = load_official_checkpoint(str(path), variant="mrcnn")
+    assert not model.training and not model.input_bn
+    assert model.skeleton is HUMANEVA15_MRCNN
+    assert sorted(HUMANEVA15_MRCNN.edges) == sorted(HUMANEVA_MRCNN_EDGES)
+    assert sum(p.numel() for p in model.parameters()) == 842_724 - 2 * 30  # no input affine
+    assert not any(k.startswith("data_bn") for k in model.state_dict())
+    coco = torch.randn(3, 27, 17, 2) * 0.6  # detections in COCO order
+    expected = oracle_forward(sd, coco_to_humaneva_oracle(coco.double()), HUMANEVA_MRCNN_EDGES,
+                              input_bn=False)
+    assert expected.abs().max() > 1e-2
+    x = humaneva15_from_coco17(coco)
+    assert torch.allclose(x.double(), coco_to_humaneva_oracle(coco.double()), atol=1e-6)
+    with torch.no_grad(), ops.use_backend("reference"):
+        y = model(x)
+        y64 = model.double()(humaneva15_from_coco17(coco.double()))
+    assert rel_err(y, expected) < FLOAT32_ROUNDING
+    assert rel_err(y64, expected) < 1e-10
+    # the same file read as the ground-truth model is another function (the issue's 0.26)
+    gt = load_official_checkpoint(str(path), skeleton="humaneva15", variant="gt").double()
+    with torch.no_grad(), ops.use_backend("reference"):
+        assert rel_err(gt(x.double()), expected) > 0.05
+
+
+def test_humaneva_mrcnn_is_refused_unless_named():
+    sd = mrcnn_state_dict(8, 31)
+    with pytest.raises(ValueError, match=r"Mask R-CNN.*variant='mrcnn'"):
+        load_official_checkpoint(sd, skeleton="humaneva15")
+    with pytest.raises(ValueError, match=r"variant='mrcnn'"):
+        convert_official_state_dict(sd, "humaneva15")
+    assert load_official_checkpoint(sd, skeleton="humaneva15", variant="gt").input_bn
+    # a file whose input BatchNorm ran is not the MRCNN model
+    with pytest.raises(ValueError, match="not that model"):
+        load_official_checkpoint(random_state_dict(1, 8, 15, 32), variant="mrcnn")
+    # ... nor is a 17-joint file, nor another graph, nor an unknown variant
+    h36m = random_state_dict(1, 8, 17, 33)
+    with pytest.raises(ValueError, match="15-joint"):
+        load_official_checkpoint(h36m, variant="mrcnn")
+    with pytest.raises(ValueError, match="skeleton=None or 'humaneva15'"):
+        load_official_checkpoint(sd, skeleton="h36m17", variant="mrcnn")
+    with pytest.raises(ValueError, match="variant must be"):
+        load_official_checkpoint(sd, skeleton="humaneva15", variant="detectron")
+    # a never-run input BatchNorm in a 17-joint file changes nothing (no such variant there)
+    h36m.update({"data_bn.weight": torch.ones(34), "data_bn.bias": torch.zeros(34),
+                 "data_bn.running_mean": torch.zeros(34), "data_bn.running_var": torch.ones(34),
+                 "data_bn.num_batches_tracked": torch.tensor(0)})
+    assert load_official_checkpoint(h36m).input_bn
+    with pytest.raises(ValueError, match=r"\(\.\.\., 17, C\)"):
+        humaneva15_from_coco17(torch.zeros(2, 15, 2))
+
+
+def test_shipped_configurations_keep_their_state_dict_keys():
+    """The shipped lifters (T = 27, C = 48, sequence_branch=False, head="shared", causal or not)
+    keep exactly the released network's keys under our names, with the same shapes."""
+    ours, _, _ = convert_official_state_dict(random_state_dict(3, 48, 17, 35))
+    for causal in (False, True):
+        sd = GLAGCN(receptive_field=27, channels=48, sequence_branch=False, head="shared",
+                    causal=causal, block="agcn", temporal="strided").state_dict()
+        assert set(sd) == set(ours)
+        assert all(sd[k].shape == ours[k].shape for k in sd)

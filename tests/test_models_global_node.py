@@ -52,7 +52,14 @@ def oracle(model, x):
     adj = torch.eye(v, dtype=torch.float64)
     for i, j in model.skeleton.edges:
         adj[i, j] = adj[j, i] = 1.0
-    a = adj / adj.sum(1, keepdim=True)  # D^-1 (A + I)
+    deg = [float(adj[i].sum()) for i in range(v)]  # degrees of A + I
+    a = torch.zeros(v, v, dtype=torch.float64)
+    for i in range(v):
+        for j in range(v):
+            if adj[i, j]:
+                # the paper's D^-1/2 (A + I) D^-1/2, or SemGCN's row-normalised D^-1 (A + I)
+                a[i, j] = (1.0 / math.sqrt(deg[i] * deg[j]) if model.adjacency_norm == "symmetric"
+                           else 1.0 / deg[i])
 
     def conv(x, u, p):
         Q, W = sd[f"{p}.W"][0], sd[f"{p}.W"][1]
@@ -102,6 +109,8 @@ CONFIGS = [
     dict(global_node=False, aux=None),
     dict(aux="action", num_classes=5, skeleton="h36m17"),
     dict(aux=None, skeleton="humaneva15"),
+    dict(aux="action", num_classes=6, adjacency_norm="row"),
+    dict(global_node=False, aux=None, skeleton="humaneva15", adjacency_norm="row"),
 ]
 
 
@@ -154,6 +163,50 @@ def test_parameter_counts():
     c, d, v = 128, 10, 16
     assert count(GlobalNodeGCN(c, aux="embedding", embed_dim=d)) == (
         664_707 + 2 * c * d + d + (d * c + c) + (c * 3 * v + 3 * v))
+    # the normalisation has no parameters: the published counts hold for both
+    assert count(GlobalNodeGCN(128, adjacency_norm="row")) == 690_407
+    assert count(GlobalNodeGCN(256, adjacency_norm="row")) == 2_691_431
+
+
+def test_adjacency_normalisation_default_and_choice():
+    """Symmetric D^-1/2 (A + I) D^-1/2 by default (the paper), row D^-1 (A + I) on request; the
+    two differ on a joint whose neighbours have other degrees (the thorax of h36m16)."""
+    sym, row = GlobalNodeGCN(8), GlobalNodeGCN(8, adjacency_norm="row")
+    assert sym.adjacency_norm == "symmetric" and row.adjacency_norm == "row"
+    # the layers hold a^T split into diagonal and off-diagonal partitions
+    a_sym = sym.input_layer.conv.A.double().sum(0).t()
+    a_row = row.input_layer.conv.A.double().sum(0).t()
+    assert torch.allclose(a_sym, a_sym.t())
+    assert torch.allclose(a_row.sum(1), torch.ones(16, dtype=torch.float64))  # rows of a sum to 1
+    # thorax (8): degree 5 with its self loop (spine, head, both shoulders); spine (7): degree 3
+    assert math.isclose(float(a_sym[8, 7]), 1 / math.sqrt(5 * 3), rel_tol=1e-6)
+    assert math.isclose(float(a_sym[8, 8]), 1 / 5, rel_tol=1e-6)
+    assert math.isclose(float(a_row[8, 7]), 1 / 5, rel_tol=1e-6)
+    assert math.isclose(float(a_row[7, 8]), 1 / 3, rel_tol=1e-6)
+    x = torch.randn(2, 16, 2) * 0.6
+    row.load_state_dict({**sym.state_dict(), "adjacency_norm_code": torch.tensor(0)})
+    with torch.no_grad():
+        assert rel_err(row.eval()(x), sym.eval()(x)) > 1e-3
+
+
+def test_state_dict_records_the_normalisation():
+    sym, row = GlobalNodeGCN(8), GlobalNodeGCN(8, adjacency_norm="row")
+    assert int(sym.state_dict()["adjacency_norm_code"]) == 1
+    assert int(row.state_dict()["adjacency_norm_code"]) == 0
+    with pytest.raises(RuntimeError, match="adjacency_norm='symmetric'"):
+        row.load_state_dict(sym.state_dict())
+    with pytest.raises(RuntimeError, match="adjacency_norm='row'"):
+        sym.load_state_dict(row.state_dict())
+    # a refused load leaves each model's own normalisation code in place
+    assert int(row.adjacency_norm_code) == 0 and int(sym.adjacency_norm_code) == 1
+    old = {k: t for k, t in row.state_dict().items() if k != "adjacency_norm_code"}
+    for strict in (True, False):  # a state dict from before the option: row-normalised
+        with pytest.raises(RuntimeError, match="before the adjacency normalisation"):
+            sym.load_state_dict(old, strict=strict)
+    GlobalNodeGCN(8, adjacency_norm="row").load_state_dict(
+        {**old, "adjacency_norm_code": torch.tensor(0)})
+    # a partial state dict (no whole model) loads non-strictly as before
+    sym.load_state_dict({"blocks.0.layer1.conv.bias": torch.zeros(8)}, strict=False)
 
 
 def test_constructor_errors():
@@ -165,6 +218,8 @@ def test_constructor_errors():
         GlobalNodeGCN(num_classes=1)
     with pytest.raises(ValueError, match="skeleton"):
         GlobalNodeGCN(skeleton="h36m15")
+    with pytest.raises(ValueError, match="adjacency_norm"):
+        GlobalNodeGCN(adjacency_norm="column")
 
 
 # ----------------------------------------------------------------------------- losses, labels

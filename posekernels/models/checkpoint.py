@@ -18,6 +18,22 @@ their state dict, C channels, V joints, K = 3 partitions, Ce = C // 4)::
 
 The fixed partitions A are not stored: the model rebuilds them from the skeleton.
 
+Two released HumanEva models have the same keys and shapes but compute different functions:
+
+* the ground-truth model (``variant="gt"``, the default for 15 joints): input BatchNorm, the
+  14-edge ``"humaneva15"`` graph;
+* the Mask R-CNN detection model (their ``s_agcn_HE_13.py``, ``variant="mrcnn"``): its forward
+  never calls ``data_bn`` (no input normalisation), its graph lacks two edges (thorax - right
+  shoulder and pelvis - left hip: 12 edges, :data:`HUMANEVA15_MRCNN`), and it takes 17 COCO
+  detections that it remaps to the 15 HumanEva joints itself (:func:`humaneva15_from_coco17`
+  does that remap for our model, which takes the 15 joints).
+
+Keys and shapes cannot tell them apart, but the input BatchNorm can: the MRCNN model never runs
+``data_bn``, so its statistics keep their initial values (mean 0, variance 1, 0 batches
+tracked), while a trained ground-truth model's do not. ``variant=None`` (the default) loads the
+ground-truth model unless a 15-joint file's ``data_bn`` never ran, which it refuses (pick the
+variant explicitly); ``variant="mrcnn"`` refuses a file whose ``data_bn`` did run.
+
 Files are read with ``torch.load(weights_only=True)``, allowing beyond torch's tensor globals
 only the exact names of :func:`official_checkpoint_globals` (numpy scalar and numeric array
 reconstruction, ``argparse.Namespace``, and the numpy RandomState of their training script,
@@ -38,10 +54,50 @@ from ..skeletons import Skeleton, get_skeleton
 from .glagcn import GLAGCN, released_sagcn
 
 __all__ = ["load_official_checkpoint", "convert_official_state_dict", "official_key_shapes",
-           "read_official_state_dict", "official_checkpoint_globals"]
+           "read_official_state_dict", "official_checkpoint_globals", "HUMANEVA15_MRCNN",
+           "humaneva15_from_coco17", "OFFICIAL_VARIANTS"]
 
 _K = 3
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+OFFICIAL_VARIANTS = ("gt", "mrcnn")
+
+
+def _humaneva15_mrcnn() -> Skeleton:
+    base = get_skeleton("humaneva15")
+    dropped = {(1, 5), (0, 8)}  # thorax - right shoulder, pelvis - left hip
+    edges = tuple(e for e in base.edges if e not in dropped)
+    assert len(edges) == len(base.edges) - 2
+    return Skeleton("humaneva15_mrcnn", base.joint_names, base.parents, base.left, base.right,
+                    edges=edges)
+
+
+#: The graph of the authors' HumanEva Mask R-CNN model (``s_agcn_HE_13.py``): the 15 HumanEva
+#: joints with the ``"humaneva15"`` edges less (1, 5) (thorax - right shoulder) and (0, 8)
+#: (pelvis - left hip), i.e. their 1-based (2, 6) and (1, 9). Joint order, parents and left/right
+#: lists are those of ``"humaneva15"``.
+HUMANEVA15_MRCNN = _humaneva15_mrcnn()
+
+# COCO index of each HumanEva joint in the MRCNN model's remap (pelvis and thorax are midpoints)
+_COCO_PELVIS, _COCO_THORAX = (11, 12), (5, 6)
+_COCO_FOR_HUMANEVA = {2: 5, 3: 7, 4: 9, 5: 6, 6: 8, 7: 10, 8: 11, 9: 13, 10: 15, 11: 12,
+                      12: 14, 13: 16, 14: 0}
+
+
+def humaneva15_from_coco17(keypoints: Tensor) -> Tensor:
+    """The 17 COCO keypoints (..., 17, C) as the 15 HumanEva joints (..., 15, C), the remap the
+    authors' HumanEva MRCNN model applies inside its forward: pelvis = mean of the hips (COCO 11,
+    12), thorax = mean of the shoulders (5, 6), arms and legs from the COCO joints of the same
+    side (left shoulder/elbow/wrist 5/7/9, right 6/8/10, left hip/knee/ankle 11/13/15, right
+    12/14/16), head = the nose (0). Apply it to detections before a model loaded with
+    ``variant="mrcnn"``. Works on normalised coordinates (any C)."""
+    if not isinstance(keypoints, Tensor) or keypoints.dim() < 2 or keypoints.shape[-2] != 17:
+        got = (tuple(keypoints.shape) if isinstance(keypoints, Tensor)
+               else type(keypoints).__name__)
+        raise ValueError(f"keypoints must be a tensor (..., 17, C) in COCO order, got {got}")
+    pelvis = keypoints[..., list(_COCO_PELVIS), :].mean(dim=-2)
+    thorax = keypoints[..., list(_COCO_THORAX), :].mean(dim=-2)
+    rest = keypoints[..., [_COCO_FOR_HUMANEVA[j] for j in range(2, 15)], :]
+    return torch.cat([pelvis.unsqueeze(-2), thorax.unsqueeze(-2), rest], dim=-2)
 
 
 def _bn(prefix: str, c: int) -> dict:
@@ -313,15 +369,69 @@ def _infer_layout(sd: Mapping[str, Tensor]) -> tuple[int, int, int]:
     return 3 ** (n // 2), channels, joints
 
 
-def convert_official_state_dict(state_dict, skeleton: str | Skeleton = "h36m17"):
+def _data_bn_never_ran(sd: Mapping[str, Tensor]) -> bool:
+    """Whether the input BatchNorm kept its initial statistics (0 batches, mean 0, variance 1):
+    the forward that produced these weights never called it."""
+    return (int(sd["data_bn.num_batches_tracked"]) == 0
+            and bool(torch.all(sd["data_bn.running_mean"] == 0))
+            and bool(torch.all(sd["data_bn.running_var"] == 1)))
+
+
+def _resolve_variant(sd: Mapping[str, Tensor], joints: int, variant: str | None) -> str:
+    """``"gt"`` or ``"mrcnn"`` for a checked state dict (see the module doc)."""
+    if variant is not None and variant not in OFFICIAL_VARIANTS:
+        raise ValueError(f"variant must be None, 'gt' or 'mrcnn', got {variant!r}")
+    never_ran = _data_bn_never_ran(sd)
+    if variant == "mrcnn":
+        if joints != 15:
+            raise ValueError(f"variant='mrcnn' is the authors' 15-joint HumanEva Mask R-CNN model "
+                             f"(s_agcn_HE_13.py); this checkpoint has {joints} joints")
+        if not never_ran:
+            raise ValueError(
+                "variant='mrcnn': this checkpoint's input BatchNorm ran (data_bn.num_batches_"
+                f"tracked = {int(sd['data_bn.num_batches_tracked'])}, statistics changed), but "
+                "the MRCNN model's forward never calls it: this is not that model (load the "
+                "ground-truth HumanEva model with variant=None or 'gt')")
+        return "mrcnn"
+    if variant is None and joints == 15 and never_ran:
+        raise ValueError(
+            "this 15-joint checkpoint's input BatchNorm never ran (data_bn has 0 batches tracked, "
+            "mean 0, variance 1): it is most likely the authors' HumanEva Mask R-CNN model "
+            "(s_agcn_HE_13.py: no input BatchNorm, two graph edges fewer, COCO-17 input), which "
+            "has the same keys and shapes as the ground-truth model but computes another function."
+            " Pass variant='mrcnn' for it (its input: humaneva15_from_coco17(detections)), or "
+            "variant='gt' for an untrained ground-truth model")
+    return "gt"
+
+
+def _variant_skeleton(skeleton, variant: str) -> Skeleton:
+    if variant == "gt":
+        return get_skeleton("h36m17" if skeleton is None else skeleton)
+    if (skeleton is None or (isinstance(skeleton, str) and skeleton == "humaneva15")
+            or (isinstance(skeleton, Skeleton) and skeleton == HUMANEVA15_MRCNN)):
+        return HUMANEVA15_MRCNN
+    raise ValueError(f"variant='mrcnn' uses its own graph (HUMANEVA15_MRCNN, 'humaneva15' less two "
+                     f"edges); pass skeleton=None or 'humaneva15', got {skeleton!r}")
+
+
+def convert_official_state_dict(state_dict, skeleton: str | Skeleton | None = None,
+                                variant: str | None = None):
     """Map a released state dict onto :func:`released_sagcn`'s parameter names.
 
     Returns ``(our_state_dict, receptive_field, channels)``. Raises ValueError naming the first
-    unknown, missing or mis-shaped key, or a joint count that does not fit ``skeleton``.
+    unknown, missing or mis-shaped key, or a joint count that does not fit ``skeleton`` (None:
+    ``"h36m17"``).
+    ``variant`` as in :func:`load_official_checkpoint`; for ``"mrcnn"`` the unused ``data_bn``
+    entries are dropped (the model is built with ``input_bn=False``).
     """
+    if variant is not None and variant not in OFFICIAL_VARIANTS:
+        raise ValueError(f"variant must be None, 'gt' or 'mrcnn', got {variant!r}")
     sd = read_official_state_dict(state_dict)
-    sk = get_skeleton(skeleton)
+    sk = _variant_skeleton(skeleton, "mrcnn" if variant == "mrcnn" else "gt")
     receptive_field, channels, joints = _infer_layout(sd)
+    if variant == "mrcnn" and joints != 15:
+        raise ValueError(f"variant='mrcnn' is the authors' 15-joint HumanEva Mask R-CNN model "
+                         f"(s_agcn_HE_13.py); this checkpoint has {joints} joints")
     if joints != sk.num_joints:
         raise ValueError(f"key 'data_bn.weight' has shape {tuple(sd['data_bn.weight'].shape)}: the "
                          f"checkpoint is for {joints} joints but skeleton {sk.name!r} has "
@@ -341,6 +451,7 @@ def convert_official_state_dict(state_dict, skeleton: str | Skeleton = "h36m17")
         if tuple(sd[key].shape) != shape:
             raise ValueError(f"key {key!r} has shape {tuple(sd[key].shape)}, expected {shape} "
                              f"(T={receptive_field}, C={channels}, V={joints})")
+    variant = _resolve_variant(sd, joints, variant)
 
     out: dict[str, Tensor] = {}
 
@@ -372,7 +483,8 @@ def convert_official_state_dict(state_dict, skeleton: str | Skeleton = "h36m17")
             out[f"{dst}.residual.conv.bias"] = sd[f"{src}.residual.conv.bias"]
             bn(f"{src}.residual.bn", f"{dst}.residual.bn")
 
-    bn("data_bn", "data_bn")
+    if variant != "mrcnn":
+        bn("data_bn", "data_bn")
     block("expand_gcn", "expand", first=True)
     stages = 0
     t = receptive_field
@@ -387,27 +499,45 @@ def convert_official_state_dict(state_dict, skeleton: str | Skeleton = "h36m17")
     return out, receptive_field, channels
 
 
-def load_official_checkpoint(path_or_state_dict, skeleton: str | Skeleton = "h36m17",
-                             map_location="cpu") -> GLAGCN:
+def load_official_checkpoint(path_or_state_dict, skeleton: str | Skeleton | None = None,
+                             map_location="cpu", *, variant: str | None = None) -> GLAGCN:
     """Build :func:`released_sagcn` from the authors' checkpoint and return it in eval mode.
 
     ``path_or_state_dict``: a file path (read by :func:`read_official_state_dict`), their
     checkpoint dict (model under ``"model_pos"``), or a bare state dict, with or without the
     ``module.`` prefix. The receptive field (3 ** (number of layers_tcngcn / 2)) and the channel
     count are inferred from the keys; ``skeleton`` must have the checkpoint's joint count
-    (``"h36m17"`` or ``"humaneva15"`` for the released files). Unknown, missing or mis-shaped
-    keys raise ValueError naming the key; a missing, empty, truncated or unreadable file, a
-    directory, or a file holding other objects raises ValueError naming the file.
+    (``"h36m17"``, the default when None, or ``"humaneva15"`` for the released files). Unknown,
+    missing or mis-shaped keys raise ValueError naming the key; a missing, empty, truncated or
+    unreadable file, a directory, or a file holding other objects raises ValueError naming the
+    file.
+
+    ``variant`` (keyword only): which released network the file holds (see the module doc).
+
+    * ``None`` (default): the standard model (input BatchNorm, the skeleton's full graph);
+      a 15-joint file whose input BatchNorm never ran is refused, since it is most likely the
+      MRCNN model below, which has the same keys and shapes.
+    * ``"gt"``: the standard model, without that check.
+    * ``"mrcnn"``: the authors' HumanEva Mask R-CNN model (``s_agcn_HE_13.py``): built with
+      ``input_bn=False`` on :data:`HUMANEVA15_MRCNN` (``skeleton`` None or ``"humaneva15"``).
+      It takes the 15 HumanEva joints: pass COCO-17 detections through
+      :func:`humaneva15_from_coco17` first, as their forward does.
     """
-    sk = get_skeleton(skeleton)
     sd = read_official_state_dict(path_or_state_dict, map_location=map_location)
     try:
-        ours, receptive_field, channels = convert_official_state_dict(sd, sk)
+        ours, receptive_field, channels = convert_official_state_dict(sd, skeleton, variant)
+        resolved = _resolve_variant(sd, _infer_layout(sd)[2], variant)
     except ValueError as exc:
         if isinstance(path_or_state_dict, (str, os.PathLike)):
             raise ValueError(f"{os.fspath(path_or_state_dict)}: {exc}") from None
         raise
-    model = released_sagcn(receptive_field=receptive_field, channels=channels, skeleton=sk)
+    sk = _variant_skeleton(skeleton, resolved)
+    if resolved == "mrcnn":
+        model = GLAGCN(receptive_field=receptive_field, channels=channels, skeleton=sk,
+                       sequence_branch=False, head="shared", causal=False, block="agcn",
+                       temporal="strided", dropout=0.1, input_bn=False)
+    else:
+        model = released_sagcn(receptive_field=receptive_field, channels=channels, skeleton=sk)
     result = model.load_state_dict(ours, strict=True)
     if result.missing_keys or result.unexpected_keys:  # pragma: no cover - strict raises first
         raise ValueError(f"internal mapping error: {result}")

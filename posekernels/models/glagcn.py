@@ -9,14 +9,16 @@ per-joint output layers through :func:`posekernels.ops.grouped_joint_linear`):
   causal) + BatchNorm.
 * :class:`AGCNBlock` -- ``ReLU(temporal(graph(x)) + shortcut(x))``.
 * :class:`StridedModule` -- two blocks (the second with stride 3) with a residual around them
-  that samples one frame in three.
+  that samples one frame in three (or, for the average-pooling ablations, two stride-1 blocks).
 * :class:`JointHead` -- the output layers: ``"icl"`` (individually connected layer: per-joint and
-  shared weights blended by lambda), ``"shared"`` (one weight for all joints, the released head)
+  shared weights blended by lambda, fixed or learnable), ``"shared"`` (one weight for all joints,
+  the released head)
   and ``"fc"`` (a fully connected layer on the flattened features).
 * :class:`GLAGCN` -- the paper's full model and its ablations; :func:`released_sagcn` -- the
   authors' released single-frame model.
 
-The mpjpe-style loss helpers for the paper's two training stages live here too.
+The mpjpe-style loss helpers for the paper's two training stages live here too. Every
+deviation from the paper and from the released code is listed in docs/FIDELITY.md.
 """
 from __future__ import annotations
 
@@ -32,11 +34,16 @@ from ..skeletons import Skeleton, get_skeleton
 __all__ = [
     "GraphUnit", "TemporalUnit", "AGCNBlock", "StridedModule", "JointHead", "GLAGCN",
     "released_sagcn", "mpjpe_loss", "target_pose", "glagcn_local_loss", "glagcn_global_loss",
-    "glagcn_stage1_loss", "glagcn_stage2_loss", "check_pose_input",
+    "glagcn_stage1_loss", "glagcn_stage2_loss", "check_pose_input", "IdentityInputNorm",
+    "TEMPORAL_KINDS", "LEARNABLE",
 ]
 
 TEMPORAL_KERNEL = 9
 STRIDE = 3
+# "strided": the paper's strided design; "avgpool": ablation, each module pools 3 frames;
+# "avgpool_end": ablation as the paper describes it, F(C, T, V) kept to the end, then one pool
+TEMPORAL_KINDS = ("strided", "avgpool", "avgpool_end")
+LEARNABLE = "learnable"  # lam="learnable": lambda = sigmoid(lam_logit), a parameter
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -244,32 +251,65 @@ class AGCNBlock(nn.Module):
 
 
 class StridedModule(nn.Module):
-    """One temporal stage: the window shrinks by 3.
+    """One temporal stage: the window shrinks by 3 (or, ``"avgpool_end"``, keeps its length).
 
     ``r + dropout(block2(dropout(block1(x))))`` where block1 is a stride-1 block with its
     shortcut and block2 a stride-3 block without one; ``r`` keeps one frame in three: frames
     1, 4, 7, ... (the centre of each group; the released arrangement, whose strided convolution
     output i is centred on frame 3i) or, causal, frames 2, 5, 8, ... (the last of each group).
-    ``temporal="avgpool"`` (ablation): block2 runs at stride 1 and a 3-frame average pooling
-    (stride 3) shrinks the window instead of the strided convolution.
+
+    ``temporal="avgpool"`` (ablation, one pool per module): block2 runs at stride 1 and a
+    3-frame average pooling (stride 3) shrinks the window instead of the strided convolution.
+    ``temporal="avgpool_end"`` (ablation as the paper describes it): block2 runs at stride 1,
+    nothing is pooled here and ``r = x`` (every frame kept); :class:`GLAGCN` averages over the
+    whole window after the last module. Such a module has no ``pool``/``offset``: reading them
+    raises NotImplementedError (they describe how a shrinking module samples its residual).
+    All three have the same parameters.
     """
 
     def __init__(self, channels: int, A: Tensor, causal: bool = False, temporal: str = "strided",
                  dropout: float = 0.1, adaptive: bool = True, attention: bool = True):
         super().__init__()
-        self.pool = temporal == "avgpool"
+        if temporal not in TEMPORAL_KINDS:
+            raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
+        self.temporal = temporal
+        self.shrinks = temporal != "avgpool_end"
+        self._pool = temporal == "avgpool"
         kw = dict(causal=causal, adaptive=adaptive, attention=attention)
         self.block1 = AGCNBlock(channels, channels, A, stride=1, residual=True, **kw)
-        self.block2 = AGCNBlock(channels, channels, A, stride=1 if self.pool else STRIDE,
-                                residual=False, **kw)
+        stride2 = STRIDE if temporal == "strided" else 1
+        self.block2 = AGCNBlock(channels, channels, A, stride=stride2, residual=False, **kw)
         self.drop = nn.Dropout(dropout)
-        self.offset = STRIDE - 1 if causal else STRIDE // 2
+        self._offset = STRIDE - 1 if causal else STRIDE // 2
+
+    def _shrinking_only(self, name: str) -> None:
+        if not self.shrinks:
+            raise NotImplementedError(
+                f"StridedModule.{name}: a temporal='avgpool_end' module keeps every frame (no "
+                "residual sampling, no pooling of its own; the model pools once at the end). Code "
+                "written for the shrinking modules (the folded inference plan used by streaming, "
+                "batch inference and ONNX export) does not support it: run the model itself "
+                "(fold=False)")
+
+    @property
+    def pool(self) -> bool:
+        """Whether the module pools 3 frames (``"avgpool"``) instead of striding."""
+        self._shrinking_only("pool")
+        return self._pool
+
+    @property
+    def offset(self) -> int:
+        """The frame of each group of three that the residual keeps (1, or 2 when causal)."""
+        self._shrinking_only("offset")
+        return self._offset
 
     def forward(self, x: Tensor) -> Tensor:
-        r = x[:, :, self.offset::STRIDE]
+        if not self.shrinks:
+            return x + self.drop(self.block2(self.drop(self.block1(x))))
+        r = x[:, :, self._offset::STRIDE]
         y = self.drop(self.block1(x))
         y = self.drop(self.block2(y))
-        if self.pool:
+        if self._pool:
             y = F.avg_pool2d(y, (STRIDE, 1), stride=(STRIDE, 1))
         return r + y
 
@@ -282,15 +322,28 @@ class JointHead(nn.Module):
     * ``"shared"``: ``v_i W_s + b_s`` only (the released Conv1d(C, out, 1) head);
     * ``"fc"``: one fully connected layer on the flattened (V * C) features to V * out.
 
+    ``lam``: a fixed float in [0, 1] (default 0.5, a hyper-parameter: no parameter, no state-dict
+    entry), or ``"learnable"`` (``"icl"`` only): lambda = ``sigmoid(lam_logit)`` with
+    ``lam_logit`` a 0-dim parameter initialised to 0, so lambda starts at 0.5 and stays in
+    [0, 1] however it is trained; it reaches :func:`posekernels.ops.grouped_joint_linear` as a
+    0-dim tensor and receives a gradient. The :attr:`lam` property reads the current value as a
+    float either way (and sets it: a learnable lambda then needs a value strictly inside (0, 1)).
+
     Weights start like PyTorch's default Linear initialisation (uniform, bound 1/sqrt(fan_in)).
     """
 
     def __init__(self, kind: str, channels: int, joints: int, out_features: int = 3,
-                 lam: float = 0.5):
+                 lam: float | str = 0.5):
         super().__init__()
         if kind not in ("icl", "shared", "fc"):
             raise ValueError(f"head must be 'icl', 'shared' or 'fc', got {kind!r}")
-        self.kind, self.joints, self.out_features, self.lam = kind, joints, out_features, float(lam)
+        learnable = _check_lam(lam)
+        if learnable and kind != "icl":
+            raise ValueError(f"lam='learnable' needs head='icl' (the only head that blends two "
+                             f"weight groups), got head={kind!r}")
+        self.kind, self.joints, self.out_features = kind, joints, out_features
+        self.lam_learnable = learnable
+        self._lam = 0.5 if learnable else float(lam)
         fan_in = channels * joints if kind == "fc" else channels
         bound = 1.0 / math.sqrt(fan_in)
 
@@ -309,6 +362,40 @@ class JointHead(nn.Module):
         else:
             self.W_shared = uniform(channels, out_features)
             self.b_shared = uniform(out_features)
+        # registered last: the fixed-lambda heads keep their parameter list and state dict
+        if learnable:
+            self.lam_logit = nn.Parameter(torch.zeros(()))
+        else:
+            self.register_parameter("lam_logit", None)
+
+    @property
+    def lam(self) -> float:
+        """The current lambda as a Python float (``sigmoid(lam_logit)`` when learnable)."""
+        if self.lam_logit is not None:
+            return float(torch.sigmoid(self.lam_logit.detach().double()))
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        if isinstance(value, (bool, str)):
+            raise TypeError(f"lam must be a float, got {type(value).__name__}")
+        value = float(value)
+        if self.lam_logit is None:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"lam must lie in [0, 1], got {value!r}")
+            self._lam = value
+            return
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"a learnable lam is sigmoid(lam_logit): it can be set to a value "
+                             f"strictly inside (0, 1), got {value!r}")
+        with torch.no_grad():
+            self.lam_logit.fill_(math.log(value / (1.0 - value)))
+
+    def lam_value(self) -> float | Tensor:
+        """What the forward passes as lambda: the float, or ``sigmoid(lam_logit)`` (0-dim)."""
+        if self.lam_logit is not None:
+            return torch.sigmoid(self.lam_logit)
+        return self._lam
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "fc":
@@ -317,7 +404,45 @@ class JointHead(nn.Module):
             y = ops.grouped_joint_linear(flat, None, None, self.W_shared, self.b_shared)
             return y.reshape(*lead, self.joints, self.out_features)
         return ops.grouped_joint_linear(x, self.W_joint, self.b_joint, self.W_shared,
-                                        self.b_shared, self.lam)
+                                        self.b_shared, self.lam_value())
+
+
+def _check_lam(lam) -> bool:
+    """Validate a ``lam`` argument; True for ``"learnable"``."""
+    if isinstance(lam, str):
+        if lam != LEARNABLE:
+            raise ValueError(f"lam must be a float in [0, 1] or 'learnable', got {lam!r}")
+        return True
+    try:
+        value = float(lam)
+    except (TypeError, ValueError):
+        raise ValueError(f"lam must be a float in [0, 1] or 'learnable', got {lam!r}") from None
+    if isinstance(lam, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
+    return False
+
+
+class IdentityInputNorm(nn.Module):
+    """Stands where ``data_bn`` is in a model built with ``input_bn=False`` (the authors' HumanEva
+    MRCNN model, whose forward skips its input BatchNorm): the identity.
+
+    It has no parameters and saves nothing, but exposes the fields of an eval-mode BatchNorm
+    whose affine map is exactly the identity (``running_mean`` 0, ``running_var`` 1, ``eps`` 0,
+    no weight or bias), so code that folds the input BatchNorm into the next layer (the folded
+    inference plan) folds the identity.
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = 0.0
+        self.weight = None
+        self.bias = None
+        self.register_buffer("running_mean", torch.zeros(num_features), persistent=False)
+        self.register_buffer("running_var", torch.ones(num_features), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 # ----------------------------------------------------------------------------- the model
@@ -366,9 +491,12 @@ class GLAGCN(nn.Module):
     model (1,348,856) is the strided branch alone, so the sequence branch must add about
     0.53M; one C -> C block is 0.126M, so 4 blocks plus the two small heads give 1.859M (within
     1.2 %), while 3 blocks (1.733M, -7.8 %) or 5 blocks (1.985M, +5.6 %) miss the published
-    figure. The global blocks run at stride 1 over the whole window (their output is the
-    sequence feature F(C, T, V)), the projection to 3D is shared by all joints and frames (a 1x1
-    convolution, like the released head), and lambda is a fixed hyper-parameter (not learned).
+    figure (at C = 512 the same four blocks give 52.0M against the paper's 48.64M, which three
+    blocks would fit: see docs/FIDELITY.md). The global blocks run at stride 1 over the whole
+    window (their output is the sequence feature F(C, T, V)), the projection to 3D is shared by
+    all joints and frames (a 1x1 convolution, like the released head, where the paper writes an
+    AGCN(96, 3, 1): an AGCN block ends in a ReLU and could not output negative coordinates), and
+    lambda is by default a fixed hyper-parameter, 0.5 (``lam="learnable"`` learns it).
 
     Options:
 
@@ -380,12 +508,27 @@ class GLAGCN(nn.Module):
       sequence frame may see later frames of the same window; the output pose, the last frame,
       never sees beyond the window.)
     * ``block="stgcn"``: graph units without B and without attention (ST-GCN ablation).
-    * ``temporal="avgpool"``: each strided module's stride-3 convolution becomes a stride-1
-      block followed by 3-frame average pooling (ablation of the strided design; same
-      parameter count).
+    * ``temporal="avgpool_end"``: the average-pooling ablation as the paper describes it: the
+      features keep their full length F(C, T, V) through every module (both blocks at stride 1,
+      the module residual is the identity) and one average over the T frames after the last
+      module gives F(C, 1, V). Same parameter count. (Causal: every convolution still ends on
+      its own frame, and the output averages the whole window, which ends on the current
+      frame.) The folded inference plan (streaming, batch inference, ONNX export) does not
+      take this variant (it raises; run the model itself).
+    * ``temporal="avgpool"``: the older, per-module variant of that ablation: each strided
+      module's stride-3 convolution becomes a stride-1 block followed by a 3-frame average
+      pooling (stride 3), so the window still shrinks by 3 per module. Same parameter count.
     * ``head="fc"``: a fully connected layer on the flattened (V * C) features; ``"shared"``:
       one shared C -> 3 layer for all joints (the released head).
+    * ``lam``: the individually connected layer's blend, a fixed float in [0, 1] (default 0.5)
+      or ``"learnable"``: lambda = sigmoid(``head.lam_logit``), a parameter initialised at 0
+      (lambda 0.5), kept in [0, 1] by the sigmoid (needs ``head="icl"``; adds the state-dict
+      entry ``head.lam_logit``). :attr:`lam` reads the current value as a float.
     * ``global_blocks`` (keyword only): the number of C -> C blocks in the global branch.
+    * ``input_bn`` (keyword only, default True): the input BatchNorm1d(2V). ``False``: no input
+      normalisation (``data_bn`` is then an :class:`IdentityInputNorm`, nothing saved), as in
+      the authors' HumanEva MRCNN model (:func:`posekernels.models.load_official_checkpoint`
+      with ``variant="mrcnn"``).
 
     Any receptive field 3**k (k >= 1) and any skeleton of :mod:`posekernels.skeletons` (or a
     :class:`~posekernels.skeletons.Skeleton`).
@@ -398,8 +541,9 @@ class GLAGCN(nn.Module):
 
     def __init__(self, receptive_field: int = 243, channels: int = 96,
                  skeleton: str | Skeleton = "h36m17", sequence_branch: bool = True,
-                 head: str = "icl", lam: float = 0.5, causal: bool = False, block: str = "agcn",
-                 temporal: str = "strided", dropout: float = 0.1, *, global_blocks: int = 4):
+                 head: str = "icl", lam: float | str = 0.5, causal: bool = False,
+                 block: str = "agcn", temporal: str = "strided", dropout: float = 0.1, *,
+                 global_blocks: int = 4, input_bn: bool = True):
         super().__init__()
         stages = _stages_for(receptive_field)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
@@ -408,10 +552,12 @@ class GLAGCN(nn.Module):
             raise ValueError(f"head must be 'icl', 'shared' or 'fc', got {head!r}")
         if block not in ("agcn", "stgcn"):
             raise ValueError(f"block must be 'agcn' or 'stgcn', got {block!r}")
-        if temporal not in ("strided", "avgpool"):
-            raise ValueError(f"temporal must be 'strided' or 'avgpool', got {temporal!r}")
-        if not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
+        if temporal not in TEMPORAL_KINDS:
+            raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
+        if _check_lam(lam) and head != "icl":
+            raise ValueError(f"lam='learnable' needs head='icl', got head={head!r}")
+        if not isinstance(input_bn, bool):
+            raise ValueError(f"input_bn must be True or False, got {input_bn!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if isinstance(global_blocks, bool) or not isinstance(global_blocks, int) or global_blocks < 0:
@@ -429,7 +575,8 @@ class GLAGCN(nn.Module):
         kw = dict(causal=self.causal, adaptive=adaptive, attention=attention)
         A = sk.partitions(torch.float64)
 
-        self.data_bn = nn.BatchNorm1d(2 * v)
+        self.input_bn = input_bn
+        self.data_bn = nn.BatchNorm1d(2 * v) if input_bn else IdentityInputNorm(2 * v)
         self.expand = AGCNBlock(2, channels, A, stride=1, residual=True, **kw)
         self.global_blocks = nn.ModuleList(
             [AGCNBlock(channels, channels, A, stride=1, residual=True, **kw)
@@ -443,12 +590,13 @@ class GLAGCN(nn.Module):
 
     @property
     def lam(self) -> float:
+        """The head's lambda as a float (its current value when learnable)."""
         return self.head.lam
 
     def check_input(self, x: Tensor) -> None:
         check_pose_input(x, joints=self.num_joints, coords=2, skeleton=self.skeleton.name,
                          window=self.receptive_field, layout="(N, T, V, 2)",
-                         dtype=self.data_bn.weight.dtype)
+                         dtype=self.expand.gcn.W.dtype)
 
     def features(self, x: Tensor) -> Tensor:
         """Normalised input (N, T, V, 2) -> expand-block features (N, C, T, V)."""
@@ -472,6 +620,8 @@ class GLAGCN(nn.Module):
                 sequence = self.sequence_head(h.permute(0, 2, 3, 1))  # (N, T, V, 3)
         for stage in self.stages:
             h = stage(h)
+        if self.temporal_kind == "avgpool_end":
+            h = h.mean(dim=2, keepdim=True)  # the paper's ablation: F(C, T, V) -> F(C, 1, V)
         pose = self.head(h[:, :, 0].transpose(1, 2)).unsqueeze(1)  # (N, 1, V, 3)
         if return_sequence:
             return pose, sequence

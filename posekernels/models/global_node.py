@@ -5,11 +5,14 @@ Each layer updates the body joints ("local nodes") and one global node ``u``::
     x_i' = sigma( Q x_i a_ii + sum_{j != i} W x_j a_ij + T x_u + b )
     x_u' = sigma( (1/V) sum_j R x_j + S x_u + b_u )
 
-with ``a = D^-1 (A + I)`` the row-normalised skeleton adjacency with self loops. The self /
+with ``a`` the normalised skeleton adjacency with self loops: by default the paper's symmetric
+``D^-1/2 (A + I) D^-1/2`` (``adjacency_norm="symmetric"``), or SemGCN's row-normalised
+``D^-1 (A + I)`` (``adjacency_norm="row"``), D the degree matrix of ``A + I``. The self /
 neighbour split runs through :func:`posekernels.ops.adaptive_graph_conv` with K = 2 partitions
 and T = 1: partition 0 is ``diag(a)``, partition 1 the off-diagonal part, and since the op
 aggregates ``out[w] = sum_v x[v] A[v, w]`` the partitions passed are the transposes
-(``A_k = a_k^T``); ``W = stack(Q, W)``. Without the global node the layer is the paper's baseline
+(``A_k = a_k^T``, equal to ``a_k`` for the symmetric normalisation); ``W = stack(Q, W)``.
+Without the global node the layer is the paper's baseline
 GCN (different weights for self and neighbours).
 
 The auxiliary tasks of the global node: ``aux="action"`` (K-means pseudo action classes, see
@@ -29,14 +32,35 @@ from .. import ops
 from ..skeletons import Skeleton, get_skeleton
 from .glagcn import check_pose_input
 
-__all__ = ["GlobalNodeLayer", "GlobalNodeGCN", "kmeans_pose_labels", "global_node_loss"]
+__all__ = ["GlobalNodeLayer", "GlobalNodeGCN", "kmeans_pose_labels", "global_node_loss",
+           "normalised_adjacency", "ADJACENCY_NORMS"]
 
 AUX_WEIGHTS = {"action": 1e-3, "embedding": 1e-4}
+# adjacency normalisations and the code saved in the state dict ("adjacency_norm_code")
+ADJACENCY_NORMS = {"row": 0, "symmetric": 1}
 
 
-def self_neighbour_partitions(skeleton: Skeleton, dtype=torch.float64) -> Tensor:
-    """(2, V, V): the transposed diagonal and off-diagonal parts of ``D^-1 (A + I)``."""
-    a = skeleton.normalized_adjacency(torch.float64)
+def normalised_adjacency(skeleton: Skeleton, norm: str = "symmetric",
+                         dtype=torch.float64) -> Tensor:
+    """``a`` (V, V) of the skeleton's undirected graph with self loops, ``a[i, j]`` the weight of
+    joint j in joint i's update: ``"symmetric"`` ``D^-1/2 (A + I) D^-1/2``, ``"row"``
+    ``D^-1 (A + I)``, with D the degree matrix of ``A + I``."""
+    if norm not in ADJACENCY_NORMS:
+        raise ValueError(f"adjacency_norm must be 'symmetric' or 'row', got {norm!r}")
+    m = skeleton.adjacency(self_loops=True, dtype=torch.float64)
+    deg = m.sum(dim=1)
+    if norm == "row":
+        a = m / deg[:, None]
+    else:
+        inv_sqrt = deg.rsqrt()
+        a = inv_sqrt[:, None] * m * inv_sqrt[None, :]
+    return a.to(dtype)
+
+
+def self_neighbour_partitions(skeleton: Skeleton, dtype=torch.float64,
+                              norm: str = "symmetric") -> Tensor:
+    """(2, V, V): the transposed diagonal and off-diagonal parts of :func:`normalised_adjacency`."""
+    a = normalised_adjacency(skeleton, norm)
     diag = torch.diag(torch.diagonal(a))
     return torch.stack([diag.t(), (a - diag).t()]).to(dtype)
 
@@ -144,6 +168,15 @@ class GlobalNodeGCN(nn.Module):
     and 2,691,431 (C = 256) -- the paper's 0.69M and 2.69M; 664,707 / 2,640,131 without aux.
     ``global_node=False`` (the baseline GCN): no T, R, S, no global BatchNorm, no aux.
 
+    ``adjacency_norm`` (keyword only): ``"symmetric"`` (default, the paper's
+    ``D^-1/2 (A + I) D^-1/2``) or ``"row"`` (SemGCN's ``D^-1 (A + I)``, this model's only
+    normalisation before the option existed). The normalisation has no parameters (the counts
+    above hold for both); it is saved in the state dict as the 0-dim integer buffer
+    ``adjacency_norm_code`` (row 0, symmetric 1), and loading a state dict saved with the other
+    normalisation, or a whole-model state dict without that entry (saved before the option:
+    row-normalised), is refused with a message naming the ``adjacency_norm`` to build the model
+    with (even with ``strict=False``).
+
     ``forward(x)`` -> (N, V, 3); ``forward(x, return_aux=True)`` -> ``(pose, aux)`` with aux the
     logits (N, K), the decoder's reconstruction (N, V, 3), or None.
 
@@ -155,7 +188,8 @@ class GlobalNodeGCN(nn.Module):
 
     def __init__(self, channels: int = 128, skeleton: str | Skeleton = "h36m16",
                  global_node: bool = True, aux: str | None = "action", num_classes: int = 100,
-                 embed_dim: int = 10, dropout: float = 0.2):
+                 embed_dim: int = 10, dropout: float = 0.2, *,
+                 adjacency_norm: str = "symmetric"):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
@@ -170,6 +204,8 @@ class GlobalNodeGCN(nn.Module):
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if not isinstance(adjacency_norm, str) or adjacency_norm not in ADJACENCY_NORMS:
+            raise ValueError(f"adjacency_norm must be 'symmetric' or 'row', got {adjacency_norm!r}")
         sk = get_skeleton(skeleton)
         self.skeleton = sk
         self.num_joints = v = sk.num_joints
@@ -178,7 +214,10 @@ class GlobalNodeGCN(nn.Module):
         self.aux = aux
         self.num_classes = num_classes if aux == "action" else None
         self.embed_dim = embed_dim if aux == "embedding" else None
-        parts = self_neighbour_partitions(sk)
+        self.adjacency_norm = adjacency_norm
+        self.register_buffer("adjacency_norm_code",
+                             torch.tensor(ADJACENCY_NORMS[adjacency_norm], dtype=torch.int64))
+        parts = self_neighbour_partitions(sk, norm=adjacency_norm)
         g = self.global_node
         self.input_layer = _HiddenLayer(2, channels, parts, 2 if g else None, dropout)
         self.blocks = nn.ModuleList([_ResidualBlock(channels, parts, g, dropout) for _ in range(4)])
@@ -189,6 +228,27 @@ class GlobalNodeGCN(nn.Module):
                                          nn.Linear(channels, 3 * v))
         else:
             self.decoder = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "adjacency_norm_code"
+        names = {code: name for name, code in ADJACENCY_NORMS.items()}
+        if key in state_dict:
+            saved = names.get(int(state_dict[key]), f"<unknown code {int(state_dict[key])}>")
+            if saved != self.adjacency_norm:
+                error_msgs.append(
+                    f"the state dict was saved from a model with adjacency_norm={saved!r}, this "
+                    f"model uses {self.adjacency_norm!r}: build it with adjacency_norm={saved!r}")
+        elif prefix + "input_layer.conv.W" in state_dict:  # a whole model saved before the option
+            error_msgs.append(
+                "the state dict has no 'adjacency_norm_code': it was saved before the adjacency "
+                "normalisation became an option, when it was always the row normalisation "
+                "D^-1 (A + I); build the model with adjacency_norm='row' and set "
+                "state_dict['adjacency_norm_code'] = torch.tensor(0) before loading")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        with torch.no_grad():  # the code follows the constructor argument, never the file
+            self.adjacency_norm_code.fill_(ADJACENCY_NORMS[self.adjacency_norm])
 
     def check_input(self, x: Tensor) -> None:
         check_pose_input(x, joints=self.num_joints, coords=2, skeleton=self.skeleton.name,

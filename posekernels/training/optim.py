@@ -7,7 +7,8 @@
   no weight decay) inside Lookahead (k = 6, alpha = 0.5).
 * :func:`cosine_lr` (lr to lr_min over the epochs, stepped once per epoch), :func:`exp_lr`,
   :func:`set_lr`, and :func:`bn_momentum` / :func:`set_bn_momentum` (BatchNorm momentum
-  0.1 * exp(-epoch / epochs * ln 100): 0.1 at the start, 0.001 at the end).
+  0.1 * exp(-epoch / epochs * ln 100): 0.1 at the start, 0.001 at the end; as in the released
+  GLA-GCN code, the two shortcut BatchNorms of a GLA-GCN's first block stay out of the decay).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 __all__ = ["Lookahead", "ranger", "make_optimizer", "cosine_lr", "exp_lr", "set_lr",
-           "bn_momentum", "set_bn_momentum"]
+           "bn_momentum", "set_bn_momentum", "released_undecayed_batchnorms"]
 
 
 class Lookahead:
@@ -115,7 +116,31 @@ def bn_momentum(epoch: int, epochs: int, start: float = 0.1, end: float = 0.001)
     return start * math.exp(-epoch / max(epochs, 1) * math.log(start / end))
 
 
-def set_bn_momentum(model: nn.Module, momentum: float) -> None:
+def released_undecayed_batchnorms(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorms of ``model`` that the released GLA-GCN code leaves out of its momentum
+    decay: in every :class:`~posekernels.models.GLAGCN` inside ``model``, the first (expand)
+    block's two shortcut BatchNorms, ``expand.gcn.shortcut.bn`` (their ``gcn1.down.1``) and
+    ``expand.residual.bn`` (their ``residual.bn``). Their decay touches the input BatchNorm and
+    every block's graph and temporal BatchNorms only; the other blocks have no shortcut
+    BatchNorm (C -> C, identity or no shortcut)."""
+    from ..models import GLAGCN
+
+    out = []
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, GLAGCN):
+            if m.expand.gcn.shortcut is not None:
+                out.append(m.expand.gcn.shortcut.bn)
+            if m.expand.residual is not None:
+                out.append(m.expand.residual.bn)
+    return out
+
+
+def set_bn_momentum(model: nn.Module, momentum: float, *, released: bool = True) -> None:
+    """Set the momentum of every BatchNorm of ``model``. ``released=True`` (default) matches
+    the released GLA-GCN code: the BatchNorms of :func:`released_undecayed_batchnorms` keep
+    the momentum they have (0.1, PyTorch's default, unless changed by hand); ``released=False``
+    sets every BatchNorm, those two included."""
+    keep = {id(m) for m in released_undecayed_batchnorms(model)} if released else set()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in keep:
             m.momentum = momentum
