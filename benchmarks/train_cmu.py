@@ -177,7 +177,7 @@ def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> N
     config + metrics only; each must stay under 10 MB). ``from_last`` ships a run's ``last.pt``
     (an unfinished run; its epoch is recorded) instead of its final ``model.pt``."""
     from posekernels.training import load_checkpoint, read_checkpoint, save_checkpoint
-    from posekernels.training.checkpoint import default_checkpoint_path
+    from posekernels.checkpoints import default_checkpoint_path
 
     for run in runs:
         src = os.path.join(out, run, "last.pt" if from_last else "model.pt")

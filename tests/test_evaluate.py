@@ -14,7 +14,7 @@ from posekernels import lift_sequence, metrics
 from posekernels.cli import main as cli
 from posekernels.evaluation import evaluate_sequences, headline, sequences_from_3d
 from posekernels.training import build_model, save_checkpoint
-from posekernels.training.checkpoint import default_checkpoint_path, load_default_model
+from posekernels.checkpoints import default_checkpoint_path, load_default_model
 
 KEYS = {"mpjpe", "p_mpjpe", "n_mpjpe", "mpjve", "frames"}
 
@@ -112,16 +112,17 @@ def test_evaluate_bad_input(tmp_path, bvh_dir, tiny_checkpoint, capsys):
     assert "no such file or folder" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.isfile(default_checkpoint_path()),
-                    reason="no default checkpoint in this checkout")
-def test_default_model_ships_and_evaluates(bvh_dir, capsys):
-    size = os.path.getsize(default_checkpoint_path())
+@pytest.mark.parametrize("mode", ["centered", "causal"])
+def test_default_model_ships_and_evaluates(bvh_dir, capsys, mode):
+    size = os.path.getsize(default_checkpoint_path(mode))
     assert size < 10 * 2 ** 20
-    raw = torch.load(default_checkpoint_path(), weights_only=True)
+    raw = torch.load(default_checkpoint_path(mode), weights_only=True)
     assert {"model_config", "model", "config", "metrics"} <= set(raw)
     assert "optimizer" not in raw
-    model = load_default_model()
+    model = load_default_model(mode=mode)
     assert not model.training and model.num_joints == 17
-    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", "default", "--json"]) == 0
+    assert model.causal == (mode == "causal")
+    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", "default", "--mode", mode,
+                "--cameras", "random", "--num-cameras", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert KEYS <= set(res) and res["checkpoint"] == "default"

@@ -153,3 +153,23 @@ def test_model_joints_and_window_offsets():
     import posekernels
 
     assert posekernels.lift_sequence is posekernels.inference.lift_sequence
+
+
+def test_lift_sequence_and_streaming_under_autocast():
+    """The folded plan (lift_sequence, StreamingLifter) runs under bf16 autocast on the CPU and
+    gives the float32 result (the unchecked kernels run in the model's dtype)."""
+    from posekernels import lift_sequence
+    from posekernels.models import GLAGCN
+    from posekernels.stream import StreamingLifter
+
+    torch.manual_seed(int(torch.randint(0, 2 ** 31, ())))
+    model = GLAGCN(receptive_field=9, channels=8, sequence_branch=False, head="shared").eval()
+    kp = np.random.default_rng().standard_normal((20, 17, 2)).astype(np.float32) * 0.3
+    ref = lift_sequence(model, kp)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = lift_sequence(model, kp)
+        lifter = StreamingLifter(model)
+        outs = [p for f in range(20) if (p := lifter.push(kp[f])) is not None]
+        streamed = np.concatenate([np.stack(outs), lifter.flush()])
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(streamed, ref, atol=1e-5, rtol=0)

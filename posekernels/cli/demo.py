@@ -60,9 +60,8 @@ NOTICE = """
 
 def _models(args):
     """[(label, model, trained)] for the run (see the module docstring)."""
+    from posekernels.checkpoints import DefaultModelUnavailable, load_model
     from posekernels.models import GLAGCN
-    from posekernels.stream import load_model
-    from posekernels.stream._checkpoint import DefaultModelUnavailable
 
     if args.checkpoint != "default":
         return [("model", load_model(args.checkpoint, device=args.device), True)]

@@ -26,6 +26,9 @@ that does less work per call:
   convolution: the plan then matches the model to about 1e-5 relative instead of 1e-6 (the tests
   bound it).
 
+Under :func:`torch.autocast` the unchecked path runs in the model's own dtype with autocast off
+(its kernels take one dtype); the checked paths follow autocast like the ops do.
+
 With ``backend="reference"`` every op goes through the plain PyTorch reference formulation,
 which is what :mod:`posekernels.export` traces to ONNX.
 
@@ -277,6 +280,14 @@ class GLAGCNPlan(nn.Module):
         self.head_W, self.head_b = _p(W, ref), _p(b, ref)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.unchecked and torch.is_autocast_enabled(x.device.type):
+            # the unchecked kernels take one dtype: under autocast the plan runs in the
+            # model's own dtype (its folded weights'), autocast off
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.to(self.in_scale.dtype))
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         h = x.permute(0, 3, 1, 2) * self.in_scale + self.in_shift  # (N, 2, T, V)
         h = h.contiguous()
