@@ -72,28 +72,39 @@ _MODES = {"centered": False, "centred": False, "causal": True}
 
 
 def fill_missing(keypoints, scores=None, *, min_score: float = DEFAULT_MIN_SCORE):
-    """Offline version of the lifter's missing-data rule on a whole sequence (F, V, 2).
+    """Offline version of the lifter's missing-data rule on a whole sequence (F, V, 2), or on a
+    batch of sequences (N, F, V, 2) filled independently (vectorised over the batch).
 
-    Returns a filled copy (numpy in, numpy out): what a :class:`StreamingLifter` writes into its
-    window for the same frames and scores. Use it to compare a live stream with
-    :func:`posekernels.lift_sequence`.
+    Returns a filled copy (numpy in, numpy out; a tensor keeps its dtype and device): what a
+    :class:`StreamingLifter` writes into its window for the same frames and scores (F, V) or
+    (N, F, V). Use it to compare a live stream with :func:`posekernels.lift_sequence`; the
+    camera-randomised training applies it to its augmented windows.
     """
     as_numpy = not isinstance(keypoints, Tensor)
     kp = torch.as_tensor(np.asarray(keypoints) if as_numpy else keypoints).double()
-    if kp.dim() != 3 or kp.shape[-1] != 2:
-        raise ValueError(f"keypoints must have shape (F, V, 2), got {tuple(kp.shape)}")
+    if kp.dim() not in (3, 4) or kp.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape (F, V, 2) or (N, F, V, 2), got "
+                         f"{tuple(kp.shape)}")
     sc = None if scores is None else torch.as_tensor(np.asarray(scores) if as_numpy else scores)
-    if sc is not None and tuple(sc.shape) != tuple(kp.shape[:2]):
-        raise ValueError(f"scores must have shape (F, V) = {tuple(kp.shape[:2])}, got "
+    if sc is not None and tuple(sc.shape) != tuple(kp.shape[:-1]):
+        raise ValueError(f"scores must have shape {tuple(kp.shape[:-1])}, got "
                          f"{tuple(sc.shape)}")
+    single = kp.dim() == 3
+    if single:
+        kp = kp[None]
+        sc = None if sc is None else sc[None]
+    sc = None if sc is None else sc.to(device=kp.device, dtype=torch.float64)
+    n, nf, v, _ = kp.shape
     out = torch.empty_like(kp)
-    last = torch.zeros(kp.shape[1:], dtype=kp.dtype)
-    seen = torch.zeros(kp.shape[1], dtype=torch.bool)
-    for f in range(kp.shape[0]):
-        out[f] = _fill_step(kp[f][None], None if sc is None else sc[f][None].double(),
-                            last[None], seen[None], min_score)[0]
-        last = out[f].clone()
-        seen |= _valid(kp[f][None], None if sc is None else sc[f][None].double(), min_score)[0]
+    last = torch.zeros(n, v, 2, dtype=kp.dtype, device=kp.device)
+    seen = torch.zeros(n, v, dtype=torch.bool, device=kp.device)
+    for f in range(nf):
+        s_f = None if sc is None else sc[:, f]
+        out[:, f] = _fill_step(kp[:, f], s_f, last, seen, min_score)
+        last = out[:, f]
+        seen = seen | _valid(kp[:, f], s_f, min_score)
+    if single:
+        out = out[0]
     return out.numpy().astype(np.asarray(keypoints).dtype) if as_numpy else out.to(keypoints.dtype)
 
 

@@ -6,8 +6,8 @@ device and, for each batch, gathers the windows (the index arithmetic of
 rescales the subject, draws one camera per window
 (:func:`posekernels.data.random_cameras.sample_cameras`), projects, adds detector-like noise and
 missing joints (:class:`Augment2D`), fills the missing joints by the streaming lifter's rule
-(the same ``_fill_step`` that :class:`posekernels.stream.StreamingLifter` and
-:func:`posekernels.stream.fill_missing` apply) and normalises exactly as at inference. All of it
+(:func:`posekernels.stream.fill_missing`, the rule :class:`posekernels.stream.StreamingLifter`
+applies) and normalises exactly as at inference. All of it
 is vectorised over the batch (the only Python loops run over the window's frames).
 """
 from __future__ import annotations
@@ -140,20 +140,11 @@ def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_c
 
 def fill_missing_windows(uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Fill the joints that are not ``valid`` in windows (N, T, V, 2) by the streaming lifter's
-    rule, frame by frame from the window's first frame (vectorised over the windows)."""
-    from ..stream.lifter import _fill_step
+    rule (:func:`posekernels.stream.fill_missing`), frame by frame from each window's first
+    frame, vectorised over the windows."""
+    from ..stream import fill_missing
 
-    n, t, v, _ = uv.shape
-    frames = torch.where(valid[..., None], uv, torch.full_like(uv, float("nan")))
-    last = torch.zeros(n, v, 2, device=uv.device, dtype=uv.dtype)
-    seen = torch.zeros(n, v, dtype=torch.bool, device=uv.device)
-    out = []
-    for i in range(t):
-        filled = _fill_step(frames[:, i], None, last, seen, 0.0)
-        out.append(filled)
-        last = filled
-        seen = seen | valid[:, i]
-    return torch.stack(out, 1)
+    return fill_missing(torch.where(valid[..., None], uv, torch.full_like(uv, float("nan"))))
 
 
 class RandomCameraWindows:
