@@ -96,8 +96,9 @@ def _plot_3d(ax, pose, gt, skeleton, colour, label):
             if p >= 0:
                 ax.plot(p3[[j, p], 0], p3[[j, p], 2], -p3[[j, p], 1], color=col, lw=lw,
                         label=lab if j == 1 else None)
-    ax.set_xlim(-0.8, 0.8), ax.set_ylim(-0.8, 0.8), ax.set_zlim(-0.9, 0.9)
-    ax.set_box_aspect((1, 1, 1.1))
+    ax.set_xlim(-0.55, 0.55), ax.set_ylim(-0.55, 0.55), ax.set_zlim(-0.95, 0.95)
+    ax.set_box_aspect((1.1, 1.1, 1.9), zoom=1.25)
+    ax.view_init(elev=12, azim=-70)
     ax.set_xlabel("x (m)"), ax.set_ylabel("depth (m)"), ax.set_zlabel("up (m)")
 
 
@@ -114,7 +115,7 @@ def _draw(png, kp, results, gt, frames, skeleton):
     import matplotlib.pyplot as plt
 
     rows = 1 + len(results)
-    fig = plt.figure(figsize=(5.5 * len(frames), 5.2 * rows))
+    fig = plt.figure(figsize=(5.0 * len(frames), 6.0 * rows))
     lo, hi = _frame_bounds(kp)
     for i, f in enumerate(frames):
         ax = fig.add_subplot(rows, len(frames), i + 1)
