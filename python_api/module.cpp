@@ -1,5 +1,5 @@
 // The Python module posekernels._C: importing it loads this library, whose static initialisers
-// register the posekernels:: ops (python_api/ops.cpp) with torch. It also describes the build.
+// register the posekernels:: ops (schema.cpp, ops_cpu.cpp) with torch. It also describes the build.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/extension.h>

@@ -1,4 +1,4 @@
-// CUDA kernels of the posekernels:: ops (schemas: python_api/ops.cpp, posekernels/ops/_autograd.py).
+// CUDA kernels of the posekernels:: ops (schemas: python_api/schema.cpp, posekernels/ops/_autograd.py).
 //
 // Every function validates its arguments with the checks shared by all devices (../checks.h:
 // ValueError for bad shapes, sizes or devices, TypeError for dtypes), then checks what is

@@ -1,9 +1,5 @@
-// Schemas of the posekernels:: ops and their CPU kernels.
-//
-// The schemas are the contract shared by every backend (see posekernels/ops/_autograd.py, which
-// registers their fake kernels and autograd formulas from Python). The CPU implementations
-// validate their arguments (checks.h) and run the fused kernels of csrc/cpu. CUDA kernels are
-// registered for the same schemas by python_api/cuda/*.cpp when the extension is built with CUDA.
+// CPU kernels of the posekernels:: ops (schemas: schema.cpp). Each validates its arguments
+// (checks.h) and runs the fused kernels of csrc/cpu.
 #include "checks.h"
 #include "cpu/kernels.h"
 
@@ -78,34 +74,6 @@ at::Tensor tconv_forward_cpu(const at::Tensor& x, const at::Tensor& weight_t, in
 
 }  // namespace
 }  // namespace posekernels
-
-TORCH_LIBRARY(posekernels, m) {
-  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
-  m.def(
-      "agc_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
-      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b) -> (Tensor, Tensor)",
-      tags);
-  m.def(
-      "agc_backward(Tensor grad_y, Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, "
-      "Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn) -> "
-      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-      tags);
-  // Inference only (no autograd formula): relu?(agc(x) + shortcut(x)) in one pass.
-  m.def(
-      "agc_unit_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
-      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor? shortcut_w, Tensor? shortcut_b, "
-      "bool identity_shortcut, bool relu) -> Tensor",
-      tags);
-  m.def("jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor", tags);
-  m.def("jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor, Tensor, Tensor)", tags);
-  // Inference only (no autograd formula): the temporal convolution with fused bias, residual and
-  // ReLU that inference plans use on the CPU.
-  m.def("tconv_transform_weight(Tensor weight, int stride) -> Tensor", tags);
-  m.def(
-      "tconv_forward(Tensor x, Tensor weight_t, int kernel, int stride, Tensor? bias, "
-      "Tensor? residual, Tensor? residual_w, int pad_left, int pad_right, bool relu) -> Tensor",
-      tags);
-}
 
 TORCH_LIBRARY_IMPL(posekernels, CPU, m) {
   m.impl("agc_forward", TORCH_FN(posekernels::agc_forward_cpu));

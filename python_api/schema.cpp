@@ -1,0 +1,36 @@
+// Schemas of the posekernels:: ops: the contract shared by every backend. The CPU kernels are
+// registered for them in ops_cpu.cpp, the CUDA kernels in cuda/ops_cuda.cpp (when the extension
+// is built with CUDA); posekernels/ops/_autograd.py registers their fake kernels and autograd
+// formulas from Python.
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <vector>
+
+TORCH_LIBRARY(posekernels, m) {
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+  m.def(
+      "agc_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
+      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "agc_backward(Tensor grad_y, Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, "
+      "Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
+  // Inference only (no autograd formula): relu?(agc(x) + shortcut(x)) in one pass.
+  m.def(
+      "agc_unit_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w, "
+      "Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor? shortcut_w, Tensor? shortcut_b, "
+      "bool identity_shortcut, bool relu) -> Tensor",
+      tags);
+  m.def("jl_forward(Tensor x, Tensor W, Tensor? b) -> Tensor", tags);
+  m.def("jl_backward(Tensor grad_y, Tensor x, Tensor W, bool has_bias) -> (Tensor, Tensor, Tensor)", tags);
+  // Inference only (no autograd formula): the temporal convolution with fused bias, residual and
+  // ReLU that inference plans use on the CPU.
+  m.def("tconv_transform_weight(Tensor weight, int stride) -> Tensor", tags);
+  m.def(
+      "tconv_forward(Tensor x, Tensor weight_t, int kernel, int stride, Tensor? bias, "
+      "Tensor? residual, Tensor? residual_w, int pad_left, int pad_right, bool relu) -> Tensor",
+      tags);
+}
