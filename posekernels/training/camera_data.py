@@ -22,7 +22,8 @@ import torch
 from ..data.random_cameras import (DEFAULT_CAMERAS, CameraDistribution, project_windows,
                                    sample_cameras)
 from ..data.virtual import DetectorNoise
-from ..data.windows import WindowDataset, flip_permutation
+from ..data.windows import WindowDataset
+from ..skeletons import flip_permutation
 
 __all__ = ["Augment2D", "RandomCameraWindows", "augment_2d_from_dict", "fill_missing_windows"]
 
