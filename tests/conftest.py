@@ -12,6 +12,15 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+from _op_harness import grid  # noqa: E402  (after TRITON_INTERPRET: it imports posekernels)
+
+
+@pytest.fixture(params=grid())
+def combo(request):
+    """Every kernel backend x device x dtype (tests/_op_harness.py); a test that parametrizes
+    `combo` itself picks a part of the grid."""
+    return request.param
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
