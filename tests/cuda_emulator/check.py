@@ -10,7 +10,6 @@ major, default 9; 7 runs the 16-bit types on the SIMT path instead of tensor cor
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import subprocess
@@ -22,13 +21,15 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from _op_harness import (TOL, differentiable, grad_out, make_agc, make_gjl, run_agc, run_gjl,  # noqa: E402
+                         scaled_error, theta_b_floor, to64, typical_sizes)
 from posekernels.ops import reference  # noqa: E402
 
 DT = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
-# the tolerances of tests/test_cuda_backend.py (gradients: 5x)
-TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 EXE = os.environ.get("EMU_EXE", str(REPO / "build" / "emulator" / "emu_fast"))
+GRAD_NAMES = {"x": "gx", "W": "gW", "bias": "gbias", "B": "gB", "theta_w": "gtheta_w", "theta_b": "gtheta_b",
+              "phi_w": "gphi_w", "phi_b": "gphi_b"}
 
 
 def _write(d, name, t):
@@ -48,44 +49,28 @@ def _read(d, name, shape, dtype):
 def _run(d, op, spec, env=None):
     with open(f"{d}/spec.txt", "w") as f:
         f.write(op + "\n" + "".join(f"{k} {v}\n" for k, v in spec.items()))
-    e = dict(os.environ)
-    e.update(env or {})
-    r = subprocess.run([EXE, d], capture_output=True, text=True, env=e, timeout=3600)
+    r = subprocess.run([EXE, d], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError(f"emulator failed (exit {r.returncode}): {r.stderr[-3000:]}")
     return r.stdout
 
 
-def _close(name, a, ref, rel, floor=1e-12):
-    a = a.double()
-    if not torch.isfinite(a).all():  # outputs, workspace and shared memory start as NaN
-        return f"{name}: {(~torch.isfinite(a)).sum().item()} non-finite values"
-    scale = max(float(ref.abs().max()), floor)
-    err = float((a - ref).abs().max())
-    return f"{name}: max err {err:.3e} > {rel:g} x {scale:.3e}" if err > rel * scale else None
+def _floors(run, gout, dtype):
+    """As tests/_op_harness.py judges gradients: 16-bit ones against their typical size."""
+    return typical_sizes(run, gout) if dtype.itemsize == 2 else {}
 
 
 def agc_case(n, cin, cout, ce, t, v, k, attention, with_b, with_bias, emb_bias, dtype, seed, env=None,
              saved_attn=True):
-    """Forward and backward of one agc case; returns the list of mismatches."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*s, sc=1.0):
-        return (torch.randn(*s, dtype=torch.float64, generator=g) * sc).to(dtype)
-
-    a = {"x": r(n, cin, t, v), "A": torch.rand(k, v, v, dtype=torch.float64, generator=g).to(dtype),
-         "W": r(k, cout, cin, sc=1 / math.sqrt(cin * k)), "bias": r(k, cout) if with_bias else None,
-         "B": r(k, v, v, sc=0.3) if with_b else None, "theta_w": None, "theta_b": None, "phi_w": None, "phi_b": None}
-    if attention:
-        a["theta_w"] = r(k, ce, cin, sc=1 / math.sqrt(cin))
-        a["phi_w"] = r(k, ce, cin, sc=1 / math.sqrt(cin))
-        if emb_bias:
-            a["theta_b"], a["phi_b"] = r(k, ce), r(k, ce)
-    gy = torch.randn(n, cout, t, v, dtype=torch.float64, generator=g).to(dtype)
-    ref = {kk: (vv.double().requires_grad_(kk != "A") if vv is not None else None) for kk, vv in a.items()}
-    y_ref = reference.adaptive_graph_conv(**ref)
-    names = [kk for kk in ref if kk != "A" and ref[kk] is not None]
-    g_ref = dict(zip(names, torch.autograd.grad(y_ref, [ref[kk] for kk in names], gy.double())))
+    """Forward and backward of one agc case; returns the list of mismatches (outputs, workspace
+    and shared memory start as NaN in the emulator: a value never written shows as non-finite)."""
+    a = make_agc(n, cin, cout, ce, t, v, k, attention=attention, with_b=with_b, with_bias=with_bias,
+                 theta_b=emb_bias, phi_b=emb_bias, dtype=dtype, seed=seed)
+    gy = grad_out((n, cout, t, v), dtype, "cpu", seed + 1)
+    ref = to64(a)
+    y_ref, g_ref = run_agc(ref, "reference", gy)
+    floors = _floors(lambda g: run_agc(ref, "reference", g), gy, dtype)
+    tol, gtol = TOL["cuda", "cuda"][dtype]
     errs = []
     with tempfile.TemporaryDirectory() as d:
         for kk, vv in a.items():
@@ -93,51 +78,41 @@ def agc_case(n, cin, cout, ce, t, v, k, attention, with_b, with_bias, emb_bias, 
                 _write(d, kk, vv)
         spec = dict(dtype=DT[dtype], N=n, Cin=cin, Cout=cout, T=t, V=v, K=k, Ce=ce if attention else 0)
         _run(d, "agc_fwd", spec, env)
-        errs.append(_close("y", _read(d, "y", (n, cout, t, v), dtype), y_ref.detach(), TOL[dtype]))
+        errs.append(scaled_error(_read(d, "y", (n, cout, t, v), dtype), y_ref, tol, "y"))
         if attention:
             attn = _read(d, "attn", (n, k, v, v), dtype)
-            c_ref = reference.attention(*(ref[q].detach() if ref[q] is not None else None
-                                          for q in ("x", "theta_w", "theta_b", "phi_w", "phi_b")))
-            errs.append(_close("attn", attn, c_ref, TOL[dtype]))
+            c_ref = reference.attention(*(ref[q] for q in ("x", "theta_w", "theta_b", "phi_w", "phi_b")))
+            errs.append(scaled_error(attn, c_ref, tol, "attn"))
             if saved_attn:  # else the backward recomputes it
                 _write(d, "attn", attn)
-        _write(d, "grad_y", gy)
+        _write(d, "grad_y", gy.to(dtype))
         _run(d, "agc_bwd", spec, env)
-        out = {"x": "gx", "W": "gW", "bias": "gbias", "B": "gB", "theta_w": "gtheta_w", "theta_b": "gtheta_b",
-               "phi_w": "gphi_w", "phi_b": "gphi_b"}
-        for kk in names:
-            # gtheta_b is zero in theory (a per-row bias is constant along the softmax axis)
-            floor = max(float(g_ref[q].abs().max()) for q in ("theta_w", "phi_w")) if kk == "theta_b" else 1e-12
-            errs.append(_close("grad " + kk, _read(d, out[kk], tuple(a[kk].shape), dtype), g_ref[kk],
-                               5 * TOL[dtype], floor))
+        for kk in differentiable(a):
+            floor = theta_b_floor(g_ref) if kk == "theta_b" else floors.get(kk, 1e-12)
+            errs.append(scaled_error(_read(d, GRAD_NAMES[kk], tuple(a[kk].shape), dtype), g_ref[kk], gtol,
+                                     "grad " + kk, floor))
     return [e for e in errs if e]
 
 
 def jl_case(m, v, c, dd, bias, dtype, seed, env=None):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, v, c, dtype=torch.float64, generator=g).to(dtype)
-    W = (torch.randn(v, c, dd, dtype=torch.float64, generator=g) / math.sqrt(c)).to(dtype)
-    b = torch.randn(v, dd, dtype=torch.float64, generator=g).to(dtype) if bias else None
-    gy = torch.randn(m, v, dd, dtype=torch.float64, generator=g).to(dtype)
-    xr, Wr = x.double().requires_grad_(), W.double().requires_grad_()
-    br = b.double().requires_grad_() if bias else None
-    y_ref = reference.joint_linear(xr, Wr, br)
-    gr = torch.autograd.grad(y_ref, [xr, Wr] + ([br] if bias else []), gy.double())
+    a = make_gjl((m,), v, c, dd, shared=False, biases=bias, dtype=dtype, seed=seed)
+    gy = grad_out((m, v, dd), dtype, "cpu", seed + 1)
+    y_ref, g_ref = run_gjl(to64(a), 1.0, "reference", gy)
+    floors = _floors(lambda g: run_gjl(to64(a), 1.0, "reference", g), gy, dtype)
+    tol, gtol = TOL["cuda", "cuda"][dtype]
     errs = []
     with tempfile.TemporaryDirectory() as d:
-        _write(d, "x", x)
-        _write(d, "W", W)
-        _write(d, "grad_y", gy)
-        if bias:
-            _write(d, "b", b)
+        for name, key in (("x", "x"), ("W", "W_joint"), ("b", "b_joint")):
+            if a[key] is not None:
+                _write(d, name, a[key])
+        _write(d, "grad_y", gy.to(dtype))
         spec = dict(dtype=DT[dtype], M=m, V=v, C=c, D=dd, has_bias=int(bias))
         _run(d, "jl_fwd", spec, env)
-        errs.append(_close("y", _read(d, "y", (m, v, dd), dtype), y_ref.detach(), TOL[dtype]))
+        errs.append(scaled_error(_read(d, "y", (m, v, dd), dtype), y_ref, tol, "y"))
         _run(d, "jl_bwd", spec, env)
-        errs.append(_close("gx", _read(d, "gx", (m, v, c), dtype), gr[0], 5 * TOL[dtype]))
-        errs.append(_close("gW", _read(d, "gW", (v, c, dd), dtype), gr[1], 5 * TOL[dtype]))
-        if bias:
-            errs.append(_close("gb", _read(d, "gb", (v, dd), dtype), gr[2], 5 * TOL[dtype]))
+        for name, key, shape in (("gx", "x", (m, v, c)), ("gW", "W_joint", (v, c, dd)), ("gb", "b_joint", (v, dd))):
+            if a[key] is not None:
+                errs.append(scaled_error(_read(d, name, shape, dtype), g_ref[key], gtol, name, floors.get(key, 1e-12)))
     return [e for e in errs if e]
 
 
