@@ -215,13 +215,13 @@ def check_gjl(combo: Combo, lead, v, c, d, groups="both", biases=True, lam=0.3, 
     seed = fresh_seed() if seed is None else seed
     args = make_gjl(lead, v, c, d, joint=groups != "shared", shared=groups != "joint",
                     biases=biases, dtype=combo.dtype, device=combo.device, seed=seed)
-    if lam == "tensor":
+    if isinstance(lam, str):  # "tensor"
         lam = torch.tensor(0.3, dtype=f64, device=combo.device)
     gout = grad_out((*lead, v, d), combo.dtype, combo.device, seed + 1)
     y_ref, g_ref = run_gjl(to64(args), lam, "reference", gout)
     floors = _floors(combo, lambda gy: run_gjl(to64(args), lam, "reference", gy), gout)
     y, g = run_gjl(args, lam, combo.backend, gout)
-    where, (tol, gtol) = f"{combo}, seed {seed}, {lead} v={v} c={c} d={d} {groups}", combo.tol
+    where, (tol, gtol) = f"{combo}, seed {seed}, {lead} v={v} c={c} d={d} {groups} lam={lam}", combo.tol
     assert y.dtype == combo.dtype and y.device.type == combo.device, where
     assert_close_scaled(y, y_ref, tol, f"y ({where})")
     for name, ref in g_ref.items():

@@ -117,7 +117,7 @@ def test_gjl_more_matches_float64(combo, case):
 @given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple),
        v=st.sampled_from([1, 15, 16, 17]), c=st.integers(1, 20), d=st.sampled_from([1, 3, 5, 16]),
        groups=st.sampled_from(["both", "joint", "shared"]), biases=st.booleans(),
-       lam=st.one_of(st.floats(0, 1), st.just("tensor")))
+       lam=st.one_of(st.floats(0, 1), st.floats(0, 1).map(lambda f: torch.tensor(f, dtype=f64))))
 def test_gjl_random_shapes(combo, lead, v, c, d, groups, biases, lam):
     check_gjl(combo, lead, v, c, d, groups, biases, lam)
 
