@@ -122,6 +122,10 @@ def test_gjl_random_shapes(combo, lead, v, c, d, groups, biases, lam):
     check_gjl(combo, lead, v, c, d, groups, biases, lam)
 
 
+# cuda reduces weight gradients with atomics: repeated backward passes may differ in the last bits
+GRADCHECK = dict(eps=1e-6, atol=1e-7, rtol=1e-5, nondet_tol=1e-12)
+
+
 @pytest.mark.parametrize("combo", grid((f64,), interpreted=False))
 @pytest.mark.parametrize("terms", TERMS)
 def test_agc_gradcheck(combo, terms):
@@ -131,8 +135,7 @@ def test_agc_gradcheck(combo, terms):
     def fn(*ts):
         return ops.adaptive_graph_conv(**dict(zip(names, ts)), backend=combo.backend)
 
-    assert torch.autograd.gradcheck(fn, [a[k].requires_grad_(k != "A") for k in names],
-                                    eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, [a[k].requires_grad_(k != "A") for k in names], **GRADCHECK)
 
 
 @pytest.mark.parametrize("combo", grid((f64,), interpreted=False))
@@ -150,7 +153,7 @@ def test_gjl_gradcheck(combo, c, d, groups, biases):
     def fn(*ts):
         return ops.grouped_joint_linear(**dict(zip(names, ts)), backend=combo.backend)
 
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    assert torch.autograd.gradcheck(fn, inputs, **GRADCHECK)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +272,8 @@ FRONT_END = grid((f32,), REFERENCE + KERNELS)
 @pytest.mark.parametrize("combo", FRONT_END)
 @pytest.mark.parametrize("case", BAD_AGC)
 def test_agc_bad_input(combo, case):
+    if combo.device == "cuda" and case in ("A nan", "A inf"):
+        pytest.skip("checked on the device (torch._assert_async), which would end the CUDA context")
     change, exc, match = BAD_AGC[case]
     a = make_agc(2, 4, 6, 3, 5, 17, 3, dtype=f32, device=combo.device)
     with pytest.raises(exc, match=match):
