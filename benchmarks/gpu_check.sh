@@ -125,17 +125,17 @@ step tests "$PY" -m pytest tests -q -ra --junitxml "$OUT/tests.xml"
 # 5. compute-sanitizer over the CUDA op tests. The caching allocator is off so that every tensor
 #    is its own allocation and an out-of-bounds access cannot land in a neighbour.
 
-SAN_TESTS="tests/test_cuda_backend.py"
-MEMCHECK_K="small_shapes or edge_shapes or recomputes or attn_output or noncontiguous or jl_ops or (gjl and 17) or (model_sized and 27) or simt_path"
+SAN_TESTS="tests/test_ops.py tests/test_cuda_backend.py"
+MEMCHECK_K="(cuda-cuda and (agc_terms or raw_agc or raw_jl or noncontiguous or (gjl_more and v17) or (model_sized and t27))) or edge_shapes or simt_path"
 step memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
-  --print-limit 50 "$PY" -m pytest "$SAN_TESTS" -q -x -p no:cacheprovider -k "$MEMCHECK_K"
-SMALL_K="(small_shapes and 17 and plain) or (small_shapes and 17 and attention-with_b-with_bias-emb_bias) or (jl_ops and float32)"
+  --print-limit 50 "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$MEMCHECK_K"
+SMALL_K="cuda-cuda and ((agc_terms and 17 and (plain or all-17)) or (raw_jl and float32))"
 step racecheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool racecheck --racecheck-report hazard \
-  --error-exitcode 99 "$PY" -m pytest "$SAN_TESTS" -q -x -p no:cacheprovider -k "$SMALL_K"
+  --error-exitcode 99 "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$SMALL_K"
 step synccheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool synccheck --error-exitcode 99 \
-  "$PY" -m pytest "$SAN_TESTS" -q -x -p no:cacheprovider -k "$SMALL_K"
+  "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$SMALL_K"
 step initcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool initcheck --error-exitcode 99 \
-  "$PY" -m pytest "$SAN_TESTS" -q -x -p no:cacheprovider -k "$SMALL_K"
+  "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$SMALL_K"
 
 # ---------------------------------------------------------------------------------------------
 # 6. device ceilings: a large bf16 matmul and a large device-to-device copy

@@ -1,7 +1,7 @@
 // Fused CPU kernels of posekernels: adaptive graph convolution (agc) and per-joint linear (jl).
 //
 // The formulas are those of posekernels/ops/reference.py. These functions trust their caller
-// (python_api/ops.cpp validates): every tensor is a defined, contiguous CPU tensor, all share one
+// (python_api/ops_cpu.cpp validates): every tensor is a defined, contiguous CPU tensor, all share one
 // floating dtype, and the shapes agree:
 //   agc: x (N, Cin, T, V); A, B (K, V, V); W (K, Cout, Cin); bias (K, Cout);
 //        theta_w, phi_w (K, Ce, Cin) (both or neither); theta_b, phi_b (K, Ce) (only with them);
