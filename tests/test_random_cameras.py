@@ -104,12 +104,14 @@ def test_windows_reproject_to_inputs_and_subject_in_view():
             uv = full[..., :2] / full[..., 2:] * float(cams.focal[i]) + cams.center[i].numpy()
             wd, ht = (float(v) for v in cams.size[i])
             np.testing.assert_allclose(x[i].numpy(), uv / wd * 2 - [1, ht / wd], atol=2e-5)
-            # a sane part of the image: the reference frame's pelvis well inside, every joint
-            # of the window within half an image of the borders
+            # a sane part of the image: the reference frame's pelvis well inside and its every
+            # joint within half an image of the borders (the subject may walk out of the
+            # picture during the window, as people do)
             ref = 26 if causal else 13
             rel = np.abs(uv[ref, 0] - [wd / 2, ht / 2]) / [wd / 2, ht / 2]
             assert rel.max() < 0.6
-            assert (uv > -0.5 * np.array([wd, ht])).all() and (uv < 1.5 * np.array([wd, ht])).all()
+            size = np.array([wd, ht])
+            assert (uv[ref] > -0.5 * size).all() and (uv[ref] < 1.5 * size).all()
 
 
 def test_scale_jitter_scales_the_subject():
