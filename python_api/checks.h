@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -361,6 +362,91 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
     check_same(*residual, "residual", x, "x");
   }
   return TconvArgs{x.contiguous(), weight_t.contiguous(), contiguous(bias), contiguous(residual), rw};
+}
+
+// ---------------------------------------------------------------- training epilogues (bn_act.cpp)
+// Kernels take float32 and float64 (callers fall back to the reference formulation for 16-bit).
+inline void check_epilogue_dtype(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
+                   " must be float32 or float64 for the fused CPU epilogue, got dtype ",
+                   dtype_str(t.scalar_type()));
+}
+
+inline void check_dropout_p(double p) {
+  TORCH_CHECK_VALUE(std::isfinite(p) && p >= 0.0 && p < 1.0, "p must lie in [0, 1), got ", p);
+}
+
+// The seed: a one-element int64 tensor on the CPU.
+inline int64_t check_seed(const at::Tensor& seed) {
+  TORCH_CHECK_VALUE(seed.defined() && seed.layout() == at::kStrided && seed.numel() == 1,
+                    "seed must be a one-element int64 tensor, got ",
+                    seed.defined() ? shape_str(seed.sizes()) : std::string("an undefined tensor"));
+  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be an int64 tensor, got dtype ",
+                   dtype_str(seed.scalar_type()));
+  TORCH_CHECK_VALUE(seed.device().is_cpu(), "seed must be a CPU tensor, got one on ", seed.device());
+  return seed.item<int64_t>();
+}
+
+inline at::Tensor check_dropout(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.defined(), "x must be a tensor, got an undefined tensor");
+  TORCH_CHECK_TYPE(x.layout() == at::kStrided, "x must be a dense (strided) tensor");
+  check_epilogue_dtype(x, "x");
+  return x.contiguous();
+}
+
+struct BnActArgs {
+  at::Tensor z;
+  OptTensor weight, bias, residual;
+};
+
+// z (N, C, ...) with at least two values per channel; weight/bias (C,); residual like z.
+inline BnActArgs check_bn_act(const at::Tensor& z, const OptTensor& weight, const OptTensor& bias,
+                              const OptTensor& residual, double p, double eps) {
+  TORCH_CHECK_VALUE(z.defined() && z.dim() >= 2, "z must be a tensor of shape (N, C, ...), got ",
+                    z.defined() ? shape_str(z.sizes()) : std::string("an undefined tensor"));
+  TORCH_CHECK_TYPE(z.layout() == at::kStrided, "z must be a dense (strided) tensor");
+  check_epilogue_dtype(z, "z");
+  const int64_t C = z.size(1);
+  TORCH_CHECK_VALUE(C >= 1 && z.numel() / C >= 2,
+                    "z needs more than one value per channel for batch statistics, got shape ",
+                    shape_str(z.sizes()));
+  const std::vector<std::pair<const OptTensor*, const char*>> vecs{{&weight, "weight"}, {&bias, "bias"}};
+  for (const auto& [t, name] : vecs) {
+    if (t->has_value()) {
+      check_same(**t, name, z, "z");
+      TORCH_CHECK_VALUE((*t)->dim() == 1 && (*t)->size(0) == C, name, " must have shape (C,) = (",
+                        C, ",), got ", shape_str((*t)->sizes()));
+    }
+  }
+  if (residual.has_value()) {
+    check_same(*residual, "residual", z, "z");
+    TORCH_CHECK_VALUE(residual->sizes().equals(z.sizes()), "residual must have the shape of z ",
+                      shape_str(z.sizes()), ", got ", shape_str(residual->sizes()));
+  }
+  check_dropout_p(p);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0.0, "eps must be a positive number, got ", eps);
+  return BnActArgs{z.contiguous(), contiguous(weight), contiguous(bias), contiguous(residual)};
+}
+
+// The backward's extra tensors: grad_y and y shaped like z, mean and var (C,).
+inline std::pair<at::Tensor, at::Tensor> check_bn_act_grad(const at::Tensor& grad_y, const at::Tensor& y,
+                                                           const at::Tensor& mean, const at::Tensor& var,
+                                                           const BnActArgs& a) {
+  const std::vector<std::pair<const at::Tensor*, const char*>> like_z{{&grad_y, "grad_y"}, {&y, "y"}};
+  for (const auto& [t, name] : like_z) {
+    TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
+    check_same(*t, name, a.z, "z");
+    TORCH_CHECK_VALUE(t->sizes().equals(a.z.sizes()), name, " must have the shape of z ",
+                      shape_str(a.z.sizes()), ", got ", shape_str(t->sizes()));
+  }
+  const std::vector<std::pair<const at::Tensor*, const char*>> stats{{&mean, "mean"}, {&var, "var"}};
+  for (const auto& [t, name] : stats) {
+    TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
+    check_same(*t, name, a.z, "z");
+    TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == a.z.size(1), name, " must have shape (C,) = (",
+                      a.z.size(1), ",), got ", shape_str(t->sizes()));
+  }
+  return {grad_y.contiguous(), y.contiguous()};
 }
 
 }  // namespace posekernels::checks

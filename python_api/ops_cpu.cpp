@@ -72,6 +72,30 @@ at::Tensor tconv_forward_cpu(const at::Tensor& x, const at::Tensor& weight_t, in
                             pad_left, pad_right, relu);
 }
 
+at::Tensor dropout_apply_cpu(const at::Tensor& x, double p, const at::Tensor& seed) {
+  const at::Tensor xc = checks::check_dropout(x);
+  checks::check_dropout_p(p);
+  return cpu::dropout_apply(xc, p, checks::check_seed(seed));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward_cpu(
+    const at::Tensor& z, const OptTensor& weight, const OptTensor& bias, const OptTensor& residual,
+    double p, const at::Tensor& seed, double eps, bool relu) {
+  const auto a = checks::check_bn_act(z, weight, bias, residual, p, eps);
+  return cpu::bn_act_forward(a.z, a.weight, a.bias, a.residual, p, checks::check_seed(seed), eps,
+                             relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y, const OptTensor& weight,
+    const at::Tensor& mean, const at::Tensor& var, double p, const at::Tensor& seed, double eps,
+    bool relu, bool has_residual) {
+  const auto a = checks::check_bn_act(z, weight, std::nullopt, std::nullopt, p, eps);
+  const auto [gy, yc] = checks::check_bn_act_grad(grad_y, y, mean, var, a);
+  return cpu::bn_act_backward(gy, a.z, yc, a.weight, mean.contiguous(), var.contiguous(), p,
+                              checks::check_seed(seed), eps, relu, has_residual);
+}
+
 }  // namespace
 }  // namespace posekernels
 
@@ -83,4 +107,7 @@ TORCH_LIBRARY_IMPL(posekernels, CPU, m) {
   m.impl("jl_backward", TORCH_FN(posekernels::jl_backward_cpu));
   m.impl("tconv_transform_weight", TORCH_FN(posekernels::tconv_transform_weight_cpu));
   m.impl("tconv_forward", TORCH_FN(posekernels::tconv_forward_cpu));
+  m.impl("dropout_apply", TORCH_FN(posekernels::dropout_apply_cpu));
+  m.impl("bn_act_forward", TORCH_FN(posekernels::bn_act_forward_cpu));
+  m.impl("bn_act_backward", TORCH_FN(posekernels::bn_act_backward_cpu));
 }

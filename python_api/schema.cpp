@@ -33,4 +33,16 @@ TORCH_LIBRARY(posekernels, m) {
       "tconv_forward(Tensor x, Tensor weight_t, int kernel, int stride, Tensor? bias, "
       "Tensor? residual, Tensor? residual_w, int pad_left, int pad_right, bool relu) -> Tensor",
       tags);
+  // Training epilogues (CPU): counter-based dropout and BatchNorm (batch statistics) + dropout +
+  // residual + ReLU. seed: a one-element int64 tensor (drawn from torch's generator by the caller).
+  m.def("dropout_apply(Tensor x, float p, Tensor seed) -> Tensor", tags);
+  m.def(
+      "bn_act_forward(Tensor z, Tensor? weight, Tensor? bias, Tensor? residual, float p, "
+      "Tensor seed, float eps, bool relu) -> (Tensor, Tensor, Tensor)",
+      tags);
+  m.def(
+      "bn_act_backward(Tensor grad_y, Tensor z, Tensor y, Tensor? weight, Tensor mean, "
+      "Tensor var, float p, Tensor seed, float eps, bool relu, bool has_residual) -> "
+      "(Tensor, Tensor, Tensor, Tensor)",
+      tags);
 }

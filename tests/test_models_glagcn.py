@@ -216,11 +216,13 @@ def test_matches_oracle_on_every_backend(cfg, device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradients_agree_across_backends(device):
     model = randomize_(GLAGCN(9, 8, lam=0.4), 5).to(device).train()
+    for m in model.modules():  # the cpu backend draws its own dropout masks: dropout off
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
     x = fresh_input(3, 9, 17, device)
     target = torch.randn(3, 9, 17, 3, device=device) * 0.2
     grads = {}
     for name in ops.available_backends(device):
-        torch.manual_seed(0)  # identical dropout masks
         with ops.use_backend(name):
             model.zero_grad()
             model.loss(x, target, stage=1).backward()

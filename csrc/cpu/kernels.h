@@ -73,4 +73,25 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
                          const std::optional<at::Tensor>& residual_w, int64_t pad_left,
                          int64_t pad_right, bool relu);
 
+// Training epilogues (csrc/cpu/bn_act.cpp); float32 and float64 only. Dropout masks are
+// Philox4x32-10 of (seed, element index): element i of the contiguous tensor is kept when word
+// i % 4 of Philox(key = seed, counter = i / 4) is below (1 - p) * 2^32; p in [0, 1).
+// dropout_apply: y = keep ? x / (1 - p) : 0 (its own backward, applied to the gradient).
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
+
+// z (N, C, ...) with N * prod(...) >= 2: y = act(dropout(BN(z)) + residual), BN with the batch
+// statistics over every dimension but C; returns (y, mean (C,), biased variance (C,)).
+// weight/bias (C,) optional (1 and 0), residual shaped like z optional, act = ReLU if relu.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
+    const at::Tensor& z, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
+    int64_t seed, double eps, bool relu);
+
+// Returns (grad_z, grad_weight (C,), grad_bias (C,), grad_residual (like z, or empty (0,) when
+// has_residual is false)) of bn_act_forward, from its output y and its mean and variance.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
+    const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
+    const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& var,
+    double p, int64_t seed, double eps, bool relu, bool has_residual);
+
 }  // namespace posekernels::cpu

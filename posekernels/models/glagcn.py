@@ -101,6 +101,31 @@ def _autocast_accepts(x: Tensor, dtype: torch.dtype) -> bool:
 
 
 # ----------------------------------------------------------------------------- units
+def bn_act(bn: nn.BatchNorm2d, z: Tensor, *, dropout: nn.Dropout | None = None,
+           residual: Tensor | None = None, relu: bool = False) -> Tensor:
+    """``act(dropout(bn(z)) + residual)`` through :func:`posekernels.ops.batch_norm_act` (one
+    fused pass on the ``cpu`` backend in training), with the module's own state: its momentum
+    (None: the cumulative average), ``num_batches_tracked`` counted, running statistics
+    updated, exactly as ``bn.forward`` does them; ``dropout`` applies when that module is
+    training."""
+    training = bn.training or bn.running_mean is None
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    track = not bn.training or bn.track_running_stats
+    p = dropout.p if dropout is not None and dropout.training else 0.0
+    return ops.batch_norm_act(z, bn.weight, bn.bias, bn.running_mean if track else None,
+                              bn.running_var if track else None, training, factor, bn.eps,
+                              dropout=p, residual=residual, relu=relu)
+
+
+def drop(module: nn.Dropout, x: Tensor) -> Tensor:
+    """``module(x)`` through :func:`posekernels.ops.dropout` (counter-based masks on ``cpu``)."""
+    return ops.dropout(x, module.p, module.training)
+
+
 def _kaiming_fan_out_(w: Tensor) -> None:
     nn.init.kaiming_normal_(w, mode="fan_out")
 
@@ -116,7 +141,7 @@ class ConvBN(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn(self.conv(x))
+        return bn_act(self.bn, self.conv(x))
 
 
 class GraphUnit(nn.Module):
@@ -176,9 +201,8 @@ class GraphUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = ops.adaptive_graph_conv(x, self.A, self.W, self.bias, self.B, self.theta_w,
                                     self.theta_b, self.phi_w, self.phi_b)
-        y = self.drop(self.bn(y))
-        y = y + (x if self.shortcut is None else self.shortcut(x))
-        return F.relu(y)
+        s = x if self.shortcut is None else self.shortcut(x)
+        return bn_act(self.bn, y, dropout=self.drop, residual=s, relu=True)
 
 
 def causal_shift(x: Tensor, kernel: int, stride: int) -> Tensor:
@@ -212,10 +236,11 @@ class TemporalUnit(nn.Module):
         _kaiming_fan_out_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None, relu: bool = False) -> Tensor:
+        """``act(bn(conv(x)) + residual)`` (act = ReLU if ``relu``)."""
         if self.causal:
             x = causal_shift(x, self.kernel, self.stride)
-        return self.bn(self.conv(x))
+        return bn_act(self.bn, self.conv(x), residual=residual, relu=relu)
 
 
 class AGCNBlock(nn.Module):
@@ -242,12 +267,13 @@ class AGCNBlock(nn.Module):
             self.residual = TemporalUnit(in_channels, out_channels, 1, stride, causal)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.tcn(self.gcn(x))
         if self.residual_mode == "identity":
-            y = y + x
+            r = x
         elif self.residual_mode == "conv":
-            y = y + self.residual(x)
-        return F.relu(y)
+            r = self.residual(x)
+        else:
+            r = None
+        return self.tcn(self.gcn(x), residual=r, relu=True)
 
 
 class StridedModule(nn.Module):
@@ -305,10 +331,10 @@ class StridedModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.shrinks:
-            return x + self.drop(self.block2(self.drop(self.block1(x))))
+            return x + drop(self.drop, self.block2(drop(self.drop, self.block1(x))))
         r = x[:, :, self._offset::STRIDE]
-        y = self.drop(self.block1(x))
-        y = self.drop(self.block2(y))
+        y = drop(self.drop, self.block1(x))
+        y = drop(self.drop, self.block2(y))
         if self._pool:
             y = F.avg_pool2d(y, (STRIDE, 1), stride=(STRIDE, 1))
         return r + y
@@ -615,7 +641,7 @@ class GLAGCN(nn.Module):
         sequence = None
         if self.sequence_branch:
             for blk in self.global_blocks:
-                h = self.drop(blk(h))
+                h = drop(self.drop, blk(h))
             if return_sequence:
                 sequence = self.sequence_head(h.permute(0, 2, 3, 1))  # (N, T, V, 3)
         for stage in self.stages:

@@ -30,6 +30,7 @@ import threading
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _ext
@@ -39,6 +40,8 @@ __all__ = [
     "adaptive_graph_conv",
     "grouped_joint_linear",
     "temporal_conv",
+    "dropout",
+    "batch_norm_act",
     "blend_joint_weights",
     "available_backends",
     "use_backend",
@@ -288,3 +291,121 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
     weight_t = unchecked.temporal_conv_weight(weight, stride)
     return unchecked.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)
+
+
+# ----------------------------------------------------------------------------- training epilogues
+_EPILOGUE_DTYPES = (torch.float32, torch.float64)
+
+
+def _draw_seed(generator: torch.Generator | None) -> Tensor:
+    """A 64-bit seed for the counter-based masks, drawn from torch's (CPU) generator, so that
+    ``torch.manual_seed`` makes the masks reproducible."""
+    return torch.randint(-(2 ** 63), 2 ** 63 - 1, (1,), dtype=torch.int64, generator=generator)
+
+
+def _check_probability(p, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _use_epilogue_kernel(backend: str | None, t: Tensor) -> bool:
+    return _resolve(backend, t.device) == "cpu" and t.dtype in _EPILOGUE_DTYPES
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
+            generator: torch.Generator | None = None, backend: str | None = None) -> Tensor:
+    """Dropout: each element is zeroed with probability ``p`` and the rest scaled by
+    ``1 / (1 - p)`` when ``training`` (the identity otherwise), as ``torch.nn.functional.dropout``.
+
+    The ``cpu`` backend (float32/float64 CPU tensors) draws its mask from a counter-based
+    generator instead of a stored Bernoulli tensor: element i of the contiguous tensor is kept
+    when word ``i % 4`` of Philox4x32-10(key = seed, counter = i // 4) is below (1 - p) * 2^32,
+    with a 64-bit seed drawn from ``generator`` (default: torch's global CPU generator, so
+    ``torch.manual_seed`` reproduces it). One pass; the backward regenerates the mask from the
+    seed, so nothing is saved. Other backends, devices and dtypes use
+    ``torch.nn.functional.dropout`` (same distribution, different random stream; ``generator``
+    is then not used)."""
+    p = _check_probability(p, "p")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    if not training or p == 0.0:
+        return x
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if not _use_epilogue_kernel(backend, x):
+        return F.dropout(x, p, True)
+    return unchecked.dropout(x.contiguous(), p, _draw_seed(generator))
+
+
+def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
+                   running_mean: Tensor | None, running_var: Tensor | None, training: bool,
+                   momentum: float = 0.1, eps: float = 1e-5, *, dropout: float = 0.0,
+                   residual: Tensor | None = None, relu: bool = False,
+                   generator: torch.Generator | None = None,
+                   backend: str | None = None) -> Tensor:
+    """BatchNorm + dropout + residual add + ReLU, the epilogue of every GLA-GCN unit::
+
+        y = act(dropout(batch_norm(z)) + residual)
+
+    ``z`` (N, C, ...); ``weight``, ``bias``, ``running_mean``, ``running_var`` (C,) or None;
+    the BatchNorm arguments mean what they mean to ``torch.nn.functional.batch_norm``
+    (``training``: normalise with the batch statistics over every dimension but C and update
+    the running statistics in place with ``momentum``, the variance unbiased, as
+    ``nn.BatchNorm2d`` does; else normalise with the running statistics). ``dropout`` (a
+    probability in [0, 1)) applies only when ``training``; ``residual`` is shaped like ``z``;
+    act = ReLU when ``relu``.
+
+    The ``cpu`` backend runs training-mode calls on float32/float64 CPU tensors in one fused
+    pass per channel (forward and backward), with :func:`dropout`'s counter-based masks (seed
+    from ``generator``) so no mask is stored. Everything else (evaluation, 16-bit dtypes, other
+    devices, ``backend="reference"``) runs ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
+    """
+    p = _check_probability(dropout, "dropout")
+    if not isinstance(z, Tensor) or z.dim() < 2:
+        raise ValueError("z must be a tensor of shape (N, C, ...), got "
+                         f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
+            or not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not float(eps) > 0.0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if residual is not None and (not isinstance(residual, Tensor) or residual.shape != z.shape):
+        raise ValueError(f"residual must have the shape of z {tuple(z.shape)}, got "
+                         f"{tuple(residual.shape) if isinstance(residual, Tensor) else residual!r}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together")
+    if not training and running_mean is None:
+        raise ValueError("training=False needs running_mean and running_var")
+    c = z.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if t is not None and (not isinstance(t, Tensor) or tuple(t.shape) != (c,)):
+            raise ValueError(f"{name} must have shape (C,) = ({c},), got "
+                             f"{tuple(t.shape) if isinstance(t, Tensor) else t!r}")
+    if training and z.numel() // max(c, 1) < 2:
+        raise ValueError(f"z needs more than one value per channel when training, got shape "
+                         f"{tuple(z.shape)}")
+    if not (training and _use_epilogue_kernel(backend, z)
+            and all(t is None or (t.dtype == z.dtype and t.device == z.device)
+                    for t in (weight, bias, residual))):
+        y = F.batch_norm(z, running_mean, running_var, weight, bias, training, float(momentum),
+                         float(eps))
+        if training and p > 0.0:
+            y = F.dropout(y, p, True)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if relu else y
+    y, mean, var = unchecked.batch_norm_act(
+        z.contiguous(), weight, bias, None if residual is None else residual.contiguous(), p,
+        _draw_seed(generator) if p > 0.0 else _NO_SEED, float(eps), bool(relu))
+    if running_mean is not None:
+        m = float(momentum)
+        count = z.numel() // c
+        with torch.no_grad():
+            running_mean.mul_(1.0 - m).add_(mean.to(running_mean.dtype), alpha=m)
+            running_var.mul_(1.0 - m).add_(var.to(running_var.dtype), alpha=m * count / (count - 1))
+    return y
+
+
+_NO_SEED = torch.zeros(1, dtype=torch.int64)

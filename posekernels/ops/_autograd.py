@@ -108,6 +108,73 @@ def register_jl(forward: str, backward: str) -> None:
     torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
 
 
+def register_dropout(op: str) -> None:
+    """Fake kernel and autograd of ``dropout_apply(Tensor x, float p, Tensor seed) -> Tensor``:
+    the mask is a function of (seed, element index), so the backward is the same op applied to
+    the gradient with the same seed."""
+
+    @torch.library.register_fake(op)
+    def _fake(x, p, seed):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    op_fn = _resolve(op)
+
+    def setup_context(ctx, inputs, output):
+        _, ctx.p, seed = inputs
+        ctx.save_for_backward(seed)
+
+    def backward_fn(ctx, grad_y):
+        (seed,) = ctx.saved_tensors
+        return op_fn(grad_y.contiguous(), ctx.p, seed), None, None
+
+    torch.library.register_autograd(op, backward_fn, setup_context=setup_context)
+
+
+def register_bn_act(forward: str, backward: str) -> None:
+    """Fake kernels and autograd of the BatchNorm + dropout + residual + ReLU epilogue:
+
+    ``bn_act_forward(Tensor z, Tensor? weight, Tensor? bias, Tensor? residual, float p,
+    Tensor seed, float eps, bool relu) -> (Tensor y, Tensor mean, Tensor var)`` (batch
+    statistics; mean and biased var (C,) are not differentiable) and ``bn_act_backward(Tensor
+    grad_y, Tensor z, Tensor y, Tensor? weight, Tensor mean, Tensor var, float p, Tensor seed,
+    float eps, bool relu, bool has_residual) -> (grad_z, grad_weight, grad_bias,
+    grad_residual)`` (grad_residual empty (0,) without a residual)."""
+
+    @torch.library.register_fake(forward)
+    def _fake_forward(z, weight, bias, residual, p, seed, eps, relu):
+        c = z.shape[1]
+        return (torch.empty_like(z, memory_format=torch.contiguous_format), z.new_empty((c,)),
+                z.new_empty((c,)))
+
+    @torch.library.register_fake(backward)
+    def _fake_backward(grad_y, z, y, weight, mean, var, p, seed, eps, relu, has_residual):
+        c = z.shape[1]
+        gz = torch.empty_like(z, memory_format=torch.contiguous_format)
+        gres = torch.empty_like(gz) if has_residual else _empty_like(z)
+        return gz, z.new_empty((c,)), z.new_empty((c,)), gres
+
+    backward_op = _resolve(backward)
+
+    def setup_context(ctx, inputs, output):
+        z, weight, bias, residual, p, seed, eps, relu = inputs
+        y, mean, var = output
+        ctx.args = (p, eps, relu)
+        ctx.has = (weight is not None, bias is not None, residual is not None)
+        ctx.save_for_backward(z, y, weight, mean, var, seed)
+        ctx.mark_non_differentiable(mean, var)
+
+    def backward_fn(ctx, grad_y, _grad_mean, _grad_var):
+        z, y, weight, mean, var, seed = ctx.saved_tensors
+        p, eps, relu = ctx.args
+        has_w, has_b, has_r = ctx.has
+        gz, gw, gb, gr = backward_op(grad_y.contiguous(), z, y, weight, mean, var, p, seed, eps,
+                                     relu, has_r)
+        return (gz, gw if has_w else None, gb if has_b else None, gr if has_r else None, None,
+                None, None, None)
+
+    torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
+
+
 def _resolve(qualname: str):
     ns, name = qualname.split("::")
     return getattr(getattr(torch.ops, ns), name).default

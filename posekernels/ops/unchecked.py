@@ -12,8 +12,8 @@ else should call the checked ops (:func:`posekernels.ops.adaptive_graph_conv`,
 The caller passes contiguous tensors of one floating dtype on one device that :func:`available`
 accepts, with the shapes documented below (those of the checked ops). The C++ operators still
 check shapes, dtypes and devices themselves (a bad argument raises ValueError from C++, never
-reads out of bounds), but not the rest. Only :func:`adaptive_graph_conv` and
-:func:`joint_linear` are differentiable (their operators' autograd formulas are registered here,
+reads out of bounds), but not the rest. :func:`adaptive_graph_conv`, :func:`joint_linear`,
+:func:`dropout` and :func:`batch_norm_act` are differentiable (their operators' autograd formulas are registered here,
 with the fake kernels that let ``torch.compile`` and ``torch.library.opcheck`` trace every
 operator).
 
@@ -23,7 +23,10 @@ Functions, the operators they call, and the devices with kernels:
 * :func:`graph_unit`: ``posekernels::agc_unit_forward`` (cpu);
 * :func:`joint_linear`: ``posekernels::jl_forward`` (cpu, cuda);
 * :func:`temporal_conv_weight`: ``posekernels::tconv_transform_weight`` (cpu);
-* :func:`temporal_conv`: ``posekernels::tconv_forward`` (cpu).
+* :func:`temporal_conv`: ``posekernels::tconv_forward`` (cpu);
+* :func:`dropout`: ``posekernels::dropout_apply`` (cpu, float32/float64);
+* :func:`batch_norm_act`: ``posekernels::bn_act_forward`` / ``bn_act_backward`` (cpu,
+  float32/float64).
 
 The operator schemas are defined in python_api/; ``cuda`` kernels exist only when the extension
 was built with CUDA (:func:`posekernels.build_info`).
@@ -37,7 +40,7 @@ from .. import _ext
 from . import _autograd
 
 __all__ = ["available", "adaptive_graph_conv", "graph_unit", "joint_linear",
-           "temporal_conv_weight", "temporal_conv"]
+           "temporal_conv_weight", "temporal_conv", "dropout", "batch_norm_act"]
 
 AGC_FORWARD = "posekernels::agc_forward"
 AGC_BACKWARD = "posekernels::agc_backward"
@@ -46,10 +49,15 @@ JL_FORWARD = "posekernels::jl_forward"
 JL_BACKWARD = "posekernels::jl_backward"
 TCONV_WEIGHT = "posekernels::tconv_transform_weight"
 TCONV_FORWARD = "posekernels::tconv_forward"
+DROPOUT = "posekernels::dropout_apply"
+BN_ACT_FORWARD = "posekernels::bn_act_forward"
+BN_ACT_BACKWARD = "posekernels::bn_act_backward"
 
 if _ext.has_extension():
     _autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
     _autograd.register_jl(JL_FORWARD, JL_BACKWARD)
+    _autograd.register_dropout(DROPOUT)
+    _autograd.register_bn_act(BN_ACT_FORWARD, BN_ACT_BACKWARD)
 
     @torch.library.register_fake(AGC_UNIT_FORWARD)
     def _fake_agc_unit_forward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, shortcut_w,
@@ -73,7 +81,7 @@ if _ext.has_extension():
 # the devices each function has compiled kernels for (when the extension has that backend)
 _DEVICES = {"adaptive_graph_conv": ("cpu", "cuda"), "graph_unit": ("cpu",),
             "joint_linear": ("cpu", "cuda"), "temporal_conv_weight": ("cpu",),
-            "temporal_conv": ("cpu",)}
+            "temporal_conv": ("cpu",), "dropout": ("cpu",), "batch_norm_act": ("cpu",)}
 
 
 def available(device: torch.device | str, op: str = "adaptive_graph_conv") -> bool:
@@ -129,3 +137,20 @@ def temporal_conv(x: Tensor, weight_t: Tensor, kernel: int, stride: int, bias: T
     taps per stride phase (``ceil(kernel / stride) >= 3``) and paddings below ``kernel``."""
     return torch.ops.posekernels.tconv_forward(x, weight_t, kernel, stride, bias, residual,
                                                residual_w, pad_left, pad_right, relu)
+
+
+def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
+    """Counter-based dropout (CPU): ``x / (1 - p)`` where element i is kept, 0 elsewhere; the
+    mask is Philox4x32-10 of (``seed``, i), ``seed`` a one-element int64 CPU tensor. Its
+    gradient is the same op applied to the incoming gradient."""
+    return torch.ops.posekernels.dropout_apply(x, p, seed)
+
+
+def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
+                   residual: Tensor | None, p: float, seed: Tensor, eps: float,
+                   relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode BatchNorm (batch statistics over every dimension of ``z`` (N, C, ...) but
+    C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU, one pass per channel):
+    ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
+    the caller's to update."""
+    return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)

@@ -1,0 +1,460 @@
+// Training-time epilogues of the GLA-GCN units on the CPU: counter-based dropout, and BatchNorm
+// (batch statistics) + dropout + residual add + ReLU in one pass per channel.
+//
+// Dropout masks come from Philox4x32-10 (Salmon et al., SC 2011) keyed by a 64-bit seed that the
+// Python layer draws from torch's generator. Elements of a contiguous tensor are taken in blocks
+// of 64: element i = 64 b + 16 w + j (w < 4, j < 16) is kept when word w of
+// Philox(key = seed, counter = 16 b + j) is below (1 - p) * 2^32. (This order lets 16 counters run
+// in the 16 lanes of a 512-bit vector and each output word vector be stored as it is.) A mask is
+// a pure function of (seed, element index): nothing is stored, the backward regenerates it, and
+// applying the same op with the same seed to the gradient is the dropout's backward.
+//
+// The loops are written once (always-inline bodies) and compiled twice: for the baseline ISA and
+// for AVX-512F (target attributes, chosen at run time), where Philox runs on intrinsics.
+//
+// bn_act_forward runs channel by channel: the channel's mean and biased variance (two passes,
+// double accumulators per plane), then y = act(dropout(gamma * (z - mean) / sqrt(var + eps) +
+// beta) + residual) while the channel is still in cache. bn_act_backward likewise: one pass forms
+// d = dropout(grad * relu'(y)) (written into grad_z), its sums over the channel and the
+// gradients of gamma, beta and the residual; a second pass finishes
+//   grad_z = gamma * invstd * (d - mean(d) - xhat * mean(d * xhat)).
+#include "cpu/kernels.h"
+#include "cpu/parallel.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define POSEKERNELS_BN_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace posekernels::cpu {
+namespace {
+
+constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+constexpr int64_t kLanes = 16;          // Philox counters per block
+constexpr int64_t kBlock = 4 * kLanes;  // random words (elements) per block
+constexpr int64_t kSegment = 256;       // elements handled per mask fill
+constexpr int64_t kWords = kSegment + 2 * kBlock;
+
+#define PK_INLINE inline __attribute__((always_inline))
+
+// Words of block `block`: out[16 w + j] = word w of Philox4x32-10(key, 16 * block + j).
+PK_INLINE void philox_block_scalar(uint64_t key, int64_t block, uint32_t* out) {
+  for (int64_t j = 0; j < kLanes; ++j) {
+    const uint64_t c = static_cast<uint64_t>(block) * kLanes + static_cast<uint64_t>(j);
+    uint32_t c0 = static_cast<uint32_t>(c), c1 = static_cast<uint32_t>(c >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
+      const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+      c1 = static_cast<uint32_t>(p1);
+      c3 = static_cast<uint32_t>(p0);
+      c0 = n0;
+      c2 = n2;
+      k0 += kW0;
+      k1 += kW1;
+    }
+    out[j] = c0;
+    out[kLanes + j] = c1;
+    out[2 * kLanes + j] = c2;
+    out[3 * kLanes + j] = c3;
+  }
+}
+
+#ifdef POSEKERNELS_BN_AVX512
+#define PK_AVX512 __attribute__((target("avx512f,fma")))
+
+PK_AVX512 PK_INLINE __m512i mulhi_epu32(__m512i a, __m512i m) {
+  const __m512i even = _mm512_mul_epu32(a, m);                          // lanes 0, 2, ...
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);    // lanes 1, 3, ...
+  return _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+
+PK_AVX512 __attribute__((noinline)) void philox_block_avx512(uint64_t key, int64_t block, uint32_t* out) {
+  const uint64_t first = static_cast<uint64_t>(block) * kLanes;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // counters first + j: the low words, plus a carry into the high words where they wrap
+  const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(first))), lane);
+  const __mmask16 carry = _mm512_cmplt_epu32_mask(lo, lane);
+  __m512i c0 = lo;
+  __m512i c1 = _mm512_mask_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(first >> 32))),
+                                     carry, _mm512_set1_epi32(static_cast<int>(first >> 32)),
+                                     _mm512_set1_epi32(1));
+  __m512i c2 = _mm512_setzero_si512(), c3 = _mm512_setzero_si512();
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kM0)), m1 = _mm512_set1_epi32(static_cast<int>(kM1));
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const __m512i hi0 = mulhi_epu32(c0, m0), lo0 = _mm512_mullo_epi32(c0, m0);
+    const __m512i hi1 = mulhi_epu32(c2, m1), lo1 = _mm512_mullo_epi32(c2, m1);
+    const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int>(k0)));
+    const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int>(k1)));
+    c1 = lo1;
+    c3 = lo0;
+    c0 = n0;
+    c2 = n2;
+    k0 += kW0;
+    k1 += kW1;
+  }
+  _mm512_storeu_si512(out, c0);
+  _mm512_storeu_si512(out + kLanes, c1);
+  _mm512_storeu_si512(out + 2 * kLanes, c2);
+  _mm512_storeu_si512(out + 3 * kLanes, c3);
+}
+#endif
+
+// Keep threshold for drop probability p in (0, 1): a word u keeps its element when u < thr.
+uint32_t keep_threshold(double p) {
+  const double t = std::ldexp(1.0 - p, 32);
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+}
+
+struct Mask {
+  uint64_t key;
+  uint32_t thr;
+  bool active;  // p > 0
+};
+
+Mask make_mask(double p, int64_t seed) {
+  return Mask{static_cast<uint64_t>(seed), p > 0.0 ? keep_threshold(p) : 0u, p > 0.0};
+}
+
+// m[j] = keep(s + j) ? scale : 0 for j < e - s (e - s <= kSegment).
+template <bool Avx512, typename T>
+PK_INLINE void fill_mask(const Mask& mk, int64_t s, int64_t e, T scale, T* m) {
+  alignas(64) uint32_t words[kWords];
+  const int64_t b0 = s / kBlock, b1 = (e - 1) / kBlock;
+  for (int64_t b = b0; b <= b1; ++b) {
+#ifdef POSEKERNELS_BN_AVX512
+    if constexpr (Avx512) {
+      philox_block_avx512(mk.key, b, words + (b - b0) * kBlock);
+      continue;
+    }
+#endif
+    philox_block_scalar(mk.key, b, words + (b - b0) * kBlock);
+  }
+  const uint32_t* w = words + (s - b0 * kBlock);
+  const uint32_t thr = mk.thr;
+  for (int64_t j = 0; j < e - s; ++j) m[j] = w[j] < thr ? scale : T(0);
+}
+
+// Sum of x[0, n) and of (x - mu)^2 (Squares) in 8 lanes, then in double.
+template <typename T, bool Squares>
+PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
+  T acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const T v = Squares ? (x[i + j] - mu) * (x[i + j] - mu) : x[i + j];
+      acc[j] += v;
+    }
+  double s = 0.0;
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  for (; i < n; ++i) {
+    const double v = Squares ? (static_cast<double>(x[i]) - mu) * (static_cast<double>(x[i]) - mu)
+                             : static_cast<double>(x[i]);
+    s += v;
+  }
+  return s;
+}
+
+struct Shape {
+  int64_t N, C, L;
+};
+
+template <typename T>
+struct FwdArgs {
+  const T* z;
+  const T* gamma;
+  const T* beta;
+  const T* res;
+  T* y;
+  T* mean;
+  T* var;
+  double p, eps;
+  bool relu;
+};
+
+template <bool Avx512, typename T>
+PK_INLINE void bn_fwd_channel_body(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  const int64_t N = sh.N, C = sh.C, L = sh.L;
+  const double count = static_cast<double>(N * L);
+  double sum = 0.0;
+  for (int64_t n = 0; n < N; ++n) sum += lane_sum<T, false>(a.z + (n * C + c) * L, L, T(0));
+  const double mu = sum / count;
+  const T muv = static_cast<T>(mu);
+  double sq = 0.0;
+  for (int64_t n = 0; n < N; ++n) sq += lane_sum<T, true>(a.z + (n * C + c) * L, L, muv);
+  const double v = sq / count;
+  a.mean[c] = muv;
+  a.var[c] = static_cast<T>(v);
+  const double invstd = 1.0 / std::sqrt(v + a.eps);
+  const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+  const double b = a.beta ? static_cast<double>(a.beta[c]) : 0.0;
+  const T mul = static_cast<T>(g * invstd), off = static_cast<T>(b - mu * g * invstd);
+  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  alignas(64) T m[kSegment];
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t base = (n * C + c) * L;
+    for (int64_t s = base; s < base + L; s += kSegment) {
+      const int64_t e = std::min(base + L, s + kSegment), len = e - s;
+      const T* zs = a.z + s;
+      T* ys = a.y + s;
+      if (mk.active) {
+        fill_mask<Avx512>(mk, s, e, scale, m);
+        for (int64_t j = 0; j < len; ++j) ys[j] = (zs[j] * mul + off) * m[j];
+      } else {
+        for (int64_t j = 0; j < len; ++j) ys[j] = zs[j] * mul + off;
+      }
+      if (a.res) {
+        const T* rs = a.res + s;
+        for (int64_t j = 0; j < len; ++j) ys[j] += rs[j];
+      }
+      if (a.relu)
+        for (int64_t j = 0; j < len; ++j) ys[j] = ys[j] > T(0) ? ys[j] : T(0);
+    }
+  }
+}
+
+template <typename T>
+struct BwdArgs {
+  const T* gy;
+  const T* z;
+  const T* y;
+  const T* gamma;
+  const T* mean;
+  const T* var;
+  T* gz;
+  T* gres;
+  T* ggamma;
+  T* gbeta;
+  double p, eps;
+  bool relu;
+};
+
+template <bool Avx512, typename T>
+PK_INLINE void bn_bwd_channel_body(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  const int64_t N = sh.N, C = sh.C, L = sh.L;
+  const double count = static_cast<double>(N * L);
+  const T mu = a.mean[c];
+  const double invstd = 1.0 / std::sqrt(static_cast<double>(a.var[c]) + a.eps);
+  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  alignas(64) T m[kSegment];
+  double sum_d = 0.0, sum_dz = 0.0;
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t base = (n * C + c) * L;
+    for (int64_t s = base; s < base + L; s += kSegment) {
+      const int64_t e = std::min(base + L, s + kSegment), len = e - s;
+      T* d = a.gz + s;
+      const T* gys = a.gy + s;
+      const T* ys = a.y + s;
+      // d = dropout(grad * relu'(y)); the residual's gradient is grad * relu'(y)
+      if (a.relu) {
+        for (int64_t j = 0; j < len; ++j) d[j] = ys[j] > T(0) ? gys[j] : T(0);
+      } else {
+        for (int64_t j = 0; j < len; ++j) d[j] = gys[j];
+      }
+      if (a.gres) {
+        T* gr = a.gres + s;
+        for (int64_t j = 0; j < len; ++j) gr[j] = d[j];
+      }
+      if (mk.active) {
+        fill_mask<Avx512>(mk, s, e, scale, m);
+        for (int64_t j = 0; j < len; ++j) d[j] *= m[j];
+      }
+      const T* zs = a.z + s;
+      T a0[8] = {}, a1[8] = {};
+      int64_t i = 0;
+      for (; i + 8 <= len; i += 8)
+        for (int j = 0; j < 8; ++j) {
+          a0[j] += d[i + j];
+          a1[j] += d[i + j] * (zs[i + j] - mu);
+        }
+      for (int j = 0; j < 8; ++j) {
+        sum_d += a0[j];
+        sum_dz += a1[j];
+      }
+      for (; i < len; ++i) {
+        sum_d += d[i];
+        sum_dz += static_cast<double>(d[i]) * (static_cast<double>(zs[i]) - mu);
+      }
+    }
+  }
+  const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+  a.ggamma[c] = static_cast<T>(sum_dz * invstd);
+  a.gbeta[c] = static_cast<T>(sum_d);
+  // grad_z = g * invstd * (d - sum_d / M - (z - mu) * invstd^2 * sum_dz / M)
+  const T k = static_cast<T>(g * invstd);
+  const T md = static_cast<T>(sum_d / count);
+  const T kz = static_cast<T>(invstd * invstd * sum_dz / count);
+  for (int64_t n = 0; n < N; ++n) {
+    T* d = a.gz + (n * C + c) * L;
+    const T* zs = a.z + (n * C + c) * L;
+    for (int64_t j = 0; j < L; ++j) d[j] = k * (d[j] - md - (zs[j] - mu) * kz);
+  }
+}
+
+template <bool Avx512, typename T>
+PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale) {
+  alignas(64) T m[kSegment];
+  for (; s < e; s += kSegment) {
+    const int64_t stop = std::min(e, s + kSegment);
+    fill_mask<Avx512>(mk, s, stop, scale, m);
+    for (int64_t j = 0; j < stop - s; ++j) y[s + j] = x[s + j] * m[j];
+  }
+}
+
+// The two compilations of each body.
+template <typename T>
+void bn_fwd_channel_base(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  bn_fwd_channel_body<false>(a, sh, mk, c);
+}
+template <typename T>
+void bn_bwd_channel_base(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  bn_bwd_channel_body<false>(a, sh, mk, c);
+}
+template <typename T>
+void dropout_base(const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale) {
+  dropout_body<false>(x, y, s, e, mk, scale);
+}
+
+#ifdef POSEKERNELS_BN_AVX512
+template <typename T>
+PK_AVX512 void bn_fwd_channel_avx512(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  bn_fwd_channel_body<true>(a, sh, mk, c);
+}
+template <typename T>
+PK_AVX512 void bn_bwd_channel_avx512(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
+  bn_bwd_channel_body<true>(a, sh, mk, c);
+}
+template <typename T>
+PK_AVX512 void dropout_avx512(const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale) {
+  dropout_body<true>(x, y, s, e, mk, scale);
+}
+
+bool have_avx512() {
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+}
+#else
+bool have_avx512() { return false; }
+#endif
+
+}  // namespace
+
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
+  at::Tensor y = at::empty_like(x);
+  const int64_t n = x.numel();
+  const Mask mk = make_mask(p, seed);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_dropout_apply", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const scalar_t scale = static_cast<scalar_t>(1.0 / (1.0 - p));
+    if (!mk.active) {
+      std::copy(xp, xp + n, yp);
+      return;
+    }
+    const int64_t segments = (n + kSegment - 1) / kSegment;
+    const int64_t chunks = chunk_count(segments, 64);
+    const bool avx = have_avx512();
+    for_each_chunk(chunks, [&](int64_t chunk) {
+      const int64_t s = std::min(n, chunk_begin(chunk, chunks, segments) * kSegment);
+      const int64_t e = std::min(n, chunk_begin(chunk + 1, chunks, segments) * kSegment);
+#ifdef POSEKERNELS_BN_AVX512
+      if (avx) {
+        dropout_avx512(xp, yp, s, e, mk, scale);
+        return;
+      }
+#endif
+      (void)avx;
+      dropout_base(xp, yp, s, e, mk, scale);
+    });
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
+    const at::Tensor& z, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
+    int64_t seed, double eps, bool relu) {
+  const Shape sh{z.size(0), z.size(1), z.numel() / (z.size(0) * z.size(1))};
+  at::Tensor y = at::empty_like(z);
+  at::Tensor mean = at::empty({sh.C}, z.options());
+  at::Tensor var = at::empty({sh.C}, z.options());
+  const Mask mk = make_mask(p, seed);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_forward", [&] {
+    const FwdArgs<scalar_t> a{z.const_data_ptr<scalar_t>(),
+                              weight ? weight->const_data_ptr<scalar_t>() : nullptr,
+                              bias ? bias->const_data_ptr<scalar_t>() : nullptr,
+                              residual ? residual->const_data_ptr<scalar_t>() : nullptr,
+                              y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<scalar_t>(),
+                              var.mutable_data_ptr<scalar_t>(), p, eps, relu};
+    const bool avx = have_avx512();
+    const int64_t chunks = chunk_count(sh.C, 1);
+    for_each_chunk(chunks, [&](int64_t chunk) {
+      for (int64_t c = chunk_begin(chunk, chunks, sh.C); c < chunk_begin(chunk + 1, chunks, sh.C); ++c) {
+#ifdef POSEKERNELS_BN_AVX512
+        if (avx) {
+          bn_fwd_channel_avx512(a, sh, mk, c);
+          continue;
+        }
+#endif
+        (void)avx;
+        bn_fwd_channel_base(a, sh, mk, c);
+      }
+    });
+  });
+  return {y, mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
+    const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
+    const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& var,
+    double p, int64_t seed, double eps, bool relu, bool has_residual) {
+  const Shape sh{z.size(0), z.size(1), z.numel() / (z.size(0) * z.size(1))};
+  at::Tensor gz = at::empty_like(z);
+  at::Tensor gres = has_residual ? at::empty_like(z) : at::empty({0}, z.options());
+  at::Tensor ggamma = at::empty({sh.C}, z.options());
+  at::Tensor gbeta = at::empty({sh.C}, z.options());
+  const Mask mk = make_mask(p, seed);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_backward", [&] {
+    const BwdArgs<scalar_t> a{grad_y.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
+                              y.const_data_ptr<scalar_t>(),
+                              weight ? weight->const_data_ptr<scalar_t>() : nullptr,
+                              mean.const_data_ptr<scalar_t>(), var.const_data_ptr<scalar_t>(),
+                              gz.mutable_data_ptr<scalar_t>(),
+                              has_residual ? gres.mutable_data_ptr<scalar_t>() : nullptr,
+                              ggamma.mutable_data_ptr<scalar_t>(), gbeta.mutable_data_ptr<scalar_t>(),
+                              p, eps, relu};
+    const bool avx = have_avx512();
+    const int64_t chunks = chunk_count(sh.C, 1);
+    for_each_chunk(chunks, [&](int64_t chunk) {
+      for (int64_t c = chunk_begin(chunk, chunks, sh.C); c < chunk_begin(chunk + 1, chunks, sh.C); ++c) {
+#ifdef POSEKERNELS_BN_AVX512
+        if (avx) {
+          bn_bwd_channel_avx512(a, sh, mk, c);
+          continue;
+        }
+#endif
+        (void)avx;
+        bn_bwd_channel_base(a, sh, mk, c);
+      }
+    });
+  });
+  return {gz, ggamma, gbeta, gres};
+}
+
+}  // namespace posekernels::cpu

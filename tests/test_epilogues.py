@@ -1,0 +1,320 @@
+"""The training epilogues of the cpu backend: counter-based dropout and the fused
+BatchNorm + dropout + residual + ReLU (posekernels.ops.dropout / batch_norm_act, csrc/cpu/bn_act.cpp).
+
+Masks are checked against an independent NumPy Philox4x32-10 (itself checked on the Random123
+known-answer vectors), values and gradients against float64 references built from
+torch.nn.functional, and the keep rate against binomial bounds."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from posekernels import ops
+from posekernels.models import GLAGCN
+from posekernels.models.glagcn import mpjpe_loss
+
+pytestmark = pytest.mark.skipif(not ops.unchecked.available("cpu", "dropout"),
+                                reason="the compiled cpu backend is not built")
+
+M0, M1, W0, W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+MASK32 = (1 << 32) - 1
+
+
+def philox4x32_10(counters, key):
+    """Philox4x32-10 of (4, n) uint64 counters (32-bit values) and a (k0, k1) key (NumPy)."""
+    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) for c in counters)
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for _ in range(10):
+        p0 = np.uint64(M0) * c0
+        p1 = np.uint64(M1) * c2
+        c0, c1, c2, c3 = ((p1 >> np.uint64(32)) ^ c1 ^ k0, p1 & np.uint64(MASK32),
+                          (p0 >> np.uint64(32)) ^ c3 ^ k1, p0 & np.uint64(MASK32))
+        k0 = (k0 + np.uint64(W0)) & np.uint64(MASK32)
+        k1 = (k1 + np.uint64(W1)) & np.uint64(MASK32)
+    return c0, c1, c2, c3
+
+
+def test_philox_reference_matches_random123_vectors():
+    # Random123's known-answer tests for philox4x32_10
+    zero = philox4x32_10([[0], [0], [0], [0]], (0, 0))
+    assert [int(w[0]) for w in zero] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    ones = philox4x32_10([[MASK32]] * 4, (MASK32, MASK32))
+    assert [int(w[0]) for w in ones] == [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]
+    pi = philox4x32_10([[0x243F6A88], [0x85A308D3], [0x13198A2E], [0x03707344]],
+                       (0xA4093822, 0x299F31D0))
+    assert [int(w[0]) for w in pi] == [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+def reference_keep(n, p, seed):
+    """The documented mask: element 64 b + 16 w + j is kept when word w of
+    Philox(key = seed, counter = 16 b + j) < (1 - p) * 2^32."""
+    seed &= (1 << 64) - 1
+    blocks = -(-n // 64)
+    ctr = np.arange(blocks * 16, dtype=np.uint64)
+    words = philox4x32_10([ctr & np.uint64(MASK32), ctr >> np.uint64(32),
+                           np.zeros_like(ctr), np.zeros_like(ctr)], (seed & MASK32, seed >> 32))
+    # (4, blocks * 16) -> element order block, word, lane
+    w = np.stack(words).reshape(4, blocks, 16).transpose(1, 0, 2).reshape(-1)[:n]
+    thr = min(int(math.ldexp(1.0 - p, 32)), MASK32)
+    return w < thr
+
+
+def seed_of_next_call():
+    """The seed the next ops.dropout / batch_norm_act call will draw (then rewinds)."""
+    state = torch.get_rng_state()
+    seed = int(ops._draw_seed(None))
+    torch.set_rng_state(state)
+    return seed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.85])
+def test_dropout_mask_is_the_documented_philox_mask(dtype, p):
+    shape = tuple(int(s) for s in torch.randint(1, 40, (3,)))
+    x = torch.randn(shape, dtype=dtype) + 3.0  # no zeros
+    seed = seed_of_next_call()
+    y = ops.dropout(x, p)
+    keep = torch.from_numpy(reference_keep(x.numel(), p, seed)).reshape(shape)
+    assert torch.equal(y != 0, keep)
+    torch.testing.assert_close(y[keep], x[keep] / (1 - p), rtol=2e-7 if dtype == torch.float32
+                               else 1e-15, atol=0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.7])
+def test_dropout_keep_rate_and_scaling(p):
+    x = torch.rand(200_003) + 0.5
+    y = ops.dropout(x, p)
+    kept = (y != 0).double().mean().item()
+    sd = math.sqrt(p * (1 - p) / x.numel())
+    assert abs(kept - (1 - p)) < 5 * sd
+    # unbiased: E[y] = x
+    assert abs((y.double().sum() / x.double().sum()).item() - 1) < 6 * math.sqrt(p / (1 - p) / x.numel())
+    # neighbouring elements are independent: the pair-keep rate is (1 - p)^2
+    k = (y != 0).double()
+    pair = (k[1:] * k[:-1]).mean().item()
+    assert abs(pair - (1 - p) ** 2) < 6 * math.sqrt((1 - p) ** 2 / x.numel())
+
+
+def test_dropout_is_reproducible_and_fresh():
+    x = torch.randn(5, 7, 11)
+    torch.manual_seed(123)
+    a = ops.dropout(x, 0.5)
+    b = ops.dropout(x, 0.5)
+    torch.manual_seed(123)
+    assert torch.equal(ops.dropout(x, 0.5), a)
+    assert not torch.equal(a, b)
+    g = torch.Generator().manual_seed(7)
+    c = ops.dropout(x, 0.5, generator=g)
+    assert torch.equal(ops.dropout(x, 0.5, generator=torch.Generator().manual_seed(7)), c)
+
+
+def test_dropout_gradient_is_the_same_mask():
+    x = torch.randn(3, 8, 9, 17, dtype=torch.float64, requires_grad=True)
+    y = ops.dropout(x, 0.4)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    keep = y.detach() != 0
+    torch.testing.assert_close(gx, torch.where(keep, g / 0.6, torch.zeros_like(g)))
+    seed = torch.tensor([987654321], dtype=torch.int64)
+    assert torch.autograd.gradcheck(
+        lambda t: torch.ops.posekernels.dropout_apply(t, 0.3, seed), (x[:1, :2],))
+
+
+def test_dropout_identity_cases_and_fallbacks():
+    x = torch.randn(4, 5)
+    assert ops.dropout(x, 0.5, training=False) is x
+    assert ops.dropout(x, 0.0) is x
+    xb = x.to(torch.bfloat16)
+    yb = ops.dropout(xb, 0.5)  # 16-bit: torch's dropout
+    assert yb.dtype == torch.bfloat16 and set(torch.unique(yb != 0).tolist()) <= {True, False}
+    xt = torch.randn(6, 9).t()  # non-contiguous input
+    yt = ops.dropout(xt, 0.5)
+    assert yt.shape == xt.shape and torch.equal((yt != 0), yt != 0)
+    kept = yt != 0
+    torch.testing.assert_close(yt[kept], xt[kept] * 2)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])
+def test_dropout_bad_p(p):
+    with pytest.raises(ValueError, match="p must be"):
+        ops.dropout(torch.randn(3), p)
+    with pytest.raises(ValueError, match="dropout must be"):
+        ops.batch_norm_act(torch.randn(4, 3), None, None, None, None, True, dropout=p)
+
+
+def test_raw_ops_reject_bad_arguments():
+    seed = torch.tensor([1])
+    with pytest.raises(ValueError, match="p must lie"):
+        torch.ops.posekernels.dropout_apply(torch.randn(3), 1.0, seed)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        torch.ops.posekernels.dropout_apply(torch.randn(3).half(), 0.5, seed)
+    with pytest.raises(ValueError, match="seed must be"):
+        torch.ops.posekernels.dropout_apply(torch.randn(3), 0.5, torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="seed must be an int64"):
+        torch.ops.posekernels.dropout_apply(torch.randn(3), 0.5, torch.tensor([1.0]))
+    z = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        torch.ops.posekernels.bn_act_forward(z, torch.ones(4), None, None, 0.0, seed, 1e-5, True)
+    with pytest.raises(ValueError, match="residual must have the shape"):
+        torch.ops.posekernels.bn_act_forward(z, None, None, torch.ones(2, 3), 0.0, seed, 1e-5, True)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        torch.ops.posekernels.bn_act_forward(torch.randn(1, 3), None, None, None, 0.0, seed, 1e-5,
+                                             True)
+    with pytest.raises(ValueError, match="eps must be"):
+        torch.ops.posekernels.bn_act_forward(z, None, None, None, 0.0, seed, 0.0, True)
+    y, m, v = torch.ops.posekernels.bn_act_forward(z, None, None, None, 0.0, seed, 1e-5, True)
+    with pytest.raises(ValueError, match="mean must have shape"):
+        torch.ops.posekernels.bn_act_backward(z, z, y, None, m[:2], v, 0.0, seed, 1e-5, True,
+                                              False)
+    with pytest.raises(ValueError, match="grad_y must have the shape"):
+        torch.ops.posekernels.bn_act_backward(z[:1], z, y, None, m, v, 0.0, seed, 1e-5, True,
+                                              False)
+
+
+def _bn_reference(z, w, b, rm, rv, momentum, eps, keep, p, r, relu):
+    y = F.batch_norm(z, rm, rv, w, b, True, momentum, eps)
+    if keep is not None:
+        y = torch.where(keep, y / (1 - p), torch.zeros_like(y))
+    if r is not None:
+        y = y + r
+    return F.relu(y) if relu else y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p,use_res,relu,affine",
+                         [(0.0, False, False, True), (0.1, True, True, True),
+                          (0.5, False, True, False), (0.0, True, False, True),
+                          (0.25, True, False, True)])
+def test_batch_norm_act_matches_float64(dtype, p, use_res, relu, affine):
+    n, c = int(torch.randint(2, 9, ())), int(torch.randint(1, 20, ()))
+    t, v = int(torch.randint(1, 30, ())), int(torch.randint(1, 18, ()))
+    z64 = torch.randn(n, c, t, v, dtype=torch.float64) * 3 + torch.randn(1, c, 1, 1,
+                                                                       dtype=torch.float64)
+    w64 = (torch.rand(c, dtype=torch.float64) + 0.5) if affine else None
+    b64 = torch.randn(c, dtype=torch.float64) if affine else None
+    r64 = torch.randn(n, c, t, v, dtype=torch.float64) if use_res else None
+    rm64, rv64 = torch.randn(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5
+    momentum, eps = float(torch.rand(())) * 0.5, 1e-3
+
+    def cast(tn):
+        return None if tn is None else tn.to(dtype).requires_grad_(tn.dim() > 1 or affine)
+    z, w, b, r = cast(z64), cast(w64), cast(b64), cast(r64)
+    rm, rv = rm64.to(dtype), rv64.to(dtype)
+    seed = seed_of_next_call()
+    y = ops.batch_norm_act(z, w, b, rm, rv, True, momentum, eps, dropout=p, residual=r, relu=relu)
+    keep = (torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape)
+            if p > 0 else None)
+    leaves64 = [t_.clone().requires_grad_() for t_ in (z64, w64, b64, r64) if t_ is not None]
+    it = iter(leaves64)
+    zz = next(it)
+    ww = next(it) if affine else None
+    bb = next(it) if affine else None
+    rr = next(it) if use_res else None
+    ref = _bn_reference(zz, ww, bb, rm64, rv64, momentum, eps, keep, p, rr, relu)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y.double(), ref.detach(), **tol)
+    torch.testing.assert_close(rm.double(), rm64, **tol)
+    torch.testing.assert_close(rv.double(), rv64, **tol)
+    g = torch.randn_like(ref)
+    leaves = [t_ for t_ in (z, w, b, r) if t_ is not None]
+    got = torch.autograd.grad(y, leaves, g.to(dtype))
+    want = torch.autograd.grad(ref, leaves64, g)
+    for a, e in zip(got, want):
+        scale = e.abs().max().item() + 1
+        torch.testing.assert_close(a.double() / scale, e / scale, **tol)
+
+
+def test_batch_norm_act_gradcheck_and_opcheck():
+    z = torch.randn(3, 4, 5, 2, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(4, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    r = torch.randn(3, 4, 5, 2, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    fwd = torch.ops.posekernels.bn_act_forward
+    assert torch.autograd.gradcheck(lambda *a: fwd(*a, 0.3, seed, 1e-5, True)[0], (z, w, b, r))
+    assert torch.autograd.gradcheck(lambda a: fwd(a, None, None, None, 0.0, seed, 1e-5, False)[0],
+                                    (z,))
+    torch.library.opcheck(fwd, (z, w, b, r, 0.3, seed, 1e-5, True))
+    torch.library.opcheck(fwd, (z.float(), None, None, None, 0.0, seed, 1e-5, False))
+    torch.library.opcheck(torch.ops.posekernels.dropout_apply, (z, 0.4, seed))
+
+
+def test_epilogues_compile_fullgraph():
+    z = torch.randn(4, 6, 9, 5)
+    w, b = torch.rand(6) + 0.5, torch.randn(6)
+    r = torch.randn_like(z)
+
+    def f(z, w, b, r):
+        y = ops.batch_norm_act(z, w, b, None, None, True, residual=r, relu=True)
+        return ops.dropout(y, 0.0) * 2
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(z, w, b, r), f(z, w, b, r))
+
+
+def test_batch_norm_act_eval_and_reference_backend_agree():
+    z = torch.randn(5, 3, 7, 4)
+    bn = nn.BatchNorm2d(3).eval()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    r = torch.randn_like(z)
+    y = ops.batch_norm_act(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, False,
+                           dropout=0.5, residual=r, relu=True)
+    torch.testing.assert_close(y, F.relu(bn(z) + r))
+    with pytest.raises(ValueError, match="training=False needs running_mean"):
+        ops.batch_norm_act(z, None, None, None, None, False)
+
+
+@pytest.mark.parametrize("arch", ["released", "glagcn"])
+def test_models_train_identically_with_fused_and_reference_epilogues(arch, monkeypatch):
+    """Without dropout the fused epilogues change nothing: one training step of a model (cpu
+    backend, float64) with them equals the same step with the reference epilogues
+    (F.batch_norm + add + ReLU): loss, every gradient, the BatchNorm statistics."""
+    torch.manual_seed(int(torch.randint(0, 10_000, ())))
+    kw = dict(receptive_field=9, channels=16, dropout=0.0)
+    if arch == "released":
+        kw.update(sequence_branch=False, head="shared")
+    base = GLAGCN(**kw).double().train()
+    x = torch.randn(6, 9, 17, 2, dtype=torch.float64)
+    target = torch.randn(6, 1, 17, 3, dtype=torch.float64) * 0.1
+    fused = ops.batch_norm_act
+    results = {}
+    for epilogue in ("fused", "reference"):
+        if epilogue == "reference":
+            monkeypatch.setattr(ops, "batch_norm_act",
+                                lambda *a, **k: fused(*a, **dict(k, backend="reference")))
+        m = GLAGCN(**kw).double().train()
+        m.load_state_dict(base.state_dict())
+        for mod in m.modules():  # the graph units' own dropout too
+            if isinstance(mod, nn.Dropout):
+                mod.p = 0.0
+        with ops.use_backend("cpu"):
+            loss = mpjpe_loss(m(x), target)
+            loss.backward()
+        results[epilogue] = (loss.detach(), {k: p.grad for k, p in m.named_parameters()},
+                             {k: b_ for k, b_ in m.named_buffers()})
+    (l1, g1, b1), (l2, g2, b2) = results["fused"], results["reference"]
+    torch.testing.assert_close(l1, l2, rtol=1e-10, atol=1e-12)
+    # (a bias right before a BatchNorm has a zero gradient: judge each against the largest)
+    assert {k for k, g in g1.items() if g is None} == {k for k, g in g2.items() if g is None}
+    g1 = {k: g for k, g in g1.items() if g is not None}
+    top = max(g2[k].abs().max().item() for k in g1)
+    for k in g1:
+        scale = max(g2[k].abs().max().item(), 1e-3 * top)
+        torch.testing.assert_close(g1[k] / scale, g2[k] / scale, rtol=1e-7, atol=1e-8, msg=k)
+    for k in b1:
+        torch.testing.assert_close(b1[k], b2[k], rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_model_dropout_is_reproducible_and_active():
+    m = GLAGCN(receptive_field=9, channels=16, dropout=0.3).train()
+    x = torch.randn(4, 9, 17, 2)
+    torch.manual_seed(5)
+    a = m(x)
+    torch.manual_seed(5)
+    b = m(x)
+    c = m(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
