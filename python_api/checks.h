@@ -449,4 +449,43 @@ inline std::pair<at::Tensor, at::Tensor> check_bn_act_grad(const at::Tensor& gra
   return {grad_y.contiguous(), y.contiguous()};
 }
 
+// Validated, contiguous arguments of tconv_train_forward / tconv_train_backward: x (N, C, T, V),
+// weight (O, C, k) or (O, C, k, 1), bias (O,), float32/float64, 1 <= stride, at least 3 taps in
+// every stride phase (k >= 3 * stride), paddings in [0, k), T_out >= 1.
+struct TconvTrainArgs {
+  at::Tensor x, weight;
+  OptTensor bias;
+  int64_t T_out;
+};
+
+inline TconvTrainArgs check_tconv_train(const at::Tensor& x, const at::Tensor& weight,
+                                        const OptTensor& bias, int64_t stride, int64_t pad_left,
+                                        int64_t pad_right) {
+  check_tensor(x, "x", 4, "(N, C, T, V)");
+  check_epilogue_dtype(x, "x");
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  TORCH_CHECK_VALUE(N >= 1 && C >= 1 && T >= 1 && V >= 1,
+                    "x must have shape (N, C, T, V) with every size >= 1, got ", shape_str(x.sizes()));
+  TORCH_CHECK_VALUE(stride >= 1, "stride must be >= 1, got ", stride);
+  const at::Tensor w = check_tconv_weight(weight, stride);
+  check_same(w, "weight", x, "x");
+  const int64_t k = w.size(2);
+  TORCH_CHECK_VALUE(w.size(1) == C, "weight must have C = ", C, " input channels (x has shape ",
+                    shape_str(x.sizes()), "), got weight of shape ", shape_str(weight.sizes()));
+  TORCH_CHECK_VALUE(k / stride >= 3,
+                    "the training kernels need at least 3 taps in every stride phase, got kernel ",
+                    k, " and stride ", stride);
+  TORCH_CHECK_VALUE(pad_left >= 0 && pad_left < k && pad_right >= 0 && pad_right < k,
+                    "pad_left and pad_right must be >= 0 and <= kernel - 1 = ", k - 1, ", got ",
+                    pad_left, " and ", pad_right);
+  TORCH_CHECK_VALUE(T + pad_left + pad_right >= k, "x has ", T, " frames: with padding (",
+                    pad_left, ", ", pad_right, ") that is fewer than the kernel's ", k);
+  if (bias.has_value()) {
+    check_same(*bias, "bias", x, "x");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0), "bias must have shape (O,) = (",
+                      w.size(0), ",), got ", shape_str(bias->sizes()));
+  }
+  return TconvTrainArgs{x.contiguous(), w, contiguous(bias), (T + pad_left + pad_right - k) / stride + 1};
+}
+
 }  // namespace posekernels::checks

@@ -4,10 +4,12 @@
 #include "cpu/kernels.h"
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace posekernels {
 namespace {
@@ -96,6 +98,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
                               checks::check_seed(seed), eps, relu, has_residual);
 }
 
+at::Tensor tconv_train_forward_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                   const OptTensor& bias, int64_t stride, int64_t pad_left,
+                                   int64_t pad_right) {
+  const auto a = checks::check_tconv_train(x, weight, bias, stride, pad_left, pad_right);
+  return cpu::tconv_forward(a.x, cpu::tconv_transform_weight(a.weight, stride), a.weight.size(2),
+                            stride, a.bias, std::nullopt, std::nullopt, pad_left, pad_right, false);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tconv_train_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, int64_t stride,
+    int64_t pad_left, int64_t pad_right, bool has_bias) {
+  const auto a = checks::check_tconv_train(x, weight, std::nullopt, stride, pad_left, pad_right);
+  const std::vector<int64_t> want{a.x.size(0), a.weight.size(0), a.T_out, a.x.size(3)};
+  TORCH_CHECK_VALUE(grad_y.defined() && grad_y.sizes().equals(want), "grad_y must have shape ",
+                    checks::shape_str(want), ", got ",
+                    grad_y.defined() ? checks::shape_str(grad_y.sizes()) : std::string("undefined"));
+  checks::check_same(grad_y, "grad_y", a.x, "x");
+  const at::Tensor gy = grad_y.contiguous();
+  at::Tensor gx = cpu::tconv_input_grad(gy, a.weight, a.x.size(2), stride, pad_left);
+  at::Tensor gw = cpu::tconv_weight_grad(gy, a.x, a.weight.size(2), stride, pad_left)
+                      .view(weight.sizes());
+  at::Tensor gb = has_bias ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
+  return {gx, gw, gb};
+}
+
 }  // namespace
 }  // namespace posekernels
 
@@ -108,6 +135,8 @@ TORCH_LIBRARY_IMPL(posekernels, CPU, m) {
   m.impl("tconv_transform_weight", TORCH_FN(posekernels::tconv_transform_weight_cpu));
   m.impl("tconv_forward", TORCH_FN(posekernels::tconv_forward_cpu));
   m.impl("dropout_apply", TORCH_FN(posekernels::dropout_apply_cpu));
+  m.impl("tconv_train_forward", TORCH_FN(posekernels::tconv_train_forward_cpu));
+  m.impl("tconv_train_backward", TORCH_FN(posekernels::tconv_train_backward_cpu));
   m.impl("bn_act_forward", TORCH_FN(posekernels::bn_act_forward_cpu));
   m.impl("bn_act_backward", TORCH_FN(posekernels::bn_act_backward_cpu));
 }

@@ -45,4 +45,14 @@ TORCH_LIBRARY(posekernels, m) {
       "Tensor var, float p, Tensor seed, float eps, bool relu, bool has_residual) -> "
       "(Tensor, Tensor, Tensor, Tensor)",
       tags);
+  // Training temporal convolution (CPU): y = conv(x) + bias on the raw weight (O, C, k[, 1]),
+  // and its backward (grad_x, grad_weight (O, C, k), grad_bias or empty (0,)).
+  m.def(
+      "tconv_train_forward(Tensor x, Tensor weight, Tensor? bias, int stride, int pad_left, "
+      "int pad_right) -> Tensor",
+      tags);
+  m.def(
+      "tconv_train_backward(Tensor grad_y, Tensor x, Tensor weight, int stride, int pad_left, "
+      "int pad_right, bool has_bias) -> (Tensor, Tensor, Tensor)",
+      tags);
 }

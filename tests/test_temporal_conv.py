@@ -3,6 +3,7 @@
 shortcut + ReLU (posekernels::agc_unit_forward), against float64 references."""
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,15 +100,87 @@ def test_tconv_fused_1x1_residual(N, T):
         assert (got.double() - want).abs().max().item() < bound * want.abs().max().item()
 
 
-def test_temporal_conv_gradients_use_the_reference():
-    x = torch.randn(1, 3, 10, 4, requires_grad=True)
-    w = torch.randn(5, 3, 9, requires_grad=True)
-    y = ops.temporal_conv(x, w, relu=True)
+def _draw_tconv_case(gen):
+    """A random training-convolution case: k >= 3 * stride, paddings below k."""
+    stride = int(torch.randint(1, 4, (), generator=gen))
+    k = int(torch.randint(3 * stride, 3 * stride + 5, (), generator=gen))
+    pl, pr = (int(v) for v in torch.randint(0, k, (2,), generator=gen))
+    T = max(1, k - pl - pr) + int(torch.randint(0, 30, (), generator=gen))
+    N, C, O, V = (int(v) for v in torch.randint(1, 6, (4,), generator=gen))
+    return N, C, O, T, V, k, stride, pl, pr
+
+
+@pytest.mark.parametrize("draw", range(12))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_temporal_conv_gradients_match_float64(draw, dtype):
+    """ops.temporal_conv with gradients (cpu backend: Winograd forward and input gradient,
+    unfolded weight gradient) against F.conv2d in float64: output, x, weight, bias, residual."""
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ())))
+    N, C, O, T, V, k, s, pl, pr = _draw_tconv_case(gen)
+    x64 = torch.randn(N, C, T, V, dtype=torch.float64, generator=gen)
+    w64 = torch.randn(O, C, k, dtype=torch.float64, generator=gen) / math.sqrt(C * k)
+    b64 = torch.randn(O, dtype=torch.float64, generator=gen)
+    t_out = (T + pl + pr - k) // s + 1
+    r64 = torch.randn(N, O, t_out, V, dtype=torch.float64, generator=gen)
+    leaves = [t.to(dtype).requires_grad_() for t in (x64, w64, b64, r64)]
+    x, w, b, r = leaves
+    y = ops.temporal_conv(x, w, b, residual=r, padding=(pl, pr), stride=s, relu=True,
+                          backend="cpu")
+    leaves64 = [t.clone().requires_grad_() for t in (x64, w64, b64, r64)]
+    xx, ww, bb, rr = leaves64
+    ref = F.relu(F.conv2d(F.pad(xx, (0, 0, pl, pr)), ww[..., None], bb, stride=(s, 1)) + rr)
+    g = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
+    got = torch.autograd.grad(y, leaves, g.to(dtype))
+    want = torch.autograd.grad(ref, leaves64, g)
+    tol = 2e-5 if dtype == torch.float32 else 1e-11
+    case = dict(N=N, C=C, O=O, T=T, V=V, k=k, stride=s, pads=(pl, pr))
+    assert (y.double() - ref).abs().max().item() <= tol * (ref.abs().max().item() + 1), case
+    for name, a, e in zip("xwbr", got, want):
+        err = (a.double() - e).abs().max().item()
+        assert err <= tol * (e.abs().max().item() + 1), (name, err, case)
+
+
+def test_temporal_conv_train_gradcheck_opcheck_compile():
+    x = torch.randn(2, 3, 11, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 9, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    fwd = torch.ops.posekernels.tconv_train_forward
+    for stride, pl, pr in [(1, 4, 4), (3, 4, 4), (3, 6, 0), (2, 8, 1)]:
+        assert torch.autograd.gradcheck(lambda *a: fwd(*a, stride, pl, pr), (x, w, b))
+        torch.library.opcheck(fwd, (x, w, b, stride, pl, pr))
+        torch.library.opcheck(fwd, (x.float(), w.float(), None, stride, pl, pr))
+
+    def f(x, w, b):
+        return ops.temporal_conv(x, w, b, padding=(6, 0), stride=3, relu=True).square().sum()
+
+    xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    g1 = torch.autograd.grad(compiled(xf, wf, bf), (xf, wf, bf))
+    g2 = torch.autograd.grad(f(xf, wf, bf), (xf, wf, bf))
+    for a, e in zip(g1, g2):
+        torch.testing.assert_close(a, e)
+
+
+def test_temporal_conv_train_refuses_what_it_cannot_run():
+    x, w = torch.randn(1, 3, 10, 4), torch.randn(5, 3, 9)
+    with pytest.raises(ValueError, match="at least 3 taps in every stride phase"):
+        torch.ops.posekernels.tconv_train_forward(x, w, None, 4, 4, 4)
+    with pytest.raises(ValueError, match="pad_left and pad_right"):
+        torch.ops.posekernels.tconv_train_forward(x, w, None, 1, 9, 0)
+    with pytest.raises(ValueError, match="input channels"):
+        torch.ops.posekernels.tconv_train_forward(x, torch.randn(5, 2, 9), None, 1, 4, 4)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        torch.ops.posekernels.tconv_train_forward(x.half(), w.half(), None, 1, 4, 4)
+    with pytest.raises(ValueError, match="grad_y must have shape"):
+        torch.ops.posekernels.tconv_train_backward(torch.randn(1, 5, 9, 4), x, w, 1, 4, 4, False)
+    # the front end sends those cases (and 16-bit training) to the reference formulation
+    xs = x.clone().requires_grad_()
+    y = ops.temporal_conv(xs, w, stride=4)
     y.sum().backward()
-    x64, w64 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    F.relu(F.conv2d(x64, w64[..., None], padding=(4, 0))).sum().backward()
-    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
+    assert xs.grad is not None and y.shape == (1, 5, 3, 4)
+    xb = x.to(torch.bfloat16).requires_grad_()
+    ops.temporal_conv(xb, w.to(torch.bfloat16)).sum().backward()
+    assert xb.grad.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("call, exc, msg", [

@@ -370,4 +370,93 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
   return half ? y.to(x.scalar_type()) : y;
 }
 
+// ----------------------------------------------------------------------------- training backward
+namespace {
+
+// gW (O, C * k) partial sums over the samples [n0, n1):
+//   gW[o, c * k + j] += sum_{u, v} gy[n, o, u, v] * x[n, c, stride * u + j - pad_left, v]
+// Per sample the input is unfolded (zero padding written out) into
+//   Xcol[(u, v), c * k + j] = x[n, c, stride * u + j - pad_left, v]      (T_out*V x C*k)
+// and the sample's whole contribution is one product gy[n] (O x T_out*V) @ Xcol.
+template <typename scalar_t>
+void tconv_weight_grad_range(const scalar_t* gy, const scalar_t* x, int64_t n0, int64_t n1,
+                             int64_t C, int64_t T, int64_t V, int64_t O, int64_t T_out, int64_t k,
+                             int64_t stride, int64_t pad_left, scalar_t* Xcol, scalar_t* gw) {
+  const int64_t M = T_out * V, CK = C * k;
+  for (int64_t n = n0; n < n1; ++n) {
+    const scalar_t* xn = x + n * C * T * V;
+    for (int64_t u = 0; u < T_out; ++u) {
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t t = stride * u + j - pad_left;
+          scalar_t* dst = Xcol + u * V * CK + c * k + j;  // column c*k + j of rows (u, 0..V)
+          if (t < 0 || t >= T) {
+            for (int64_t v = 0; v < V; ++v) dst[v * CK] = scalar_t(0);
+          } else {
+            const scalar_t* src = xn + (c * T + t) * V;
+            for (int64_t v = 0; v < V; ++v) dst[v * CK] = src[v];
+          }
+        }
+      }
+    }
+    gemm_rm<scalar_t>(false, false, O, CK, M, 1, gy + n * O * M, M, Xcol, CK, 1, gw, CK);
+  }
+}
+
+}  // namespace
+
+at::Tensor tconv_weight_grad(const at::Tensor& grad_y, const at::Tensor& x, int64_t kernel,
+                             int64_t stride, int64_t pad_left) {
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
+  const int64_t O = grad_y.size(1), T_out = grad_y.size(2);
+  const int64_t chunks = chunk_count(N, 1);
+  const int64_t col = padded(T_out * V * C * kernel);
+  const int64_t per = col + padded(O * C * kernel);
+  at::Tensor work = at::zeros({chunks, per}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_tconv_weight_grad", [&] {
+    const scalar_t* gyp = grad_y.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* wp = work.mutable_data_ptr<scalar_t>();
+    for_each_chunk(chunks, [&](int64_t chunk) {
+      scalar_t* Xcol = wp + chunk * per;
+      tconv_weight_grad_range<scalar_t>(gyp, xp, chunk_begin(chunk, chunks, N),
+                                        chunk_begin(chunk + 1, chunks, N), C, T, V, O, T_out,
+                                        kernel, stride, pad_left, Xcol, Xcol + col);
+    });
+  });
+  // the chunks' partial sums, in chunk order (reproducible for a given thread count)
+  return work.narrow(1, col, O * C * kernel).sum(0).view({O, C, kernel});
+}
+
+at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, int64_t T,
+                            int64_t stride, int64_t pad_left) {
+  // grad_x[t] = sum over (u, j) with stride * u + j - pad_left = t of W[:, :, j]^T grad_y[u].
+  // Output frame t + pad_left = stride * q + r (phase r) reads the taps j = r + stride * i:
+  // a stride-1 correlation of grad_y with the n_r = ceil((k - r) / stride) taps of phase r,
+  // reversed and transposed, run on the Winograd forward kernel and scattered to every
+  // stride-th frame.
+  const int64_t O = weight.size(0), k = weight.size(2), T_out = grad_y.size(2);
+  at::Tensor gx = at::zeros({grad_y.size(0), weight.size(1), T, grad_y.size(3)}, grad_y.options());
+  for (int64_t r = 0; r < stride && r < k; ++r) {
+    const int64_t taps = (k - r + stride - 1) / stride;
+    // q range of the frames t in [0, T) with (t + pad_left) % stride == r
+    const int64_t q_min = (pad_left - r + stride - 1) / stride > 0 ? (pad_left - r + stride - 1) / stride : 0;
+    // (frames past q = T_out + taps - 2 read no output: their gradient stays zero)
+    const int64_t q_max = std::min((pad_left + T - 1 - r) / stride, T_out + taps - 2);
+    if (pad_left + T - 1 - r < 0 || q_max < q_min) continue;
+    // kernel of phase r: K[c, o, i'] = W[o, c, r + stride * (taps - 1 - i')]
+    at::Tensor K = weight.slice(2, r, k, stride).flip({2}).transpose(0, 1).contiguous();
+    const int64_t pad_right = std::max<int64_t>(0, q_max + 1 - T_out);
+    TORCH_CHECK(taps >= 3 && pad_right < taps,
+                "tconv_input_grad: phase ", r, " has ", taps, " taps and needs ", pad_right,
+                " frames of right padding (the kernel needs >= 3 taps and less padding)");
+    (void)O;
+    at::Tensor out = tconv_forward(grad_y, tconv_transform_weight(K, 1), taps, 1, std::nullopt,
+                                   std::nullopt, std::nullopt, taps - 1, pad_right, false);
+    const int64_t t0 = stride * q_min + r - pad_left;
+    gx.slice(2, t0, t0 + stride * (q_max - q_min) + 1, stride).copy_(out.slice(2, q_min, q_max + 1));
+  }
+  return gx;
+}
+
 }  // namespace posekernels::cpu

@@ -237,7 +237,10 @@ class TemporalUnit(nn.Module):
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: Tensor, residual: Tensor | None = None, relu: bool = False) -> Tensor:
-        """``act(bn(conv(x)) + residual)`` (act = ReLU if ``relu``)."""
+        """``act(bn(conv(x)) + residual)`` (act = ReLU if ``relu``). The convolution is
+        ``self.conv`` (oneDNN on the CPU) in training too: the cpu backend's differentiable
+        Winograd convolution (:func:`posekernels.ops.temporal_conv`) made a whole training step
+        slower at the models' shapes (benchmarks/RESULTS.md)."""
         if self.causal:
             x = causal_shift(x, self.kernel, self.stride)
         return bn_act(self.bn, self.conv(x), residual=residual, relu=relu)

@@ -1,10 +1,12 @@
-"""The three operations of graph-convolutional pose lifting, with interchangeable backends.
+"""The operations of graph-convolutional pose lifting, with interchangeable backends.
 
 Every model in posekernels goes through these functions: :func:`adaptive_graph_conv` and
-:func:`grouped_joint_linear` (differentiable, every backend), plus the inference-only
-:func:`temporal_conv` (the temporal convolution with a fused epilogue that the CPU inference
-plans use). :func:`blend_joint_weights` folds the two weight groups of
-:func:`grouped_joint_linear` into one, as its kernel backends do.
+:func:`grouped_joint_linear` (differentiable, every backend), :func:`temporal_conv` (the
+temporal convolution with a fused epilogue: one pass in the CPU inference plans, a Winograd
+forward and backward in training), and the training epilogues :func:`dropout` (counter-based
+masks) and :func:`batch_norm_act` (BatchNorm + dropout + residual + ReLU).
+:func:`blend_joint_weights` folds the two weight groups of :func:`grouped_joint_linear` into one,
+as its kernel backends do.
 
 Backends:
 
@@ -54,6 +56,9 @@ BACKENDS = ("cuda", "triton", "cpu", "reference")
 _TCONV_MAX_KERNEL = 1 << 20
 
 _local = threading.local()
+
+# dtypes of the cpu backend's training kernels (temporal convolution, dropout, BatchNorm epilogue)
+_EPILOGUE_DTYPES = (torch.float32, torch.float64)
 
 
 def _load_triton():
@@ -257,7 +262,7 @@ def grouped_joint_linear(x: Tensor, W_joint: Tensor | None = None, b_joint: Tens
 def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
                   residual: Tensor | None = None, padding=None, stride: int = 1,
                   relu: bool = False, backend: str | None = None) -> Tensor:
-    """Temporal convolution with a fused epilogue, for inference (no gradient formula).
+    """Temporal convolution with a fused epilogue.
 
     Shapes: x (N, C, T, V); weight (O, C, k) or (O, C, k, 1); bias (O,); residual
     (N, O, T_out, V). ``padding``: zero frames added before and after (an int for both sides, a
@@ -268,13 +273,18 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
 
     with act = ReLU if ``relu``.
     This is the (9, 1) convolution (+ folded BatchNorm) + shortcut + ReLU that ends every
-    GLA-GCN block (stride 3 in the strided modules). The ``cpu`` backend runs it in one pass
-    with a Winograd F(4, 3) kernel (a strided convolution is run as a stride-1 one over the
-    stride's phases; half the multiply-adds of a direct convolution at k = 9; in float32 each output's error stays
-    within a few 1e-6 of the sum of its terms' magnitudes, against about 1e-7 for a direct
-    convolution). Other backends, kernels of fewer than 3 taps per stride phase, a padding of k
-    frames or more on either side, and inputs that require grad use the reference formulation
-    (``F.conv2d`` + add + ReLU: cuDNN on CUDA). Under autocast it runs in the autocast dtype.
+    GLA-GCN block (stride 3 in the strided modules). The ``cpu`` backend runs it with a
+    Winograd F(4, 3) kernel (a strided convolution is run as a stride-1 one over the stride's
+    phases; half the multiply-adds of a direct convolution at k = 9; in float32 each output's
+    error stays within a few 1e-6 of the sum of its terms' magnitudes, against about 1e-7 for a
+    direct convolution): in one pass with the epilogue when nothing needs a gradient; when
+    something does (training, float32/float64), through a differentiable op whose backward
+    computes the input gradient on the same Winograd kernel (phase by phase for a stride) and
+    the weight gradient with one matrix product per sample and tap (the epilogue then runs as
+    ordinary autograd ops). Other backends, kernels of fewer than 3 taps per stride phase
+    (for gradients: k < 3 * stride), a padding of k frames or more on either side, and 16-bit
+    inputs that require grad use the reference formulation (``F.conv2d`` + add + ReLU: cuDNN
+    on CUDA). Under autocast it runs in the autocast dtype.
     """
     pads = _validate.temporal_padding(padding, weight.shape[2] if isinstance(weight, Tensor)
                                       and weight.dim() >= 3 else 1)
@@ -286,15 +296,22 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     k = weight.shape[2]
     # the fused kernel takes fewer than 3 taps per phase nowhere, and (like the raw op's checks)
     # no padding of k frames or more and no kernel above 2^20 taps
-    if (name != "cpu" or needs_grad or -(-k // stride) < 3 or max(pads) >= k
-            or k > _TCONV_MAX_KERNEL):
+    if name != "cpu" or -(-k // stride) < 3 or max(pads) >= k or k > _TCONV_MAX_KERNEL:
         return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
+    if needs_grad:
+        if k // stride < 3 or x.dtype not in _EPILOGUE_DTYPES:
+            return reference.temporal_conv(x, weight, bias, residual, pads, relu, stride)
+        y = unchecked.temporal_conv_train(x.contiguous(), weight.contiguous(),
+                                          None if bias is None else bias.contiguous(), stride,
+                                          pads[0], pads[1])
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if relu else y
     weight_t = unchecked.temporal_conv_weight(weight, stride)
     return unchecked.temporal_conv(x, weight_t, k, stride, bias, residual, pads[0], pads[1], relu)
 
 
 # ----------------------------------------------------------------------------- training epilogues
-_EPILOGUE_DTYPES = (torch.float32, torch.float64)
 
 
 def _draw_seed(generator: torch.Generator | None) -> Tensor:

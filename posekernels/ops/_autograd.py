@@ -175,6 +175,42 @@ def register_bn_act(forward: str, backward: str) -> None:
     torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
 
 
+def register_tconv_train(forward: str, backward: str) -> None:
+    """Fake kernels and autograd of the training temporal convolution:
+    ``tconv_train_forward(Tensor x, Tensor weight, Tensor? bias, int stride, int pad_left,
+    int pad_right) -> Tensor`` (y = conv(x) + bias, weight (O, C, k) or (O, C, k, 1)) and
+    ``tconv_train_backward(Tensor grad_y, Tensor x, Tensor weight, int stride, int pad_left,
+    int pad_right, bool has_bias) -> (grad_x, grad_weight, grad_bias or empty (0,))``."""
+
+    @torch.library.register_fake(forward)
+    def _fake_forward(x, weight, bias, stride, pad_left, pad_right):
+        n, _, t, v = x.shape
+        t_out = (t + pad_left + pad_right - weight.shape[2]) // stride + 1
+        return x.new_empty((n, weight.shape[0], t_out, v))
+
+    @torch.library.register_fake(backward)
+    def _fake_backward(grad_y, x, weight, stride, pad_left, pad_right, has_bias):
+        gb = x.new_empty((weight.shape[0],)) if has_bias else _empty_like(x)
+        return (torch.empty_like(x, memory_format=torch.contiguous_format),
+                torch.empty_like(weight, memory_format=torch.contiguous_format), gb)
+
+    backward_op = _resolve(backward)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, stride, pad_left, pad_right = inputs
+        ctx.args = (stride, pad_left, pad_right, bias is not None)
+        ctx.save_for_backward(x, weight)
+
+    def backward_fn(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        stride, pad_left, pad_right, has_bias = ctx.args
+        gx, gw, gb = backward_op(grad_y.contiguous(), x, weight, stride, pad_left, pad_right,
+                                 has_bias)
+        return gx, gw, (gb if has_bias else None), None, None, None
+
+    torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
+
+
 def _resolve(qualname: str):
     ns, name = qualname.split("::")
     return getattr(getattr(torch.ops, ns), name).default

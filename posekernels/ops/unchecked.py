@@ -13,7 +13,7 @@ The caller passes contiguous tensors of one floating dtype on one device that :f
 accepts, with the shapes documented below (those of the checked ops). The C++ operators still
 check shapes, dtypes and devices themselves (a bad argument raises ValueError from C++, never
 reads out of bounds), but not the rest. :func:`adaptive_graph_conv`, :func:`joint_linear`,
-:func:`dropout` and :func:`batch_norm_act` are differentiable (their operators' autograd formulas are registered here,
+:func:`temporal_conv_train`, :func:`dropout` and :func:`batch_norm_act` are differentiable (their operators' autograd formulas are registered here,
 with the fake kernels that let ``torch.compile`` and ``torch.library.opcheck`` trace every
 operator).
 
@@ -24,6 +24,8 @@ Functions, the operators they call, and the devices with kernels:
 * :func:`joint_linear`: ``posekernels::jl_forward`` (cpu, cuda);
 * :func:`temporal_conv_weight`: ``posekernels::tconv_transform_weight`` (cpu);
 * :func:`temporal_conv`: ``posekernels::tconv_forward`` (cpu);
+* :func:`temporal_conv_train`: ``posekernels::tconv_train_forward`` / ``tconv_train_backward``
+  (cpu, float32/float64);
 * :func:`dropout`: ``posekernels::dropout_apply`` (cpu, float32/float64);
 * :func:`batch_norm_act`: ``posekernels::bn_act_forward`` / ``bn_act_backward`` (cpu,
   float32/float64).
@@ -40,7 +42,8 @@ from .. import _ext
 from . import _autograd
 
 __all__ = ["available", "adaptive_graph_conv", "graph_unit", "joint_linear",
-           "temporal_conv_weight", "temporal_conv", "dropout", "batch_norm_act"]
+           "temporal_conv_weight", "temporal_conv", "temporal_conv_train", "dropout",
+           "batch_norm_act"]
 
 AGC_FORWARD = "posekernels::agc_forward"
 AGC_BACKWARD = "posekernels::agc_backward"
@@ -52,12 +55,15 @@ TCONV_FORWARD = "posekernels::tconv_forward"
 DROPOUT = "posekernels::dropout_apply"
 BN_ACT_FORWARD = "posekernels::bn_act_forward"
 BN_ACT_BACKWARD = "posekernels::bn_act_backward"
+TCONV_TRAIN_FORWARD = "posekernels::tconv_train_forward"
+TCONV_TRAIN_BACKWARD = "posekernels::tconv_train_backward"
 
 if _ext.has_extension():
     _autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
     _autograd.register_jl(JL_FORWARD, JL_BACKWARD)
     _autograd.register_dropout(DROPOUT)
     _autograd.register_bn_act(BN_ACT_FORWARD, BN_ACT_BACKWARD)
+    _autograd.register_tconv_train(TCONV_TRAIN_FORWARD, TCONV_TRAIN_BACKWARD)
 
     @torch.library.register_fake(AGC_UNIT_FORWARD)
     def _fake_agc_unit_forward(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, shortcut_w,
@@ -81,7 +87,8 @@ if _ext.has_extension():
 # the devices each function has compiled kernels for (when the extension has that backend)
 _DEVICES = {"adaptive_graph_conv": ("cpu", "cuda"), "graph_unit": ("cpu",),
             "joint_linear": ("cpu", "cuda"), "temporal_conv_weight": ("cpu",),
-            "temporal_conv": ("cpu",), "dropout": ("cpu",), "batch_norm_act": ("cpu",)}
+            "temporal_conv": ("cpu",), "dropout": ("cpu",), "batch_norm_act": ("cpu",),
+            "temporal_conv_train": ("cpu",)}
 
 
 def available(device: torch.device | str, op: str = "adaptive_graph_conv") -> bool:
@@ -154,3 +161,13 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
     the caller's to update."""
     return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)
+
+
+def temporal_conv_train(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int,
+                        pad_left: int, pad_right: int) -> Tensor:
+    """The differentiable temporal convolution (CPU, float32/float64): ``conv(x) + bias`` on the
+    raw weight (O, C, k) or (O, C, k, 1), forward on the Winograd kernel; its backward computes
+    the input gradient on the same kernel (phase by phase for a stride) and the weight gradient
+    with one matrix product per sample and tap. Needs ``k >= 3 * stride`` and paddings below
+    k."""
+    return torch.ops.posekernels.tconv_train_forward(x, weight, bias, stride, pad_left, pad_right)
