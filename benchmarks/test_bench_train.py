@@ -1,9 +1,11 @@
 """pytest-benchmark suite of one whole training step on the CPU: forward, loss, backward, SGD.
 
 Each group is one model at one batch size, with the ``cpu`` backend (fused graph op, counter-based
-dropout, fused BatchNorm epilogues) beside the ``reference`` backend (plain PyTorch: oneDNN
-convolutions, F.batch_norm, bernoulli dropout); their ratio is the figure that counts. The three
-shapes are those of the training-step issue:
+dropout, fused BatchNorm epilogues) beside ``cpu_unfused`` (the same backend with the plain
+PyTorch epilogues, F.batch_norm + bernoulli dropout + add + ReLU: the training step before the
+fused epilogues) and the ``reference`` backend (plain PyTorch throughout); ratios within a group
+are the figures that count. The convolutions are oneDNN's in all three. The three shapes are
+those of the training-step issue:
 
 * ``released_sagcn(T=27, C=96)`` at batch 64 and ``released_sagcn(T=81, C=96)`` at batch 32 (the
   authors' released configuration, MPJPE loss);
@@ -12,6 +14,9 @@ shapes are those of the training-step issue:
 Run with ``make bench`` or ``pytest benchmarks/test_bench_train.py --benchmark-enable``.
 """
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import pytest
 import torch
@@ -27,8 +32,22 @@ SHAPES = {
 }
 
 
-def make_step(name: str, backend: str):
-    """A closure running one training step of model ``name`` on ``backend`` (fixed inputs)."""
+@contextlib.contextmanager
+def plain_epilogues():
+    """The models' BatchNorm/dropout epilogues on the reference formulation (any backend)."""
+    saved = ops.batch_norm_act, ops.dropout
+    ops.batch_norm_act = functools.partial(saved[0], backend="reference")
+    ops.dropout = functools.partial(saved[1], backend="reference")
+    try:
+        yield
+    finally:
+        ops.batch_norm_act, ops.dropout = saved
+
+
+def make_step(name: str, impl: str):
+    """A closure running one training step of model ``name`` with ``impl`` ("cpu",
+    "cpu_unfused" or "reference"; fixed inputs)."""
+    backend = "cpu" if impl == "cpu_unfused" else impl
     build, batch, window = SHAPES[name]
     torch.manual_seed(0)
     model = build().train()
@@ -38,7 +57,8 @@ def make_step(name: str, backend: str):
     target = torch.randn(batch, window, 17, 3, generator=gen) * 0.2
 
     def step():
-        with ops.use_backend(backend):
+        with ops.use_backend(backend), (plain_epilogues() if impl == "cpu_unfused"
+                                        else contextlib.nullcontext()):
             opt.zero_grad(set_to_none=True)
             if model.sequence_branch:
                 loss = model.loss(x, target, stage=1)
@@ -51,14 +71,14 @@ def make_step(name: str, backend: str):
     return step
 
 
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("impl", ["cpu", "cpu_unfused", "reference"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_training_step(benchmark, shape, backend):
-    if backend not in ops.available_backends("cpu"):
-        pytest.skip(f"backend {backend!r} is not built")
-    step = make_step(shape, backend)
+def test_training_step(benchmark, shape, impl):
+    if impl != "reference" and "cpu" not in ops.available_backends("cpu"):
+        pytest.skip("the cpu backend is not built")
+    step = make_step(shape, impl)
     step()  # warm-up (allocator, oneDNN primitive cache)
     benchmark.group = f"training step cpu {shape} float32 {torch.get_num_threads()} threads"
-    benchmark.extra_info.update(shape=shape, backend=backend, threads=torch.get_num_threads())
+    benchmark.extra_info.update(shape=shape, impl=impl, threads=torch.get_num_threads())
     loss = benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)

@@ -3,7 +3,8 @@
 Layers, each using only the ones before it:
 
 * :mod:`posekernels.ops` -- the three operations (graph convolution, grouped per-joint linear,
-  temporal convolution) with their backends; every model goes through them;
+  temporal convolution) and the training epilogues (dropout, BatchNorm + dropout + residual +
+  ReLU) with their backends; every model goes through them;
 * :mod:`posekernels.skeletons`, :mod:`posekernels.models`, :mod:`posekernels.data`,
   :mod:`posekernels.metrics`;
 * :mod:`posekernels.checkpoints` -- saving and loading models, the shipped default lifters;

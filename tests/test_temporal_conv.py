@@ -114,7 +114,7 @@ def _draw_tconv_case(gen):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_temporal_conv_gradients_match_float64(draw, dtype):
     """ops.temporal_conv with gradients (cpu backend: Winograd forward and input gradient,
-    unfolded weight gradient) against F.conv2d in float64: output, x, weight, bias, residual."""
+    oneDNN weight gradient) against F.conv2d in float64: output, x, weight, bias, residual."""
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, ())))
     N, C, O, T, V, k, s, pl, pr = _draw_tconv_case(gen)
     x64 = torch.randn(N, C, T, V, dtype=torch.float64, generator=gen)

@@ -75,11 +75,9 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
 
 // Training backward of the temporal convolution (csrc/cpu/temporal_conv.cpp), for x (N, C, T, V),
 // weight (O, C, k), grad_y (N, O, T_out, V) of y = conv(x) (stride, pad_left; no epilogue):
-// tconv_weight_grad returns gW (O, C, k) (one matrix product per sample on the unfolded input);
 // tconv_input_grad returns gx (N, C, T, V) on the Winograd forward kernel, phase by phase (needs
-// at least 3 taps per stride phase and right paddings below that).
-at::Tensor tconv_weight_grad(const at::Tensor& grad_y, const at::Tensor& x, int64_t kernel,
-                             int64_t stride, int64_t pad_left);
+// at least 3 taps per stride phase and right paddings below that). (The weight gradient is
+// oneDNN's, through at::convolution_backward: see python_api/ops_cpu.cpp.)
 at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, int64_t T,
                             int64_t stride, int64_t pad_left);
 

@@ -371,63 +371,6 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
 }
 
 // ----------------------------------------------------------------------------- training backward
-namespace {
-
-// gW (O, C * k) partial sums over the samples [n0, n1):
-//   gW[o, c * k + j] += sum_{u, v} gy[n, o, u, v] * x[n, c, stride * u + j - pad_left, v]
-// Per sample the input is unfolded (zero padding written out) into
-//   Xcol[(u, v), c * k + j] = x[n, c, stride * u + j - pad_left, v]      (T_out*V x C*k)
-// and the sample's whole contribution is one product gy[n] (O x T_out*V) @ Xcol.
-template <typename scalar_t>
-void tconv_weight_grad_range(const scalar_t* gy, const scalar_t* x, int64_t n0, int64_t n1,
-                             int64_t C, int64_t T, int64_t V, int64_t O, int64_t T_out, int64_t k,
-                             int64_t stride, int64_t pad_left, scalar_t* Xcol, scalar_t* gw) {
-  const int64_t M = T_out * V, CK = C * k;
-  for (int64_t n = n0; n < n1; ++n) {
-    const scalar_t* xn = x + n * C * T * V;
-    for (int64_t u = 0; u < T_out; ++u) {
-      for (int64_t c = 0; c < C; ++c) {
-        for (int64_t j = 0; j < k; ++j) {
-          const int64_t t = stride * u + j - pad_left;
-          scalar_t* dst = Xcol + u * V * CK + c * k + j;  // column c*k + j of rows (u, 0..V)
-          if (t < 0 || t >= T) {
-            for (int64_t v = 0; v < V; ++v) dst[v * CK] = scalar_t(0);
-          } else {
-            const scalar_t* src = xn + (c * T + t) * V;
-            for (int64_t v = 0; v < V; ++v) dst[v * CK] = src[v];
-          }
-        }
-      }
-    }
-    gemm_rm<scalar_t>(false, false, O, CK, M, 1, gy + n * O * M, M, Xcol, CK, 1, gw, CK);
-  }
-}
-
-}  // namespace
-
-at::Tensor tconv_weight_grad(const at::Tensor& grad_y, const at::Tensor& x, int64_t kernel,
-                             int64_t stride, int64_t pad_left) {
-  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), V = x.size(3);
-  const int64_t O = grad_y.size(1), T_out = grad_y.size(2);
-  const int64_t chunks = chunk_count(N, 1);
-  const int64_t col = padded(T_out * V * C * kernel);
-  const int64_t per = col + padded(O * C * kernel);
-  at::Tensor work = at::zeros({chunks, per}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "posekernels_tconv_weight_grad", [&] {
-    const scalar_t* gyp = grad_y.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* wp = work.mutable_data_ptr<scalar_t>();
-    for_each_chunk(chunks, [&](int64_t chunk) {
-      scalar_t* Xcol = wp + chunk * per;
-      tconv_weight_grad_range<scalar_t>(gyp, xp, chunk_begin(chunk, chunks, N),
-                                        chunk_begin(chunk + 1, chunks, N), C, T, V, O, T_out,
-                                        kernel, stride, pad_left, Xcol, Xcol + col);
-    });
-  });
-  // the chunks' partial sums, in chunk order (reproducible for a given thread count)
-  return work.narrow(1, col, O * C * kernel).sum(0).view({O, C, kernel});
-}
-
 at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, int64_t T,
                             int64_t stride, int64_t pad_left) {
   // grad_x[t] = sum over (u, j) with stride * u + j - pad_left = t of W[:, :, j]^T grad_y[u].

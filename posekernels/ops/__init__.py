@@ -280,7 +280,7 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     direct convolution): in one pass with the epilogue when nothing needs a gradient; when
     something does (training, float32/float64), through a differentiable op whose backward
     computes the input gradient on the same Winograd kernel (phase by phase for a stride) and
-    the weight gradient with one matrix product per sample and tap (the epilogue then runs as
+    the weight gradient with oneDNN (``at::convolution_backward``; the epilogue then runs as
     ordinary autograd ops). Other backends, kernels of fewer than 3 taps per stride phase
     (for gradients: k < 3 * stride), a padding of k frames or more on either side, and 16-bit
     inputs that require grad use the reference formulation (``F.conv2d`` + add + ReLU: cuDNN

@@ -168,6 +168,5 @@ def temporal_conv_train(x: Tensor, weight: Tensor, bias: Tensor | None, stride: 
     """The differentiable temporal convolution (CPU, float32/float64): ``conv(x) + bias`` on the
     raw weight (O, C, k) or (O, C, k, 1), forward on the Winograd kernel; its backward computes
     the input gradient on the same kernel (phase by phase for a stride) and the weight gradient
-    with one matrix product per sample and tap. Needs ``k >= 3 * stride`` and paddings below
-    k."""
+    with oneDNN. Needs ``k >= 3 * stride`` and paddings below k."""
     return torch.ops.posekernels.tconv_train_forward(x, weight, bias, stride, pad_left, pad_right)
