@@ -54,19 +54,12 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
     if cameras != "random":
         raise ValueError(f"cameras must be 'rig' or 'random', got {cameras!r}")
     cam_seed = EVALUATION_SEED if camera_seed is None else int(camera_seed)
-    out = []
-    for subject in sorted(positions_3d):
-        if subjects is not None and subject not in subjects:
-            continue
-        for action in sorted(positions_3d[subject]):
-            pos = positions_3d[subject][action]
-            cams = evaluation_cameras(pos, num_cameras, seed=cam_seed, key=f"{subject}/{action}")
-            seqs = project_sequences({subject: {action: pos}}, cams, recenter_mode="none",
-                                     noise=noise, fps=fps)
-            for seq, cam in zip(seqs, cams):
-                seq.extra["camera"] = cam.to_dict()
-            out += seqs
-    return out
+
+    def clip_cameras(subject, action, pos):
+        return evaluation_cameras(pos, num_cameras, seed=cam_seed, key=f"{subject}/{action}")
+
+    return project_sequences(positions_3d, clip_cameras, recenter_mode="none", noise=noise,
+                             fps=fps, subjects=subjects)
 
 
 def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -179,17 +179,22 @@ class DetectorNoise:
 
 
 def project_sequences(positions_3d: Mapping[str, Mapping[str, np.ndarray]],
-                      cameras: Sequence[Camera] | None = None, *, recenter_mode: str = "sequence",
-                      root: int = 0, noise: DetectorNoise | None = None, fps: float | None = None,
+                      cameras: Sequence[Camera] | Callable[[str, str, np.ndarray],
+                                                           Sequence[Camera]] | None = None, *,
+                      recenter_mode: str = "sequence", root: int = 0,
+                      noise: DetectorNoise | None = None, fps: float | None = None,
                       subjects: Iterable[str] | None = None) -> list[PoseSequence]:
     """Make lifting pairs from ``positions_3d[subject][action]`` world sequences.
 
     Returns one :class:`PoseSequence` per (subject, action, camera) with ``positions_2d`` in
     pixels (noisy if ``noise`` is given; the clean projection is kept in ``extra["clean_2d"]``)
     and ``positions_3d`` in the camera frame (metres, absolute: make them root-relative when
-    batching). ``cameras`` defaults to :func:`default_rig`.
+    batching). ``cameras`` defaults to :func:`default_rig`; it may also be a function
+    ``(subject, action, positions) -> cameras`` giving each clip its own cameras (then each
+    sequence records its camera as ``extra["camera"]``, :meth:`Camera.to_dict`).
     """
-    cams = default_rig() if cameras is None else list(cameras)
+    per_clip = callable(cameras)
+    fixed = None if per_clip else (default_rig() if cameras is None else list(cameras))
     keep = None if subjects is None else set(subjects)
     out = []
     for subject in sorted(positions_3d):
@@ -197,10 +202,11 @@ def project_sequences(positions_3d: Mapping[str, Mapping[str, np.ndarray]],
             continue
         for action in sorted(positions_3d[subject]):
             pos = positions_3d[subject][action]
+            cams = list(cameras(subject, action, pos)) if per_clip else fixed
             views = project_sequence(pos, cams, recenter_mode=recenter_mode, root=root,
                                      name=f"{subject}/{action}")
             for cam, (uv, c3) in zip(cams, views):
-                extra = {}
+                extra = {"camera": cam.to_dict()} if per_clip else {}
                 if noise is not None:
                     extra["clean_2d"] = uv
                     uv = noise(uv, (subject, action, cam.name), width=cam.width)
