@@ -148,27 +148,31 @@ def test_grouped_joint_linear(benchmark, impl, mode, dtype, n, t):
            backward=mode != "fwd")
 
 
-TCONV_SHAPES = [(1, 243, 1), (16, 81, 1), (64, 27, 1), (16, 81, 3)]  # (N, T, stride)
+TCONV_SHAPES = [(1, 243, 1), (16, 81, 1), (64, 27, 1), (64, 27, 3), (16, 81, 3)]  # (N, T, stride)
 
 
 @pytest.mark.parametrize("impl", ["reference", "cpu"] if DEVICE.type == "cpu" else ["reference"])
+@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("n,t,stride", TCONV_SHAPES, ids=lambda v: str(v))
-def test_temporal_conv(benchmark, impl, n, t, stride):
-    """The (9, 1) convolution + bias + residual + ReLU ending every GLA-GCN block (inference):
-    ``reference`` is F.conv2d (oneDNN on the CPU) + add + ReLU, ``cpu`` the fused Winograd kernel."""
-    benchmark.group = f"temporal_conv {DEVICE.type} N={n} T={t} stride={stride} float32 fwd"
+def test_temporal_conv(benchmark, impl, mode, n, t, stride):
+    """The (9, 1) convolution + bias + residual + ReLU ending every GLA-GCN block: ``reference``
+    is F.conv2d (oneDNN on the CPU) + add + ReLU, ``cpu`` the fused Winograd kernel (``fwd``,
+    inference) or the differentiable one (``fwd+bwd``: Winograd forward and input gradient,
+    oneDNN weight gradient; gradients of x, weight, bias and residual)."""
+    benchmark.group = f"temporal_conv {DEVICE.type} N={n} T={t} stride={stride} float32 {mode}"
     t_out = (t - 1) // stride + 1
     benchmark.extra_info.update(op="temporal_conv", impl=impl, n=n, t=t, stride=stride,
-                                mode="fwd", dtype="torch.float32", device=DEVICE.type,
-                                flop=2 * n * C * C * 9 * t_out * V)
+                                mode=mode, dtype="torch.float32", device=DEVICE.type,
+                                flop=2 * n * C * C * 9 * t_out * V * (3 if mode != "fwd" else 1))
     g = torch.Generator(device="cpu").manual_seed(torch.seed())
-    x = torch.relu(torch.randn(n, C, t, V, generator=g)).to(DEVICE)
-    w = (torch.randn(C, C, 9, 1, generator=g) / math.sqrt(9 * C)).to(DEVICE)
-    b = torch.randn(C, generator=g).to(DEVICE)
-    r = torch.randn(n, C, t_out, V, generator=g).to(DEVICE)
+    grad = mode != "fwd"
+    x = torch.relu(torch.randn(n, C, t, V, generator=g)).to(DEVICE).requires_grad_(grad)
+    w = (torch.randn(C, C, 9, 1, generator=g) / math.sqrt(9 * C)).to(DEVICE).requires_grad_(grad)
+    b = torch.randn(C, generator=g).to(DEVICE).requires_grad_(grad)
+    r = torch.randn(n, C, t_out, V, generator=g).to(DEVICE).requires_grad_(grad)
     inputs = dict(x=x, weight=w, bias=b, residual=r)
     _bench(benchmark, lambda **a: ops.temporal_conv(**a, stride=stride, relu=True, backend=impl),
-           inputs, backward=False)
+           inputs, backward=grad)
 
 
 GEMM_SHAPES = [(96, 288, 408), (96, 288, 102), (144, 96, 408), (96, 288, 4131)]  # R x Q x S
