@@ -28,12 +28,11 @@ import json
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.train_cmu import GLA, GN, VAL, convert  # noqa: E402
+from benchmarks.train_cmu import GLA, GN, convert, train_run  # noqa: E402
 
 CAMERAS = dict(cameras="random", val_cameras="random", val_num_cameras=4)
 GLA_CMP = dict(GLA, frame_stride=8, **CAMERAS)
@@ -64,23 +63,9 @@ LABELS = {
 
 
 def run_one(name: str, seed: int, out: str, data: str, threads: int, epochs: int | None) -> None:
-    from posekernels.cli import main as cli
-
-    run_dir = os.path.join(out, f"{name}_s{seed}")
-    os.makedirs(run_dir, exist_ok=True)
-    cfg = dict(RUNS[name], data_3d=data, val_subjects=VAL, seed=seed, threads=threads,
-               out_dir=run_dir, device="cpu", progress=False)
-    if epochs is not None:
-        cfg["epochs"] = epochs
-    path = os.path.join(run_dir, "config.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=1)
-    t = time.perf_counter()
-    rc = cli(["train", "--config", path, "--resume", "auto"])
-    if rc:
-        raise SystemExit(f"{name} seed {seed}: training failed ({rc})")
-    with open(os.path.join(run_dir, "wall_seconds.txt"), "w") as f:
-        f.write(f"{time.perf_counter() - t:.1f}\n")
+    recipe = RUNS[name] if epochs is None else dict(RUNS[name], epochs=epochs)
+    train_run(recipe, os.path.join(out, f"{name}_s{seed}"), data, threads, seed,
+              f"{name} seed {seed}")
 
 
 def summarize(out: str) -> dict:

@@ -94,12 +94,15 @@ def convert(cmu: str, out_npz: str) -> None:
     print(f"converted {len(folders)} subjects to {out_npz} in {time.perf_counter() - t:.0f} s")
 
 
-def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
+def train_run(recipe: dict, run_dir: str, data: str, threads: int, seed: int,
+              label: str) -> None:
+    """Write ``recipe`` (plus data, seed, threads, output folder) as ``run_dir``/config.json and
+    train it with ``posekernels train --resume auto`` (an interrupted run continues from its
+    last.pt); the whole run's wall time goes to wall_seconds.txt."""
     from posekernels.cli import main as cli
 
-    run_dir = os.path.join(out, name)
     os.makedirs(run_dir, exist_ok=True)
-    cfg = dict(RUNS[name], data_3d=data, val_subjects=VAL, seed=seed, threads=threads,
+    cfg = dict(recipe, data_3d=data, val_subjects=VAL, seed=seed, threads=threads,
                out_dir=run_dir, device="cpu", progress=False)
     path = os.path.join(run_dir, "config.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -107,9 +110,13 @@ def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
     t = time.perf_counter()
     rc = cli(["train", "--config", path, "--resume", "auto"])
     if rc:
-        raise SystemExit(f"{name}: training failed ({rc})")
+        raise SystemExit(f"{label}: training failed ({rc})")
     with open(os.path.join(run_dir, "wall_seconds.txt"), "w") as f:
         f.write(f"{time.perf_counter() - t:.1f}\n")
+
+
+def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
+    train_run(RUNS[name], os.path.join(out, name), data, threads, seed, name)
 
 
 def table(out: str) -> dict:

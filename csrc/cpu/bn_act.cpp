@@ -353,6 +353,19 @@ bool have_avx512() {
 bool have_avx512() { return false; }
 #endif
 
+// f(c, avx) for every channel c < C, channels split over the threads; avx: the AVX-512
+// compilation may run.
+template <typename F>
+void for_each_channel(int64_t C, const F& f) {
+  const bool avx = have_avx512();
+  const int64_t chunks = chunk_count(C, 1);
+  for_each_chunk(chunks, [&](int64_t chunk) {
+    for (int64_t c = chunk_begin(chunk, chunks, C); c < chunk_begin(chunk + 1, chunks, C); ++c) {
+      f(c, avx);
+    }
+  });
+}
+
 }  // namespace
 
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
@@ -402,19 +415,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
                               residual ? residual->const_data_ptr<scalar_t>() : nullptr,
                               y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<scalar_t>(),
                               var.mutable_data_ptr<scalar_t>(), p, eps, relu};
-    const bool avx = have_avx512();
-    const int64_t chunks = chunk_count(sh.C, 1);
-    for_each_chunk(chunks, [&](int64_t chunk) {
-      for (int64_t c = chunk_begin(chunk, chunks, sh.C); c < chunk_begin(chunk + 1, chunks, sh.C); ++c) {
+    for_each_channel(sh.C, [&](int64_t c, bool avx) {
 #ifdef POSEKERNELS_BN_AVX512
-        if (avx) {
-          bn_fwd_channel_avx512(a, sh, mk, c);
-          continue;
-        }
+      if (avx) return bn_fwd_channel_avx512(a, sh, mk, c);
 #endif
-        (void)avx;
-        bn_fwd_channel_base(a, sh, mk, c);
-      }
+      bn_fwd_channel_base(a, sh, mk, c);
     });
   });
   return {y, mean, var};
@@ -439,19 +444,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
                               has_residual ? gres.mutable_data_ptr<scalar_t>() : nullptr,
                               ggamma.mutable_data_ptr<scalar_t>(), gbeta.mutable_data_ptr<scalar_t>(),
                               p, eps, relu};
-    const bool avx = have_avx512();
-    const int64_t chunks = chunk_count(sh.C, 1);
-    for_each_chunk(chunks, [&](int64_t chunk) {
-      for (int64_t c = chunk_begin(chunk, chunks, sh.C); c < chunk_begin(chunk + 1, chunks, sh.C); ++c) {
+    for_each_channel(sh.C, [&](int64_t c, bool avx) {
 #ifdef POSEKERNELS_BN_AVX512
-        if (avx) {
-          bn_bwd_channel_avx512(a, sh, mk, c);
-          continue;
-        }
+      if (avx) return bn_bwd_channel_avx512(a, sh, mk, c);
 #endif
-        (void)avx;
-        bn_bwd_channel_base(a, sh, mk, c);
-      }
+      bn_bwd_channel_base(a, sh, mk, c);
     });
   });
   return {gz, ggamma, gbeta, gres};
