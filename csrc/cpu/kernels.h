@@ -82,8 +82,9 @@ at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, 
                             int64_t stride, int64_t pad_left);
 
 // Training epilogues (csrc/cpu/bn_act.cpp); float32 and float64 only. Dropout masks are
-// Philox4x32-10 of (seed, element index): element i of the contiguous tensor is kept when word
-// i % 4 of Philox(key = seed, counter = i / 4) is below (1 - p) * 2^32; p in [0, 1).
+// Philox4x32-10 of (seed, element index): element i = 64 b + 16 w + j (w < 4, j < 16) of the
+// contiguous tensor is kept when word w of Philox(key = seed, counter = 16 b + j) is below
+// (1 - p) * 2^32; p in [0, 1).
 // dropout_apply: y = keep ? x / (1 - p) : 0 (its own backward, applied to the gradient).
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 

@@ -336,9 +336,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     ``1 / (1 - p)`` when ``training`` (the identity otherwise), as ``torch.nn.functional.dropout``.
 
     The ``cpu`` backend (float32/float64 CPU tensors) draws its mask from a counter-based
-    generator instead of a stored Bernoulli tensor: element i of the contiguous tensor is kept
-    when word ``i % 4`` of Philox4x32-10(key = seed, counter = i // 4) is below (1 - p) * 2^32,
-    with a 64-bit seed drawn from ``generator`` (default: torch's global CPU generator, so
+    generator instead of a stored Bernoulli tensor: element ``i = 64 b + 16 w + j`` (w < 4,
+    j < 16) of the contiguous tensor is kept when word w of Philox4x32-10(key = seed,
+    counter = 16 b + j) is below (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU generator, so
     ``torch.manual_seed`` reproduces it). One pass; the backward regenerates the mask from the
     seed, so nothing is saved. Other backends, devices and dtypes use
     ``torch.nn.functional.dropout`` (same distribution, different random stream; ``generator``
