@@ -47,7 +47,7 @@ GN = dict(epochs=6, batch_size=64, frame_stride=16, optimizer="adam", lr=5e-3, l
 # released code's steps per epoch), Adam with a cosine schedule; validated through random
 # evaluation cameras with detector noise. The shipped runs were trained in legs, each resumed
 # from last.pt with a new epoch count (the cosine schedule is recomputed on resume, so each
-# change restarted it part-way): 13 epochs, then 33 (epochs 14-16), then 29 (epochs 17-29, with
+# change restarted it part-way): 16 epochs cut to 13, then 33 (epochs 14-16), then 29 (17-29, with
 # the fused training epilogues); a fresh run with epochs=29 follows one cosine instead.
 LIVE = dict(epochs=29, batch_size=64, frame_stride=1, optimizer="adam", lr=2e-3, lr_min=1e-5,
             lr_schedule="cosine", bn_momentum_decay=True, val_every=2, cameras="random",
