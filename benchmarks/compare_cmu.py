@@ -83,7 +83,8 @@ def summarize(out: str) -> dict:
             if not os.path.isfile(path):
                 continue
             ck = read_checkpoint(path)
-            hist = ck.get("history") or []
+            with open(os.path.join(out, entry, "history.json"), encoding="utf-8") as f:
+                hist = json.load(f)
             per_seed.append({"seed": ck["config"]["seed"], "mpjpe": ck["metrics"]["mpjpe"],
                              "p_mpjpe": ck["metrics"]["p_mpjpe"],
                              "steps": sum(h.get("steps", 0) for h in hist),
