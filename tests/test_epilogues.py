@@ -254,6 +254,20 @@ def test_epilogues_compile_fullgraph():
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(z, w, b, r), f(z, w, b, r))
 
+    # with dropout: the seeds are drawn inside the graph (a different stream); it traces, runs
+    # and differentiates, and drops about the right share
+    zg = torch.randn(8, 6, 9, 5, requires_grad=True)
+
+    def g(z):
+        y = ops.batch_norm_act(z, None, None, None, None, True, dropout=0.3, relu=False)
+        return ops.dropout(y + 10.0, 0.5)
+
+    out = torch.compile(g, fullgraph=True, backend="aot_eager")(zg)
+    dropped = (out == 0).double().mean().item()
+    assert abs(dropped - 0.5) < 0.06
+    out.sum().backward()
+    assert zg.grad is not None and torch.isfinite(zg.grad).all()
+
 
 def test_batch_norm_act_eval_and_reference_backend_agree():
     z = torch.randn(5, 3, 7, 4)
