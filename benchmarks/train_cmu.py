@@ -203,10 +203,19 @@ def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> N
         for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
             cfg[key] = os.path.relpath(cfg[key], root) if cfg.get(key) else cfg.get(key)
         metrics = shipped_metrics(model, data)
-        hist = ck.get("history") or []
+        with open(os.path.join(out, run, "history.json"), encoding="utf-8") as f:
+            hist = json.load(f)
+        # epochs written before the trainer counted steps have none recorded: an epoch's step
+        # count does not change within a run, so they get the recorded one
+        counted = {h["steps"] for h in hist if h.get("steps")}
+        if all(h.get("steps") for h in hist):
+            steps = sum(h["steps"] for h in hist) or None
+        elif len(counted) == 1:
+            steps = sum(h.get("steps") or next(iter(counted)) for h in hist)
+        else:
+            steps = None
         metrics.update(run=run, validation_subjects=VAL, epochs_done=ck.get("epoch"),
-                       epochs_planned=cfg.get("epochs"),
-                       optimizer_steps=sum(h.get("steps", 0) for h in hist) or None,
+                       epochs_planned=cfg.get("epochs"), optimizer_steps=steps,
                        train_seconds=round(sum(h.get("seconds", 0) for h in hist), 1) or None)
         save_checkpoint(dst, model, model_config=ck["model_config"], config=cfg,
                         epoch=ck.get("epoch"), metrics=metrics)
