@@ -61,6 +61,15 @@ RUNS = {
     "default_causal": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27, "channels": 48,
                                         "sequence_branch": False, "head": "shared",
                                         "causal": True}),
+    # the next budget for the default lifters: a wider network over a longer window, trained
+    # from the start (about five times the step cost of the C = 48, T = 27 runs: ~16 min per
+    # epoch on one thread of the 2-core CPU)
+    "big_centered": dict(LIVE, epochs=12, model={"arch": "glagcn", "receptive_field": 81,
+                                                 "channels": 64, "sequence_branch": False,
+                                                 "head": "shared", "causal": False}),
+    "big_causal": dict(LIVE, epochs=12, model={"arch": "glagcn", "receptive_field": 81,
+                                               "channels": 64, "sequence_branch": False,
+                                               "head": "shared", "causal": True}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -71,6 +80,8 @@ RUNS = {
                                     "global_node": False, "aux": None}),
 }
 LABELS = {
+    "big_centered": "Centred lifter (random cameras, 2D noise), T=81, C=64",
+    "big_causal": "Causal lifter (random cameras, 2D noise), T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
