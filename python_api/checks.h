@@ -488,4 +488,13 @@ inline TconvTrainArgs check_tconv_train(const at::Tensor& x, const at::Tensor& w
   return TconvTrainArgs{x.contiguous(), w, contiguous(bias), (T + pad_left + pad_right - k) / stride + 1};
 }
 
+// grad_y of tconv_train_backward: (N, O, T_out, V), the shape of the forward's output.
+inline at::Tensor check_tconv_train_grad(const at::Tensor& grad_y, const TconvTrainArgs& a) {
+  check_tensor(grad_y, "grad_y", 4, "(N, O, T_out, V)");
+  check_shape(grad_y, "grad_y", {a.x.size(0), a.weight.size(0), a.T_out, a.x.size(3)},
+              "(N, O, T_out, V), the shape of the output");
+  check_same(grad_y, "grad_y", a.x, "x");
+  return grad_y.contiguous();
+}
+
 }  // namespace posekernels::checks

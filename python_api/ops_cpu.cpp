@@ -11,7 +11,6 @@
 
 #include <optional>
 #include <tuple>
-#include <vector>
 
 namespace posekernels {
 namespace {
@@ -112,12 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tconv_train_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight, int64_t stride,
     int64_t pad_left, int64_t pad_right, bool has_bias) {
   const auto a = checks::check_tconv_train(x, weight, std::nullopt, stride, pad_left, pad_right);
-  const std::vector<int64_t> want{a.x.size(0), a.weight.size(0), a.T_out, a.x.size(3)};
-  TORCH_CHECK_VALUE(grad_y.defined() && grad_y.sizes().equals(want), "grad_y must have shape ",
-                    checks::shape_str(want), ", got ",
-                    grad_y.defined() ? checks::shape_str(grad_y.sizes()) : std::string("undefined"));
-  checks::check_same(grad_y, "grad_y", a.x, "x");
-  const at::Tensor gy = grad_y.contiguous();
+  const at::Tensor gy = checks::check_tconv_train_grad(grad_y, a);
   at::Tensor gx = cpu::tconv_input_grad(gy, a.weight, a.x.size(2), stride, pad_left);
   // The weight gradient is oneDNN's (measured faster than an unfolded product on our kernel at
   // the models' shapes); an asymmetric padding is written out first.
