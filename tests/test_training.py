@@ -143,6 +143,62 @@ def test_glagcn_two_stage_training_loss_decreases_and_checkpoint_round_trip(tmp_
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 4
 
 
+@pytest.mark.parametrize("cameras", ["rig", "random"])
+def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, monkeypatch,
+                                                          cameras):
+    """A run killed part-way through an epoch resumes from the mid-epoch last.pt (position,
+    RNG state: random cameras, 2D noise and dropout draw from it) to the same weights."""
+    from posekernels.training import trainer
+
+    kw = dict(epochs=2, batch_size=16, cameras=cameras, model=dict(TINY_GLA, dropout=0.2))
+    if cameras == "random":
+        kw.update(augment_2d=True, scale_jitter=0.1)
+    quiet = lambda *a: None  # noqa: E731
+    a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
+    cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
+    n_batches = a["history"][0]["steps"]
+    stop_at = n_batches + int(torch.randint(2, n_batches - 1, ()))  # inside epoch 2
+    real_batch, calls = trainer.TrainingData.batch, [0]
+
+    def dying_batch(self, ids):
+        calls[0] += 1
+        if calls[0] > stop_at:
+            raise KeyboardInterrupt
+        return real_batch(self, ids)
+
+    monkeypatch.setattr(trainer.TrainingData, "batch", dying_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_b, positions_3d=positions, log=quiet)
+    monkeypatch.setattr(trainer.TrainingData, "batch", real_batch)
+    state = read_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert state["epoch"] == 1 and state["epoch_progress"]["batch"] == stop_at - n_batches
+    said = []
+    b = train(cfg_b, positions_3d=positions, resume="auto", log=said.append)
+    assert any(f"batch {stop_at - n_batches} of epoch 2" in m for m in said)
+    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
+    assert [h["steps"] for h in b["history"]] == [h["steps"] for h in a["history"]]
+    assert b["history"][-1]["loss"] == pytest.approx(a["history"][-1]["loss"], rel=1e-12)
+
+
+def test_resume_rejects_a_malformed_epoch_position(tmp_path, positions):
+    cfg = tiny_config(tmp_path, epochs=2)
+    train(cfg, positions_3d=positions, stop_after=1, log=lambda *a: None)
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["epoch_progress"] = {"batch": 3, "batches": 2, "batch_size": 64, "total": 1.0,
+                               "count": 3, "seconds": 1.0, "rng": torch.get_rng_state()}
+    torch.save(state, last)
+    with pytest.raises(ValueError, match="epoch_progress"):
+        train(cfg, positions_3d=positions, resume="auto", log=lambda *a: None)
+
+
+def test_checkpoint_minutes_must_not_be_negative(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint_minutes"):
+        tiny_config(tmp_path, checkpoint_minutes=-1)
+
+
 def test_resume_matches_uninterrupted_run(tmp_path, positions):
     a = train(tiny_config(tmp_path / "a", epochs=3, stage1_epochs=1), positions_3d=positions,
               log=lambda *a: None)

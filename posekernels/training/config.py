@@ -83,6 +83,8 @@ class TrainConfig:
     threads: int | None = None              # torch.set_num_threads on CPU
     out_dir: str = "out/train"
     val_every: int = 1                      # validate every n epochs (0: only after the last)
+    checkpoint_minutes: float = 10.0        # also write last.pt inside an epoch at least this
+                                            # often (0: only after every epoch); single process
     val_batch_size: int = 1024
     progress: bool = True                   # tqdm progress bars
 
@@ -131,6 +133,8 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         if self.val_every < 0:
             bad("val_every", f"must be >= 0, got {self.val_every}")
+        if not self.checkpoint_minutes >= 0:
+            bad("checkpoint_minutes", f"must be >= 0, got {self.checkpoint_minutes}")
         if self.threads is not None and self.threads < 1:
             bad("threads", f"must be >= 1, got {self.threads}")
         if self.train_subjects is not None and set(self.train_subjects) & set(self.val_subjects):
@@ -180,7 +184,8 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
             raise ConfigError(f"{where}: {key}: expected {hints[key]}, got {value!r}")
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
-        if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter") \
+        if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
+                   "checkpoint_minutes") \
                 and value is not None:
             value = float(value)
         values[key] = value

@@ -20,7 +20,10 @@ Recipe (see :class:`~posekernels.training.TrainConfig` for every knob):
   ``(seed, epoch)``, so a run resumed from ``last.pt`` ends with the same weights as an
   uninterrupted one;
 * outputs in ``out_dir``: ``last.pt`` (model, optimizer, epoch, history; written after every
-  epoch), ``model.pt`` (model + config + final metrics), ``history.json``.
+  epoch and, in a single-process run, every ``checkpoint_minutes`` inside an epoch together
+  with the position in the epoch and torch's RNG state, so that resuming mid-epoch also ends
+  with the uninterrupted run's weights), ``model.pt`` (model + config + final metrics),
+  ``history.json``.
 """
 from __future__ import annotations
 
@@ -224,6 +227,24 @@ class _LossModule(nn.Module):
         return m.loss(x[:, 0], target_seq[:, 0], labels)
 
 
+def _read_progress(progress: Any, path: str) -> dict | None:
+    """Check a checkpoint's ``epoch_progress`` entry (the position inside an unfinished epoch)."""
+    if progress is None:
+        return None
+    ints = ("batch", "batches", "batch_size", "count")
+    ok = isinstance(progress, dict) and all(
+        isinstance(progress.get(k), int) and progress[k] >= 0 for k in ints) and all(
+        isinstance(progress.get(k), (int, float)) for k in ("total", "seconds")) and \
+        isinstance(progress.get("rng"), torch.Tensor) and progress["rng"].dtype == torch.uint8
+    if ok and progress.get("rng_cuda") is not None:
+        ok = isinstance(progress["rng_cuda"], torch.Tensor) and \
+            progress["rng_cuda"].dtype == torch.uint8
+    if not ok or not 0 < progress["batch"] < progress["batches"]:
+        raise ValueError(f"{path}: malformed 'epoch_progress' entry (expected the position "
+                         "inside an epoch that a training run writes)")
+    return progress
+
+
 def _epoch_lr(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":
         return cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min)
@@ -286,7 +307,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     stage1 = _stage1_epochs(cfg, model)
 
-    start_epoch, history = 0, []
+    start_epoch, history, partial = 0, [], None
     last_path = os.path.join(cfg.out_dir, "last.pt")
     if resume == "auto":
         resume = last_path if os.path.isfile(last_path) else None
@@ -306,7 +327,9 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             raise ValueError(f"{resume}: optimizer state does not fit ({exc})") from None
         start_epoch = int(state["epoch"])
         history = list(state.get("history", []))
-        say(f"resumed from {resume} after epoch {start_epoch}")
+        partial = _read_progress(state.get("epoch_progress"), resume)
+        say(f"resumed from {resume} after epoch {start_epoch}"
+            + (f", batch {partial['batch']} of epoch {start_epoch + 1}" if partial else ""))
 
     net = _LossModule(model)
     if info.enabled:
@@ -345,9 +368,25 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + info.rank)
         order = order.to(device)
         model.train()
-        total, count = 0.0, 0
-        batches = range(n_batches)
+        total, count, first, done_s = 0.0, 0, 0, 0.0
+        if partial is not None:
+            if partial["batches"] == n_batches and partial["batch_size"] == global_batch:
+                first, total, count = partial["batch"], partial["total"], partial["count"]
+                done_s = partial["seconds"]
+                torch.set_rng_state(partial["rng"].cpu())
+                if device.type == "cuda" and partial.get("rng_cuda") is not None:
+                    torch.cuda.set_rng_state(partial["rng_cuda"].cpu(), device)
+            else:
+                say(f"epoch {epoch + 1}: the checkpoint's position ({partial['batch']} of "
+                    f"{partial['batches']} batches of {partial['batch_size']}) does not fit "
+                    f"this run's {n_batches} batches of {global_batch}; the epoch starts over")
+            partial = None
+        every_s = cfg.checkpoint_minutes * 60 if (main and not info.enabled) else 0.0
+        saved_at = time.perf_counter()
+        batches = range(first, n_batches)
         bar = _progress(batches, n_batches, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and main)
+        if bar is not None and first:
+            bar.update(first)
         for b in (bar if bar is not None else batches):
             ids = order[b * global_batch:(b + 1) * global_batch][info.rank::info.world_size]
             x, y, labels = data.batch(ids)
@@ -366,11 +405,23 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             count += 1
             if bar is not None:
                 bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}", stage=stage)
+            now = time.perf_counter()
+            if every_s and b + 1 < n_batches and now - saved_at >= every_s:
+                progress = {"batch": b + 1, "batches": n_batches, "batch_size": global_batch,
+                            "total": total, "count": count,
+                            "seconds": round(done_s + now - t0, 2),
+                            "rng": torch.get_rng_state(),
+                            "rng_cuda": (torch.cuda.get_rng_state(device)
+                                         if device.type == "cuda" else None)}
+                save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
+                                epoch=epoch, optimizer=optimizer.state_dict(), history=history,
+                                epoch_progress=progress)
+                saved_at = time.perf_counter()
         if bar is not None:
             bar.close()
         train_loss = all_reduce_mean(total / max(count, 1), info, device)
         record = {"epoch": epoch + 1, "stage": stage, "lr": lr, "loss": train_loss,
-                  "steps": count, "seconds": round(time.perf_counter() - t0, 2)}
+                  "steps": count, "seconds": round(done_s + time.perf_counter() - t0, 2)}
         validate = data.val_sequences and main and (
             epoch + 1 == cfg.epochs or (cfg.val_every and (epoch + 1) % cfg.val_every == 0))
         if validate:
