@@ -189,14 +189,22 @@ def _bn_reference(z, w, b, rm, rv, momentum, eps, keep, p, r, relu):
                           (0.5, False, True, False), (0.0, True, False, True),
                           (0.25, True, False, True)])
 def test_batch_norm_act_matches_float64(dtype, p, use_res, relu, affine):
+    check_batch_norm_act("cpu", "cpu", dtype, p, use_res, relu, affine)
+
+
+def check_batch_norm_act(backend, device, dtype, p, use_res, relu, affine, shape=None):
+    """ops.batch_norm_act on ``backend`` against a float64 reference with the documented mask:
+    output, running statistics and every gradient (random shape unless given)."""
     n, c = int(torch.randint(2, 9, ())), int(torch.randint(1, 20, ()))
     t, v = int(torch.randint(1, 30, ())), int(torch.randint(1, 18, ()))
-    z64 = torch.randn(n, c, t, v, dtype=torch.float64) * 3 + torch.randn(1, c, 1, 1,
-                                                                       dtype=torch.float64)
-    w64 = (torch.rand(c, dtype=torch.float64) + 0.5) if affine else None
-    b64 = torch.randn(c, dtype=torch.float64) if affine else None
-    r64 = torch.randn(n, c, t, v, dtype=torch.float64) if use_res else None
-    rm64, rv64 = torch.randn(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5
+    if shape is not None:
+        n, c, t, v = shape
+    f64 = dict(dtype=torch.float64, device=device)
+    z64 = torch.randn(n, c, t, v, **f64) * 3 + torch.randn(1, c, 1, 1, **f64)
+    w64 = (torch.rand(c, **f64) + 0.5) if affine else None
+    b64 = torch.randn(c, **f64) if affine else None
+    r64 = torch.randn(n, c, t, v, **f64) if use_res else None
+    rm64, rv64 = torch.randn(c, **f64), torch.rand(c, **f64) + 0.5
     momentum, eps = float(torch.rand(())) * 0.5, 1e-3
 
     def cast(tn):
@@ -204,8 +212,9 @@ def test_batch_norm_act_matches_float64(dtype, p, use_res, relu, affine):
     z, w, b, r = cast(z64), cast(w64), cast(b64), cast(r64)
     rm, rv = rm64.to(dtype), rv64.to(dtype)
     seed = seed_of_next_call()
-    y = ops.batch_norm_act(z, w, b, rm, rv, True, momentum, eps, dropout=p, residual=r, relu=relu)
-    keep = (torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape)
+    y = ops.batch_norm_act(z, w, b, rm, rv, True, momentum, eps, dropout=p, residual=r, relu=relu,
+                           backend=backend)
+    keep = (torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape).to(device)
             if p > 0 else None)
     leaves64 = [t_.clone().requires_grad_() for t_ in (z64, w64, b64, r64) if t_ is not None]
     it = iter(leaves64)

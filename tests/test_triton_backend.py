@@ -56,21 +56,35 @@ SPECS = {
     "jl_fwd": ({"M", "V", "C", "D"}, set(), set(), dict(HAS_B=True, BD=16)),
     "jl_bwd_x": ({"M", "V", "C", "D"}, set(), set(), dict(BD=16)),
     "jl_bwd_w": ({"M", "V", "C", "D", "MPER"}, set(), {"gWp", "gbp"}, dict(HAS_B=True, BD=16)),
+    # training epilogues (plain jit kernels: one launch config each)
+    "dropout_fwd": ({"numel"}, set(), {"scale"}, dict(BLOCK=1024)),
+    "bn_stats": ({"C", "L", "M", "PER"}, set(), {"cnt_p", "mean_p", "m2_p"}, dict(BLOCK=256)),
+    "bn_act_fwd": ({"numel", "C", "L"}, set(), {"mul", "off", "scale"},
+                   dict(HAS_P=True, HAS_RES=True, RELU=True, BLOCK=1024)),
+    "bn_act_bwd_sums": ({"C", "L", "M", "PER"}, set(), {"scale", "sd_p", "sdz_p"},
+                        dict(HAS_P=True, RELU=True, STORE_RES=True, BLOCK=256)),
+    "bn_act_bwd_z": ({"numel", "C", "L"}, set(), {"k", "md", "kz", "scale"},
+                     dict(HAS_P=True, RELU=True, BLOCK=1024)),
 }
+SCALARS = {"seed": "u64", "thr": "i64"}  # the dropout key and keep threshold
 PREC = {"bf16": "tf32", "fp16": "tf32", "fp32": "tf32x3", "fp64": "ieee"}
 # every config in bf16 (16-bit dot shape rules); the first config in fp32 and fp64
 failures = 0
 for name, (ints, floats, accp, cx) in SPECS.items():
     kern = getattr(k, name)
-    for dt, configs in (("bf16", kern.configs), ("fp32", kern.configs[:1]),
-                        ("fp64", kern.configs[:1])):
+    fn = kern if isinstance(kern, triton.runtime.jit.JITFunction) else kern.fn  # or Autotuner
+    tuned = getattr(kern, "configs", [triton.Config({}, num_warps=4, num_stages=1)])
+    for dt, configs in (("bf16", tuned), ("fp32", tuned[:1]), ("fp64", tuned[:1])):
         for cfg in configs:
             consts = dict(cx, ACC=tl.float64 if dt == "fp64" else tl.float32, PREC=PREC[dt],
                           **cfg.kwargs)
+            consts = {key: val for key, val in consts.items() if key in fn.arg_names}
             sig = {}
-            for arg in kern.fn.arg_names:
+            for arg in fn.arg_names:
                 if arg in consts:
                     sig[arg] = "constexpr"
+                elif arg in SCALARS:
+                    sig[arg] = SCALARS[arg]
                 elif arg in ints:
                     sig[arg] = "i32"
                 elif arg in floats:
@@ -80,7 +94,7 @@ for name, (ints, floats, accp, cx) in SPECS.items():
                 else:
                     sig[arg] = "*" + dt
             try:
-                out = triton.compile(ASTSource(kern.fn, sig, constexprs=consts), target=TARGET,
+                out = triton.compile(ASTSource(fn, sig, constexprs=consts), target=TARGET,
                                      options=dict(num_warps=cfg.num_warps,
                                                   num_stages=cfg.num_stages))
                 assert out.asm.get("cubin"), "no cubin"
@@ -114,4 +128,4 @@ def test_kernels_compile_for_sm90():
         line for line in log.splitlines() if line.startswith("FAIL")) or log[-3000:])
     ok = [line.split()[1:3] for line in log.splitlines() if line.startswith("OK ")]
     for dt in ("bf16", "fp32", "fp64"):  # every kernel compiled in every dtype
-        assert len({name for name, d in ok if d == dt}) == 9, f"{version}, {dt}: {ok}"
+        assert len({name for name, d in ok if d == dt}) == 14, f"{version}, {dt}: {ok}"

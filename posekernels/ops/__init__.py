@@ -59,6 +59,8 @@ _local = threading.local()
 
 # dtypes of the cpu backend's training kernels (temporal convolution, dropout, BatchNorm epilogue)
 _EPILOGUE_DTYPES = (torch.float32, torch.float64)
+# the Triton backend's dropout also takes 16-bit tensors (computed in fp32)
+_DROPOUT_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _load_triton():
@@ -326,8 +328,15 @@ def _check_probability(p, name: str) -> float:
     return float(p)
 
 
-def _use_epilogue_kernel(backend: str | None, t: Tensor) -> bool:
-    return _resolve(backend, t.device) == "cpu" and t.dtype in _EPILOGUE_DTYPES
+def _epilogue_kernels(backend: str | None, t: Tensor, triton_dtypes=_EPILOGUE_DTYPES):
+    """The module whose ``dropout`` / ``batch_norm_act`` run ``t`` on this backend, or None
+    (then the reference formulation runs)."""
+    name = _resolve(backend, t.device)
+    if name == "cpu" and t.dtype in _EPILOGUE_DTYPES:
+        return unchecked
+    if name == "triton" and t.dtype in triton_dtypes:
+        return _triton_module()
+    return None
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
@@ -335,14 +344,15 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     """Dropout: each element is zeroed with probability ``p`` and the rest scaled by
     ``1 / (1 - p)`` when ``training`` (the identity otherwise), as ``torch.nn.functional.dropout``.
 
-    The ``cpu`` backend (float32/float64 CPU tensors) draws its mask from a counter-based
-    generator instead of a stored Bernoulli tensor: element ``i = 64 b + 16 w + j`` (w < 4,
-    j < 16) of the contiguous tensor is kept when word w of Philox4x32-10(key = seed,
-    counter = 16 b + j) is below (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU generator, so
-    ``torch.manual_seed`` reproduces it). One pass; the backward regenerates the mask from the
-    seed, so nothing is saved. Other backends, devices and dtypes use
-    ``torch.nn.functional.dropout`` (same distribution, different random stream; ``generator``
-    is then not used)."""
+    The ``cpu`` backend (float32/float64 CPU tensors) and the ``triton`` backend (float16,
+    bfloat16, float32, float64) draw the mask from a counter-based generator instead of a
+    stored Bernoulli tensor: element ``i = 64 b + 16 w + j`` (w < 4, j < 16) of the contiguous
+    tensor is kept when word w of Philox4x32-10(key = seed, counter = 16 b + j) is below
+    (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU
+    generator, so ``torch.manual_seed`` reproduces it; the same seed gives the same mask on
+    both backends). One pass; the backward regenerates the mask from the seed, so nothing is
+    saved. Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
+    distribution, different random stream; ``generator`` is then not used)."""
     p = _check_probability(p, "p")
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
@@ -350,9 +360,10 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
         return x
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if not _use_epilogue_kernel(backend, x):
+    kernels = _epilogue_kernels(backend, x, _DROPOUT_TRITON_DTYPES)
+    if kernels is None:
         return F.dropout(x, p, True)
-    return unchecked.dropout(x.contiguous(), p, _draw_seed(generator))
+    return kernels.dropout(x.contiguous(), p, _draw_seed(generator))
 
 
 def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -375,8 +386,11 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
 
     The ``cpu`` backend runs training-mode calls on float32/float64 CPU tensors in one fused
     pass per channel (forward and backward), with :func:`dropout`'s counter-based masks (seed
-    from ``generator``) so no mask is stored. Everything else (evaluation, 16-bit dtypes, other
-    devices, ``backend="reference"``) runs ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
+    from ``generator``) so no mask is stored; the ``triton`` backend does the same on float32/
+    float64 tensors with one statistics kernel (per-channel splits merged as Chan et al.) and
+    one elementwise kernel each way, and the same masks. Everything else (evaluation, 16-bit
+    dtypes, the ``cuda`` and ``reference`` backends) runs ``F.batch_norm`` + ``F.dropout`` +
+    add + ReLU.
     """
     p = _check_probability(dropout, "dropout")
     if not isinstance(z, Tensor) or z.dim() < 2:
@@ -403,7 +417,8 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     if training and z.numel() // max(c, 1) < 2:
         raise ValueError(f"z needs more than one value per channel when training, got shape "
                          f"{tuple(z.shape)}")
-    if not (training and _use_epilogue_kernel(backend, z)
+    kernels = _epilogue_kernels(backend, z) if training else None
+    if not (kernels is not None
             and all(t is None or (t.dtype == z.dtype and t.device == z.device)
                     for t in (weight, bias, residual))):
         y = F.batch_norm(z, running_mean, running_var, weight, bias, training, float(momentum),
@@ -413,7 +428,7 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         if residual is not None:
             y = y + residual
         return F.relu(y) if relu else y
-    y, mean, var = unchecked.batch_norm_act(
+    y, mean, var = kernels.batch_norm_act(
         z.contiguous(), weight, bias, None if residual is None else residual.contiguous(), p,
         _draw_seed(generator) if p > 0.0 else _NO_SEED, float(eps), bool(relu))
     if running_mean is not None:

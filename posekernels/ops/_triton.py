@@ -25,6 +25,7 @@ backward
        theta_w, theta_b, phi_w, phi_b, summed here.
 """
 import contextlib
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -40,8 +41,11 @@ AGC_FORWARD = "posekernels::agc_forward_triton"
 AGC_BACKWARD = "posekernels::agc_backward_triton"
 JL_FORWARD = "posekernels::jl_forward_triton"
 JL_BACKWARD = "posekernels::jl_backward_triton"
+DROPOUT = "posekernels::dropout_apply_triton"
+BN_ACT_FORWARD = "posekernels::bn_act_forward_triton"
+BN_ACT_BACKWARD = "posekernels::bn_act_backward_triton"
 
-__all__ = ["adaptive_graph_conv", "joint_linear"]
+__all__ = ["adaptive_graph_conv", "joint_linear", "dropout", "batch_norm_act"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,6 +263,159 @@ def _jl_backward(grad_y, x, W, has_bias):
 
 
 # ------------------------------------------------------------------------------------------------
+# training epilogues (the masks are the cpu backend's, element for element)
+
+_EW_BLOCK = 1024    # elements per program of the elementwise kernels
+_RED_BLOCK = 256    # elements per step of the per-channel reductions
+EPILOGUE_DTYPES = (torch.float32, torch.float64)
+DROPOUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_p_seed(p: float, seed: Tensor) -> Tuple[int, int]:
+    """(seed as an unsigned 64-bit int, keep threshold) after checking ``p`` and ``seed``."""
+    if not isinstance(p, (int, float)) or not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"p must be a number in [0, 1), got {p!r}")
+    if not isinstance(seed, Tensor) or seed.dtype != torch.int64 or seed.numel() != 1 \
+            or seed.device.type != "cpu":
+        raise ValueError("seed must be a one-element int64 CPU tensor, got "
+                         + (f"{seed.dtype} {tuple(seed.shape)} on {seed.device}"
+                            if isinstance(seed, Tensor) else type(seed).__name__))
+    thr = min(int(math.ldexp(1.0 - float(p), 32)), 0xFFFFFFFF) if p > 0 else 0
+    return int(seed.reshape(()).item()) & 0xFFFFFFFFFFFFFFFF, thr
+
+
+def _check_float(name: str, t: Tensor, dtypes) -> None:
+    if not isinstance(t, Tensor) or t.dtype not in dtypes:
+        raise ValueError(f"{name} must be a tensor of dtype {[str(d) for d in dtypes]}, got "
+                         f"{t.dtype if isinstance(t, Tensor) else type(t).__name__}")
+
+
+def _scale_tensor(p: float, acc: torch.dtype, device) -> Tensor:
+    return torch.full((1,), 1.0 / (1.0 - p), dtype=acc, device=device)
+
+
+def _dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
+    _check_float("x", x, DROPOUT_DTYPES)
+    s, thr = _check_p_seed(p, seed)
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    n = x.numel()
+    if n == 0:
+        return y
+    acc = _acc_torch(x.dtype)
+    with _device_guard(x):
+        _k.dropout_fwd[(triton.cdiv(n, _EW_BLOCK),)](
+            x, y, _scale_tensor(p, acc, x.device), n, s, thr, ACC=_acc_tl(x.dtype),
+            BLOCK=_EW_BLOCK)
+    return y
+
+
+def _bn_shape(z: Tensor) -> Tuple[int, int, int]:
+    """(N, C, L) of z (N, C, ...), L the product of the trailing dimensions."""
+    n, c = z.shape[0], z.shape[1]
+    return n, c, (z.numel() // (n * c)) if n * c else 0
+
+
+def _check_bn(z: Tensor, weight, bias, residual) -> None:
+    _check_float("z", z, EPILOGUE_DTYPES)
+    if z.dim() < 2:
+        raise ValueError(f"z must have shape (N, C, ...), got {tuple(z.shape)}")
+    n, c, l = _bn_shape(z)
+    if n * l < 2:
+        raise ValueError(f"z needs more than one value per channel, got shape {tuple(z.shape)}")
+    for name, t, shape in (("weight", weight, (c,)), ("bias", bias, (c,)),
+                           ("residual", residual, tuple(z.shape))):
+        if t is not None and (not isinstance(t, Tensor) or tuple(t.shape) != shape
+                              or t.dtype != z.dtype or t.device != z.device):
+            raise ValueError(f"{name} must be a {z.dtype} tensor of shape {shape} on {z.device}, "
+                             f"got {_describe(t)}")
+
+
+def _describe(t) -> str:
+    if not isinstance(t, Tensor):
+        return type(t).__name__
+    return f"{t.dtype} {tuple(t.shape)} on {t.device}"
+
+
+def _channel_splits(m: int, c: int, device: torch.device) -> Tuple[int, int]:
+    """(splits, elements per split) of each channel's m positions for the reductions."""
+    splits, per_blocks = _splits(triton.cdiv(m, _RED_BLOCK), c, device)
+    return splits, per_blocks * _RED_BLOCK
+
+
+def _bn_act_forward(z, weight, bias, residual, p, seed, eps, relu):
+    _check_bn(z, weight, bias, residual)
+    s, thr = _check_p_seed(p, seed)
+    z, weight, bias, residual = z.contiguous(), _c(weight), _c(bias), _c(residual)
+    n, c, l = _bn_shape(z)
+    m = n * l
+    dt, dev = z.dtype, z.device
+    acc = _acc_torch(dt)
+    splits, per = _channel_splits(m, c, dev)
+    cnt = torch.empty((c, splits), dtype=acc, device=dev)
+    mu = torch.empty_like(cnt)
+    m2 = torch.empty_like(cnt)
+    y = torch.empty_like(z)
+    with _device_guard(z):
+        _k.bn_stats[(c, splits)](z, cnt, mu, m2, c, l, m, per, ACC=_acc_tl(dt), BLOCK=_RED_BLOCK)
+        # merge the splits in float64 (Chan et al.)
+        cnt, mu, m2 = cnt.double(), mu.double(), m2.double()
+        mean = (cnt * mu).sum(1) / m
+        var = (m2 + cnt * (mu - mean[:, None]) ** 2).sum(1) / m
+        mean_t = mean.to(dt)
+        invstd = torch.rsqrt(var + eps)
+        g = weight.double() if weight is not None else torch.ones_like(mean)
+        b = bias.double() if bias is not None else torch.zeros_like(mean)
+        mul = (g * invstd).to(acc)
+        off = (b - mean_t.double() * g * invstd).to(acc)
+        _k.bn_act_fwd[(triton.cdiv(z.numel(), _EW_BLOCK),)](
+            z, _or(residual, z), mul, off, _scale_tensor(p, acc, dev) if p > 0 else mul, y,
+            z.numel(), c, l, s, thr, HAS_P=p > 0, HAS_RES=residual is not None, RELU=bool(relu),
+            ACC=_acc_tl(dt), BLOCK=_EW_BLOCK)
+    return y, mean_t, var.to(dt)
+
+
+def _bn_act_backward(grad_y, z, y, weight, mean, var, p, seed, eps, relu, has_residual):
+    _check_bn(z, weight, None, None)
+    for name, t in (("grad_y", grad_y), ("y", y)):
+        if not isinstance(t, Tensor) or t.shape != z.shape or t.dtype != z.dtype:
+            raise ValueError(f"{name} must have the shape and dtype of z "
+                             f"({z.dtype} {tuple(z.shape)}), got {_describe(t)}")
+    n, c, l = _bn_shape(z)
+    for name, t in (("mean", mean), ("var", var)):
+        if not isinstance(t, Tensor) or tuple(t.shape) != (c,) or t.dtype != z.dtype:
+            raise ValueError(f"{name} must be a {z.dtype} tensor of shape ({c},), got "
+                             f"{_describe(t)}")
+    s, thr = _check_p_seed(p, seed)
+    g_y, z, y, weight = grad_y.contiguous(), z.contiguous(), y.contiguous(), _c(weight)
+    mean, var = mean.contiguous(), var.contiguous()
+    m = n * l
+    dt, dev = z.dtype, z.device
+    acc = _acc_torch(dt)
+    meta = dict(HAS_P=p > 0, RELU=bool(relu), ACC=_acc_tl(dt))
+    scale = _scale_tensor(p, acc, dev) if p > 0 else mean
+    splits, per = _channel_splits(m, c, dev)
+    sd = torch.empty((c, splits), dtype=acc, device=dev)
+    sdz = torch.empty_like(sd)
+    gres = torch.empty_like(z) if has_residual else z.new_empty((0,))
+    gz = torch.empty_like(z)
+    with _device_guard(z):
+        _k.bn_act_bwd_sums[(c, splits)](
+            g_y, y, z, mean, scale, gres if has_residual else z, sd, sdz, c, l, m, per, s, thr,
+            STORE_RES=bool(has_residual), BLOCK=_RED_BLOCK, **meta)
+        sum_d, sum_dz = sd.double().sum(1), sdz.double().sum(1)
+        invstd = torch.rsqrt(var.double() + eps)
+        g = weight.double() if weight is not None else torch.ones_like(invstd)
+        k = (g * invstd).to(acc)
+        md = (sum_d / m).to(acc)
+        kz = (invstd * invstd * sum_dz / m).to(acc)
+        _k.bn_act_bwd_z[(triton.cdiv(z.numel(), _EW_BLOCK),)](
+            g_y, y, z, mean, k, md, kz, scale, gz, z.numel(), c, l, s, thr, BLOCK=_EW_BLOCK,
+            **meta)
+    return gz, (sum_dz * invstd).to(dt), sum_d.to(dt), gres
+
+
+# ------------------------------------------------------------------------------------------------
 # the custom ops
 
 
@@ -300,8 +457,30 @@ def jl_backward_triton(grad_y: Tensor, x: Tensor, W: Tensor,
     return _run(_jl_backward, grad_y, x, W, has_bias)
 
 
+@torch.library.custom_op(DROPOUT, mutates_args=())
+def dropout_apply_triton(x: Tensor, p: float, seed: Tensor) -> Tensor:
+    return _run(_dropout, x, p, seed)
+
+
+@torch.library.custom_op(BN_ACT_FORWARD, mutates_args=())
+def bn_act_forward_triton(z: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                          residual: Optional[Tensor], p: float, seed: Tensor, eps: float,
+                          relu: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)
+
+
+@torch.library.custom_op(BN_ACT_BACKWARD, mutates_args=())
+def bn_act_backward_triton(grad_y: Tensor, z: Tensor, y: Tensor, weight: Optional[Tensor],
+                           mean: Tensor, var: Tensor, p: float, seed: Tensor, eps: float,
+                           relu: bool, has_residual: bool
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _bn_act_backward(grad_y, z, y, weight, mean, var, p, seed, eps, relu, has_residual)
+
+
 _autograd.register_agc(AGC_FORWARD, AGC_BACKWARD)
 _autograd.register_jl(JL_FORWARD, JL_BACKWARD)
+_autograd.register_dropout(DROPOUT)
+_autograd.register_bn_act(BN_ACT_FORWARD, BN_ACT_BACKWARD)
 
 
 def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
@@ -311,3 +490,15 @@ def adaptive_graph_conv(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
 
 def joint_linear(x, W, b):
     return torch.ops.posekernels.jl_forward_triton(x, W, b)
+
+
+def dropout(x, p, seed):
+    """Counter-based dropout on the Triton backend (the cpu backend's masks)."""
+    return torch.ops.posekernels.dropout_apply_triton(x, p, seed)
+
+
+def batch_norm_act(z, weight, bias, residual, p, seed, eps, relu):
+    """Training BatchNorm + dropout + residual + ReLU on the Triton backend:
+    ``(y, mean, biased var)``, as :func:`posekernels.ops.unchecked.batch_norm_act`."""
+    return torch.ops.posekernels.bn_act_forward_triton(z, weight, bias, residual, p, seed, eps,
+                                                      relu)

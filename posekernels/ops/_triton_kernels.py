@@ -536,3 +536,143 @@ def jl_bwd_w(gy, x, gWp, gbp, M, V, C, D, MPER, HAS_B: tl.constexpr, BD: tl.cons
     if HAS_B:
         d_lim = tl.where(cb == 0, D, 0)  # the first C block writes the bias sums
         tl.store(gbp + (s * V + v) * D + d, accb, mask=d < d_lim)
+
+
+# ------------------------------------------------------------------------------------------------
+# training epilogues: counter-based dropout and BatchNorm + dropout + residual + ReLU
+#
+# The dropout mask is the cpu backend's (csrc/cpu/bn_act.cpp), element for element: element
+# i = 64 b + 16 w + j of the contiguous tensor is kept when word w of Philox4x32-10(key = seed,
+# counter = 16 b + j) is below the keep threshold. tl.randint4x(seed, counter) is that Philox
+# (counter words (lo, hi, 0, 0), key words (seed lo, seed hi)), so the same seed gives the same
+# mask on every backend. Each element computes its own counter's four words and keeps one: four
+# times the minimal arithmetic, which these memory-bound kernels can afford.
+
+
+@triton.jit
+def _keep(seed, offs, thr):
+    """True where element ``offs`` (int64 flat indices) survives; ``thr`` the keep threshold."""
+    ctr = (offs // 64) * 16 + offs % 16
+    w = (offs // 16) % 4
+    r0, r1, r2, r3 = tl.randint4x(seed, ctr)
+    word = tl.where(w == 0, r0, tl.where(w == 1, r1, tl.where(w == 2, r2, r3)))
+    return word.to(tl.int64) < thr.to(tl.int64)
+
+
+@triton.jit
+def dropout_fwd(x, y, scale, numel, seed, thr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (numel blocks,): y = x * scale where kept, else 0 (``scale`` a one-element tensor)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    ok = offs < numel
+    v = tl.load(x + offs, mask=ok, other=0.0).to(ACC)
+    s = tl.load(scale).to(ACC)
+    out = tl.where(_keep(seed, offs, thr), v * s, 0.0)
+    tl.store(y + offs, out.to(y.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def bn_stats(z, cnt_p, mean_p, m2_p, C, L, M, PER, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (C, splits): count, mean and sum of squared deviations of the ``PER`` positions of
+    channel c that split s covers (position r = n L + l of the channel's M = N L is element
+    (n C + c) L + l), merged block by block (Chan et al.), stored at ``[c, s]``."""
+    c = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    start = s * PER
+    stop = tl.minimum(start + PER, M)
+    cnt = tl.zeros((BLOCK,), ACC).sum(axis=0)
+    mean = cnt
+    m2 = cnt
+    for r0 in range(0, PER, BLOCK):
+        r = start + r0 + tl.arange(0, BLOCK).to(tl.int64)
+        ok = r < stop
+        v = tl.load(z + ((r // L) * C + c) * L + r % L, mask=ok, other=0.0).to(ACC)
+        bc = tl.sum(ok.to(ACC), axis=0)
+        bmean = tl.sum(v, axis=0) / tl.maximum(bc, 1.0)
+        dv = tl.where(ok, v - bmean, 0.0)
+        tot = cnt + bc
+        frac = bc / tl.maximum(tot, 1.0)
+        delta = bmean - mean
+        m2 = m2 + tl.sum(dv * dv, axis=0) + delta * delta * cnt * frac
+        mean = mean + delta * frac
+        cnt = tot
+    nsplit = tl.num_programs(1)
+    tl.store(cnt_p + c * nsplit + s, cnt)
+    tl.store(mean_p + c * nsplit + s, mean)
+    tl.store(m2_p + c * nsplit + s, m2)
+
+
+@triton.jit
+def bn_act_fwd(z, res, mul, off, scale, y, numel, C, L, seed, thr, HAS_P: tl.constexpr,
+               HAS_RES: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
+               BLOCK: tl.constexpr):
+    """Grid (numel blocks,): y = act(dropout(z * mul[c] + off[c]) + res), c = (i // L) % C."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    ok = offs < numel
+    c = (offs // L) % C
+    v = tl.load(z + offs, mask=ok, other=0.0).to(ACC)
+    v = v * tl.load(mul + c, mask=ok, other=0.0) + tl.load(off + c, mask=ok, other=0.0)
+    if HAS_P:
+        v = tl.where(_keep(seed, offs, thr), v * tl.load(scale).to(ACC), 0.0)
+    if HAS_RES:
+        v += tl.load(res + offs, mask=ok, other=0.0).to(ACC)
+    if RELU:
+        v = tl.maximum(v, 0.0)
+    tl.store(y + offs, v.to(y.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _bn_act_d(gy, y, offs, ok, scale, seed, thr, HAS_P: tl.constexpr, RELU: tl.constexpr,
+              ACC: tl.constexpr):
+    """(d, g): g = grad * relu'(y) (the residual's gradient), d = dropout(g) (the BatchNorm
+    output's gradient)."""
+    g = tl.load(gy + offs, mask=ok, other=0.0).to(ACC)
+    if RELU:
+        g = tl.where(tl.load(y + offs, mask=ok, other=0.0) > 0, g, 0.0)
+    d = g
+    if HAS_P:
+        d = tl.where(_keep(seed, offs, thr), g * tl.load(scale).to(ACC), 0.0)
+    return d, g
+
+
+@triton.jit
+def bn_act_bwd_sums(gy, y, z, mean, scale, gres, sd_p, sdz_p, C, L, M, PER, seed, thr,
+                    HAS_P: tl.constexpr, RELU: tl.constexpr, STORE_RES: tl.constexpr,
+                    ACC: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (C, splits): partial sums of d and of d (z - mean[c]) over split s of channel c
+    (stored at ``[c, s]``), and the residual's gradient g where ``STORE_RES``."""
+    c = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    start = s * PER
+    stop = tl.minimum(start + PER, M)
+    mu = tl.load(mean + c).to(ACC)
+    acc_d = tl.zeros((BLOCK,), ACC)
+    acc_dz = tl.zeros((BLOCK,), ACC)
+    for r0 in range(0, PER, BLOCK):
+        r = start + r0 + tl.arange(0, BLOCK).to(tl.int64)
+        ok = r < stop
+        offs = ((r // L) * C + c) * L + r % L
+        d, g = _bn_act_d(gy, y, offs, ok, scale, seed, thr, HAS_P, RELU, ACC)
+        if STORE_RES:
+            tl.store(gres + offs, g.to(gres.dtype.element_ty), mask=ok)
+        zc = tl.load(z + offs, mask=ok, other=0.0).to(ACC) - mu
+        acc_d += d
+        acc_dz += tl.where(ok, d * zc, 0.0)
+    nsplit = tl.num_programs(1)
+    tl.store(sd_p + c * nsplit + s, tl.sum(acc_d, axis=0))
+    tl.store(sdz_p + c * nsplit + s, tl.sum(acc_dz, axis=0))
+
+
+@triton.jit
+def bn_act_bwd_z(gy, y, z, mean, k, md, kz, scale, gz, numel, C, L, seed, thr,
+                 HAS_P: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK: tl.constexpr):
+    """Grid (numel blocks,): grad_z = k[c] (d - md[c] - (z - mean[c]) kz[c])."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    ok = offs < numel
+    c = (offs // L) % C
+    d, g = _bn_act_d(gy, y, offs, ok, scale, seed, thr, HAS_P, RELU, ACC)
+    zc = tl.load(z + offs, mask=ok, other=0.0).to(ACC) - tl.load(mean + c, mask=ok,
+                                                                   other=0.0).to(ACC)
+    out = tl.load(k + c, mask=ok, other=0.0) * (d - tl.load(md + c, mask=ok, other=0.0)
+                                                - zc * tl.load(kz + c, mask=ok, other=0.0))
+    tl.store(gz + offs, out.to(gz.dtype.element_ty), mask=ok)
