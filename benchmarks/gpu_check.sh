@@ -125,11 +125,11 @@ step tests "$PY" -m pytest tests -q -ra --junitxml "$OUT/tests.xml"
 # 5. compute-sanitizer over the CUDA op tests. The caching allocator is off so that every tensor
 #    is its own allocation and an out-of-bounds access cannot land in a neighbour.
 
-SAN_TESTS="tests/test_ops.py tests/test_cuda_backend.py"
-MEMCHECK_K="(cuda-cuda and (agc_terms or raw_agc or raw_jl or noncontiguous or (gjl_more and v17) or (model_sized and t27))) or edge_shapes or simt_path"
+SAN_TESTS="tests/test_ops.py tests/test_cuda_backend.py tests/test_epilogues.py"
+MEMCHECK_K="(cuda-cuda and (agc_terms or raw_agc or raw_jl or noncontiguous or (gjl_more and v17) or (model_sized and t27))) or edge_shapes or simt_path or test_cuda_batch_norm_act or test_cuda_epilogues"
 step memcheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 99 \
   --print-limit 50 "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$MEMCHECK_K"
-SMALL_K="cuda-cuda and ((agc_terms and 17 and (plain or all-17)) or (raw_jl and float32))"
+SMALL_K="(cuda-cuda and ((agc_terms and 17 and (plain or all-17)) or (raw_jl and float32))) or (test_cuda_batch_norm_act and float32 and 0.1)"
 step racecheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool racecheck --racecheck-report hazard \
   --error-exitcode 99 "$PY" -m pytest $SAN_TESTS -q -x -p no:cacheprovider -k "$SMALL_K"
 step synccheck env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool synccheck --error-exitcode 99 \

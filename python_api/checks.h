@@ -368,7 +368,7 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
 // Kernels take float32 and float64 (callers fall back to the reference formulation for 16-bit).
 inline void check_epilogue_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-                   " must be float32 or float64 for the fused CPU epilogue, got dtype ",
+                   " must be float32 or float64 for the fused epilogue kernels, got dtype ",
                    dtype_str(t.scalar_type()));
 }
 

@@ -33,7 +33,7 @@ TORCH_LIBRARY(posekernels, m) {
       "tconv_forward(Tensor x, Tensor weight_t, int kernel, int stride, Tensor? bias, "
       "Tensor? residual, Tensor? residual_w, int pad_left, int pad_right, bool relu) -> Tensor",
       tags);
-  // Training epilogues (CPU): counter-based dropout and BatchNorm (batch statistics) + dropout +
+  // Training epilogues (CPU, CUDA): counter-based dropout and BatchNorm (batch statistics) + dropout +
   // residual + ReLU. seed: a one-element int64 tensor (drawn from torch's generator by the caller).
   m.def("dropout_apply(Tensor x, float p, Tensor seed) -> Tensor", tags);
   m.def(

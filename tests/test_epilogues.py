@@ -341,3 +341,37 @@ def test_model_dropout_is_reproducible_and_active():
     b = m(x)
     c = m(x)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ------------------------------------------------------------------------------ the cuda backend
+CUDA_EPILOGUES = torch.cuda.is_available() and ops.unchecked.available("cuda", "dropout")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_EPILOGUES, reason="needs the extension built with CUDA and a GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p,use_res,relu,affine,shape",
+                         [(0.0, False, False, True, None), (0.1, True, True, True, None),
+                          (0.5, False, True, False, (64, 96, 27, 17)),  # many splits
+                          (0.25, True, False, True, (2, 5, 1, 1))])
+def test_cuda_batch_norm_act_matches_float64(dtype, p, use_res, relu, affine, shape):
+    check_batch_norm_act("cuda", "cuda", dtype, p, use_res, relu, affine, shape)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA_EPILOGUES, reason="needs the extension built with CUDA and a GPU")
+def test_cuda_epilogues_equal_the_cpu_backend_and_check_gradients():
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(5, 7, 1001, dtype=dtype) + 2.0
+        p = float(torch.rand(())) * 0.8 + 0.05
+        a = ops.dropout(x, p, generator=torch.Generator().manual_seed(4), backend="cpu")
+        b = ops.dropout(x.cuda(), p, generator=torch.Generator().manual_seed(4), backend="cuda")
+        assert torch.equal(a, b.cpu())
+    z = torch.randn(3, 4, 5, 2, dtype=torch.float64, device="cuda", requires_grad=True)
+    w = (torch.rand(4, dtype=torch.float64, device="cuda") + 0.5).requires_grad_()
+    r = torch.randn_like(z).requires_grad_()
+    seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    fwd = torch.ops.posekernels.bn_act_forward
+    assert torch.autograd.gradcheck(lambda *t: fwd(*t, None, r, 0.3, seed, 1e-5, True)[0], (z, w))
+    torch.library.opcheck(fwd, (z, w, None, r, 0.3, seed, 1e-5, True))
+    torch.library.opcheck(torch.ops.posekernels.dropout_apply, (z, 0.4, seed))

@@ -1,5 +1,5 @@
-// Host-side API of the CUDA kernels of posekernels: adaptive graph convolution (agc) and
-// per-joint linear (jl).
+// Host-side API of the CUDA kernels of posekernels: adaptive graph convolution (agc), per-joint
+// linear (jl) and the training epilogues (dropout, BatchNorm + dropout + residual + ReLU).
 //
 // This header is included by the torch bindings (python_api/cuda/ops_cuda.cpp, compiled by the
 // host C++ compiler) and by the .cu files; it declares plain host functions over raw device
@@ -113,6 +113,54 @@ cudaError_t jl_backward_workspace_bytes(const JlSizes& sizes, DType dtype, bool 
 cudaError_t jl_backward(const JlSizes& sizes, DType dtype, const void* grad_y, const void* x, const void* W,
                         bool has_bias, void* gx, void* gW, void* gb, void* workspace, size_t workspace_bytes,
                         cudaStream_t stream);
+
+// ---- training epilogues (bn_act.cu), float32 and float64 only -----------------------------
+// Masks: element i = 64 b + 16 w + j of a contiguous tensor is kept when word w of
+// Philox4x32-10(key = seed, counter = 16 b + j) < (1 - p) 2^32 (the cpu backend's masks).
+
+// y = x / (1 - p) where kept, 0 elsewhere (numel elements; p in [0, 1)). Needs no workspace.
+cudaError_t dropout_apply(DType dtype, int64_t numel, const void* x, void* y, double p, uint64_t seed,
+                          cudaStream_t stream);
+
+// z (N, C, L) contiguous (L: the product of the trailing dimensions), N L >= 2.
+struct BnActSizes {
+  int64_t N = 0, C = 0, L = 0;
+};
+
+struct BnActForwardArgs {
+  const void* z = nullptr;
+  const void* weight = nullptr;    // (C,), optional
+  const void* bias = nullptr;      // (C,), optional
+  const void* residual = nullptr;  // like z, optional
+  double p = 0.0, eps = 1e-5;
+  uint64_t seed = 0;
+  bool relu = false;
+  void* y = nullptr;     // like z: act(dropout(BN(z)) + residual)
+  void* mean = nullptr;  // (C,) batch mean
+  void* var = nullptr;   // (C,) biased batch variance
+};
+
+struct BnActBackwardArgs {
+  const void* grad_y = nullptr;
+  const void* z = nullptr;
+  const void* y = nullptr;
+  const void* weight = nullptr;  // optional
+  const void* mean = nullptr;    // the forward's (C,)
+  const void* var = nullptr;
+  double p = 0.0, eps = 1e-5;
+  uint64_t seed = 0;
+  bool relu = false;
+  void* grad_z = nullptr;
+  void* grad_weight = nullptr;    // (C,), always written
+  void* grad_bias = nullptr;      // (C,), always written
+  void* grad_residual = nullptr;  // like z; nullptr: not wanted
+};
+
+cudaError_t bn_act_workspace_bytes(const BnActSizes& sizes, DType dtype, size_t* bytes);
+cudaError_t bn_act_forward(const BnActSizes& sizes, DType dtype, const BnActForwardArgs& args, void* workspace,
+                           size_t workspace_bytes, cudaStream_t stream);
+cudaError_t bn_act_backward(const BnActSizes& sizes, DType dtype, const BnActBackwardArgs& args, void* workspace,
+                            size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace posekernels

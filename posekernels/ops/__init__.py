@@ -332,7 +332,7 @@ def _epilogue_kernels(backend: str | None, t: Tensor, triton_dtypes=_EPILOGUE_DT
     """The module whose ``dropout`` / ``batch_norm_act`` run ``t`` on this backend, or None
     (then the reference formulation runs)."""
     name = _resolve(backend, t.device)
-    if name == "cpu" and t.dtype in _EPILOGUE_DTYPES:
+    if name in ("cpu", "cuda") and t.dtype in _EPILOGUE_DTYPES:
         return unchecked
     if name == "triton" and t.dtype in triton_dtypes:
         return _triton_module()
@@ -344,13 +344,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     """Dropout: each element is zeroed with probability ``p`` and the rest scaled by
     ``1 / (1 - p)`` when ``training`` (the identity otherwise), as ``torch.nn.functional.dropout``.
 
-    The ``cpu`` backend (float32/float64 CPU tensors) and the ``triton`` backend (float16,
+    The ``cpu`` and ``cuda`` backends (float32/float64) and the ``triton`` backend (float16,
     bfloat16, float32, float64) draw the mask from a counter-based generator instead of a
     stored Bernoulli tensor: element ``i = 64 b + 16 w + j`` (w < 4, j < 16) of the contiguous
     tensor is kept when word w of Philox4x32-10(key = seed, counter = 16 b + j) is below
     (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU
     generator, so ``torch.manual_seed`` reproduces it; the same seed gives the same mask on
-    both backends). One pass; the backward regenerates the mask from the seed, so nothing is
+    every backend). One pass; the backward regenerates the mask from the seed, so nothing is
     saved. Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
     distribution, different random stream; ``generator`` is then not used)."""
     p = _check_probability(p, "p")
@@ -386,11 +386,10 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
 
     The ``cpu`` backend runs training-mode calls on float32/float64 CPU tensors in one fused
     pass per channel (forward and backward), with :func:`dropout`'s counter-based masks (seed
-    from ``generator``) so no mask is stored; the ``triton`` backend does the same on float32/
-    float64 tensors with one statistics kernel (per-channel splits merged as Chan et al.) and
-    one elementwise kernel each way, and the same masks. Everything else (evaluation, 16-bit
-    dtypes, the ``cuda`` and ``reference`` backends) runs ``F.batch_norm`` + ``F.dropout`` +
-    add + ReLU.
+    from ``generator``) so no mask is stored; the ``cuda`` and ``triton`` backends do the same
+    on float32/float64 tensors with a statistics kernel (per-channel splits, merged) and an
+    elementwise kernel each way, and the same masks. Everything else (evaluation, 16-bit
+    dtypes, ``backend="reference"``) runs ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
     """
     p = _check_probability(dropout, "dropout")
     if not isinstance(z, Tensor) or z.dim() < 2:

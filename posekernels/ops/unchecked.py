@@ -26,8 +26,8 @@ Functions, the operators they call, and the devices with kernels:
 * :func:`temporal_conv`: ``posekernels::tconv_forward`` (cpu);
 * :func:`temporal_conv_train`: ``posekernels::tconv_train_forward`` / ``tconv_train_backward``
   (cpu, float32/float64);
-* :func:`dropout`: ``posekernels::dropout_apply`` (cpu, float32/float64);
-* :func:`batch_norm_act`: ``posekernels::bn_act_forward`` / ``bn_act_backward`` (cpu,
+* :func:`dropout`: ``posekernels::dropout_apply`` (cpu, cuda; float32/float64);
+* :func:`batch_norm_act`: ``posekernels::bn_act_forward`` / ``bn_act_backward`` (cpu, cuda;
   float32/float64).
 
 The operator schemas are defined in python_api/; ``cuda`` kernels exist only when the extension
@@ -87,7 +87,8 @@ if _ext.has_extension():
 # the devices each function has compiled kernels for (when the extension has that backend)
 _DEVICES = {"adaptive_graph_conv": ("cpu", "cuda"), "graph_unit": ("cpu",),
             "joint_linear": ("cpu", "cuda"), "temporal_conv_weight": ("cpu",),
-            "temporal_conv": ("cpu",), "dropout": ("cpu",), "batch_norm_act": ("cpu",),
+            "temporal_conv": ("cpu",), "dropout": ("cpu", "cuda"),
+            "batch_norm_act": ("cpu", "cuda"),
             "temporal_conv_train": ("cpu",)}
 
 
@@ -147,7 +148,7 @@ def temporal_conv(x: Tensor, weight_t: Tensor, kernel: int, stride: int, bias: T
 
 
 def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
-    """Counter-based dropout (CPU): ``x / (1 - p)`` where element i is kept, 0 elsewhere; the
+    """Counter-based dropout (CPU, CUDA): ``x / (1 - p)`` where element i is kept, 0 elsewhere; the
     mask is Philox4x32-10 of (``seed``, i), ``seed`` a one-element int64 CPU tensor. Its
     gradient is the same op applied to the incoming gradient."""
     return torch.ops.posekernels.dropout_apply(x, p, seed)
@@ -157,7 +158,8 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                    residual: Tensor | None, p: float, seed: Tensor, eps: float,
                    relu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode BatchNorm (batch statistics over every dimension of ``z`` (N, C, ...) but
-    C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU, one pass per channel):
+    C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU: one pass per channel; CUDA:
+    a statistics kernel and an elementwise kernel):
     ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
     the caller's to update."""
     return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)

@@ -224,10 +224,112 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> jl_backward_cuda(const at::Tensor
   return {gx, gW, gb};
 }
 
+// ---- training epilogues
+
+cuda::BnActSizes bn_sizes(const at::Tensor& z) {
+  cuda::BnActSizes s;
+  s.N = z.size(0);
+  s.C = z.size(1);
+  s.L = s.N * s.C > 0 ? z.numel() / (s.N * s.C) : 0;
+  return s;
+}
+
+at::Tensor dropout_apply_cuda(const at::Tensor& x, double p, const at::Tensor& seed) {
+  const at::Tensor xc = checks::check_dropout(x);
+  checks::check_dropout_p(p);
+  const uint64_t key = static_cast<uint64_t>(checks::check_seed(seed));
+  check_on_cuda(xc, "x");
+  const c10::cuda::CUDAGuard guard(xc.device());
+  at::Tensor y = at::empty_like(xc);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  check_launch(cuda::dropout_apply(kernel_dtype(xc), xc.numel(), ptr(xc), y.mutable_data_ptr(), p, key, stream),
+               "dropout_apply");
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward_cuda(const at::Tensor& z, const OptTensor& weight,
+                                                                   const OptTensor& bias, const OptTensor& residual,
+                                                                   double p, const at::Tensor& seed, double eps,
+                                                                   bool relu) {
+  const auto a = checks::check_bn_act(z, weight, bias, residual, p, eps);
+  const uint64_t key = static_cast<uint64_t>(checks::check_seed(seed));
+  check_on_cuda(a.z, "z");
+  const cuda::DType dtype = kernel_dtype(a.z);
+  const c10::cuda::CUDAGuard guard(a.z.device());
+  const int64_t C = a.z.size(1);
+  at::Tensor y = at::empty_like(a.z);
+  at::Tensor mean = at::empty({C}, a.z.options());
+  at::Tensor var = at::empty({C}, a.z.options());
+  const cuda::BnActSizes sizes = bn_sizes(a.z);
+  size_t bytes = 0;
+  check_plan(cuda::bn_act_workspace_bytes(sizes, dtype, &bytes), "bn_act_forward");
+  at::Tensor ws = workspace(bytes, a.z);
+  cuda::BnActForwardArgs args;
+  args.z = ptr(a.z);
+  args.weight = ptr(a.weight);
+  args.bias = ptr(a.bias);
+  args.residual = ptr(a.residual);
+  args.p = p;
+  args.eps = eps;
+  args.seed = key;
+  args.relu = relu;
+  args.y = y.mutable_data_ptr();
+  args.mean = mean.mutable_data_ptr();
+  args.var = var.mutable_data_ptr();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  check_launch(cuda::bn_act_forward(sizes, dtype, args, bytes > 0 ? ws.mutable_data_ptr() : nullptr, bytes, stream),
+               "bn_act_forward");
+  return {y, mean, var};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y, const OptTensor& weight,
+    const at::Tensor& mean, const at::Tensor& var, double p, const at::Tensor& seed, double eps, bool relu,
+    bool has_residual) {
+  const auto a = checks::check_bn_act(z, weight, std::nullopt, std::nullopt, p, eps);
+  const auto [gy, yc] = checks::check_bn_act_grad(grad_y, y, mean, var, a);
+  const uint64_t key = static_cast<uint64_t>(checks::check_seed(seed));
+  check_on_cuda(a.z, "z");
+  const cuda::DType dtype = kernel_dtype(a.z);
+  const c10::cuda::CUDAGuard guard(a.z.device());
+  const int64_t C = a.z.size(1);
+  const at::Tensor mc = mean.contiguous(), vc = var.contiguous();
+  at::Tensor gz = at::empty_like(a.z);
+  at::Tensor gw = at::empty({C}, a.z.options());
+  at::Tensor gb = at::empty({C}, a.z.options());
+  at::Tensor gres = has_residual ? at::empty_like(a.z) : empty_grad(a.z);
+  const cuda::BnActSizes sizes = bn_sizes(a.z);
+  size_t bytes = 0;
+  check_plan(cuda::bn_act_workspace_bytes(sizes, dtype, &bytes), "bn_act_backward");
+  at::Tensor ws = workspace(bytes, a.z);
+  cuda::BnActBackwardArgs args;
+  args.grad_y = ptr(gy);
+  args.z = ptr(a.z);
+  args.y = ptr(yc);
+  args.weight = ptr(a.weight);
+  args.mean = ptr(mc);
+  args.var = ptr(vc);
+  args.p = p;
+  args.eps = eps;
+  args.seed = key;
+  args.relu = relu;
+  args.grad_z = gz.mutable_data_ptr();
+  args.grad_weight = gw.mutable_data_ptr();
+  args.grad_bias = gb.mutable_data_ptr();
+  args.grad_residual = has_residual ? gres.mutable_data_ptr() : nullptr;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  check_launch(cuda::bn_act_backward(sizes, dtype, args, bytes > 0 ? ws.mutable_data_ptr() : nullptr, bytes, stream),
+               "bn_act_backward");
+  return {gz, gw, gb, gres};
+}
+
 }  // namespace
 }  // namespace posekernels
 
 TORCH_LIBRARY_IMPL(posekernels, CUDA, m) {
+  m.impl("dropout_apply", TORCH_FN(posekernels::dropout_apply_cuda));
+  m.impl("bn_act_forward", TORCH_FN(posekernels::bn_act_forward_cuda));
+  m.impl("bn_act_backward", TORCH_FN(posekernels::bn_act_backward_cuda));
   m.impl("agc_forward", TORCH_FN(posekernels::agc_forward_cuda));
   m.impl("agc_backward", TORCH_FN(posekernels::agc_backward_cuda));
   m.impl("jl_forward", TORCH_FN(posekernels::jl_forward_cuda));
