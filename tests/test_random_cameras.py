@@ -128,6 +128,43 @@ def test_scale_jitter_scales_the_subject():
     assert float(size.max() - size.min()) > 0.2
 
 
+def test_bone_jitter_changes_proportions_symmetrically():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [_walk(60, rng, 0.0)]
+    jit = float(rng.uniform(0.05, 0.3))
+    ds = RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                             root=sk.root, bone_jitter=jit, parents=sk.parents)
+    ids = torch.arange(60).repeat(10)
+    ref = ds.world_windows(ids).double()
+    got = ds.jitter_bones(ref)
+    torch.testing.assert_close(got[:, :, sk.root], ref[:, :, sk.root], rtol=0, atol=0)
+    factors = []
+    for j, q in enumerate(sk.parents):
+        if q < 0:
+            continue
+        a = (got[:, :, j] - got[:, :, q]).norm(dim=-1)
+        b = (ref[:, :, j] - ref[:, :, q]).norm(dim=-1)
+        f = a / b
+        # one factor per window and bone, constant over the window's frames, in 1 +- jit
+        torch.testing.assert_close(f, f[:, :1].expand_as(f))
+        assert float(f.min()) >= 1 - jit - 1e-9 and float(f.max()) <= 1 + jit + 1e-9
+        # the bone keeps its direction
+        cos = ((got[:, :, j] - got[:, :, q]) * (ref[:, :, j] - ref[:, :, q])).sum(-1) / (a * b)
+        assert float(cos.min()) > 1 - 1e-9
+        factors.append(f[:, 0])
+    factors = torch.stack(factors, 1)                       # (N, bones), bone j-1 ends at j
+    for left, right in zip(sk.left, sk.right):              # mirror bones share the factor
+        torch.testing.assert_close(factors[:, left - 1], factors[:, right - 1])
+    assert float(factors.std(0).min()) > jit / 4            # drawn afresh per window
+    with pytest.raises(ValueError, match="bone_jitter"):
+        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                            bone_jitter=0.6, parents=sk.parents)
+    with pytest.raises(ValueError, match="parents"):
+        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                            bone_jitter=0.1)
+
+
 def test_flipped_samples_are_mirrored_world_poses():
     rng = np.random.default_rng()
     sk = get_skeleton("h36m17")

@@ -194,9 +194,13 @@ def test_resume_rejects_a_malformed_epoch_position(tmp_path, positions):
         train(cfg, positions_3d=positions, resume="auto", log=lambda *a: None)
 
 
-def test_checkpoint_minutes_must_not_be_negative(tmp_path):
+def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint_minutes"):
         tiny_config(tmp_path, checkpoint_minutes=-1)
+    with pytest.raises(ConfigError, match="bone_jitter"):
+        tiny_config(tmp_path, cameras="random", bone_jitter=0.5)
+    with pytest.raises(ConfigError, match="need cameras='random'"):
+        tiny_config(tmp_path, bone_jitter=0.1)
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, positions):

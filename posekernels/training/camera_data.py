@@ -123,6 +123,20 @@ class Augment2D:
         return out, ~missing
 
 
+def _topological_order(parents: Sequence[int], num_joints: int) -> list[int]:
+    """The non-root joints, every parent before its children."""
+    if len(parents) != num_joints:
+        raise ValueError(f"parents has {len(parents)} entries for {num_joints} joints")
+    order, placed = [], {j for j, q in enumerate(parents) if q < 0}
+    while len(placed) < num_joints:
+        new = [j for j, q in enumerate(parents) if j not in placed and q in placed]
+        if not new:
+            raise ValueError(f"parents {list(parents)} is not a tree")
+        order += new
+        placed.update(new)
+    return order
+
+
 def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_config"
                          ) -> Augment2D:
     """An :class:`Augment2D` with the given fields changed (errors name ``where`` and the key)."""
@@ -161,6 +175,7 @@ class RandomCameraWindows:
                  root: int = 0, valid: Sequence[Any] | None = None,
                  cameras: CameraDistribution = DEFAULT_CAMERAS,
                  augment: Augment2D | None = None, scale_jitter: float = 0.0,
+                 bone_jitter: float = 0.0, parents: Sequence[int] | None = None,
                  keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
         world = [np.asarray(w, dtype=np.float64) for w in world]
         self._ds = WindowDataset([w[..., :2] for w in world], world, root=None,
@@ -168,6 +183,10 @@ class RandomCameraWindows:
                                  valid=valid, keys=keys, device=device)
         if not 0 <= scale_jitter < 1:
             raise ValueError(f"scale_jitter must lie in [0, 1), got {scale_jitter}")
+        if not 0 <= bone_jitter < 0.5:
+            raise ValueError(f"bone_jitter must lie in [0, 0.5), got {bone_jitter}")
+        if bone_jitter > 0 and parents is None:
+            raise ValueError("bone_jitter needs the skeleton's parents")
         self.receptive_field = int(receptive_field)
         self.causal = bool(causal)
         self.flip = bool(flip)
@@ -175,6 +194,10 @@ class RandomCameraWindows:
         self.cameras = cameras
         self.augment = augment
         self.scale_jitter = float(scale_jitter)
+        self.bone_jitter = float(bone_jitter)
+        self.parents = None if parents is None else [int(q) for q in parents]
+        if self.parents is not None:
+            self._order = _topological_order(self.parents, self._ds.num_joints)
         self.left, self.right = list(joints_left), list(joints_right)
         self.device = self._ds.device
         self.perm = torch.tensor(flip_permutation(self._ds.num_joints, self.left, self.right),
@@ -208,11 +231,30 @@ class RandomCameraWindows:
                 world = torch.where(mirror[:, None, None, None], flipped, world)
         return world
 
+    def jitter_bones(self, world: torch.Tensor, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+        """World windows (N, T, V, 3) with every bone (joint - parent) scaled by a factor drawn
+        per window and bone, uniform in 1 +- ``bone_jitter``, the same for a bone and its
+        mirror image (left/right pairs), rebuilt from the root outwards (the root trajectory is
+        kept). A subject with other proportions than the training subjects'."""
+        n, _, v, _ = world.shape
+        s = 1 + self.bone_jitter * (2 * torch.rand(n, v, generator=generator,
+                                                   device=world.device, dtype=world.dtype) - 1)
+        # a joint and its mirror image both take the draw of the lower-numbered one
+        s = s[:, torch.minimum(torch.arange(v, device=world.device), self.perm)]
+        out = world.clone()
+        for j in self._order:
+            q = self.parents[j]
+            out[:, :, j] = out[:, :, q] + s[:, None, j, None] * (world[:, :, j] - world[:, :, q])
+        return out
+
     def batch(self, ids: torch.Tensor, generator: torch.Generator | None = None):
         """``(inputs (N, T, V, 2) normalised, targets (N, T, V, 3) root-relative camera frame,
         cameras)`` for sample ids."""
         world = self.world_windows(ids)
         n = world.shape[0]
+        if self.bone_jitter > 0:
+            world = self.jitter_bones(world, generator)
         root_ref = world[:, self.ref, self.root]
         if self.scale_jitter > 0:
             s = 1 + self.scale_jitter * (2 * torch.rand(n, generator=generator,

@@ -57,6 +57,8 @@ class TrainConfig:
                                             # and missing joints (training/camera_data.Augment2D)
     augment_2d_config: dict | None = None   # fields of Augment2D to change
     scale_jitter: float = 0.0               # random cameras: subject scaled by 1 +- this
+    bone_jitter: float = 0.0                # random cameras: each bone (mirror pairs alike)
+                                            # scaled by 1 +- this: other body proportions
     val_cameras: str = "rig"                # validation cameras: "rig" or "random"
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
@@ -119,9 +121,11 @@ class TrainConfig:
             bad("val_num_cameras", f"must be >= 1, got {self.val_num_cameras}")
         if not 0 <= self.scale_jitter < 1:
             bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
-        if self.cameras == "rig" and (self.augment_2d or self.scale_jitter
+        if not 0 <= self.bone_jitter < 0.5:
+            bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
+        if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
                                       or self.camera_distribution):
-            bad("cameras", "augment_2d, scale_jitter and camera_distribution need "
+            bad("cameras", "augment_2d, scale_jitter, bone_jitter and camera_distribution need "
                 "cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
         from .camera_data import augment_2d_from_dict
@@ -185,7 +189,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
-                   "checkpoint_minutes") \
+                   "bone_jitter", "checkpoint_minutes") \
                 and value is not None:
             value = float(value)
         values[key] = value
