@@ -37,3 +37,10 @@ def test_random_shapes_all_dtypes(emulator):
 @pytest.mark.parametrize("name", ["model_bf16", "long_window_recompute", "small_smem_f64", "tiny", "jl"])
 def test_edge_cases(emulator, name):
     _check(emulator, "edges", name)
+
+
+def test_training_epilogues(emulator):
+    """dropout and the BatchNorm epilogue (csrc/cuda/bn_act.cu) against the cpu backend's
+    operators: the same masks, one split and several, float32 and float64."""
+    pytest.importorskip("posekernels._C", reason="needs the compiled cpu backend")
+    _check(emulator, "epilogues", str(random.randrange(1, 10**6)), "4")

@@ -25,6 +25,7 @@ namespace {
 
 constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+constexpr size_t kReduceSmem = kWarps * sizeof(double);  // block_sum's scratch
 
 // Whether element i survives: word (i / 16) % 4 of Philox(key, (i / 64) * 16 + i % 16) < thr.
 __device__ __forceinline__ bool keep(uint64_t key, uint32_t thr, int64_t i) {
@@ -49,7 +50,7 @@ __device__ __forceinline__ bool keep(uint64_t key, uint32_t thr, int64_t i) {
   return word < thr;
 }
 
-// Sum of v over the block (every thread gets it); `red` holds kWarps doubles.
+// Sum of v over the block (every thread gets it); `red`: kWarps doubles of shared memory.
 __device__ __forceinline__ double block_sum(double v, double* red) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -80,7 +81,7 @@ __device__ __forceinline__ int64_t channel_offset(int64_t r, int64_t c, int64_t 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const T* __restrict__ z, int64_t C, int64_t L, int64_t M,
                                                             int64_t per, double* __restrict__ part) {
-  __shared__ double red[kWarps];
+  double* red = reinterpret_cast<double*>(dynamic_smem());
   const int64_t c = blockIdx.y, s = blockIdx.x, splits = gridDim.x;
   const double shift = static_cast<double>(z[c * L]);
   const int64_t end = min(M, (s + 1) * per);
@@ -163,7 +164,7 @@ __global__ void __launch_bounds__(kThreads) bn_bwd_sums_kernel(const T* __restri
                                                                bool relu, bool dropout, uint64_t key, uint32_t thr,
                                                                T scale, T* __restrict__ gres,
                                                                double* __restrict__ part) {
-  __shared__ double red[kWarps];
+  double* red = reinterpret_cast<double*>(dynamic_smem());
   const int64_t c = blockIdx.y, s = blockIdx.x, splits = gridDim.x;
   const T mu = mean[c];
   const int64_t end = min(M, (s + 1) * per);
@@ -278,8 +279,8 @@ cudaError_t forward_impl(const BnActSizes& s, const BnActForwardArgs& a, void* w
   const bool dropout = a.p > 0.0;
   const uint32_t thr = dropout ? keep_threshold(a.p) : 0u;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
-  POSEKERNELS_TRY(launch_kernel(bn_stats_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads, 0,
-                                stream, z, s.C, s.L, m, p.per, p.part));
+  POSEKERNELS_TRY(launch_kernel(bn_stats_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads,
+                                kReduceSmem, stream, z, s.C, s.L, m, p.per, p.part));
   POSEKERNELS_TRY(launch_kernel(bn_finish_stats_kernel<T>, dim3(static_cast<unsigned>((s.C + kThreads - 1) / kThreads)),
                                 kThreads, 0, stream, z, static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
                                 s.C, s.L, m, p.split.splits, a.eps, p.part, static_cast<T*>(a.mean),
@@ -308,8 +309,8 @@ cudaError_t backward_impl(const BnActSizes& s, const BnActBackwardArgs& a, void*
   const bool dropout = a.p > 0.0;
   const uint32_t thr = dropout ? keep_threshold(a.p) : 0u;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
-  POSEKERNELS_TRY(launch_kernel(bn_bwd_sums_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads, 0,
-                                stream, gy, y, z, mean, s.C, s.L, m, p.per, a.relu, dropout, a.seed, thr, scale,
+  POSEKERNELS_TRY(launch_kernel(bn_bwd_sums_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads,
+                                kReduceSmem, stream, gy, y, z, mean, s.C, s.L, m, p.per, a.relu, dropout, a.seed, thr, scale,
                                 static_cast<T*>(a.grad_residual), p.part));
   POSEKERNELS_TRY(launch_kernel(bn_bwd_finish_kernel<T>, dim3(static_cast<unsigned>((s.C + kThreads - 1) / kThreads)),
                                 kThreads, 0, stream, static_cast<const T*>(a.weight), static_cast<const T*>(a.var), s.C,

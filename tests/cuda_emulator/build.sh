@@ -41,10 +41,10 @@ PY
   fast) flags="-O2 -g";;
   *) echo "unknown variant $variant (fast|asan|tsan)" >&2; exit 2;;
 esac
-for f in agc joint_linear; do  # one file at a time
+for f in agc joint_linear bn_act; do  # one file at a time
   g++ -std=c++17 $flags -Wall -Wno-unknown-pragmas -Wno-unused-variable -Wno-sign-compare -x c++ \
     -I"$here/fake" -I"$src" -c "$src/cuda/$f.cu" -o "$out/$f.$variant.o"
 done
 g++ -std=c++17 $flags -I"$here/fake" -I"$src" "$here/driver.cpp" "$out/agc.$variant.o" "$out/joint_linear.$variant.o" \
-  -o "$out/emu_$variant" -lpthread
+  "$out/bn_act.$variant.o" -o "$out/emu_$variant" -lpthread
 echo "$out/emu_$variant"

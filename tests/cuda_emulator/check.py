@@ -2,6 +2,7 @@
 
     python tests/cuda_emulator/check.py sweep [SEED] [COUNT]   # random small shapes, all dtypes
     python tests/cuda_emulator/check.py edges [NAME-FILTER]    # tiling edge cases and model shapes
+    python tests/cuda_emulator/check.py epilogues [SEED] [COUNT]  # dropout, bn_act fwd/bwd
 
 The emulator binary is $EMU_EXE (default build/emulator/emu_fast; see README.md). Emulated device
 attributes come from the environment: EMU_SMS (SM count, default 4: changes the reduction
@@ -179,10 +180,90 @@ def edges(name_filter=""):
     return bad
 
 
+def epilogue_case(n, c, l, dtype, p, relu, res, affine, seed, env=None):
+    """dropout / bn_act forward and backward of csrc/cuda/bn_act.cu against the cpu backend's
+    operators (the same Philox masks, so equal up to rounding; the cpu ones are checked against
+    float64 in tests/test_epilogues.py). Returns an error string or ''."""
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(n, c, l, generator=g, dtype=torch.float64) * 3
+         + torch.randn(1, c, 1, generator=g, dtype=torch.float64) * 5).to(dtype)
+    w = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).to(dtype) if affine else None
+    b = torch.randn(c, generator=g, dtype=torch.float64).to(dtype) if affine else None
+    r = torch.randn(n, c, l, generator=g, dtype=torch.float64).to(dtype) if res else None
+    gy = torch.randn(n, c, l, generator=g, dtype=torch.float64).to(dtype)
+    key = int(torch.randint(-(2 ** 62), 2 ** 62, (1,), generator=g))
+    seed_t = torch.tensor([key], dtype=torch.int64)
+    eps = 1e-5
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-11)
+    ops = torch.ops.posekernels
+    common = {"dtype": DT[dtype], "p_ppm": round(p * 1e6), "seed": key, "relu": int(relu),
+              "eps_ppb": round(eps * 1e9)}
+    p = round(p * 1e6) / 1e6
+    errors = []
+    with tempfile.TemporaryDirectory() as d:
+        _write(d, "x", z)
+        _run(d, "dropout", {"dtype": DT[dtype], "n": z.numel(), "p_ppm": common["p_ppm"],
+                            "seed": key}, env)
+        if not torch.equal(_read(d, "y", z.shape, dtype), ops.dropout_apply(z, p, seed_t)):
+            errors.append("dropout differs from the cpu backend")
+    with tempfile.TemporaryDirectory() as d:
+        for name, t in (("z", z), ("weight", w), ("bias", b), ("residual", r)):
+            if t is not None:
+                _write(d, name, t)
+        _run(d, "bn_fwd", dict(common, N=n, C=c, L=l), env)
+        want = ops.bn_act_forward(z, w, b, r, p, seed_t, eps, relu)
+        for name, shape, ref in (("y", z.shape, want[0]), ("mean", (c,), want[1]),
+                                 ("var", (c,), want[2])):
+            got = _read(d, name, shape, dtype)
+            scale = float(ref.abs().max()) + 1
+            if not torch.allclose(got / scale, ref / scale, **tol):
+                errors.append(f"bn forward {name}: max error {float((got - ref).abs().max()):.3g}")
+    with tempfile.TemporaryDirectory() as d:
+        y, mean, var = ops.bn_act_forward(z, w, b, r, p, seed_t, eps, relu)
+        for name, t in (("z", z), ("weight", w), ("grad_y", gy), ("y", y), ("mean", mean),
+                        ("var", var)):
+            if t is not None:
+                _write(d, name, t)
+        _run(d, "bn_bwd", dict(common, N=n, C=c, L=l, has_residual=int(res)), env)
+        want = ops.bn_act_backward(gy, z, y, w, mean, var, p, seed_t, eps, relu, res)
+        outs = [("gz", z.shape, want[0]), ("gw", (c,), want[1]), ("gb", (c,), want[2])]
+        if res:
+            outs.append(("gres", z.shape, want[3]))
+        for name, shape, ref in outs:
+            got = _read(d, name, shape, dtype)
+            scale = float(ref.abs().max()) + 1
+            if not torch.allclose(got / scale, ref / scale, **tol):
+                errors.append(f"bn backward {name}: max error {float((got - ref).abs().max()):.3g}")
+    return "; ".join(errors)
+
+
+def epilogues(seed0=1, count=6):
+    """Random shapes (one split or many: EMU_SMS), both dtypes, with and without each part."""
+    rng = random.Random(seed0)
+    bad = 0
+    cases = [(2, 3, 1, torch.float64, 0.0, False, False, False),      # two values per channel
+             (3, 4, 700, torch.float32, 0.3, True, True, True)]       # several splits
+    for _ in range(count):
+        cases.append((rng.randint(1, 6), rng.randint(1, 9), rng.choice([1, 17, 27 * 17, 300]),
+                      rng.choice([torch.float32, torch.float64]), rng.choice([0.0, 0.1, 0.5]),
+                      rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5))
+    for i, (n, c, l, dt, p, relu, res, affine) in enumerate(cases):
+        if n * l < 2:
+            n = 2
+        env = {"EMU_SMS": str(rng.choice([1, 4, 132]))}
+        e = epilogue_case(n, c, l, dt, p, relu, res, affine, seed0 * 1000 + i, env)
+        bad += bool(e)
+        print("epilogue", n, c, l, dt, p, relu, res, affine, env, "OK" if not e else e, flush=True)
+    return bad
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else "sweep"
     if cmd == "sweep":
         sys.exit(1 if sweep(*(int(a) for a in sys.argv[2:4])) else 0)
     if cmd == "edges":
         sys.exit(1 if edges(sys.argv[2] if len(sys.argv) > 2 else "") else 0)
-    sys.exit(f"unknown command {cmd!r}: sweep [SEED COUNT] | edges [NAME-FILTER]")
+    if cmd == "epilogues":
+        sys.exit(1 if epilogues(*(int(a) for a in sys.argv[2:4])) else 0)
+    sys.exit(f"unknown command {cmd!r}: sweep [SEED COUNT] | edges [NAME-FILTER] | "
+             "epilogues [SEED COUNT]")

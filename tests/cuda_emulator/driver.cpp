@@ -67,6 +67,34 @@ int main(int argc, char** argv) {
       if (tb) save("gtheta_b", a.gtheta_b, K * E); if (pb) save("gphi_b", a.gphi_b, K * E);
       std::printf("workspace %zu\n", bytes);
     }
+  } else if (op == "dropout") {
+    const long n = spec["n"];
+    void* x = load("x", n); void* y = out(n);
+    check(dropout_apply(dt, n, x, y, spec["p_ppm"] / 1e6, static_cast<uint64_t>(spec["seed"]), nullptr), "dropout_apply");
+    save("y", y, n);
+  } else if (op == "bn_fwd" || op == "bn_bwd") {
+    BnActSizes s; s.N = spec["N"]; s.C = spec["C"]; s.L = spec["L"];
+    const long n = s.N * s.C * s.L, C = s.C;
+    const double p = spec["p_ppm"] / 1e6, eps = spec["eps_ppb"] / 1e9;
+    const uint64_t seed = static_cast<uint64_t>(spec["seed"]);
+    const bool relu = spec["relu"] != 0;
+    void* z = load("z", n); void* w = load("weight", C);
+    size_t bytes = 0; check(bn_act_workspace_bytes(s, dt, &bytes), "ws");
+    if (op == "bn_fwd") {
+      BnActForwardArgs a; a.z = z; a.weight = w; a.bias = load("bias", C); a.residual = load("residual", n);
+      a.p = p; a.eps = eps; a.seed = seed; a.relu = relu; a.y = out(n); a.mean = out(C); a.var = out(C);
+      check(bn_act_forward(s, dt, a, workspace(bytes), bytes, nullptr), "bn_act_forward");
+      save("y", a.y, n); save("mean", a.mean, C); save("var", a.var, C);
+    } else {
+      BnActBackwardArgs a; a.grad_y = load("grad_y", n); a.z = z; a.y = load("y", n); a.weight = w;
+      a.mean = load("mean", C); a.var = load("var", C); a.p = p; a.eps = eps; a.seed = seed; a.relu = relu;
+      const bool res = spec["has_residual"] != 0;
+      a.grad_z = out(n); a.grad_weight = out(C); a.grad_bias = out(C); a.grad_residual = res ? out(n) : nullptr;
+      check(bn_act_backward(s, dt, a, workspace(bytes), bytes, nullptr), "bn_act_backward");
+      save("gz", a.grad_z, n); save("gw", a.grad_weight, C); save("gb", a.grad_bias, C);
+      if (res) save("gres", a.grad_residual, n);
+    }
+    std::printf("workspace %zu\n", bytes);
   } else {
     JlSizes s; s.M = spec["M"]; s.V = spec["V"]; s.C = spec["C"]; s.D = spec["D"];
     const long M = s.M, V = s.V, C = s.C, D = s.D;
