@@ -64,11 +64,12 @@ RUNS = {
     # the next budget for the default lifters: a wider network over a longer window, trained
     # from the start (about five times the step cost of the C = 48, T = 27 runs: ~18 min per
     # epoch on one thread of the 2-core CPU), with bone-length jitter (other body proportions)
-    # switched on after epoch 4 (centred) and epoch 3 (causal) of the 12
-    "big_centered": dict(LIVE, epochs=12, bone_jitter=0.1,
+    # switched on after epoch 4 (centred) and epoch 3 (causal) of the 12, and playback-speed
+    # jitter (cameras at 25-62 fps) after epoch EPOCH_C (centred) and EPOCH_K (causal)
+    "big_centered": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                          model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                                 "sequence_branch": False, "head": "shared", "causal": False}),
-    "big_causal": dict(LIVE, epochs=12, bone_jitter=0.1,
+    "big_causal": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                        model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                               "sequence_branch": False, "head": "shared", "causal": True}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,

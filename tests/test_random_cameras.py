@@ -165,6 +165,37 @@ def test_bone_jitter_changes_proportions_symmetrically():
                             bone_jitter=0.1)
 
 
+def test_speed_range_plays_windows_faster_or_slower():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    frames = 90
+    # every joint moves on a straight line at its own constant velocity: a window played s
+    # times as fast is the same line sampled s times as far apart (clamped at the clip's ends)
+    base = rng.normal(size=(1, 17, 3))
+    vel = rng.normal(size=(1, 17, 3)) * 0.01
+    world = [base + vel * np.arange(frames)[:, None, None]]
+    for causal in (False, True):
+        ds = RandomCameraWindows(world, receptive_field=27, causal=causal, joints_left=sk.left,
+                                 joints_right=sk.right, root=sk.root, speed_range=(0.5, 2.5))
+        ids = torch.randint(0, ds.num_frames, (64,))
+        speed = torch.empty(64).uniform_(0.5, 2.5)
+        got = ds.world_windows(ids, speed).double()
+        ref = 26 if causal else 13
+        t = ids.double()[:, None] + (torch.arange(27).double() - ref)[None] * speed.double()[:, None]
+        t = t.clamp(0, frames - 1)
+        want = torch.from_numpy(base)[None] + torch.from_numpy(vel)[None] * t[..., None, None]
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ds.world_windows(ids, torch.ones(64)), ds.world_windows(ids))
+        # the reference slot is the recorded frame itself
+        torch.testing.assert_close(got[:, ref], torch.from_numpy(world[0])[ids], rtol=0, atol=1e-6)
+    x, y, _ = ds.batch(torch.arange(32))  # drawn per window inside batch()
+    assert x.shape == (32, 27, 17, 2) and torch.isfinite(y).all()
+    for bad in ((0.1, 1.0), (2.0, 1.0), (1.0,), "fast"):
+        with pytest.raises(ValueError, match="speed_range"):
+            RandomCameraWindows(world, receptive_field=27, joints_left=sk.left,
+                                joints_right=sk.right, speed_range=bad)
+
+
 def test_flipped_samples_are_mirrored_world_poses():
     rng = np.random.default_rng()
     sk = get_skeleton("h36m17")

@@ -152,7 +152,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
 
     kw = dict(epochs=2, batch_size=16, cameras=cameras, model=dict(TINY_GLA, dropout=0.2))
     if cameras == "random":
-        kw.update(augment_2d=True, scale_jitter=0.1)
+        kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, speed_range=[0.8, 1.6])
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
     cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
@@ -201,6 +201,9 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
         tiny_config(tmp_path, cameras="random", bone_jitter=0.5)
     with pytest.raises(ConfigError, match="need cameras='random'"):
         tiny_config(tmp_path, bone_jitter=0.1)
+    with pytest.raises(ConfigError, match="speed_range"):
+        tiny_config(tmp_path, cameras="random", speed_range=[3.0, 1.0])
+    assert tiny_config(tmp_path, cameras="random", speed_range=[0.8, 2]).speed_range == [0.8, 2]
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, positions):

@@ -218,6 +218,24 @@ class WindowDataset:
         local = torch.minimum(local.clamp_min(0), self.last[frames].unsqueeze(1))
         return self.start[frames].unsqueeze(1) + local
 
+    def window_positions(self, frames: torch.Tensor, speed: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows around global frames ``frames`` (N,) played ``speed`` (N,) times as fast:
+        window slot k sits at local time ``local + offsets[k] * speed`` (the reference slot on
+        the frame itself), clamped to the sequence as the replicate padding does. Returns global
+        indices ``(lo, hi)`` (N, T) and the weight ``frac`` of ``hi`` for linear
+        interpolation."""
+        last = self.last[frames].unsqueeze(1).to(speed.dtype)
+        pos = self.local[frames].unsqueeze(1).to(speed.dtype) \
+            + self.offsets.unsqueeze(0).to(speed.dtype) * speed.unsqueeze(1)
+        pos = torch.minimum(pos.clamp_min(0), last)
+        lo = pos.floor()
+        frac = pos - lo
+        lo = lo.to(torch.int64)
+        hi = torch.minimum(lo + 1, self.last[frames].unsqueeze(1))
+        start = self.start[frames].unsqueeze(1)
+        return start + lo, start + hi, frac
+
     def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inputs (N, T, V, 2) and targets (N, 1, V, 3) (None without targets) for sample ids."""
         return self._gather(self._sample_ids(idx))

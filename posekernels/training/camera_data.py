@@ -123,6 +123,20 @@ class Augment2D:
         return out, ~missing
 
 
+def check_speed_range(value: Any, where: str = "speed_range") -> tuple[float, float] | None:
+    """None, or a (low, high) pair with 0.25 <= low <= high <= 4 (playback-speed factors)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a (low, high) pair of speed factors, got {value!r}") \
+            from None
+    if not 0.25 <= lo <= hi <= 4.0:
+        raise ValueError(f"{where} must satisfy 0.25 <= low <= high <= 4, got {value!r}")
+    return lo, hi
+
+
 def _topological_order(parents: Sequence[int], num_joints: int) -> list[int]:
     """The non-root joints, every parent before its children."""
     if len(parents) != num_joints:
@@ -176,6 +190,7 @@ class RandomCameraWindows:
                  cameras: CameraDistribution = DEFAULT_CAMERAS,
                  augment: Augment2D | None = None, scale_jitter: float = 0.0,
                  bone_jitter: float = 0.0, parents: Sequence[int] | None = None,
+                 speed_range: Sequence[float] | None = None,
                  keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
         world = [np.asarray(w, dtype=np.float64) for w in world]
         self._ds = WindowDataset([w[..., :2] for w in world], world, root=None,
@@ -187,6 +202,7 @@ class RandomCameraWindows:
             raise ValueError(f"bone_jitter must lie in [0, 0.5), got {bone_jitter}")
         if bone_jitter > 0 and parents is None:
             raise ValueError("bone_jitter needs the skeleton's parents")
+        self.speed_range = check_speed_range(speed_range)
         self.receptive_field = int(receptive_field)
         self.causal = bool(causal)
         self.flip = bool(flip)
@@ -215,13 +231,21 @@ class RandomCameraWindows:
     def __len__(self) -> int:
         return self.num_frames * (2 if self.flip else 1)
 
-    def world_windows(self, ids: torch.Tensor) -> torch.Tensor:
-        """World windows (N, T, V, 3) of sample ids (mirrored for the flipped ids)."""
+    def world_windows(self, ids: torch.Tensor, speed: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """World windows (N, T, V, 3) of sample ids (mirrored for the flipped ids); with
+        ``speed`` (N,), each window's motion played that many times as fast around its
+        reference frame (linear interpolation between the recorded frames)."""
         ds = self._ds
         m = ds.num_frames
         ids = ids.to(self.device)
         frames = ds.frames[torch.remainder(ids, m)]
-        world = ds.targets[ds.window_indices(frames)]
+        if speed is None:
+            world = ds.targets[ds.window_indices(frames)]
+        else:
+            lo, hi, frac = ds.window_positions(frames, speed.to(self.device, ds.targets.dtype))
+            w = frac[..., None, None].to(ds.targets.dtype)
+            world = ds.targets[lo] * (1 - w) + ds.targets[hi] * w
         if self.flip:
             mirror = ids >= m
             if bool(mirror.any()):
@@ -251,7 +275,13 @@ class RandomCameraWindows:
     def batch(self, ids: torch.Tensor, generator: torch.Generator | None = None):
         """``(inputs (N, T, V, 2) normalised, targets (N, T, V, 3) root-relative camera frame,
         cameras)`` for sample ids."""
-        world = self.world_windows(ids)
+        speed = None
+        if self.speed_range is not None:
+            lo, hi = (math.log(v) for v in self.speed_range)
+            u = torch.rand(len(ids), generator=generator, device=self.device,
+                           dtype=self._ds.targets.dtype)
+            speed = torch.exp(lo + (hi - lo) * u)
+        world = self.world_windows(ids, speed)
         n = world.shape[0]
         if self.bone_jitter > 0:
             world = self.jitter_bones(world, generator)

@@ -59,6 +59,9 @@ class TrainConfig:
     scale_jitter: float = 0.0               # random cameras: subject scaled by 1 +- this
     bone_jitter: float = 0.0                # random cameras: each bone (mirror pairs alike)
                                             # scaled by 1 +- this: other body proportions
+    speed_range: list | None = None         # random cameras: [low, high] playback speed per
+                                            # window, log-uniform (data rate / camera rate:
+                                            # [0.8, 2] covers 25-62 fps cameras on 50 Hz data)
     val_cameras: str = "rig"                # validation cameras: "rig" or "random"
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
@@ -124,12 +127,13 @@ class TrainConfig:
         if not 0 <= self.bone_jitter < 0.5:
             bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
-                                      or self.camera_distribution):
-            bad("cameras", "augment_2d, scale_jitter, bone_jitter and camera_distribution need "
-                "cameras='random'")
+                                      or self.speed_range or self.camera_distribution):
+            bad("cameras", "augment_2d, scale_jitter, bone_jitter, speed_range and "
+                "camera_distribution need cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
-        from .camera_data import augment_2d_from_dict
+        from .camera_data import augment_2d_from_dict, check_speed_range
         try:
+            check_speed_range(self.speed_range, f"{where}: speed_range")
             camera_distribution_from_dict(self.camera_distribution,
                                           f"{where}: camera_distribution")
             augment_2d_from_dict(self.augment_2d_config, f"{where}: augment_2d_config")
