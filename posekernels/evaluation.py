@@ -65,8 +65,12 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
 def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
                        repair_glitches: bool = True, detector_noise: bool = False,
                        seed: int = 0, cameras: str = "rig", num_cameras: int = 4,
-                       camera_seed: int | None = None):
-    """Import BVH files / folders (CMU conventions, 50 Hz) and project them (module doc)."""
+                       camera_seed: int | None = None, fps: float = 50.0):
+    """Import BVH files / folders (CMU conventions) resampled to ``fps`` (default 50 Hz, the
+    shipped lifters' training rate; another rate is what a camera running at it shows) and
+    project them (module doc)."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1.0 <= fps <= 1000.0:
+        raise ValueError(f"fps must be a frame rate in [1, 1000], got {fps!r}")
     from .data.bvh import bvh_sequence_name, find_bvh_files, import_bvh
 
     positions: dict[str, dict[str, np.ndarray]] = {}
@@ -75,8 +79,8 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
         if action in positions.get(subj, {}):
             raise ValueError(f"{path}: duplicate sequence {subj}/{action}")
         positions.setdefault(subj, {})[action] = import_bvh(
-            path, repair_glitches=repair_glitches).positions
-    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=50.0,
+            path, repair_glitches=repair_glitches, fps=float(fps)).positions
+    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=float(fps),
                              cameras=cameras, num_cameras=num_cameras, camera_seed=camera_seed)
 
 

@@ -79,6 +79,22 @@ def test_evaluate_bvh_json(bvh_dir, tiny_checkpoint, capsys):
     assert "MPJPE (mm)" in table and "S7_02" in table and "Mean over actions" in table
 
 
+def test_evaluate_bvh_at_another_frame_rate(bvh_dir, tiny_checkpoint, capsys):
+    """--fps resamples the motion to the camera's rate; the JSON records it."""
+    from posekernels.data import import_bvh
+
+    fps = float(np.random.default_rng().choice([24.0, 30.0, 60.0]))
+    one = bvh_dir / "S7" / "S7_01.bvh"
+    assert cli(["evaluate", "--bvh", str(one), "--checkpoint", str(tiny_checkpoint), "--json",
+                "--fps", str(fps)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["fps"] == fps
+    assert res["frames"] == 4 * import_bvh(one, fps=fps).positions.shape[0]
+    assert cli(["evaluate", "--bvh", str(one), "--checkpoint", str(tiny_checkpoint),
+                "--fps", "0"]) == 1
+    assert "fps must be a frame rate" in capsys.readouterr().err
+
+
 def test_evaluate_npz_subjects(tmp_path, tiny_checkpoint, capsys):
     from posekernels.data import save_positions_3d
 

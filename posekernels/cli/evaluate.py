@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="--cameras random: cameras per clip (default 4)")
     p.add_argument("--camera-seed", type=int, default=None,
                    help="--cameras random: seed of the evaluation cameras (default 20261130)")
+    p.add_argument("--fps", type=float, default=50.0,
+                   help="--bvh: frame rate the motion is resampled to, i.e. the camera's "
+                        "(default 50, the shipped lifters' training rate)")
     p.add_argument("--mode", choices=("centered", "causal"), default="centered",
                    help="which shipped model --checkpoint default takes (default centered)")
     p.add_argument("--batch-size", type=int, default=1024)
@@ -95,7 +98,8 @@ def run(args) -> int:
                     camera_seed=args.camera_seed)
         model = load_model(args.checkpoint, device=args.device, mode=args.mode)
         if args.bvh:
-            sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise, **cams)
+            sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise,
+                                           fps=args.fps, **cams)
         else:
             sequences = sequences_from_3d(args.data_3d, subjects=args.subjects,
                                           detector_noise=args.detector_noise, **cams)
@@ -112,7 +116,8 @@ def run(args) -> int:
         out = headline(summary)
         out.update(units=summary["units"], test_flip=bool(args.flip),
                    checkpoint=args.checkpoint, detector_noise=bool(args.detector_noise),
-                   cameras=_camera_set(args, sequences), per_action=summary["per_action"],
+                   cameras=_camera_set(args, sequences),
+                   fps=args.fps if args.bvh else None, per_action=summary["per_action"],
                    per_subject=summary["per_subject"], all_frames=summary["all_frames"])
         print(json.dumps(_finite(out), indent=1))
     else:
