@@ -64,6 +64,24 @@ __device__ __forceinline__ double block_sum(double v, double* red) {
   return s;
 }
 
+// The block's sums of a and b, stored by thread 0 as the pair out[0], out[1].
+__device__ __forceinline__ void store_partials(double a, double b, double* red, double* out) {
+  a = block_sum(a, red);
+  b = block_sum(b, red);
+  if (threadIdx.x == 0) {
+    out[0] = a;
+    out[1] = b;
+  }
+}
+
+// Sums of the `splits` pairs at part[0..2 splits).
+__device__ __forceinline__ void sum_partials(const double* part, int splits, double* a, double* b) {
+  for (int s = 0; s < splits; ++s) {
+    *a += part[2 * s];
+    *b += part[2 * s + 1];
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
                                                            uint64_t key, uint32_t thr, T scale) {
@@ -91,12 +109,7 @@ __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const T* __restrict_
     s1 += v;
     s2 += v * v;
   }
-  s1 = block_sum(s1, red);
-  s2 = block_sum(s2, red);
-  if (threadIdx.x == 0) {
-    part[(c * splits + s) * 2] = s1;
-    part[(c * splits + s) * 2 + 1] = s2;
-  }
+  store_partials(s1, s2, red, part + (c * splits + s) * 2);
 }
 
 // One thread per channel: mean, biased var (outputs, dtype T) and the affine coefficients.
@@ -110,10 +123,7 @@ __global__ void __launch_bounds__(kThreads) bn_finish_stats_kernel(const T* __re
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (c >= C) return;
   double s1 = 0.0, s2 = 0.0;
-  for (int s = 0; s < splits; ++s) {
-    s1 += part[(c * splits + s) * 2];
-    s2 += part[(c * splits + s) * 2 + 1];
-  }
+  sum_partials(part + c * splits * 2, splits, &s1, &s2);
   const double m = static_cast<double>(M);
   const double d = s1 / m;
   const double v = fmax(s2 / m - d * d, 0.0);
@@ -177,12 +187,7 @@ __global__ void __launch_bounds__(kThreads) bn_bwd_sums_kernel(const T* __restri
     sd += static_cast<double>(d);
     sdz += static_cast<double>(d * (z[i] - mu));
   }
-  sd = block_sum(sd, red);
-  sdz = block_sum(sdz, red);
-  if (threadIdx.x == 0) {
-    part[(c * splits + s) * 2] = sd;
-    part[(c * splits + s) * 2 + 1] = sdz;
-  }
+  store_partials(sd, sdz, red, part + (c * splits + s) * 2);
 }
 
 // One thread per channel: grad gamma, grad beta (outputs) and k, md, kz (coef, 3 per channel).
@@ -195,10 +200,7 @@ __global__ void __launch_bounds__(kThreads) bn_bwd_finish_kernel(const T* __rest
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (c >= C) return;
   double sd = 0.0, sdz = 0.0;
-  for (int s = 0; s < splits; ++s) {
-    sd += part[(c * splits + s) * 2];
-    sdz += part[(c * splits + s) * 2 + 1];
-  }
+  sum_partials(part + c * splits * 2, splits, &sd, &sdz);
   const double invstd = 1.0 / sqrt(static_cast<double>(var[c]) + eps);
   const double g = gamma ? static_cast<double>(gamma[c]) : 1.0;
   const double m = static_cast<double>(M);
@@ -229,8 +231,9 @@ uint32_t keep_threshold(double p) {
   return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
 }
 
+// C <= 65535: the reductions put the channels on the grid's y axis.
 bool sizes_ok(const BnActSizes& s) {
-  return s.N >= 1 && s.C >= 1 && s.L >= 1 && s.N * s.L >= 2 && s.N < (1LL << 40) && s.C < (1LL << 31) &&
+  return s.N >= 1 && s.C >= 1 && s.L >= 1 && s.N * s.L >= 2 && s.N < (1LL << 40) && s.C < 65536 &&
          s.L < (1LL << 40) && s.N * s.C * s.L < (1LL << 62);
 }
 
