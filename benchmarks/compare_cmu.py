@@ -32,7 +32,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.train_cmu import GLA, GN, convert, train_run  # noqa: E402
+from benchmarks.train_cmu import GLA, GN, convert, train_run, write_table  # noqa: E402
 
 CAMERAS = dict(cameras="random", val_cameras="random", val_num_cameras=4)
 GLA_CMP = dict(GLA, frame_stride=8, **CAMERAS)
@@ -103,12 +103,7 @@ def summarize(out: str) -> dict:
         lines.append(f"| {r['label']} | {len(r['seeds'])} | {'/'.join(map(str, steps))} | "
                      f"{r['mpjpe'][0]:.1f} +- {r['mpjpe'][1]:.1f} | "
                      f"{r['p_mpjpe'][0]:.1f} +- {r['p_mpjpe'][1]:.1f} |")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "compare.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=1)
-    with open(os.path.join(out, "compare.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table(out, "compare", rows, lines)
     return rows
 
 

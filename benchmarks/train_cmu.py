@@ -168,12 +168,18 @@ def table(out: str) -> dict:
     result = {"rows": rows, "machine": f"{platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs", "validation_subjects": VAL,
               "validation_frames": next(iter(rows.values()))["val"]["frames"] if rows else 0}
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+    write_table(out, "results", result, lines)
+    return result
+
+
+def write_table(out: str, stem: str, data, lines: list[str]) -> None:
+    """``data`` as <out>/<stem>.json and the markdown ``lines`` as <out>/<stem>.md (printed)."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, stem + ".json"), "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    with open(os.path.join(out, stem + ".md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return result
 
 
 SHIPPED = {"default_centered": "centered", "default_causal": "causal"}
