@@ -65,7 +65,7 @@ RUNS = {
     # from the start (about five times the step cost of the C = 48, T = 27 runs: ~18 min per
     # epoch on one thread of the 2-core CPU), with bone-length jitter (other body proportions)
     # switched on after epoch 4 (centred) and epoch 3 (causal) of the 12, and playback-speed
-    # jitter (cameras at 25-62 fps) after epoch EPOCH_C (centred) and EPOCH_K (causal)
+    # jitter (cameras at 25-62 fps) after epoch 6 (centred) and epoch 5 (causal)
     "big_centered": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                          model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                                 "sequence_branch": False, "head": "shared", "causal": False}),
