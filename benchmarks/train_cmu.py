@@ -185,11 +185,14 @@ def write_table(out: str, stem: str, data, lines: list[str]) -> None:
 SHIPPED = {"default_centered": "centered", "default_causal": "causal"}
 
 
-def shipped_metrics(model, data: str) -> dict:
-    """Validation figures of a lifter on subject 09 in the three settings the README reports:
-    random evaluation cameras (4 per clip, the evaluation seed) with detector noise, the default
-    rig with detector noise, and the default rig without noise (test-time flip on)."""
-    from posekernels.evaluation import evaluate_sequences, headline, sequences_from_3d
+def shipped_metrics(model, data: str, cmu: str | None = None) -> dict:
+    """Validation figures of a lifter on subject 09 in the settings the README reports: random
+    evaluation cameras (4 per clip, the evaluation seed) with detector noise, the default rig
+    with detector noise, and the default rig without noise (test-time flip on); with the BVH
+    folder ``cmu``, also random cameras with noise at 30 fps (``random_noise_30fps``: the
+    motion resampled to a 30 fps camera, as ``posekernels evaluate --bvh ... --fps 30``)."""
+    from posekernels.evaluation import (evaluate_sequences, headline, sequences_from_3d,
+                                        sequences_from_bvh)
 
     out = {}
     for name, kw in (("random_noise", dict(cameras="random", detector_noise=True)),
@@ -197,10 +200,16 @@ def shipped_metrics(model, data: str) -> dict:
                      ("rig", dict(cameras="rig", detector_noise=False))):
         seqs = sequences_from_3d(data, subjects=VAL, num_cameras=4, **kw)
         out[name] = headline(evaluate_sequences(model, seqs, flip_tta=True).summary())
+    if cmu is not None:
+        seqs = sequences_from_bvh([os.path.join(cmu, s) for s in VAL], fps=30.0,
+                                  cameras="random", num_cameras=4, detector_noise=True)
+        out["random_noise_30fps"] = headline(evaluate_sequences(model, seqs,
+                                                                flip_tta=True).summary())
     return out
 
 
-def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> None:
+def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False,
+         cmu: str | None = None) -> None:
     """Install the default lifters: run ``default_centered`` as
     posekernels/assets/default_centered.pt and ``default_causal`` as default_causal.pt (model +
     config + metrics only; each must stay under 10 MB). ``from_last`` ships a run's ``last.pt``
@@ -221,7 +230,7 @@ def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False) -> N
         root = os.path.dirname(os.path.dirname(os.path.abspath(out)))  # <root>/out/cmu
         for key in ("data_3d", "out_dir"):  # machine-specific paths are not shipped
             cfg[key] = os.path.relpath(cfg[key], root) if cfg.get(key) else cfg.get(key)
-        metrics = shipped_metrics(model, data)
+        metrics = shipped_metrics(model, data, cmu)
         with open(os.path.join(out, run, "history.json"), encoding="utf-8") as f:
             hist = json.load(f)
         # epochs written before the trainer counted steps have none recorded: an epoch's step
@@ -270,7 +279,8 @@ def main(argv=None) -> int:
             run_one(name, args.out, data, args.threads, args.seed)
     result = table(args.out)
     if args.ship:
-        ship(args.out, data, from_last=args.from_last)
+        ship(args.out, data, from_last=args.from_last,
+             cmu=args.cmu if os.path.isdir(args.cmu) else None)
     return 0
 
 
