@@ -379,6 +379,15 @@ at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, 
   // reversed and transposed, run on the Winograd forward kernel and scattered to every
   // stride-th frame.
   const int64_t O = weight.size(0), k = weight.size(2), T_out = grad_y.size(2);
+  if (stride == 1) {
+    // one phase covering every frame: the correlation with the reversed, transposed kernel and
+    // paddings k - 1 - pad_left, k - 1 - pad_right writes exactly the T frames of grad_x (its
+    // output length is T_out + 2 (k - 1) - pad_left - pad_right - k + 1 = T), no scatter needed
+    at::Tensor K = weight.flip({2}).transpose(0, 1).contiguous();
+    const int64_t pad_right = T_out + k - 1 - T - pad_left;
+    return tconv_forward(grad_y, tconv_transform_weight(K, 1), k, 1, std::nullopt, std::nullopt,
+                         std::nullopt, k - 1 - pad_left, k - 1 - pad_right, false);
+  }
   at::Tensor gx = at::zeros({grad_y.size(0), weight.size(1), T, grad_y.size(3)}, grad_y.options());
   for (int64_t r = 0; r < stride && r < k; ++r) {
     const int64_t taps = (k - r + stride - 1) / stride;
