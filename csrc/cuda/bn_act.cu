@@ -265,63 +265,80 @@ BnPlan plan_bn(const BnActSizes& s, int sms, Workspace* ws) {
   return p;
 }
 
+// What both directions launch with: the device's SM count, the plan carved from the caller's
+// workspace (checked to be large enough), the element counts and the dropout parameters.
 template <typename T>
-cudaError_t forward_impl(const BnActSizes& s, const BnActForwardArgs& a, void* workspace, size_t bytes,
-                         cudaStream_t stream) {
+struct BnLaunch {
+  int sms = 1;
+  BnPlan plan;
+  int64_t m = 0, n = 0;  // positions per channel, elements
+  bool dropout = false;
+  uint32_t thr = 0;
+  T scale = T(1);
+};
+
+template <typename T>
+cudaError_t prepare_bn(const BnActSizes& s, double p, void* workspace, size_t bytes, BnLaunch<T>* out) {
   DeviceLimits lim;
   POSEKERNELS_TRY(query_device(&lim));
   Workspace count;
   plan_bn<T>(s, lim.sms, &count);
   if (bytes < count.offset || (count.offset > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
   Workspace ws{reinterpret_cast<uintptr_t>(workspace), 0};
-  const BnPlan p = plan_bn<T>(s, lim.sms, &ws);
+  out->sms = lim.sms;
+  out->plan = plan_bn<T>(s, lim.sms, &ws);
+  out->m = s.N * s.L;
+  out->n = out->m * s.C;
+  out->dropout = p > 0.0;
+  out->thr = out->dropout ? keep_threshold(p) : 0u;
+  out->scale = static_cast<T>(1.0 / (1.0 - p));
+  return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t forward_impl(const BnActSizes& s, const BnActForwardArgs& a, void* workspace, size_t bytes,
+                         cudaStream_t stream) {
+  BnLaunch<T> L;
+  POSEKERNELS_TRY(prepare_bn<T>(s, a.p, workspace, bytes, &L));
+  const BnPlan& p = L.plan;
   const T* z = static_cast<const T*>(a.z);
   T* mul = static_cast<T*>(p.coef);
   T* off = mul + s.C;
-  const int64_t m = s.N * s.L, n = m * s.C;
-  const bool dropout = a.p > 0.0;
-  const uint32_t thr = dropout ? keep_threshold(a.p) : 0u;
-  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  const int64_t m = L.m, n = L.n;
   POSEKERNELS_TRY(launch_kernel(bn_stats_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads,
                                 kReduceSmem, stream, z, s.C, s.L, m, p.per, p.part));
   POSEKERNELS_TRY(launch_kernel(bn_finish_stats_kernel<T>, dim3(static_cast<unsigned>((s.C + kThreads - 1) / kThreads)),
                                 kThreads, 0, stream, z, static_cast<const T*>(a.weight), static_cast<const T*>(a.bias),
                                 s.C, s.L, m, p.split.splits, a.eps, p.part, static_cast<T*>(a.mean),
                                 static_cast<T*>(a.var), mul, off));
-  return launch_kernel(bn_act_apply_kernel<T>, dim3(elementwise_blocks(n, lim.sms)), kThreads, 0, stream, z,
+  return launch_kernel(bn_act_apply_kernel<T>, dim3(elementwise_blocks(n, L.sms)), kThreads, 0, stream, z,
                        static_cast<const T*>(a.residual), static_cast<const T*>(mul), static_cast<const T*>(off),
-                       static_cast<T*>(a.y), n, s.C, s.L, dropout, a.seed, thr, scale, a.relu);
+                       static_cast<T*>(a.y), n, s.C, s.L, L.dropout, a.seed, L.thr, L.scale, a.relu);
 }
 
 template <typename T>
 cudaError_t backward_impl(const BnActSizes& s, const BnActBackwardArgs& a, void* workspace, size_t bytes,
                           cudaStream_t stream) {
-  DeviceLimits lim;
-  POSEKERNELS_TRY(query_device(&lim));
-  Workspace count;
-  plan_bn<T>(s, lim.sms, &count);
-  if (bytes < count.offset || (count.offset > 0 && workspace == nullptr)) return cudaErrorInvalidValue;
-  Workspace ws{reinterpret_cast<uintptr_t>(workspace), 0};
-  const BnPlan p = plan_bn<T>(s, lim.sms, &ws);
+  BnLaunch<T> L;
+  POSEKERNELS_TRY(prepare_bn<T>(s, a.p, workspace, bytes, &L));
+  const BnPlan& p = L.plan;
   const T* gy = static_cast<const T*>(a.grad_y);
   const T* y = static_cast<const T*>(a.y);
   const T* z = static_cast<const T*>(a.z);
   const T* mean = static_cast<const T*>(a.mean);
   T* coef = static_cast<T*>(p.coef);
-  const int64_t m = s.N * s.L, n = m * s.C;
-  const bool dropout = a.p > 0.0;
-  const uint32_t thr = dropout ? keep_threshold(a.p) : 0u;
-  const T scale = static_cast<T>(1.0 / (1.0 - a.p));
+  const int64_t m = L.m, n = L.n;
   POSEKERNELS_TRY(launch_kernel(bn_bwd_sums_kernel<T>, dim3(p.split.splits, static_cast<unsigned>(s.C)), kThreads,
-                                kReduceSmem, stream, gy, y, z, mean, s.C, s.L, m, p.per, a.relu, dropout, a.seed, thr, scale,
+                                kReduceSmem, stream, gy, y, z, mean, s.C, s.L, m, p.per, a.relu, L.dropout, a.seed, L.thr,
+                                L.scale,
                                 static_cast<T*>(a.grad_residual), p.part));
   POSEKERNELS_TRY(launch_kernel(bn_bwd_finish_kernel<T>, dim3(static_cast<unsigned>((s.C + kThreads - 1) / kThreads)),
                                 kThreads, 0, stream, static_cast<const T*>(a.weight), static_cast<const T*>(a.var), s.C,
                                 m, p.split.splits, a.eps, static_cast<const double*>(p.part),
                                 static_cast<T*>(a.grad_weight), static_cast<T*>(a.grad_bias), coef));
-  return launch_kernel(bn_bwd_apply_kernel<T>, dim3(elementwise_blocks(n, lim.sms)), kThreads, 0, stream, gy, y, z,
-                       mean, static_cast<const T*>(coef), static_cast<T*>(a.grad_z), n, s.C, s.L, a.relu, dropout,
-                       a.seed, thr, scale);
+  return launch_kernel(bn_bwd_apply_kernel<T>, dim3(elementwise_blocks(n, L.sms)), kThreads, 0, stream, gy, y, z,
+                       mean, static_cast<const T*>(coef), static_cast<T*>(a.grad_z), n, s.C, s.L, a.relu, L.dropout,
+                       a.seed, L.thr, L.scale);
 }
 
 }  // namespace

@@ -225,14 +225,14 @@ class WindowDataset:
         the frame itself), clamped to the sequence as the replicate padding does. Returns global
         indices ``(lo, hi)`` (N, T) and the weight ``frac`` of ``hi`` for linear
         interpolation."""
-        last = self.last[frames].unsqueeze(1).to(speed.dtype)
+        last = self.last[frames].unsqueeze(1)
         pos = self.local[frames].unsqueeze(1).to(speed.dtype) \
             + self.offsets.unsqueeze(0).to(speed.dtype) * speed.unsqueeze(1)
-        pos = torch.minimum(pos.clamp_min(0), last)
+        pos = torch.minimum(pos.clamp_min(0), last.to(speed.dtype))
         lo = pos.floor()
         frac = pos - lo
         lo = lo.to(torch.int64)
-        hi = torch.minimum(lo + 1, self.last[frames].unsqueeze(1))
+        hi = torch.minimum(lo + 1, last)
         start = self.start[frames].unsqueeze(1)
         return start + lo, start + hi, frac
 

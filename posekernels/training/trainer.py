@@ -353,6 +353,11 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         f"{n:,} training samples/epoch ({len(ds.lengths)} sequences, subjects "
         f"{data.subjects['train']}), validation {data.subjects['val']}")
 
+    def save_last(epochs_done: int, **extra) -> None:
+        save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
+                        epoch=epochs_done, optimizer=optimizer.state_dict(), history=history,
+                        **extra)
+
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     metrics: dict = history[-1].get("val", {}) if history else {}
     for epoch in range(start_epoch, end_epoch):
@@ -414,9 +419,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
                             "rng": torch.get_rng_state(),
                             "rng_cuda": (torch.cuda.get_rng_state(device)
                                          if device.type == "cuda" else None)}
-                save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
-                                epoch=epoch, optimizer=optimizer.state_dict(), history=history,
-                                epoch_progress=progress)
+                save_last(epoch, epoch_progress=progress)
                 saved_at = time.perf_counter()
         if bar is not None:
             bar.close()
@@ -440,8 +443,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
                     " mm")
         say(msg)
         if main:
-            save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
-                            epoch=epoch + 1, optimizer=optimizer.state_dict(), history=history)
+            save_last(epoch + 1)
             _write_json(os.path.join(cfg.out_dir, "history.json"), history)
         barrier(info)
 
