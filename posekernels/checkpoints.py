@@ -15,7 +15,8 @@ A checkpoint is a ``torch.save`` dict of plain containers and tensors, so it is 
      "model": <state dict>,
      # optional:
      "config": <TrainConfig as a dict>, "epoch": <epochs completed>, "optimizer": <state>,
-     "metrics": {...}, "history": [...]}
+     "metrics": {...}, "history": [...],
+     "frame_rate": <frames per second of the training motion, e.g. 50.0>}
 
 ``model_config["arch"]`` is ``"glagcn"`` (:class:`posekernels.models.GLAGCN` keyword
 arguments), ``"released_sagcn"`` or ``"global_node"`` (:class:`~posekernels.models.GlobalNodeGCN`).
@@ -168,7 +169,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Mo
     """Rebuild the model of a checkpoint and load its weights; returned in eval mode.
 
     The training config, metrics and epoch (when saved) are attached as
-    ``model.checkpoint_info`` (a dict); ``model.model_config`` holds the model config.
+    ``model.checkpoint_info`` (a dict); ``model.model_config`` holds the model config; a
+    checkpoint's ``frame_rate`` becomes ``model.frame_rate`` (the rate of the motion it was
+    trained on, which input at another ``fps`` is resampled to).
     """
     path = os.fspath(path)
     obj = read_checkpoint(path, map_location)
@@ -178,6 +181,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Mo
         raise ValueError(f"{path}: model_config: {exc}") from None
     _load_state(model, obj["model"], path)
     model.checkpoint_info = {k: obj[k] for k in ("config", "epoch", "metrics") if k in obj}
+    if "frame_rate" in obj:
+        rate = obj["frame_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 1000:
+            raise ValueError(f"{path}: frame_rate must be a number of frames per second in "
+                             f"[1, 1000], got {rate!r}")
+        model.frame_rate = float(rate)  # what lift_sequence / StreamingLifter(fps=...) read
     if map_location is not None and not callable(map_location):
         model.to(map_location)
     return model.eval()

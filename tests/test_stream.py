@@ -264,16 +264,19 @@ def test_memory_flat_over_many_pushes():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [False, True])
-def test_cuda_graph_step_equals_lift_sequence(causal):
+@pytest.mark.parametrize("fps", [None, 30.0])
+def test_cuda_graph_step_equals_lift_sequence(causal, fps):
     model = _model(9, causal).cuda()
     g = torch.Generator().manual_seed(5)
     seqs = torch.randn(3, 14, 17, 2, generator=g)
     seqs[1, 4, 3] = float("nan")  # missing data inside the captured step
-    lifter = StreamingLifter(model, num_streams=3, device="cuda")
+    rate = dict(fps=fps, model_fps=50.0) if fps else {}
+    lifter = StreamingLifter(model, num_streams=3, device="cuda", **rate)
     assert lifter.cuda_graph
     got = _stream_all(lifter, seqs)
     for s in range(3):
-        want = lift_sequence(model, torch.from_numpy(fill_missing(seqs[s].numpy())).cuda())
+        want = lift_sequence(model, torch.from_numpy(fill_missing(seqs[s].numpy())).cuda(),
+                             **rate)
         assert (got[s].cpu() - want.cpu()).abs().max().item() < TOL
     # subsets and staggered starts go through the same captured graph
     lifter.push(seqs[0, 0], streams=1)

@@ -170,12 +170,18 @@ def _animate(gif, kp, results, gt, fps, skeleton, max_frames=120):
     plt.close(fig)
 
 
+def _rate(model, args) -> dict:
+    """A trained model that records its frame rate samples the motion at that rate (fps=...);
+    a model that does not takes the frames as they are."""
+    return {"fps": args.fps} if getattr(model, "frame_rate", None) is not None else {}
+
+
 def _stream(model, kp, args):
     """Push every frame through a lifter; the poses, latencies and the lifter."""
     from posekernels.stream import StreamingLifter
 
     mode = args.mode if args.checkpoint != "default" else None
-    lifter = StreamingLifter(model, mode=mode, device=args.device)
+    lifter = StreamingLifter(model, mode=mode, device=args.device, **_rate(model, args))
     T = lifter.receptive_field
     for f in range(min(len(kp), T + 3)):  # warm-up, then start over
         lifter.push(kp[f])
@@ -237,7 +243,7 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"posekernels demo: {exc}", file=sys.stderr)
             return 2
-        offline = lift_sequence(model, kp)
+        offline = lift_sequence(model, kp, **_rate(model, args))
         delay = lifter.latency_frames
         print(f"[{label}] {type(model).__name__} T={lifter.receptive_field} "
               f"({'trained' if trained else 'RANDOM weights'}), mode {lifter.mode}, delay "

@@ -46,7 +46,12 @@ def register(sub) -> None:
                    help="--cameras random: seed of the evaluation cameras (default 20261130)")
     p.add_argument("--fps", type=float, default=50.0,
                    help="--bvh: frame rate the motion is resampled to, i.e. the camera's "
-                        "(default 50, the shipped lifters' training rate)")
+                        "(default 50, the shipped lifters' training rate); the model's windows "
+                        "sample it at the model's own rate (model.frame_rate) as "
+                        "lift_sequence(fps=...) and stream --fps do")
+    p.add_argument("--native-rate", action="store_true",
+                   help="--bvh --fps: feed the frames as they are (windows of T camera frames "
+                        "whatever the rate), to measure what a frame-rate mismatch costs")
     p.add_argument("--mode", choices=("centered", "causal"), default="centered",
                    help="which shipped model --checkpoint default takes (default centered)")
     p.add_argument("--batch-size", type=int, default=1024)
@@ -82,6 +87,19 @@ def _camera_set(args, sequences) -> dict:
             "distribution": EVALUATION_CAMERAS.to_dict(), "per_clip": per_clip}
 
 
+def _window_rate(args, model) -> float | None:
+    """The fps the lifter's windows are resampled from: the BVH's --fps when it differs from the
+    model's recorded rate (None: frames as they are)."""
+    if not args.bvh or getattr(args, "native_rate", False):
+        return None
+    rate = getattr(model, "frame_rate", None)
+    if rate is None:
+        print(f"posekernels evaluate: note: the checkpoint does not record the frame rate it was "
+              f"trained at; the {args.fps:g} fps frames are lifted as they are", file=sys.stderr)
+        return None
+    return None if float(args.fps) == float(rate) else float(args.fps)
+
+
 def run(args) -> int:
     from posekernels.checkpoints import DefaultModelUnavailable, load_model
     from posekernels.evaluation import (evaluate_sequences, headline, sequences_from_3d,
@@ -107,8 +125,9 @@ def run(args) -> int:
         if joints != {model_joints(model)}:
             raise ValueError(f"the data has {sorted(joints)} joints but the model "
                              f"({args.checkpoint}) expects {model_joints(model)}")
+        rate = _window_rate(args, model)
         summary = evaluate_sequences(model, sequences, flip_tta=args.flip,
-                                     batch_size=args.batch_size).summary()
+                                     batch_size=args.batch_size, fps=rate).summary()
     except (ValueError, DefaultModelUnavailable) as exc:
         print(f"posekernels evaluate: error: {exc}", file=sys.stderr)
         return 1
@@ -117,7 +136,9 @@ def run(args) -> int:
         out.update(units=summary["units"], test_flip=bool(args.flip),
                    checkpoint=args.checkpoint, detector_noise=bool(args.detector_noise),
                    cameras=_camera_set(args, sequences),
-                   fps=args.fps if args.bvh else None, per_action=summary["per_action"],
+                   fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
+                   model_frame_rate=getattr(model, "frame_rate", None),
+                   per_action=summary["per_action"],
                    per_subject=summary["per_subject"], all_frames=summary["all_frames"])
         print(json.dumps(_finite(out), indent=1))
     else:

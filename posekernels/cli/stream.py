@@ -126,6 +126,14 @@ def register(sub) -> None:
                    help="window mode; must match the model (default: the model's own). With "
                         "--checkpoint default it picks the shipped model: causal (the default) "
                         "or centered")
+    p.add_argument("--fps", type=_finite(1.0, "a frame rate in [1, 1000]"), default=None,
+                   help="the camera's frame rate: the model's windows then sample each stream "
+                        "at the rate the model was trained at (50 Hz for the shipped models), "
+                        "interpolating between frames; a 30 fps camera without it is lifted "
+                        "worse (see README). Default: frames are taken as they come")
+    p.add_argument("--model-fps", type=_finite(1.0, "a frame rate in [1, 1000]"), default=None,
+                   help="with --fps: the rate the checkpoint was trained at, when it does not "
+                        "record it (the shipped models do)")
     p.add_argument("--min-score", type=_finite(what="a finite number"), default=0.3,
                    help="points with a lower score count as missing (default 0.3)")
     p.add_argument("--max-streams", type=_int_in(1, MAX_STREAMS), default=8,
@@ -327,7 +335,9 @@ def run(args) -> int:
     joints = adapters.FORMATS[args.format]
     try:
         lifter = StreamingLifter(model, num_streams=args.max_streams, mode=args.mode,
-                                 device=args.device, min_score=args.min_score)
+                                 device=args.device, min_score=args.min_score,
+                                 fps=getattr(args, "fps", None),
+                                 model_fps=getattr(args, "model_fps", None))
     except (ValueError, TypeError) as exc:
         _report(str(exc))
         return 2

@@ -9,7 +9,9 @@
 * :func:`lift_sequence` (:mod:`posekernels.inference.lift`): offline lifting of a whole 2D
   sequence, one pose per frame (also ``posekernels.lift_sequence``).
 * :func:`window_offsets`: the frames a model's window covers around the frame it predicts
-  (centred or causal); :func:`model_joints`: the number of joints a model takes.
+  (centred or causal); :func:`window_sampling`: where that window reads input at another frame
+  rate (:func:`model_rate`: the rate a model was trained at); :func:`model_joints`: the number of
+  joints a model takes.
 
 Layering: this package uses :mod:`posekernels.models`, :mod:`posekernels.ops` and
 :mod:`posekernels.data`; :mod:`posekernels.stream`, :mod:`posekernels.export`,
@@ -17,8 +19,10 @@ Layering: this package uses :mod:`posekernels.models`, :mod:`posekernels.ops` an
 """
 from __future__ import annotations
 
-from .lift import lift_sequence, model_joints, window_offsets
+from .lift import (WindowSampling, lift_sequence, model_joints, model_rate, window_offsets,
+                   window_sampling)
 from .plan import GLAGCNPlan, ModulePlan, build_plan
 
-__all__ = ["lift_sequence", "window_offsets", "model_joints", "build_plan", "GLAGCNPlan",
+__all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
+           "model_joints", "build_plan", "GLAGCNPlan",
            "ModulePlan"]

@@ -1,7 +1,11 @@
 """Offline lifting of whole 2D sequences (one 3D pose per frame), and the facts about a lifting
-model that every way of running it reads: its window (:func:`window_offsets`) and its joint
-count (:func:`model_joints`)."""
+model that every way of running it reads: its window (:func:`window_offsets`, and
+:func:`window_sampling` for input at another frame rate than the model's) and its joint count
+(:func:`model_joints`)."""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -10,7 +14,8 @@ from torch import Tensor, nn
 from ..data.windows import flip_pose
 from .plan import GLAGCNPlan, build_plan
 
-__all__ = ["lift_sequence", "window_offsets", "model_joints"]
+__all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
+           "model_joints"]
 
 
 class _WindowToPose(nn.Module):
@@ -31,6 +36,109 @@ def window_offsets(receptive_field: int, causal: bool) -> Tensor:
     """
     start = -(receptive_field - 1) if causal else -((receptive_field - 1) // 2)
     return torch.arange(receptive_field) + start
+
+
+@dataclass(frozen=True)
+class WindowSampling:
+    """Where a model's window samples the input, relative to the frame it predicts.
+
+    The model was trained on windows of T frames at its own rate ``model_fps``; input at ``fps``
+    has ``step = fps / model_fps`` input frames between two window frames. Window frame k sits at
+    input position ``t + offsets[k] * step``, between input frames ``t + lo[k]`` and
+    ``t + hi[k]`` (``hi = lo + 1``, or ``hi = lo`` where the position is a whole frame), and is
+    their linear interpolation ``lerp(x[t + lo], x[t + hi], weight)``. The input indices are
+    clamped to the frames that exist (replicate padding), the same rule offline and live.
+
+    ``delay``: input frames after t that the window reads (``max(hi)``; 0 for causal models), the
+    live latency in frames; ``lookback``: input frames before t (``-min(lo)``). ``step == 1``
+    gives whole offsets and zero weights: today's windows exactly.
+    """
+
+    lo: tuple
+    hi: tuple
+    weight: tuple
+    step: float
+
+    @property
+    def delay(self) -> int:
+        return max(self.hi)
+
+    @property
+    def lookback(self) -> int:
+        return -min(self.lo)
+
+    @property
+    def span(self) -> int:
+        """Input frames a live window touches: lookback + 1 + delay."""
+        return self.lookback + 1 + self.delay
+
+    @property
+    def interpolates(self) -> bool:
+        return any(w != 0.0 for w in self.weight)
+
+    def gather(self, x: Tensor, centres: Tensor, last: int | Tensor) -> Tensor:
+        """Windows (B, T, ...) of ``x`` (F, ...) around frames ``centres`` (B,), reading input
+        indices clamped to [0, ``last``]: the one formula of :func:`lift_sequence` and
+        :class:`posekernels.stream.StreamingLifter`."""
+        lo = torch.tensor(self.lo, device=x.device)
+        idx = (centres[:, None] + lo[None, :]).clamp_(0, last)
+        a = x[idx]
+        if not self.interpolates:
+            return a
+        hi = torch.tensor(self.hi, device=x.device)
+        b = x[(centres[:, None] + hi[None, :]).clamp_(0, last)]
+        return self.blend(a, b)
+
+    def blend(self, a: Tensor, b: Tensor) -> Tensor:
+        """``lerp(a, b, weight)`` over the window axis (axis 1 of (B, T, ...))."""
+        w = torch.tensor(self.weight, dtype=a.dtype, device=a.device)
+        return torch.lerp(a, b, w.view((1, -1) + (1,) * (a.dim() - 2)))
+
+
+def _positive_rate(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not 1.0 <= float(value) <= 1000.0:
+        raise ValueError(f"{name} must be a frame rate in frames per second in [1, 1000], got "
+                         f"{value!r}")
+    return float(value)
+
+
+def model_rate(model: nn.Module, model_fps=None) -> float:
+    """The frame rate a model was trained at: ``model_fps`` when given, else the model's
+    ``frame_rate`` attribute (set by :func:`posekernels.checkpoints.load_checkpoint` from a
+    checkpoint that records it, as the shipped lifters do); ValueError when neither says."""
+    if model_fps is not None:
+        return _positive_rate(model_fps, "model_fps")
+    rate = getattr(model, "frame_rate", None)
+    if rate is None:
+        raise ValueError(
+            "fps was given but the model does not record the frame rate it was trained at "
+            "(no model.frame_rate): pass model_fps= too (50 for Human3.6M-trained models and "
+            "posekernels' CMU training, 60 for HumanEva)")
+    return _positive_rate(rate, "model.frame_rate")
+
+
+def window_sampling(receptive_field: int, causal: bool, fps=None,
+                    model_fps: float = 50.0) -> WindowSampling:
+    """The :class:`WindowSampling` of a model with window T = ``receptive_field`` (centred or
+    causal, see :func:`window_offsets`) for input at ``fps`` frames per second when the model
+    was trained at ``model_fps``; ``fps=None`` means the input is at the model's rate."""
+    offsets = window_offsets(receptive_field, causal).tolist()
+    if fps is None:
+        return WindowSampling(tuple(offsets), tuple(offsets), (0.0,) * len(offsets), 1.0)
+    step = _positive_rate(fps, "fps") / _positive_rate(model_fps, "model_fps")
+    lo, hi, weight = [], [], []
+    for k in offsets:
+        pos = k * step
+        whole = round(pos)
+        if abs(pos - whole) <= 1e-9 * max(1.0, abs(pos)):
+            pos = float(whole)
+        f = math.floor(pos)
+        w = pos - f
+        lo.append(int(f))
+        hi.append(int(f) + (1 if w > 0 else 0))
+        weight.append(float(w))
+    return WindowSampling(tuple(lo), tuple(hi), tuple(weight), step)
 
 
 def model_joints(model: nn.Module) -> int | None:
@@ -56,7 +164,8 @@ def _predict(model: nn.Module, windows: Tensor, windowed: bool) -> Tensor:
 
 
 def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
-                  batch_size: int = 1024, fold: bool = True):
+                  batch_size: int = 1024, fold: bool = True, fps: float | None = None,
+                  model_fps: float | None = None):
     """Lift a 2D sequence (F, V, 2) of normalised keypoints to 3D poses (F, V, 3).
 
     Every frame gets its own window of the model's receptive field T, padded by replicating the
@@ -65,6 +174,13 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     arithmetic and lifted ``batch_size`` at a time on the model's device, in eval mode and
     without gradients. Single-frame models (no ``receptive_field`` attribute, input (N, V, 2))
     are applied frame by frame in batches.
+
+    ``fps``: the input's frame rate, when it is not the rate the model was trained at (a 30 fps
+    webcam, a 50 Hz model): each window then samples the input at the model's frame spacing,
+    interpolating linearly between input frames (:func:`window_sampling`), so the model sees
+    motion at the speed it learned; one pose still comes out per input frame. ``model_fps``: the
+    model's rate, default ``model.frame_rate`` (:func:`model_rate`). ``fps=None`` lifts the
+    frames as they are.
 
     ``flip_tta=True`` averages each prediction with the mirrored prediction of the mirrored
     input (test-time flip, using the model skeleton's left/right lists).
@@ -103,7 +219,8 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     skeleton = getattr(model, "skeleton", None)
     left, right = (skeleton.left, skeleton.right) if skeleton is not None else ((), ())
     windowed = hasattr(model, "receptive_field")
-    offsets = window_offsets(receptive_field, causal).to(kp.device)
+    sampling = window_sampling(receptive_field, causal, fps,
+                               model_rate(model, model_fps) if fps is not None else 50.0)
     out = torch.empty(frames, kp.shape[1], 3, device=kp.device, dtype=kp.dtype)
     was_training = model.training
     model.eval()
@@ -116,8 +233,7 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
                     runner = _WindowToPose(plan)
             for start in range(0, frames, batch_size):
                 idx = torch.arange(start, min(frames, start + batch_size), device=kp.device)
-                gather = (idx[:, None] + offsets[None, :]).clamp_(0, frames - 1)
-                windows = kp[gather]  # (B, T, V, 2)
+                windows = sampling.gather(kp, idx, frames - 1)  # (B, T, V, 2)
                 pred = _predict(runner, windows, windowed)
                 if flip_tta:
                     mirrored = _predict(runner, flip_pose(windows, left, right), windowed)

@@ -2,8 +2,9 @@
 
 State and layout
 ----------------
-* ``ring`` (S, T + 1, V, 2) on the device, preallocated: each stream's last T frames, frame f of
-  a stream in slot ``f % T`` (slot T is a scratch slot that the CUDA-graph step writes for
+* ``ring`` (S, R + 1, V, 2) on the device, preallocated: each stream's last R frames (R = T, or
+  the span of the window in input frames when ``fps`` differs from the model's rate), frame f of
+  a stream in slot ``f % R`` (slot R is a scratch slot that the CUDA-graph step writes for
   streams that were not pushed). Frames are written in place (``index_copy_``).
 * ``window`` (S, T, V, 2) on the device, preallocated: the window(s) to lift, assembled by one
   ``index_select`` from the ring with indices computed from the streams' frame counts. Frame
@@ -14,11 +15,21 @@ State and layout
   what is ready never waits for the device; ``last_valid`` (V, 2) and ``seen`` (V,) for missing
   data.
 
+Frame rate
+----------
+A model learns the speed of motion at the rate it was trained at (50 Hz for the shipped
+lifters). With ``fps`` (the camera's rate) the window samples the stream at the model's frame
+spacing, interpolating between the frames pushed (:func:`posekernels.inference.window_sampling`,
+the formula :func:`posekernels.lift_sequence` applies with the same ``fps``): a 30 fps stream
+and a 50 Hz centred T = 27 model read 8 frames back and 8 ahead (8 frames = 267 ms of delay,
+``latency_frames``) instead of 13 and 13. One pose still comes out per frame pushed.
+
 Emission
 --------
-Centred mode (window [t - h, t + h], h = (T - 1) / 2): pushing the stream's frame c emits the pose
-of frame c - h, so the first pose comes with the (h + 1)-th frame and ``flush()`` returns the
-last min(h, count) poses, computed with the last frame replicated. Causal mode (window
+Centred mode (window [t - h, t + h], h = (T - 1) / 2, or h = ``latency_frames``
+with ``fps``): pushing the stream's frame c emits the pose of frame c - h, so the first pose
+comes with the (h + 1)-th frame and ``flush()`` returns the last min(h, count) poses, computed
+with the last frame replicated. Causal mode (window
 [t - T + 1, t]): pushing frame c emits the pose of frame c at once; flush returns nothing. The
 concatenation of everything a stream emitted equals :func:`posekernels.lift_sequence` on the
 same frames (after missing-data filling) to float rounding.
@@ -62,7 +73,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..inference import build_plan, model_joints
+from ..inference import build_plan, model_joints, model_rate, window_sampling
 
 __all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
 
@@ -152,6 +163,11 @@ class StreamingLifter:
     tune_allocator : on the CPU, call :func:`posekernels.tune_cpu_allocator` (process-wide:
         glibc keeps freed activation blocks for reuse instead of page-faulting them back in on
         every step). False leaves the allocator alone.
+    fps : the streams' frame rate (frames per second, in [1, 1000]) when it differs from the
+        model's: windows then sample the stream at the model's frame spacing (see "Frame rate"
+        in the module doc). None (default): frames are taken as they come.
+    model_fps : the rate the model was trained at; default ``model.frame_rate`` (recorded by the
+        shipped lifters: 50); needed with ``fps`` for a model that does not record it.
 
     Thread safety: one lifter may be used from several threads; its methods serialise on a lock
     (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
@@ -161,7 +177,8 @@ class StreamingLifter:
                  device: torch.device | str | None = None, *, flip_tta: bool = False,
                  min_score: float = DEFAULT_MIN_SCORE, max_batch: int | None = None,
                  cuda_graph: bool | None = None, fold: bool = True,
-                 tune_allocator: bool = True):
+                 tune_allocator: bool = True, fps: float | None = None,
+                 model_fps: float | None = None):
         if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)):
             raise TypeError(f"num_streams must be an int in [1, {MAX_STREAMS}], got "
                             f"{num_streams!r} ({type(num_streams).__name__})")
@@ -226,7 +243,11 @@ class StreamingLifter:
         for p in infer.parameters():
             p.requires_grad_(False)
         self.plan = build_plan(infer, fold=fold)
-        self.half = 0 if causal else (T - 1) // 2
+        self.sampling = window_sampling(T, causal, fps, model_rate(model, model_fps)
+                                        if fps is not None else 50.0)
+        self.fps = None if fps is None else float(fps)
+        self.delay = self.sampling.delay
+        self.ring_len = R = self.sampling.span  # frames a live window touches (T at the model's rate)
         if max_batch is None:
             channels = int(getattr(model, "channels", 64))
             per_window = channels * T * V * 4 * 6 * (2 if flip_tta else 1)
@@ -236,14 +257,20 @@ class StreamingLifter:
             self._flip_perm = torch.tensor(skeleton.flip_permutation(), device=self.device)
         # ---- device state
         dev, dt = self.device, self.dtype
-        self.ring = torch.zeros(S, T + 1, V, 2, device=dev, dtype=dt)
-        self._ring_flat = self.ring.view(S * (T + 1), V, 2)
+        self.ring = torch.zeros(S, R + 1, V, 2, device=dev, dtype=dt)
+        self._ring_flat = self.ring.view(S * (R + 1), V, 2)
         self.window = torch.zeros(S, T, V, 2, device=dev, dtype=dt)
         self._window_flat = self.window.view(S * T, V, 2)
+        # the window's second gather (the frame after each sampling position) when interpolating
+        self._window_hi = (torch.zeros(S, T, V, 2, device=dev, dtype=dt)
+                           if self.sampling.interpolates else None)
         self._last = torch.zeros(S, V, 2, device=dev, dtype=dt)
         self._seen = torch.zeros(S, V, dtype=torch.bool, device=dev)
-        self._arange_T = torch.arange(T, device=dev)
-        self._stream_base = torch.arange(S, device=dev) * (T + 1)
+        self._lo = np.asarray(self.sampling.lo, dtype=np.int64)
+        self._hi = np.asarray(self.sampling.hi, dtype=np.int64)
+        self._d_lo = torch.from_numpy(self._lo).to(dev)
+        self._d_hi = torch.from_numpy(self._hi).to(dev)
+        self._stream_base = torch.arange(S, device=dev) * (R + 1)
         # ---- host state
         self._count = np.zeros(S, dtype=np.int64)
         self._lock = threading.RLock()
@@ -262,8 +289,8 @@ class StreamingLifter:
     @property
     def latency_frames(self) -> int:
         """Algorithmic delay: frames between a frame's arrival and its pose ((T - 1) / 2 centred,
-        0 causal)."""
-        return self.half
+        0 causal; with ``fps``, the input frames the window reads ahead)."""
+        return self.delay
 
     @property
     def counts(self) -> np.ndarray:
@@ -326,7 +353,7 @@ class StreamingLifter:
 
     def _push(self, single, idx, frames_t, scores_t, as_numpy, out_device):
         counts = self._count[idx]
-        emit_frame = counts - self.half  # the frame whose pose the window ending at `counts` gives
+        emit_frame = counts - self.delay  # the frame whose pose the window ending at `counts` gives
         ready = emit_frame >= 0
         if self._graph is not None:
             out = self._push_graph(idx, frames_t, scores_t)
@@ -352,7 +379,8 @@ class StreamingLifter:
         ``stream=None``: all streams; returns (k, V, 3) when ``num_streams == 1``, else
         (S, k, V, 3) when every stream has the same number k pending, else a list of S arrays
         (k_s, V, 3). An int returns (k, V, 3) for that stream; a list of ints, a list of arrays.
-        k = min((T - 1) / 2, frames pushed) in centred mode, 0 in causal mode. Results are torch
+        k = min(``latency_frames``, frames pushed): (T - 1) / 2 in centred mode at the model's rate,
+        0 in causal mode. Results are torch
         tensors on the CPU (numpy when this thread's last push took numpy input).
         """
         idx = self._stream_index(stream, "stream")
@@ -364,23 +392,24 @@ class StreamingLifter:
         pending = []
         for s in idx:
             c = int(self._count[s])
-            k = min(self.half, c)
+            k = min(self.delay, c)
             pending.append((s, c, k))
         total = sum(k for _, _, k in pending)
         V = self.num_joints
         flat = torch.empty(total, V, 3, dtype=self.dtype)
         if total:
-            rows = []
+            rows = {"lo": [], "hi": []}
             for s, c, k in pending:
                 if k == 0:
                     continue
                 frames_j = np.arange(c - k, c)  # the frames still to emit
-                window_frames = np.clip(frames_j[:, None] - self.half + np.arange(
-                    self.receptive_field)[None, :], 0, c - 1)
-                rows.append(s * (self.receptive_field + 1) + window_frames % self.receptive_field)
-            index = torch.from_numpy(np.concatenate(rows).reshape(-1)).to(self.device)
-            windows = self._ring_flat.index_select(0, index).view(
-                total, self.receptive_field, V, 2)
+                for name, offs in (("lo", self._lo), ("hi", self._hi)):
+                    window_frames = np.clip(frames_j[:, None] + offs[None, :], 0, c - 1)
+                    rows[name].append(s * (self.ring_len + 1) + window_frames % self.ring_len)
+            windows = self._gather_rows(np.concatenate(rows["lo"]).reshape(-1))
+            if self.sampling.interpolates:
+                windows = self.sampling.blend(
+                    windows, self._gather_rows(np.concatenate(rows["hi"]).reshape(-1)))
             flat.copy_(self._forward(windows))
         start = 0
         for s, c, k in pending:
@@ -470,6 +499,12 @@ class StreamingLifter:
         self._local.numpy = as_numpy
         return single, idx, f, s, as_numpy, out_device
 
+    def _gather_rows(self, flat_rows: np.ndarray) -> Tensor:
+        """Ring rows (n * T,) -> windows (n, T, V, 2) (a new tensor)."""
+        index = torch.from_numpy(flat_rows).to(self.device)
+        return self._ring_flat.index_select(0, index).view(
+            -1, self.receptive_field, self.num_joints, 2)
+
     def _forward(self, windows: Tensor) -> Tensor:
         """windows (n, T, V, 2) on the device -> (n, V, 3), in chunks of max_batch."""
         n = windows.shape[0]
@@ -509,19 +544,26 @@ class StreamingLifter:
         else:
             self._last.index_copy_(0, sel, filled)
             self._seen.index_copy_(0, sel, seen | valid)
-        # ring write: frame `counts` of stream s goes to slot counts % T
-        slots = torch.from_numpy(idx * (T + 1) + counts % T).to(dev)
+        R = self.ring_len
+        # ring write: frame `counts` of stream s goes to slot counts % R
+        slots = torch.from_numpy(idx * (R + 1) + counts % R).to(dev)
         self._ring_flat.index_copy_(0, slots, filled)
         out = torch.full((n, self.num_joints, 3), float("nan"), dtype=dt)
         if ready.any():
             r = np.flatnonzero(ready)
             m = r.size
-            # window of the last pushed frame c: frames c - T + 1 .. c, clamped at 0
-            frame_idx = np.maximum(counts[r, None] - (T - 1) + np.arange(T)[None, :], 0)
-            flat = (idx[r, None] * (T + 1) + frame_idx % T).reshape(-1)
-            window_flat = self._window_flat[:m * T]
-            torch.index_select(self._ring_flat, 0, torch.from_numpy(flat).to(dev),
-                               out=window_flat)
+            # window of the emitted frame e = c - delay (c: the frame just pushed): frames
+            # e + lo (and e + hi), clamped at 0; never past c
+            emit = counts[r, None] - self.delay
+            for offs, dst in ((self._lo, self.window), (self._hi, self._window_hi)):
+                if dst is None:
+                    continue
+                frame_idx = np.maximum(emit + offs[None, :], 0)
+                flat = (idx[r, None] * (R + 1) + frame_idx % R).reshape(-1)
+                torch.index_select(self._ring_flat, 0, torch.from_numpy(flat).to(dev),
+                                   out=dst.view(-1, self.num_joints, 2)[:m * T])
+            if self._window_hi is not None:
+                self.window[:m] = self.sampling.blend(self.window[:m], self._window_hi[:m])
             pred = self._forward(self.window[:m])
             if m == n:
                 out = pred.to("cpu", dt)
@@ -531,7 +573,7 @@ class StreamingLifter:
 
     # ------------------------------------------------------------------ CUDA graph path
     def _setup_cuda_graph(self) -> None:
-        S, T, V = self.num_streams, self.receptive_field, self.num_joints
+        S, V = self.num_streams, self.num_joints
         dev, dt = self.device, self.dtype
         self._h_frames = torch.zeros(S, V, 2, dtype=dt).pin_memory()
         self._h_scores = torch.ones(S, V, dtype=dt).pin_memory()
@@ -558,7 +600,7 @@ class StreamingLifter:
 
     def _graph_step(self) -> None:
         """The whole steady-state step on device tensors only (captured in the CUDA graph)."""
-        T = self.receptive_field
+        R = self.ring_len
         active = self._d_active
         seen = self._seen
         filled = _fill_step(self._d_frames, self._d_scores, self._last, seen, self.min_score)
@@ -567,14 +609,20 @@ class StreamingLifter:
         self._last.copy_(torch.where(act[..., None], filled, self._last))
         self._seen.copy_(torch.where(act, seen | valid, self._seen))
         # inactive streams write their (unchanged) frame to the scratch slot T
-        slot = torch.where(active, self._d_counts % T, torch.full_like(self._d_counts, T))
+        slot = torch.where(active, self._d_counts % R, torch.full_like(self._d_counts, R))
         self._ring_flat.index_copy_(0, self._stream_base + slot, filled)
         self._d_counts.add_(active.to(torch.int64))
-        last_frame = self._d_counts - 1
-        frames = (last_frame[:, None] - (T - 1) + self._arange_T[None, :]).clamp_(min=0) % T
-        flat = (self._stream_base[:, None] + frames).reshape(-1)
-        torch.index_select(self._ring_flat, 0, flat, out=self._window_flat)
-        self._d_out.copy_(self._forward(self.window))
+        emit = self._d_counts - 1 - self.delay
+        for offs, dst in ((self._d_lo, self.window), (self._d_hi, self._window_hi)):
+            if dst is None:
+                continue
+            frames = (emit[:, None] + offs[None, :]).clamp_(min=0) % R
+            flat = (self._stream_base[:, None] + frames).reshape(-1)
+            torch.index_select(self._ring_flat, 0, flat, out=dst.view(-1, self.num_joints, 2))
+        window = self.window
+        if self._window_hi is not None:
+            window = self.sampling.blend(self.window, self._window_hi)
+        self._d_out.copy_(self._forward(window))
 
     def _push_graph(self, idx, frames, scores):
         S = self.num_streams
