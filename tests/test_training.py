@@ -140,6 +140,7 @@ def test_glagcn_two_stage_training_loss_decreases_and_checkpoint_round_trip(tmp_
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert loaded.checkpoint_info["metrics"] == res["metrics"]
+    assert loaded.frame_rate == 50.0  # the config's frame_rate, read by lift_sequence(fps=...)
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 4
 
 
@@ -204,6 +205,10 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="speed_range"):
         tiny_config(tmp_path, cameras="random", speed_range=[3.0, 1.0])
     assert tiny_config(tmp_path, cameras="random", speed_range=[0.8, 2]).speed_range == [0.8, 2]
+    for bad in (0.5, 2000.0, float("nan")):
+        with pytest.raises(ConfigError, match="frame_rate"):
+            tiny_config(tmp_path, frame_rate=bad)
+    assert tiny_config(tmp_path, frame_rate=60).frame_rate == 60
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, positions):

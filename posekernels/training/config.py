@@ -66,6 +66,8 @@ class TrainConfig:
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
     frame_stride: int = 1                   # every s-th frame is a training sample (per-camera offset)
+    frame_rate: float = 50.0                # frames per second of the training motion (Human3.6M and
+    #                                         import-bvh: 50); checkpoints record it as frame_rate
     # schedule
     epochs: int = 10
     stage1_epochs: int | None = None        # GLA-GCN stage 1 (L_global + L_local); None: epochs // 2
@@ -122,6 +124,8 @@ class TrainConfig:
             bad("val_cameras", f"must be 'rig' or 'random', got {self.val_cameras!r}")
         if self.val_num_cameras < 1:
             bad("val_num_cameras", f"must be >= 1, got {self.val_num_cameras}")
+        if not 1 <= self.frame_rate <= 1000:
+            bad("frame_rate", f"must be a frame rate in [1, 1000], got {self.frame_rate}")
         if not 0 <= self.scale_jitter < 1:
             bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
         if not 0 <= self.bone_jitter < 0.5:

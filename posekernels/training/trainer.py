@@ -356,7 +356,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     def save_last(epochs_done: int, **extra) -> None:
         save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
                         epoch=epochs_done, optimizer=optimizer.state_dict(), history=history,
-                        **extra)
+                        frame_rate=float(cfg.frame_rate), **extra)
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     metrics: dict = history[-1].get("val", {}) if history else {}
@@ -451,7 +451,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     done = len(history) >= cfg.epochs
     if main and done:
         save_checkpoint(model_path, model, model_config=cfg.model, config=cfg.to_dict(),
-                        epoch=cfg.epochs, metrics=metrics)
+                        epoch=cfg.epochs, metrics=metrics, frame_rate=float(cfg.frame_rate))
     barrier(info)
     return {"history": history, "metrics": metrics, "model": model,
             "model_path": model_path if done else None, "last_path": last_path,
