@@ -4,8 +4,8 @@
     python benchmarks/train_cmu.py --runs gla_full      # only some runs (comma-separated)
     python benchmarks/train_cmu.py --table-only         # rebuild the table from finished runs
     python benchmarks/train_cmu.py --table-only --ship  # ... and install the default_centered and
-                                                        # default_causal runs as the package's
-                                                        # default lifters
+                                                        # default_causal runs (--ship-runs) as
+                                                        # the package's default lifters
 
 Reads the BVH files in ``../shared/data/cmu-mocap`` (relative to the repository root; ``--cmu``
 overrides), converts them with ``posekernels import-bvh`` (50 Hz, glitch repair) into
@@ -182,7 +182,7 @@ def write_table(out: str, stem: str, data, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-SHIPPED = {"default_centered": "centered", "default_causal": "causal"}
+SHIPPED = ("default_centered", "default_causal")  # the runs --ship installs (--ship-runs)
 FRAME_RATE = 50.0  # the rate import-bvh resamples the training motion to (recorded in checkpoints)
 
 
@@ -212,12 +212,12 @@ def shipped_metrics(model, data: str, cmu: str | None = None) -> dict:
     return out
 
 
-def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False,
+def ship(out: str, data: str, runs=SHIPPED, from_last: bool = False,
          cmu: str | None = None) -> None:
-    """Install the default lifters: run ``default_centered`` as
-    posekernels/assets/default_centered.pt and ``default_causal`` as default_causal.pt (model +
-    config + metrics only; each must stay under 10 MB). ``from_last`` ships a run's ``last.pt``
-    (an unfinished run; its epoch is recorded) instead of its final ``model.pt``."""
+    """Install the default lifters: each run in ``runs`` as posekernels/assets/
+    default_centered.pt or default_causal.pt, by its model's ``causal`` flag (model + config +
+    metrics + frame_rate only; each must stay under 10 MB). ``from_last`` ships a run's
+    ``last.pt`` (an unfinished run; its epoch is recorded) instead of its final ``model.pt``."""
     from posekernels.training import load_checkpoint, read_checkpoint, save_checkpoint
     from posekernels.checkpoints import default_checkpoint_path
 
@@ -228,7 +228,8 @@ def ship(out: str, data: str, runs=tuple(SHIPPED), from_last: bool = False,
             continue
         ck = read_checkpoint(src)
         model = load_checkpoint(src)
-        dst = default_checkpoint_path(SHIPPED[run])
+        dst = default_checkpoint_path("causal" if ck["model_config"].get("causal") else
+                                      "centered")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         cfg = dict(ck["config"])
         root = os.path.dirname(os.path.dirname(os.path.abspath(out)))  # <root>/out/cmu
@@ -269,7 +270,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--ship", action="store_true",
-                   help="install the default_centered / default_causal runs as the shipped models")
+                   help="install the --ship-runs runs as the shipped models")
+    p.add_argument("--ship-runs", default=",".join(SHIPPED),
+                   help="--ship: the runs to install (default: %(default)s); a causal run "
+                        "becomes default_causal.pt, a centred one default_centered.pt")
     p.add_argument("--from-last", action="store_true",
                    help="--ship: ship the runs' last.pt (unfinished runs)")
     args = p.parse_args(argv)
@@ -283,7 +287,7 @@ def main(argv=None) -> int:
             run_one(name, args.out, data, args.threads, args.seed)
     result = table(args.out)
     if args.ship:
-        ship(args.out, data, from_last=args.from_last,
+        ship(args.out, data, runs=tuple(args.ship_runs.split(",")), from_last=args.from_last,
              cmu=args.cmu if os.path.isdir(args.cmu) else None)
     return 0
 
