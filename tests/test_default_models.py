@@ -33,18 +33,21 @@ def test_shipped_model_matches_its_config(mode):
 
 
 @pytest.mark.parametrize("mode", ["causal", "centered"])
-def test_shipped_model_streams_as_lift_sequence(mode):
+@pytest.mark.parametrize("camera_fps", [None, "drawn"])
+def test_shipped_model_streams_as_lift_sequence(mode, camera_fps):
     rng = np.random.default_rng()
     world = synth_walk(int(rng.integers(60, 120)), 50.0, seed=int(rng.integers(0, 1000)))
     cam = evaluation_cameras(world, 1, seed=int(rng.integers(0, 2 ** 31)), key="walk")[0]
     kp = cam.normalize(cam.project_world(world)).astype(np.float32)
     kp[rng.random(kp.shape[:2]) < 0.05] = np.nan       # dropped joints
     model = load_model("default", mode=mode)
-    lifter = StreamingLifter(model)                    # the model's own mode
+    assert model.frame_rate == 50.0                    # recorded in the checkpoint
+    fps = None if camera_fps is None else float(rng.choice([24.0, 25.0, 30.0, 60.0]))
+    lifter = StreamingLifter(model, fps=fps)           # the model's own mode
     assert lifter.mode == ("causal" if mode == "causal" else "centered")
     outs = [p for f in range(len(kp)) if (p := lifter.push(kp[f])) is not None]
     got = np.concatenate([np.stack(outs), lifter.flush()]) if outs else lifter.flush()
-    ref = lift_sequence(model, fill_missing(kp))
+    ref = lift_sequence(model, fill_missing(kp), fps=fps)
     assert got.shape == ref.shape == (len(kp), 17, 3)
     np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
     if mode == "causal":
