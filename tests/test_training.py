@@ -151,7 +151,8 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
     RNG state: random cameras, 2D noise and dropout draw from it) to the same weights."""
     from posekernels.training import trainer
 
-    kw = dict(epochs=2, batch_size=16, cameras=cameras, model=dict(TINY_GLA, dropout=0.2))
+    kw = dict(epochs=2, batch_size=16, cameras=cameras, model=dict(TINY_GLA, dropout=0.2),
+              target_jitter=True)
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, speed_range=[0.8, 1.6])
     quiet = lambda *a: None  # noqa: E731
@@ -181,6 +182,32 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
     assert [h["steps"] for h in b["history"]] == [h["steps"] for h in a["history"]]
     assert b["history"][-1]["loss"] == pytest.approx(a["history"][-1]["loss"], rel=1e-12)
+
+
+def test_target_jitter_is_the_released_rotation_and_scale():
+    """Each sample's x-y rotated about the root by one of -5/0/+5 degrees and scaled by one of
+    0.95/1/1.05 (checked against a float64 recovery of angle and scale), depth untouched, all
+    nine combinations drawn, the inputs' generator honoured."""
+    from posekernels.training.trainer import jitter_targets
+
+    n = 600
+    y = torch.randn(n, 3, 17, 3, dtype=torch.float64)
+    out = jitter_targets(y)
+    assert out.shape == y.shape and torch.equal(out[..., 2], y[..., 2])
+    zy = torch.complex(y[..., 0], y[..., 1])
+    zo = torch.complex(out[..., 0], out[..., 1])
+    ratio = zo / zy  # s * exp(i theta), the same for every joint and frame of a sample
+    per_sample = ratio.reshape(n, -1)
+    assert (per_sample - per_sample[:, :1]).abs().max() < 1e-9
+    scale, angle = per_sample[:, 0].abs(), torch.rad2deg(per_sample[:, 0].angle())
+    s_idx = (scale[:, None] - torch.tensor([0.95, 1.0, 1.05], dtype=torch.float64)).abs()
+    a_idx = (angle[:, None] - torch.tensor([-5.0, 0.0, 5.0], dtype=torch.float64)).abs()
+    assert s_idx.min(1).values.max() < 1e-9 and a_idx.min(1).values.max() < 1e-9
+    combos = set(zip(s_idx.argmin(1).tolist(), a_idx.argmin(1).tolist()))
+    assert len(combos) == 9
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(jitter_targets(y, g1), jitter_targets(y, g2))
+    assert jitter_targets(y.float()).dtype == torch.float32
 
 
 def test_resume_rejects_a_malformed_epoch_position(tmp_path, positions):

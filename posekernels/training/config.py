@@ -80,6 +80,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     bn_momentum_decay: bool = True          # BatchNorm momentum 0.1 -> 0.001 over training
     flip_augment: bool = True               # random horizontal flip of each training sample
+    target_jitter: bool = False             # the released code's 3D-target jitter: x-y rotated by
+    #                                         -5/0/+5 degrees and scaled by 0.95/1/1.05 per sample
     test_flip: bool = True                  # test-time flip in validation
     grad_clip: float | None = None
     # running

@@ -6,7 +6,8 @@ Recipe (see :class:`~posekernels.training.TrainConfig` for every knob):
   (every ``frame_stride``-th frame, with a per-camera offset so the cameras cover different
   frames), windows gathered on the device by :class:`posekernels.data.WindowDataset` with
   replicate padding; each sample is horizontally flipped with probability 1/2
-  (``flip_augment``);
+  (``flip_augment``); optionally the released code's 3D-target jitter (``target_jitter``:
+  :func:`jitter_targets`);
 * GLA-GCN: two stages, ``L_global + L_local`` for ``stage1_epochs`` (default half of the
   epochs) then ``L_local`` (models without the sequence branch: ``L_local`` throughout);
   global-node GCN: ``MSE + 0.001 CE`` on K-means pseudo labels (``aux="action"``, labels from
@@ -88,6 +89,30 @@ class TrainingData:
             rows = frames + shift
         labels = self.labels[rows] if self.labels is not None else None
         return ds.inputs[idx], ds.targets[idx], labels
+
+
+TARGET_JITTER_DEGREES = (-5.0, 0.0, 5.0)
+TARGET_JITTER_SCALES = (0.95, 1.0, 1.05)
+
+
+def jitter_targets(y: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The released code's 3D-target jitter (``target_jitter``): each sample's target windows
+    (N, T, V, 3), camera frame, root-relative, get their x-y plane rotated about the root by an
+    angle drawn from -5/0/+5 degrees and scaled by a factor drawn from 0.95/1/1.05 (uniformly,
+    independently per sample; depth unchanged). The inputs are left alone: it is label noise
+    that keeps the network from fitting the targets too exactly. Draws from ``generator`` (the
+    trainer: torch's global generator, seeded per epoch and saved in last.pt)."""
+    n = y.shape[0]
+    pick = torch.randint(0, 3, (2, n), generator=generator).to(y.device)
+    angle = torch.tensor(TARGET_JITTER_DEGREES, dtype=torch.float64,
+                         device=y.device)[pick[0]] * (math.pi / 180.0)
+    scale = torch.tensor(TARGET_JITTER_SCALES, dtype=torch.float64, device=y.device)[pick[1]]
+    c = (scale * torch.cos(angle)).to(y.dtype).view(n, 1, 1)
+    s = (scale * torch.sin(angle)).to(y.dtype).view(n, 1, 1)
+    out = y.clone()
+    out[..., 0] = c * y[..., 0] - s * y[..., 1]
+    out[..., 1] = s * y[..., 0] + c * y[..., 1]
+    return out
 
 
 def _stride_masks(sequences, stride: int) -> list[np.ndarray] | None:
@@ -396,6 +421,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         for b in (bar if bar is not None else batches):
             ids = order[b * global_batch:(b + 1) * global_batch][info.rank::info.world_size]
             x, y, labels = data.batch(ids)
+            if cfg.target_jitter:
+                y = jitter_targets(y)
             with (torch.autocast(device.type, dtype=torch.bfloat16) if use_amp
                   else nullcontext()):
                 loss = net(x, y, labels, stage)
