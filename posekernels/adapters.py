@@ -12,6 +12,15 @@ Supported layouts (``FORMATS``; the joint count is the size of the second-to-las
 ``"blazepose33"``
     MediaPipe BlazePose / Pose Landmarker (33 landmarks). MediaPipe reports x, y as fractions of
     the image width and height: pass ``units="unit"`` for those.
+``"halpe26"``
+    AlphaPose / RTMPose Halpe-26: COCO's 17 in COCO order, then head top, neck, mid-hip and six
+    foot points. Its head top is the h36m17 head (with its own confidence) instead of the rule
+    below; the rest follows COCO.
+``"halpe136"``
+    Halpe full body (136): Halpe-26 followed by face and hand points (used as Halpe-26).
+``"wholebody133"``
+    COCO-WholeBody (133: RTMW, DWPose, RTMPose-wholebody): COCO's 17 body points first, then
+    feet, face and hands (used as COCO-17).
 ``"h36m17"``
     Already in the lifter's layout (passed through).
 
@@ -44,9 +53,12 @@ import numpy as np
 from .data.cameras import normalize_screen_coordinates
 
 __all__ = ["FORMATS", "coco17_to_h36m17", "openpose18_to_coco17", "body25_to_coco17",
-           "blazepose33_to_coco17", "to_coco17", "to_h36m17", "HEAD_EXTENSION"]
+           "blazepose33_to_coco17", "halpe26_to_h36m17", "to_coco17", "to_h36m17",
+           "HEAD_EXTENSION"]
 
-FORMATS = {"coco17": 17, "openpose18": 18, "body25": 25, "blazepose33": 33, "h36m17": 17}
+FORMATS = {"coco17": 17, "openpose18": 18, "body25": 25, "blazepose33": 33, "halpe26": 26,
+           "halpe136": 136, "wholebody133": 133, "h36m17": 17}
+_HALPE_HEAD = 17  # Halpe-26's head top
 HEAD_EXTENSION = 0.5
 
 # index into the source layout for each COCO-17 joint
@@ -93,6 +105,15 @@ def blazepose33_to_coco17(keypoints, scores=None):
     return _reorder(keypoints, scores, _BLAZEPOSE_TO_COCO, 33, "blazepose33")
 
 
+def halpe26_to_h36m17(keypoints, scores=None):
+    """Halpe-26 (..., 26, 2) -> h36m17 (..., 17, 2) and scores: the COCO rules on its first 17
+    points, with Halpe's own head top as the head."""
+    kp, sc = _arrays(keypoints, scores, 26, "halpe26")
+    out, conf = coco17_to_h36m17(kp[..., :17, :], sc[..., :17])
+    out[..., 10, :], conf[..., 10] = kp[..., _HALPE_HEAD, :], sc[..., _HALPE_HEAD]
+    return out, conf
+
+
 def _mean2(kp, sc, a, b):
     return (kp[..., a, :] + kp[..., b, :]) / 2, np.minimum(sc[..., a], sc[..., b])
 
@@ -132,6 +153,9 @@ def to_coco17(keypoints, scores=None, fmt: str = "coco17"):
         return body25_to_coco17(keypoints, scores)
     if fmt == "blazepose33":
         return blazepose33_to_coco17(keypoints, scores)
+    if fmt in ("halpe26", "halpe136", "wholebody133"):  # COCO's 17 come first, in COCO order
+        kp, sc = _arrays(keypoints, scores, FORMATS[fmt], fmt)
+        return kp[..., :17, :], sc[..., :17]
     raise ValueError(f"format must be one of {sorted(set(FORMATS) - {'h36m17'})}, got {fmt!r}")
 
 
@@ -152,7 +176,9 @@ def to_h36m17(keypoints, scores=None, *, fmt: str, width: float, height: float,
     kp, sc = _arrays(keypoints, scores, FORMATS[fmt], fmt)
     if units == "unit":
         kp = kp * np.array([width, height], dtype=np.float64)
-    if fmt != "h36m17":
+    if fmt in ("halpe26", "halpe136"):
+        kp, sc = halpe26_to_h36m17(kp[..., :26, :], sc[..., :26])
+    elif fmt != "h36m17":
         kp, sc = coco17_to_h36m17(*to_coco17(kp, sc, fmt))
     if units != "normalized":
         kp = normalize_screen_coordinates(kp, float(width), float(height))

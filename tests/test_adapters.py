@@ -68,6 +68,28 @@ def test_layouts_reorder_to_coco(fmt, table):
     assert len(set(table)) == 17
 
 
+@pytest.mark.parametrize("fmt", ["halpe26", "halpe136", "wholebody133"])
+def test_coco_first_layouts(fmt):
+    """Halpe and COCO-WholeBody start with COCO's 17 body points; Halpe's head top is the head."""
+    rng = np.random.default_rng()
+    n = adapters.FORMATS[fmt]
+    kp = rng.uniform(0, 640, size=(4, n, 2))
+    sc = rng.uniform(0.2, 1, size=(4, n))
+    coco, csc = adapters.to_coco17(kp, sc, fmt)
+    np.testing.assert_array_equal(coco, kp[:, :17])
+    np.testing.assert_array_equal(csc, sc[:, :17])
+    out, conf = adapters.to_h36m17(kp, sc, fmt=fmt, width=640, height=480)
+    want, wconf = adapters.coco17_to_h36m17(kp[:, :17], sc[:, :17])
+    head = H36M.index("Head")
+    if fmt.startswith("halpe"):
+        want[:, head], wconf[:, head] = kp[:, 17], sc[:, 17]
+        assert not np.allclose(want[:, head], adapters.coco17_to_h36m17(kp[:, :17])[0][:, head])
+    np.testing.assert_allclose(out, normalize_screen_coordinates(want, 640, 480), atol=1e-5)
+    np.testing.assert_allclose(conf, wconf, atol=1e-7)
+    with pytest.raises(ValueError, match=rf"\(\.\.\., {n}, 2\)"):
+        adapters.to_h36m17(kp[:, :-1], None, fmt=fmt, width=640, height=480)
+
+
 def test_known_names_of_source_layouts():
     # spot checks against the published layouts
     assert adapters._OPENPOSE18_TO_COCO[COCO.index("LShoulder")] == 5   # OpenPose LShoulder

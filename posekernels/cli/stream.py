@@ -8,7 +8,8 @@ Input, one JSON object per line (``--input FILE`` or ``-`` for standard input)::
     {"stream": "cam0", "end": true}                 # the stream ended: flush its last poses
 
 ``keypoints`` are in the ``--format`` layout (``coco17``: RTMPose / MMPose / YOLO-pose,
-``openpose18``, ``body25``, ``blazepose33``, ``h36m17``) in pixels of a ``--width`` x
+``openpose18``, ``body25``, ``blazepose33``, ``halpe26`` / ``halpe136``: AlphaPose,
+``wholebody133``: RTMW / DWPose, ``h36m17``; see :mod:`posekernels.adapters`) in pixels of a ``--width`` x
 ``--height`` image (``--units unit`` for MediaPipe's fractions of the image size). ``scores``,
 ``stream`` (a JSON string, or an integer in the signed 64-bit range; default 0), ``frame`` (an
 integer in that range, echoed back) and ``end`` (a JSON boolean) are optional; other fields are
@@ -99,6 +100,8 @@ def _finite(lo: float = -math.inf, what: str = "a finite number"):
 
 
 def register(sub) -> None:
+    from posekernels.adapters import FORMATS
+
     p = sub.add_parser(
         "stream", help="lift JSON-lines 2D keypoints to 3D poses in real time",
         description="Lift 2D keypoints given as JSON lines to 3D poses (JSON lines). Bad lines "
@@ -109,7 +112,7 @@ def register(sub) -> None:
     p.add_argument("--input", required=True, help="JSON lines file, or - for standard input")
     p.add_argument("--output", default="-", help="JSON lines output file, or - (default)")
     p.add_argument("--format", required=True,
-                   choices=["coco17", "openpose18", "body25", "blazepose33", "h36m17"],
+                   choices=list(FORMATS),
                    help="keypoint layout of the input")
     p.add_argument("--width", type=_finite(what="a finite number"), required=True,
                    help="image width in pixels")
