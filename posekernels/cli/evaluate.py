@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--native-rate", action="store_true",
                    help="--bvh --fps: feed the frames as they are (windows of T camera frames "
                         "whatever the rate), to measure what a frame-rate mismatch costs")
+    p.add_argument("--smooth", action="store_true",
+                   help="One Euro smoothing of the poses (the defaults of stream --smooth)")
     p.add_argument("--mode", choices=("centered", "causal"), default="centered",
                    help="which shipped model --checkpoint default takes (default centered)")
     p.add_argument("--batch-size", type=int, default=1024)
@@ -127,7 +129,9 @@ def run(args) -> int:
                              f"({args.checkpoint}) expects {model_joints(model)}")
         rate = _window_rate(args, model)
         summary = evaluate_sequences(model, sequences, flip_tta=args.flip,
-                                     batch_size=args.batch_size, fps=rate).summary()
+                                     batch_size=args.batch_size, fps=rate,
+                                     smoothing=bool(getattr(args, "smooth", False)) or None
+                                     ).summary()
     except (ValueError, DefaultModelUnavailable) as exc:
         print(f"posekernels evaluate: error: {exc}", file=sys.stderr)
         return 1
@@ -138,6 +142,7 @@ def run(args) -> int:
                    cameras=_camera_set(args, sequences),
                    fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
                    model_frame_rate=getattr(model, "frame_rate", None),
+                   smoothing=bool(getattr(args, "smooth", False)),
                    per_action=summary["per_action"],
                    per_subject=summary["per_subject"], all_frames=summary["all_frames"])
         print(json.dumps(_finite(out), indent=1))

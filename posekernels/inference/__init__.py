@@ -11,7 +11,9 @@
 * :func:`window_offsets`: the frames a model's window covers around the frame it predicts
   (centred or causal); :func:`window_sampling`: where that window reads input at another frame
   rate (:func:`model_rate`: the rate a model was trained at); :func:`model_joints`: the number of
-  joints a model takes.
+  joints a model takes;
+* :func:`one_euro`, :class:`OneEuroFilter` (:mod:`posekernels.inference.smoothing`): causal
+  smoothing of lifted poses, offline and live.
 
 Layering: this package uses :mod:`posekernels.models`, :mod:`posekernels.ops` and
 :mod:`posekernels.data`; :mod:`posekernels.stream`, :mod:`posekernels.export`,
@@ -22,7 +24,8 @@ from __future__ import annotations
 from .lift import (WindowSampling, lift_sequence, model_joints, model_rate, window_offsets,
                    window_sampling)
 from .plan import GLAGCNPlan, ModulePlan, build_plan
+from .smoothing import SMOOTHING_DEFAULTS, OneEuroFilter, SmoothingConfig, one_euro
 
 __all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
            "model_joints", "build_plan", "GLAGCNPlan",
-           "ModulePlan"]
+           "ModulePlan", "one_euro", "OneEuroFilter", "SmoothingConfig", "SMOOTHING_DEFAULTS"]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..data.windows import flip_pose
 from .plan import GLAGCNPlan, build_plan
+from .smoothing import one_euro, smoothing_config
 
 __all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
            "model_joints"]
@@ -118,6 +119,16 @@ def model_rate(model: nn.Module, model_fps=None) -> float:
     return _positive_rate(rate, "model.frame_rate")
 
 
+def pose_rate(model: nn.Module, fps=None, model_fps=None) -> float:
+    """The rate of the poses a lifter returns: one per input frame, so the input's ``fps`` when
+    given, else the model's recorded rate (``model_fps`` or ``model.frame_rate``), else 50."""
+    if fps is not None:
+        return _positive_rate(fps, "fps")
+    if model_fps is not None or getattr(model, "frame_rate", None) is not None:
+        return model_rate(model, model_fps)
+    return 50.0
+
+
 def window_sampling(receptive_field: int, causal: bool, fps=None,
                     model_fps: float = 50.0) -> WindowSampling:
     """The :class:`WindowSampling` of a model with window T = ``receptive_field`` (centred or
@@ -165,7 +176,7 @@ def _predict(model: nn.Module, windows: Tensor, windowed: bool) -> Tensor:
 
 def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
                   batch_size: int = 1024, fold: bool = True, fps: float | None = None,
-                  model_fps: float | None = None):
+                  model_fps: float | None = None, smoothing=None):
     """Lift a 2D sequence (F, V, 2) of normalised keypoints to 3D poses (F, V, 3).
 
     Every frame gets its own window of the model's receptive field T, padded by replicating the
@@ -181,6 +192,10 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     motion at the speed it learned; one pose still comes out per input frame. ``model_fps``: the
     model's rate, default ``model.frame_rate`` (:func:`model_rate`). ``fps=None`` lifts the
     frames as they are.
+
+    ``smoothing``: One Euro filtering of the lifted poses in frame order (None: off; True: the
+    defaults; a dict or :class:`~posekernels.inference.SmoothingConfig`), at the input's rate
+    (``fps``, else the model's, else 50): the filter ``StreamingLifter(smoothing=...)`` applies.
 
     ``flip_tta=True`` averages each prediction with the mirrored prediction of the mirrored
     input (test-time flip, using the model skeleton's left/right lists).
@@ -221,6 +236,7 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     windowed = hasattr(model, "receptive_field")
     sampling = window_sampling(receptive_field, causal, fps,
                                model_rate(model, model_fps) if fps is not None else 50.0)
+    smooth = smoothing_config(smoothing, pose_rate(model, fps, model_fps))
     out = torch.empty(frames, kp.shape[1], 3, device=kp.device, dtype=kp.dtype)
     was_training = model.training
     model.eval()
@@ -241,4 +257,6 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
                 out[idx] = pred
     finally:
         model.train(was_training)
+    if smooth is not None:
+        out = one_euro(out, smooth)
     return out.cpu().numpy() if as_numpy else out

@@ -74,6 +74,8 @@ import torch
 from torch import Tensor, nn
 
 from ..inference import build_plan, model_joints, model_rate, window_sampling
+from ..inference.lift import pose_rate
+from ..inference.smoothing import OneEuroFilter, smoothing_config
 
 __all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
 
@@ -168,6 +170,10 @@ class StreamingLifter:
         in the module doc). None (default): frames are taken as they come.
     model_fps : the rate the model was trained at; default ``model.frame_rate`` (recorded by the
         shipped lifters: 50); needed with ``fps`` for a model that does not record it.
+    smoothing : One Euro filtering of each stream's poses as they are emitted (causal: no added
+        delay; see :mod:`posekernels.inference.smoothing`): None (off), True (the defaults), a
+        dict or a :class:`~posekernels.inference.SmoothingConfig`. Its rate is the streams'
+        (``fps``, else the model's). ``lift_sequence(..., smoothing=...)`` gives the same poses.
 
     Thread safety: one lifter may be used from several threads; its methods serialise on a lock
     (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
@@ -178,7 +184,7 @@ class StreamingLifter:
                  min_score: float = DEFAULT_MIN_SCORE, max_batch: int | None = None,
                  cuda_graph: bool | None = None, fold: bool = True,
                  tune_allocator: bool = True, fps: float | None = None,
-                 model_fps: float | None = None):
+                 model_fps: float | None = None, smoothing=None):
         if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)):
             raise TypeError(f"num_streams must be an int in [1, {MAX_STREAMS}], got "
                             f"{num_streams!r} ({type(num_streams).__name__})")
@@ -273,6 +279,10 @@ class StreamingLifter:
         self._stream_base = torch.arange(S, device=dev) * (R + 1)
         # ---- host state
         self._count = np.zeros(S, dtype=np.int64)
+        smooth = smoothing_config(smoothing, pose_rate(model, fps, model_fps))
+        self.smoothing = smooth
+        self._smoother = (OneEuroFilter(smooth, S, V, device="cpu", dtype=dt)
+                          if smooth is not None else None)
         self._lock = threading.RLock()
         self._local = threading.local()  # per thread: last_frame_index, last_ready, numpy
         # ---- CUDA graph
@@ -324,6 +334,8 @@ class StreamingLifter:
 
     def _reset(self, idx: np.ndarray) -> None:
         self._count[idx] = 0
+        if self._smoother is not None:
+            self._smoother.reset(idx)
         sel = torch.as_tensor(idx, device=self.device)
         self._seen[sel] = False
         self._last[sel] = 0
@@ -367,6 +379,9 @@ class StreamingLifter:
         if self._graph is not None:
             out = out.clone()
             out[torch.as_tensor(~ready)] = float("nan")
+        if self._smoother is not None:
+            r = torch.from_numpy(np.flatnonzero(ready))
+            out[r] = self._smoother.step(out[r], idx[ready])
         result = out[0] if single else out
         if as_numpy:
             return result.cpu().numpy()
@@ -411,6 +426,12 @@ class StreamingLifter:
                 windows = self.sampling.blend(
                     windows, self._gather_rows(np.concatenate(rows["hi"]).reshape(-1)))
             flat.copy_(self._forward(windows))
+            if self._smoother is not None:  # each stream's pending poses, in frame order
+                start = 0
+                for s, c, k in pending:
+                    for j in range(start, start + k):
+                        flat[j] = self._smoother.step(flat[j:j + 1], np.array([s]))[0]
+                    start += k
         start = 0
         for s, c, k in pending:
             results.append(flat[start:start + k])
