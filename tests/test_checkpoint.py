@@ -407,11 +407,13 @@ def test_humaneva_mrcnn_is_refused_unless_named():
 
 
 def test_shipped_configurations_keep_their_state_dict_keys():
-    """The shipped lifters (T = 27, C = 48, sequence_branch=False, head="shared", causal or not)
-    keep exactly the released network's keys under our names, with the same shapes."""
-    ours, _, _ = convert_official_state_dict(random_state_dict(3, 48, 17, 35))
-    for causal in (False, True):
-        sd = GLAGCN(receptive_field=27, channels=48, sequence_branch=False, head="shared",
-                    causal=causal, block="agcn", temporal="strided").state_dict()
-        assert set(sd) == set(ours)
-        assert all(sd[k].shape == ours[k].shape for k in sd)
+    """The shipped lifters' configurations (T = 27, C = 48 and T = 81, C = 64;
+    sequence_branch=False, head="shared", causal or not) keep exactly the released network's keys
+    under our names, with the same shapes."""
+    for T, stages, c in ((27, 3, 48), (81, 4, 64)):
+        ours, _, _ = convert_official_state_dict(random_state_dict(stages, c, 17, 35))
+        for causal in (False, True):
+            sd = GLAGCN(receptive_field=T, channels=c, sequence_branch=False, head="shared",
+                        causal=causal, block="agcn", temporal="strided").state_dict()
+            assert set(sd) == set(ours)
+            assert all(sd[k].shape == ours[k].shape for k in sd)
