@@ -109,8 +109,8 @@ def convert(cmu: str, out_npz: str) -> None:
         if not os.path.isdir(f):
             raise SystemExit(f"{f}: CMU subject folder not found (pass --cmu)")
     t = time.perf_counter()
-    rc = cli(["import-bvh", *folders, "--out", out_npz, "--fps", f"{FRAME_RATE:g}", "--repair-glitches",
-              "--quiet"])
+    rc = cli(["import-bvh", *folders, "--out", out_npz, "--fps", f"{FRAME_RATE:g}",
+              "--repair-glitches", "--quiet"])
     if rc:
         raise SystemExit(f"import-bvh failed ({rc})")
     print(f"converted {len(folders)} subjects to {out_npz} in {time.perf_counter() - t:.0f} s")

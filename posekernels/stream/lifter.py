@@ -253,7 +253,8 @@ class StreamingLifter:
                                         if fps is not None else 50.0)
         self.fps = None if fps is None else float(fps)
         self.delay = self.sampling.delay
-        self.ring_len = R = self.sampling.span  # frames a live window touches (T at the model's rate)
+        # the frames a live window touches (T at the model's own rate)
+        self.ring_len = R = self.sampling.span
         if max_batch is None:
             channels = int(getattr(model, "channels", 64))
             per_window = channels * T * V * 4 * 6 * (2 if flip_tta else 1)

@@ -66,8 +66,8 @@ class TrainConfig:
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
     frame_stride: int = 1                   # every s-th frame is a training sample (per-camera offset)
-    frame_rate: float = 50.0                # frames per second of the training motion (Human3.6M and
-    #                                         import-bvh: 50); checkpoints record it as frame_rate
+    frame_rate: float = 50.0                # frames/s of the training motion (Human3.6M and
+    #                                         import-bvh: 50); checkpoints record it
     # schedule
     epochs: int = 10
     stage1_epochs: int | None = None        # GLA-GCN stage 1 (L_global + L_local); None: epochs // 2
