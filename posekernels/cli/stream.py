@@ -11,9 +11,9 @@ Input, one JSON object per line (``--input FILE`` or ``-`` for standard input)::
 ``openpose18``, ``body25``, ``blazepose33``, ``halpe26`` / ``halpe136``: AlphaPose,
 ``wholebody133``: RTMW / DWPose, ``h36m17``; see :mod:`posekernels.adapters`) in pixels of a
 ``--width`` x ``--height`` image (``--units unit`` for MediaPipe's fractions of the image
-size). ``scores``, ``stream`` (a JSON string, or an integer in the signed 64-bit range; default 0), ``frame`` (an
-integer in that range, echoed back) and ``end`` (a JSON boolean) are optional; other fields are
-ignored. Coordinates and scores must be JSON numbers or ``null`` (strings and booleans are
+size). ``scores``, ``stream`` (a JSON string, or an integer in the signed 64-bit range; default
+0), ``frame`` (an integer in that range, echoed back) and ``end`` (a JSON boolean) are optional;
+other fields are ignored. Coordinates and scores must be JSON numbers or ``null`` (strings and booleans are
 refused). A line with both ``keypoints`` and ``"end": true`` lifts that frame, then ends the
 stream.
 
