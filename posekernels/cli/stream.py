@@ -14,8 +14,8 @@ Input, one JSON object per line (``--input FILE`` or ``-`` for standard input)::
 size). ``scores``, ``stream`` (a JSON string, or an integer in the signed 64-bit range; default
 0), ``frame`` (an integer in that range, echoed back) and ``end`` (a JSON boolean) are optional;
 other fields are ignored. Coordinates and scores must be JSON numbers or ``null`` (strings and
-booleans are refused). A line with both ``keypoints`` and ``"end": true`` lifts that frame, then ends the
-stream.
+booleans are refused). A line with both ``keypoints`` and ``"end": true`` lifts that frame,
+then ends the stream.
 
 Missing points: ``null``, NaN or infinite values, a score below ``--min-score``, and coordinates
 outside the sane range of the image -- x in [-W, 2W] and y in [-H, 2H] pixels (one image size
