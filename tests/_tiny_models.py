@@ -1,5 +1,6 @@
 """Test-only helpers shared by several test files: a miniature lifter built directly on the ops,
-and non-trivial BatchNorm statistics for model tests."""
+non-trivial BatchNorm statistics for model tests, a small metre-scaled GLA-GCN, and a driver that
+streams several sequences with staggered starts through a StreamingLifter."""
 import torch
 
 from posekernels import ops
@@ -51,3 +52,45 @@ def randomize_bn_affine_(model, g, bias=False):
             if bias:
                 mod.bias.data.copy_((torch.rand(n, generator=g) - 0.5) * 0.2)
     return model
+
+
+def metre_glagcn(T, causal, seed, channels=8):
+    """A small random GLA-GCN built by posekernels.checkpoints.build_model (so it can be saved as
+    a checkpoint), eval mode, random BatchNorms, its head rescaled so that outputs are about 1
+    (metres-sized, like a trained model's) and absolute tolerances mean something."""
+    from posekernels.checkpoints import build_model
+
+    torch.manual_seed(seed)
+    m = build_model({"arch": "glagcn", "receptive_field": T, "channels": channels,
+                     "causal": causal}).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    randomize_bn_affine_(m, g, bias=True)
+    with torch.no_grad():
+        scale = m(torch.randn(8, T, 17, 2, generator=g)).abs().max().item()
+        for p in m.head.parameters():
+            p.div_(scale)
+    return m
+
+
+def stream_staggered(lifter, seqs, starts):
+    """Push stream i's frames ``seqs[i]`` (F_i, V, 2) from tick ``starts[i]`` on, only the streams
+    live at a tick in each push, and flush each stream after its last frame. Checks that every
+    emitted row carries the next frame index of its stream. Returns the poses of each stream
+    (emitted, then flushed) and how many poses each stream's flush returned."""
+    n = len(seqs)
+    outs, flushed = [[] for _ in range(n)], [0] * n
+    for tick in range(max(st + len(sq) for st, sq in zip(starts, seqs))):
+        active = [i for i in range(n) if starts[i] <= tick < starts[i] + len(seqs[i])]
+        if not active:
+            continue
+        r = lifter.push(torch.stack([seqs[i][tick - starts[i]] for i in active]), streams=active)
+        for row, i in enumerate(active):
+            if lifter.last_ready[row]:
+                assert lifter.last_frame_index[row] == len(outs[i])
+                outs[i].append(r[row])
+        for i in active:
+            if tick == starts[i] + len(seqs[i]) - 1:
+                pending = lifter.flush(i)
+                flushed[i] = len(pending)
+                outs[i].extend(pending)
+    return outs, flushed

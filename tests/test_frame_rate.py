@@ -10,11 +10,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from _tiny_models import randomize_bn_affine_
+from _tiny_models import metre_glagcn, stream_staggered
 
 from posekernels import lift_sequence
-from posekernels.checkpoints import (build_model, load_checkpoint, load_default_model,
-                                     save_checkpoint)
+from posekernels.checkpoints import load_checkpoint, load_default_model, save_checkpoint
 from posekernels.cli import main as cli
 from posekernels.inference import model_rate, window_offsets, window_sampling
 from posekernels.stream import StreamingLifter
@@ -30,15 +29,7 @@ def _rates(n):
 
 
 def _model(T, causal, seed, double=False):
-    torch.manual_seed(seed)
-    m = build_model({"arch": "glagcn", "receptive_field": T, "channels": 8,
-                     "causal": causal}).eval()
-    g = torch.Generator().manual_seed(seed + 1)
-    randomize_bn_affine_(m, g, bias=True)
-    with torch.no_grad():  # outputs about 1 (metres-sized, like a trained model)
-        scale = m(torch.randn(8, T, 17, 2, generator=g)).abs().max().item()
-        for p in m.head.parameters():
-            p.div_(scale)
+    m = metre_glagcn(T, causal, seed)
     return m.double() if double else m
 
 
@@ -144,22 +135,8 @@ def test_stream_equals_lift_sequence_at_any_rate(causal):
                                  flip_tta=bool(RNG.integers(2)))
         s = window_sampling(T, causal, fps, model_fps)
         assert lifter.latency_frames == s.delay and lifter.ring.shape[1] == s.span + 1
-        outs = [[] for _ in range(S)]
-        for tick in range(max(st + n for st, n in zip(starts, lengths))):
-            active = [i for i in range(S) if starts[i] <= tick < starts[i] + lengths[i]]
-            if not active:
-                continue
-            r = lifter.push(torch.stack([seqs[i][tick - starts[i]] for i in active]),
-                            streams=active)
-            for row, i in enumerate(active):
-                if lifter.last_ready[row]:
-                    assert lifter.last_frame_index[row] == len(outs[i])
-                    outs[i].append(r[row])
-            for i in active:
-                if tick == starts[i] + lengths[i] - 1:
-                    pending = lifter.flush(i)
-                    assert len(pending) == min(s.delay, lengths[i])
-                    outs[i].extend(pending)
+        outs, flushed = stream_staggered(lifter, seqs, starts)
+        assert flushed == [min(s.delay, n) for n in lengths]
         for i in range(S):
             want = lift_sequence(model, seqs[i], fps=fps, model_fps=model_fps,
                                  flip_tta=lifter.flip_tta)

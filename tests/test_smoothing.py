@@ -5,10 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from _tiny_models import randomize_bn_affine_
+from _tiny_models import metre_glagcn, stream_staggered
 
 from posekernels import lift_sequence
-from posekernels.checkpoints import build_model
 from posekernels.inference import SMOOTHING_DEFAULTS, SmoothingConfig, one_euro
 from posekernels.stream import StreamingLifter
 
@@ -61,18 +60,10 @@ def test_limits():
     assert one_euro(noisy, None) is noisy
 
 
-def _model(T, causal, seed):
-    torch.manual_seed(seed)
-    m = build_model({"arch": "glagcn", "receptive_field": T, "channels": 8,
-                     "causal": causal}).eval()
-    randomize_bn_affine_(m, torch.Generator().manual_seed(seed + 1), bias=True)
-    return m
-
-
 @pytest.mark.parametrize("causal", [False, True])
 def test_stream_smoothing_equals_lift_sequence(causal):
     T = 9
-    model = _model(T, causal, int(RNG.integers(1 << 30)))
+    model = metre_glagcn(T, causal, int(RNG.integers(1 << 30)))
     fps = float(RNG.choice([30.0, 50.0]))
     smooth = {"min_cutoff": float(RNG.uniform(0.5, 3)), "beta": float(RNG.uniform(0, 10))}
     S = 3
@@ -82,20 +73,8 @@ def test_stream_smoothing_equals_lift_sequence(causal):
             for n in lengths]
     lifter = StreamingLifter(model, num_streams=S, fps=fps, model_fps=50.0, smoothing=smooth)
     assert lifter.smoothing.fps == fps
-    outs = [[] for _ in range(S)]
     for round_ in range(2):  # the second round after flush: the filter starts over
-        for tick in range(max(st + n for st, n in zip(starts, lengths))):
-            active = [i for i in range(S) if starts[i] <= tick < starts[i] + lengths[i]]
-            if not active:
-                continue
-            r = lifter.push(torch.stack([seqs[i][tick - starts[i]] for i in active]),
-                            streams=active)
-            for row, i in enumerate(active):
-                if lifter.last_ready[row]:
-                    outs[i].append(r[row])
-            for i in active:
-                if tick == starts[i] + lengths[i] - 1:
-                    outs[i].extend(lifter.flush(i))
+        outs, _ = stream_staggered(lifter, seqs, starts)
         for i in range(S):
             want = lift_sequence(model, seqs[i], fps=fps, model_fps=50.0, smoothing=smooth)
             plain = lift_sequence(model, seqs[i], fps=fps, model_fps=50.0)
@@ -103,11 +82,10 @@ def test_stream_smoothing_equals_lift_sequence(causal):
             assert (got - want).abs().max().item() < 1e-5 * max(1.0, want.abs().max().item())
             if lengths[i] > 2:
                 assert (want - plain).abs().max().item() > 1e-6  # it did smooth
-            outs[i] = []
 
 
 def test_bad_settings():
-    model = _model(3, True, 0)
+    model = metre_glagcn(3, True, 0)
     for bad, match in (({"min_cutoff": 0}, "min_cutoff > 0"), ({"beta": -1}, "beta >= 0"),
                        ({"d_cutoff": float("nan")}, "d_cutoff must be a finite"),
                        ({"fps": 0}, "fps must be a frame rate"), ({"cutoff": 1}, "unknown key")):
@@ -130,7 +108,7 @@ def test_stream_command_smooths_like_lift_sequence(tmp_path, capsys):
     from posekernels.cli import main as cli
 
     path = tmp_path / "m.pt"
-    save_checkpoint(path, _model(9, True, 4), frame_rate=50.0)
+    save_checkpoint(path, metre_glagcn(9, True, 4), frame_rate=50.0)
     kp = RNG.uniform(200, 400, size=(17, 2)) + RNG.normal(0, 5, size=(25, 17, 2))
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"keypoints": kp[f].reshape(-1).tolist()}) + "\n"

@@ -327,15 +327,13 @@ def _smoothing(args):
                 getattr(args, "smooth_beta", None) is not None:
             raise ValueError("--smooth-min-cutoff / --smooth-beta need --smooth")
         return None
+    import dataclasses
+
     from posekernels.inference import SMOOTHING_DEFAULTS
 
-    cfg = SMOOTHING_DEFAULTS.to_dict()
-    cfg.pop("fps")
-    if args.smooth_min_cutoff is not None:
-        cfg["min_cutoff"] = args.smooth_min_cutoff
-    if args.smooth_beta is not None:
-        cfg["beta"] = args.smooth_beta
-    return cfg
+    overrides = {"min_cutoff": args.smooth_min_cutoff, "beta": args.smooth_beta}
+    return dataclasses.replace(SMOOTHING_DEFAULTS,
+                               **{k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args) -> int:

@@ -89,6 +89,7 @@ def smoothing_config(value, fps: float | None = None) -> SmoothingConfig | None:
 
 
 def _alpha(cutoff, dt: float):
+    """The smoothing factor of cut-off ``cutoff`` (Hz; a number or a tensor) at step ``dt``."""
     return 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff * dt))
 
 
@@ -136,8 +137,7 @@ def _one_euro_step(x, prev, dprev, cfg: SmoothingConfig, dt: float, alpha_d: flo
     dx = (x - prev) / dt
     dxhat = dprev + alpha_d * (dx - dprev)
     speed = torch.linalg.vector_norm(dxhat, dim=-1, keepdim=True)  # (n, V, 1) m/s
-    cutoff = cfg.min_cutoff + cfg.beta * speed
-    a = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * dt * cutoff))
+    a = _alpha(cfg.min_cutoff + cfg.beta * speed, dt)
     return prev + a * (x - prev), dxhat
 
 
