@@ -77,6 +77,10 @@ RUNS = {
     "big_causal_seq": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                            model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                                   "sequence_branch": True, "head": "icl", "causal": True}),
+    # the same additions for the centred lifter
+    "big_centered_seq": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                             model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                                    "sequence_branch": True, "head": "icl", "causal": False}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -90,6 +94,7 @@ LABELS = {
     "big_centered": "Centred lifter (random cameras, 2D noise), T=81, C=64",
     "big_causal": "Causal lifter (random cameras, 2D noise), T=81, C=64",
     "big_causal_seq": "Causal lifter, sequence branch + ICL head, T=81, C=64",
+    "big_centered_seq": "Centred lifter, sequence branch + ICL head, T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
