@@ -278,6 +278,44 @@ def test_epilogues_compile_fullgraph():
     assert zg.grad is not None and torch.isfinite(zg.grad).all()
 
 
+def test_batch_norm_act_long_rows_match_float64():
+    """Rows of several mask segments (L = T * V > 256, not a multiple of the vector width)."""
+    check_batch_norm_act("cpu", "cpu", torch.float32, 0.3, True, True, True,
+                         shape=(3, 5, int(torch.randint(20, 40, ())), 17))
+
+
+def test_batch_norm_act_statistics_are_stable_far_from_zero():
+    """Per-row moments combined per channel: no cancellation when the mean dwarfs the spread."""
+    c = 4
+    z = 1000.0 + 0.01 * torch.randn(6, c, 23, 17, dtype=torch.float64)
+    rm, rv = torch.zeros(c), torch.ones(c)
+    ops.batch_norm_act(z.float(), None, None, rm, rv, True, momentum=1.0, eps=1e-12)
+    torch.testing.assert_close(rm.double(), z.mean((0, 2, 3)), rtol=1e-7, atol=0)
+    torch.testing.assert_close(rv.double(), z.var((0, 2, 3)), rtol=1e-3, atol=0)
+
+
+def test_batch_norm_act_does_not_depend_on_thread_count():
+    """Per-row partials combined in a fixed order: 1 and 2 threads give the same bits."""
+    z0 = torch.randn(int(torch.randint(5, 12, ())), 7, 41, 17) * 2 + 0.5
+    r0, g = torch.randn_like(z0), torch.randn_like(z0)
+    w0, b0 = torch.rand(7) + 0.5, torch.randn(7)
+    seed = int(torch.randint(0, 2**31, ()))
+    results = []
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            z, r, w, b = (t.clone().requires_grad_() for t in (z0, r0, w0, b0))
+            rm, rv = torch.zeros(7), torch.ones(7)
+            y = ops.batch_norm_act(z, w, b, rm, rv, True, dropout=0.3, residual=r, relu=True,
+                                   generator=torch.Generator().manual_seed(seed))
+            results.append([y, rm, rv, *torch.autograd.grad(y, (z, r, w, b), g)])
+    finally:
+        torch.set_num_threads(saved)
+    for a, e in zip(*results):
+        assert torch.equal(a, e)
+
+
 def test_batch_norm_act_eval_and_reference_backend_agree():
     z = torch.randn(5, 3, 7, 4)
     bn = nn.BatchNorm2d(3).eval()

@@ -12,12 +12,17 @@
 // The loops are written once (always-inline bodies) and compiled twice: for the baseline ISA and
 // for AVX-512F (target attributes, chosen at run time), where Philox runs on intrinsics.
 //
-// bn_act_forward runs channel by channel: the channel's mean and biased variance (two passes,
-// double accumulators per plane), then y = act(dropout(gamma * (z - mean) / sqrt(var + eps) +
-// beta) + residual) while the channel is still in cache. bn_act_backward likewise: one pass forms
-// d = dropout(grad * relu'(y)) (written into grad_z), its sums over the channel and the
-// gradients of gamma, beta and the residual; a second pass finishes
+// The tensors are (N, C, L) with rows n * C + c contiguous, and every pass sweeps whole rows in
+// memory order (one channel at a time, N rows C * L apart, left the prefetchers behind: the
+// forward ran 4x slower than a copy of the tensor). bn_act_forward: each row's mean and sum of
+// squared deviations (two passes over the row, in L1; double results), combined per channel in
+// row order (Chan, Golub and LeVeque's pairwise update) into the mean and biased variance; then
+// one pass y = act(dropout(gamma * (z - mean) / sqrt(var + eps) + beta) + residual).
+// bn_act_backward: one pass forms d = dropout(grad * relu'(y)) (written into grad_z), the
+// residual's gradient and per-row sums of d and d * (z - mean), combined per channel in row
+// order into the gradients of gamma and beta; a second pass finishes
 //   grad_z = gamma * invstd * (d - mean(d) - xhat * mean(d * xhat)).
+// Per-row partials combined in a fixed order: results do not depend on the thread count.
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
 
@@ -29,6 +34,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define POSEKERNELS_BN_AVX512 1
@@ -75,10 +82,18 @@ PK_INLINE void philox_block_scalar(uint64_t key, int64_t block, uint32_t* out) {
 #ifdef POSEKERNELS_BN_AVX512
 #define PK_AVX512 __attribute__((target("avx512f,fma")))
 
-PK_AVX512 PK_INLINE __m512i mulhi_epu32(__m512i a, __m512i m) {
+// GCC 12 reports the "undefined" pass-through operands inside these intrinsics' own definitions
+// as uninitialised once they are inlined here; every vector below is written before use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// hi, lo <- the high and low 32 bits of the 64-bit products a * m, lane by lane (two
+// 32 x 32 -> 64 multiplies; the low words come from the same products, not from mullo).
+PK_AVX512 PK_INLINE void mul_wide_epu32(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
   const __m512i even = _mm512_mul_epu32(a, m);                          // lanes 0, 2, ...
   const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);    // lanes 1, 3, ...
-  return _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 
 PK_AVX512 __attribute__((noinline)) void philox_block_avx512(uint64_t key, int64_t block, uint32_t* out) {
@@ -95,8 +110,9 @@ PK_AVX512 __attribute__((noinline)) void philox_block_avx512(uint64_t key, int64
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kM0)), m1 = _mm512_set1_epi32(static_cast<int>(kM1));
   uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
   for (int round = 0; round < 10; ++round) {
-    const __m512i hi0 = mulhi_epu32(c0, m0), lo0 = _mm512_mullo_epi32(c0, m0);
-    const __m512i hi1 = mulhi_epu32(c2, m1), lo1 = _mm512_mullo_epi32(c2, m1);
+    __m512i hi0, lo0, hi1, lo1;
+    mul_wide_epu32(c0, m0, hi0, lo0);
+    mul_wide_epu32(c2, m1, hi1, lo1);
     const __m512i n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(static_cast<int>(k0)));
     const __m512i n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(static_cast<int>(k1)));
     c1 = lo1;
@@ -111,6 +127,7 @@ PK_AVX512 __attribute__((noinline)) void philox_block_avx512(uint64_t key, int64
   _mm512_storeu_si512(out + 2 * kLanes, c2);
   _mm512_storeu_si512(out + 3 * kLanes, c3);
 }
+#pragma GCC diagnostic pop
 #endif
 
 // Keep threshold for drop probability p in (0, 1): a word u keeps its element when u < thr.
@@ -148,18 +165,56 @@ PK_INLINE void fill_mask(const Mask& mk, int64_t s, int64_t e, T scale, T* m) {
   for (int64_t j = 0; j < e - s; ++j) m[j] = w[j] < thr ? scale : T(0);
 }
 
-// Sum of x[0, n) and of (x - mu)^2 (Squares) in 8 lanes, then in double.
+// 64-byte vectors (GCC vector extensions): zmm registers in the AVX-512 compilation, pairs or
+// quadruples of narrower ones in the baseline one. Loads go through memcpy (unaligned).
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kVecLanes = 64 / static_cast<int64_t>(sizeof(T));
+
+// Sum of x[0, n) and of (x - mu)^2 (Squares) in two vectors of lanes, then in double.
 template <typename T, bool Squares>
 PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
-  T acc[8] = {};
+  using V = Vec<T>;
+  constexpr int64_t W = kVecLanes<T>;
+  const V muv = V{} + mu;
+  V acc0 = {}, acc1 = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) {
-      const T v = Squares ? (x[i + j] - mu) * (x[i + j] - mu) : x[i + j];
-      acc[j] += v;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    V a, b;
+    std::memcpy(&a, x + i, sizeof a);
+    std::memcpy(&b, x + i + W, sizeof b);
+    if constexpr (Squares) {
+      a -= muv;
+      b -= muv;
+      a *= a;
+      b *= b;
     }
+    acc0 += a;
+    acc1 += b;
+  }
+  for (; i + W <= n; i += W) {
+    V a;
+    std::memcpy(&a, x + i, sizeof a);
+    if constexpr (Squares) {
+      a -= muv;
+      a *= a;
+    }
+    acc0 += a;
+  }
+  acc0 += acc1;
   double s = 0.0;
-  for (int j = 0; j < 8; ++j) s += acc[j];
+  for (int64_t j = 0; j < W; ++j) s += acc0[j];
   for (; i < n; ++i) {
     const double v = Squares ? (static_cast<double>(x[i]) - mu) * (static_cast<double>(x[i]) - mu)
                              : static_cast<double>(x[i]);
@@ -185,36 +240,43 @@ struct FwdArgs {
   bool relu;
 };
 
+// Rows r = n * C + c of length L are contiguous: every pass below sweeps whole rows in memory
+// order (the hardware prefetchers follow it), and per-row partial results are combined per
+// channel in row order afterwards, so no result depends on the thread count.
+
+// Mean and sum of squared deviations of row x[0, L) (two passes; the row sits in L1).
+template <typename T>
+PK_INLINE void row_moments(const T* x, int64_t L, double* out) {
+  const double mean = lane_sum<T, false>(x, L, T(0)) / static_cast<double>(L);
+  out[0] = mean;
+  out[1] = lane_sum<T, true>(x, L, static_cast<T>(mean));
+}
+
 template <bool Avx512, typename T>
-PK_INLINE void bn_fwd_channel_body(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  const int64_t N = sh.N, C = sh.C, L = sh.L;
-  const double count = static_cast<double>(N * L);
-  double sum = 0.0;
-  for (int64_t n = 0; n < N; ++n) sum += lane_sum<T, false>(a.z + (n * C + c) * L, L, T(0));
-  const double mu = sum / count;
-  const T muv = static_cast<T>(mu);
-  double sq = 0.0;
-  for (int64_t n = 0; n < N; ++n) sq += lane_sum<T, true>(a.z + (n * C + c) * L, L, muv);
-  const double v = sq / count;
-  a.mean[c] = muv;
-  a.var[c] = static_cast<T>(v);
-  const double invstd = 1.0 / std::sqrt(v + a.eps);
-  const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
-  const double b = a.beta ? static_cast<double>(a.beta[c]) : 0.0;
-  const T mul = static_cast<T>(g * invstd), off = static_cast<T>(b - mu * g * invstd);
+PK_INLINE void bn_stats_rows_body(const T* z, int64_t L, int64_t r0, int64_t r1, double* rs) {
+  for (int64_t r = r0; r < r1; ++r) row_moments(z + r * L, L, rs + 2 * r);
+}
+
+// y = act(dropout(z * mul[c] + off[c]) + residual) for rows [r0, r1).
+template <bool Avx512, typename T>
+PK_INLINE void bn_fwd_rows_body(const FwdArgs<T>& a, const Shape& sh, const Mask& mk,
+                                const T* mul, const T* off, int64_t r0, int64_t r1) {
+  const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
   alignas(64) T m[kSegment];
-  for (int64_t n = 0; n < N; ++n) {
-    const int64_t base = (n * C + c) * L;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r % sh.C;
+    const T mc = mul[c], oc = off[c];
+    const int64_t base = r * L;
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
       const T* zs = a.z + s;
       T* ys = a.y + s;
       if (mk.active) {
         fill_mask<Avx512>(mk, s, e, scale, m);
-        for (int64_t j = 0; j < len; ++j) ys[j] = (zs[j] * mul + off) * m[j];
+        for (int64_t j = 0; j < len; ++j) ys[j] = (zs[j] * mc + oc) * m[j];
       } else {
-        for (int64_t j = 0; j < len; ++j) ys[j] = zs[j] * mul + off;
+        for (int64_t j = 0; j < len; ++j) ys[j] = zs[j] * mc + oc;
       }
       if (a.res) {
         const T* rs = a.res + s;
@@ -242,23 +304,23 @@ struct BwdArgs {
   bool relu;
 };
 
+// Pass 1 of the backward over rows [r0, r1): d = dropout(grad * relu'(y)) into grad_z, the
+// residual's gradient grad * relu'(y), and per row the sums of d and of d * (z - mean[c]).
 template <bool Avx512, typename T>
-PK_INLINE void bn_bwd_channel_body(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  const int64_t N = sh.N, C = sh.C, L = sh.L;
-  const double count = static_cast<double>(N * L);
-  const T mu = a.mean[c];
-  const double invstd = 1.0 / std::sqrt(static_cast<double>(a.var[c]) + a.eps);
+PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mask& mk,
+                                 int64_t r0, int64_t r1, double* rs) {
+  const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
   alignas(64) T m[kSegment];
-  double sum_d = 0.0, sum_dz = 0.0;
-  for (int64_t n = 0; n < N; ++n) {
-    const int64_t base = (n * C + c) * L;
+  for (int64_t r = r0; r < r1; ++r) {
+    const T mu = a.mean[r % sh.C];
+    double sum_d = 0.0, sum_dz = 0.0;
+    const int64_t base = r * L;
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
       T* d = a.gz + s;
       const T* gys = a.gy + s;
       const T* ys = a.y + s;
-      // d = dropout(grad * relu'(y)); the residual's gradient is grad * relu'(y)
       if (a.relu) {
         for (int64_t j = 0; j < len; ++j) d[j] = ys[j] > T(0) ? gys[j] : T(0);
       } else {
@@ -273,14 +335,19 @@ PK_INLINE void bn_bwd_channel_body(const BwdArgs<T>& a, const Shape& sh, const M
         for (int64_t j = 0; j < len; ++j) d[j] *= m[j];
       }
       const T* zs = a.z + s;
-      T a0[8] = {}, a1[8] = {};
+      using V = Vec<T>;
+      constexpr int64_t W = kVecLanes<T>;
+      const V muv = V{} + mu;
+      V a0 = {}, a1 = {};
       int64_t i = 0;
-      for (; i + 8 <= len; i += 8)
-        for (int j = 0; j < 8; ++j) {
-          a0[j] += d[i + j];
-          a1[j] += d[i + j] * (zs[i + j] - mu);
-        }
-      for (int j = 0; j < 8; ++j) {
+      for (; i + W <= len; i += W) {
+        V dv, zv;
+        std::memcpy(&dv, d + i, sizeof dv);
+        std::memcpy(&zv, zs + i, sizeof zv);
+        a0 += dv;
+        a1 += dv * (zv - muv);
+      }
+      for (int64_t j = 0; j < W; ++j) {
         sum_d += a0[j];
         sum_dz += a1[j];
       }
@@ -289,18 +356,22 @@ PK_INLINE void bn_bwd_channel_body(const BwdArgs<T>& a, const Shape& sh, const M
         sum_dz += static_cast<double>(d[i]) * (static_cast<double>(zs[i]) - mu);
       }
     }
+    rs[2 * r] = sum_d;
+    rs[2 * r + 1] = sum_dz;
   }
-  const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
-  a.ggamma[c] = static_cast<T>(sum_dz * invstd);
-  a.gbeta[c] = static_cast<T>(sum_d);
-  // grad_z = g * invstd * (d - sum_d / M - (z - mu) * invstd^2 * sum_dz / M)
-  const T k = static_cast<T>(g * invstd);
-  const T md = static_cast<T>(sum_d / count);
-  const T kz = static_cast<T>(invstd * invstd * sum_dz / count);
-  for (int64_t n = 0; n < N; ++n) {
-    T* d = a.gz + (n * C + c) * L;
-    const T* zs = a.z + (n * C + c) * L;
-    for (int64_t j = 0; j < L; ++j) d[j] = k * (d[j] - md - (zs[j] - mu) * kz);
+}
+
+// Pass 2: grad_z = k[c] * (d - md[c] - (z - mean[c]) * kz[c]) over rows [r0, r1).
+template <bool Avx512, typename T>
+PK_INLINE void bn_bwd_rows2_body(const BwdArgs<T>& a, const Shape& sh, const T* k, const T* md,
+                                 const T* kz, int64_t r0, int64_t r1) {
+  const int64_t L = sh.L;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r % sh.C;
+    const T kc = k[c], mdc = md[c], kzc = kz[c], mu = a.mean[c];
+    T* d = a.gz + r * L;
+    const T* zs = a.z + r * L;
+    for (int64_t j = 0; j < L; ++j) d[j] = kc * (d[j] - mdc - (zs[j] - mu) * kzc);
   }
 }
 
@@ -314,34 +385,37 @@ PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& 
   }
 }
 
-// The two compilations of each body.
-template <typename T>
-void bn_fwd_channel_base(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  bn_fwd_channel_body<false>(a, sh, mk, c);
-}
-template <typename T>
-void bn_bwd_channel_base(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  bn_bwd_channel_body<false>(a, sh, mk, c);
-}
-template <typename T>
-void dropout_base(const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale) {
-  dropout_body<false>(x, y, s, e, mk, scale);
-}
+// The two compilations of each body: the baseline ISA (*_base) and AVX-512F (*_avx512).
+#define PK_BASE_AND_AVX512(name, params, args)                                      \
+  template <typename T>                                                            \
+  void name##_base params { name##_body<false> args; }                             \
+  PK_AVX512_ONLY(template <typename T> PK_AVX512 void name##_avx512 params {       \
+    name##_body<true> args;                                                        \
+  })
+#ifdef POSEKERNELS_BN_AVX512
+#define PK_AVX512_ONLY(...) __VA_ARGS__
+#else
+#define PK_AVX512_ONLY(...)
+#endif
+
+PK_BASE_AND_AVX512(bn_stats_rows, (const T* z, int64_t L, int64_t r0, int64_t r1, double* rs),
+                   (z, L, r0, r1, rs))
+PK_BASE_AND_AVX512(bn_fwd_rows,
+                   (const FwdArgs<T>& a, const Shape& sh, const Mask& mk, const T* mul,
+                    const T* off, int64_t r0, int64_t r1),
+                   (a, sh, mk, mul, off, r0, r1))
+PK_BASE_AND_AVX512(bn_bwd_rows1,
+                   (const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t r0, int64_t r1,
+                    double* rs),
+                   (a, sh, mk, r0, r1, rs))
+PK_BASE_AND_AVX512(bn_bwd_rows2,
+                   (const BwdArgs<T>& a, const Shape& sh, const T* k, const T* md, const T* kz,
+                    int64_t r0, int64_t r1),
+                   (a, sh, k, md, kz, r0, r1))
+PK_BASE_AND_AVX512(dropout, (const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale),
+                   (x, y, s, e, mk, scale))
 
 #ifdef POSEKERNELS_BN_AVX512
-template <typename T>
-PK_AVX512 void bn_fwd_channel_avx512(const FwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  bn_fwd_channel_body<true>(a, sh, mk, c);
-}
-template <typename T>
-PK_AVX512 void bn_bwd_channel_avx512(const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t c) {
-  bn_bwd_channel_body<true>(a, sh, mk, c);
-}
-template <typename T>
-PK_AVX512 void dropout_avx512(const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale) {
-  dropout_body<true>(x, y, s, e, mk, scale);
-}
-
 bool have_avx512() {
   static const bool ok = [] {
     __builtin_cpu_init();
@@ -353,18 +427,30 @@ bool have_avx512() {
 bool have_avx512() { return false; }
 #endif
 
-// f(c, avx) for every channel c < C, channels split over the threads; avx: the AVX-512
-// compilation may run.
+// f(r0, r1, avx) for the rows [r0, r1) of chunks of at least ~16K elements, split over the
+// threads; avx: the AVX-512 compilation may run.
 template <typename F>
-void for_each_channel(int64_t C, const F& f) {
+void for_each_row_chunk(const Shape& sh, const F& f) {
   const bool avx = have_avx512();
-  const int64_t chunks = chunk_count(C, 1);
+  const int64_t rows = sh.N * sh.C;
+  const int64_t chunks = chunk_count(rows, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, sh.L)));
   for_each_chunk(chunks, [&](int64_t chunk) {
-    for (int64_t c = chunk_begin(chunk, chunks, C); c < chunk_begin(chunk + 1, chunks, C); ++c) {
-      f(c, avx);
-    }
+    f(chunk_begin(chunk, chunks, rows), chunk_begin(chunk + 1, chunks, rows), avx);
   });
 }
+
+#ifdef POSEKERNELS_BN_AVX512
+#define PK_CALL(name, avx, ...)       \
+  do {                                \
+    if (avx) {                        \
+      name##_avx512(__VA_ARGS__);     \
+    } else {                          \
+      name##_base(__VA_ARGS__);       \
+    }                                 \
+  } while (0)
+#else
+#define PK_CALL(name, avx, ...) name##_base(__VA_ARGS__)
+#endif
 
 }  // namespace
 
@@ -386,14 +472,7 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
     for_each_chunk(chunks, [&](int64_t chunk) {
       const int64_t s = std::min(n, chunk_begin(chunk, chunks, segments) * kSegment);
       const int64_t e = std::min(n, chunk_begin(chunk + 1, chunks, segments) * kSegment);
-#ifdef POSEKERNELS_BN_AVX512
-      if (avx) {
-        dropout_avx512(xp, yp, s, e, mk, scale);
-        return;
-      }
-#endif
-      (void)avx;
-      dropout_base(xp, yp, s, e, mk, scale);
+      PK_CALL(dropout, avx, xp, yp, s, e, mk, scale);
     });
   });
   return y;
@@ -415,11 +494,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
                               residual ? residual->const_data_ptr<scalar_t>() : nullptr,
                               y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<scalar_t>(),
                               var.mutable_data_ptr<scalar_t>(), p, eps, relu};
-    for_each_channel(sh.C, [&](int64_t c, bool avx) {
-#ifdef POSEKERNELS_BN_AVX512
-      if (avx) return bn_fwd_channel_avx512(a, sh, mk, c);
-#endif
-      bn_fwd_channel_base(a, sh, mk, c);
+    const int64_t C = sh.C;
+    // per-row moments, combined per channel in row order (Chan et al.'s pairwise update)
+    std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
+    const scalar_t* zp = a.z;
+    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+      PK_CALL(bn_stats_rows, avx, zp, sh.L, r0, r1, rs.data());
+    });
+    std::vector<scalar_t> mul(static_cast<size_t>(C)), off(static_cast<size_t>(C));
+    for (int64_t c = 0; c < C; ++c) {
+      double count = 0.0, mu = 0.0, m2 = 0.0;
+      const double nb = static_cast<double>(sh.L);
+      for (int64_t n = 0; n < sh.N; ++n) {
+        const double* row = rs.data() + 2 * (n * C + c);
+        const double total = count + nb, delta = row[0] - mu;
+        mu += delta * nb / total;
+        m2 += row[1] + delta * delta * count * nb / total;
+        count = total;
+      }
+      const double v = m2 / count;
+      a.mean[c] = static_cast<scalar_t>(mu);
+      a.var[c] = static_cast<scalar_t>(v);
+      const double invstd = 1.0 / std::sqrt(v + a.eps);
+      const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+      const double b = a.beta ? static_cast<double>(a.beta[c]) : 0.0;
+      mul[c] = static_cast<scalar_t>(g * invstd);
+      off[c] = static_cast<scalar_t>(b - mu * g * invstd);
+    }
+    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+      PK_CALL(bn_fwd_rows, avx, a, sh, mk, mul.data(), off.data(), r0, r1);
     });
   });
   return {y, mean, var};
@@ -444,11 +547,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
                               has_residual ? gres.mutable_data_ptr<scalar_t>() : nullptr,
                               ggamma.mutable_data_ptr<scalar_t>(), gbeta.mutable_data_ptr<scalar_t>(),
                               p, eps, relu};
-    for_each_channel(sh.C, [&](int64_t c, bool avx) {
-#ifdef POSEKERNELS_BN_AVX512
-      if (avx) return bn_bwd_channel_avx512(a, sh, mk, c);
-#endif
-      bn_bwd_channel_base(a, sh, mk, c);
+    const int64_t C = sh.C;
+    std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
+    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+      PK_CALL(bn_bwd_rows1, avx, a, sh, mk, r0, r1, rs.data());
+    });
+    // grad_z = g * invstd * (d - sum_d / M - (z - mu) * invstd^2 * sum_dz / M)
+    std::vector<scalar_t> k(static_cast<size_t>(C)), md(static_cast<size_t>(C)),
+        kz(static_cast<size_t>(C));
+    const double count = static_cast<double>(sh.N * sh.L);
+    for (int64_t c = 0; c < C; ++c) {
+      double sum_d = 0.0, sum_dz = 0.0;
+      for (int64_t n = 0; n < sh.N; ++n) {
+        sum_d += rs[2 * (n * C + c)];
+        sum_dz += rs[2 * (n * C + c) + 1];
+      }
+      const double invstd = 1.0 / std::sqrt(static_cast<double>(a.var[c]) + a.eps);
+      const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+      a.ggamma[c] = static_cast<scalar_t>(sum_dz * invstd);
+      a.gbeta[c] = static_cast<scalar_t>(sum_d);
+      k[c] = static_cast<scalar_t>(g * invstd);
+      md[c] = static_cast<scalar_t>(sum_d / count);
+      kz[c] = static_cast<scalar_t>(invstd * invstd * sum_dz / count);
+    }
+    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+      PK_CALL(bn_bwd_rows2, avx, a, sh, k.data(), md.data(), kz.data(), r0, r1);
     });
   });
   return {gz, ggamma, gbeta, gres};
