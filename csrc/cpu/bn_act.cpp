@@ -1,5 +1,5 @@
 // Training-time epilogues of the GLA-GCN units on the CPU: counter-based dropout, and BatchNorm
-// (batch statistics) + dropout + residual add + ReLU in one pass per channel.
+// (batch statistics) + dropout + residual add + ReLU, fused.
 //
 // Dropout masks come from Philox4x32-10 (Salmon et al., SC 2011) keyed by a 64-bit seed that the
 // Python layer draws from torch's generator. Elements of a contiguous tensor are taken in blocks

@@ -384,9 +384,10 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     probability in [0, 1)) applies only when ``training``; ``residual`` is shaped like ``z``;
     act = ReLU when ``relu``.
 
-    The ``cpu`` backend runs training-mode calls on float32/float64 CPU tensors in one fused
-    pass per channel (forward and backward), with :func:`dropout`'s counter-based masks (seed
-    from ``generator``) so no mask is stored; the ``cuda`` and ``triton`` backends do the same
+    The ``cpu`` backend runs training-mode calls on float32/float64 CPU tensors fused, in two
+    sweeps over the tensor in memory order each way (statistics, then the elementwise pass),
+    with :func:`dropout`'s counter-based masks (seed from ``generator``) so no mask is stored;
+    the ``cuda`` and ``triton`` backends do the same
     on float32/float64 tensors with a statistics kernel (per-channel splits, merged) and an
     elementwise kernel each way, and the same masks. Everything else (evaluation, 16-bit
     dtypes, ``backend="reference"``) runs ``F.batch_norm`` + ``F.dropout`` + add + ReLU.

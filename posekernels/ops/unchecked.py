@@ -158,7 +158,7 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                    residual: Tensor | None, p: float, seed: Tensor, eps: float,
                    relu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode BatchNorm (batch statistics over every dimension of ``z`` (N, C, ...) but
-    C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU: one pass per channel; CUDA:
+    C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU: a statistics sweep and an elementwise sweep; CUDA:
     a statistics kernel and an elementwise kernel):
     ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
     the caller's to update."""
