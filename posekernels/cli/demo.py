@@ -209,6 +209,8 @@ def run(args) -> int:
     from posekernels.skeletons import get_skeleton
     from posekernels.stream.motion import camera_view, synth_walk
 
+    from ._threads import busy_cpu_note
+
     if args.frames < 1:
         raise SystemExit("--frames must be at least 1")
     camera = args.camera
@@ -220,6 +222,9 @@ def run(args) -> int:
         camera = int(camera)
     if args.threads:
         torch.set_num_threads(args.threads)
+    note = busy_cpu_note() if str(args.device).startswith("cpu") else None
+    if note:
+        print(f"posekernels demo: {note}", file=sys.stderr)
     try:
         models = _models(args)
     except (ValueError, OSError) as exc:

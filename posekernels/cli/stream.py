@@ -353,6 +353,11 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from ._threads import busy_cpu_note
+
+    note = busy_cpu_note() if str(args.device).startswith("cpu") else None
+    if note:
+        _report(note)
     try:
         model = load_model(args.checkpoint, device=args.device, mode=args.mode)
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
