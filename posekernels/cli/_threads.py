@@ -1,14 +1,16 @@
-"""A warning for live commands started on a machine whose cores are already busy."""
+"""Threads of the live commands (``stream``, ``demo``): ``--threads``, and one thread when they
+start on a machine whose cores are already busy."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import torch
 
 
 def busy_cpu_note(threads: int | None = None) -> str | None:
-    """The text of a warning when the cores are already busy and torch runs several threads
-    (``threads``, default ``torch.get_num_threads()``), else None.
+    """A diagnosis when the cores are already busy and torch runs several threads (``threads``,
+    default ``torch.get_num_threads()``), else None; :func:`steady_threads` acts on it.
 
     torch's CPU kernels synchronise their threads at the end of every parallel region, and the
     OpenMP runtime makes waiting threads spin: on cores that other processes keep busy (a 2D
@@ -33,5 +35,43 @@ def busy_cpu_note(threads: int | None = None) -> str | None:
         return None
     return (f"the CPU is busy (load average {load:.1f} on {cores} cores) and torch runs "
             f"{threads} threads: waiting threads then spin on cores that other work needs and "
-            "each frame can take many times longer; --threads 1, or OMP_WAIT_POLICY=PASSIVE in "
-            "the environment, keeps the latency steady")
+            "each frame can take many times longer")
+
+
+def steady_threads(requested: int | None, report) -> None:
+    """Thread setting of the live commands (``stream``, ``demo``) on the CPU: ``requested``
+    threads when given (``--threads``; a warning through ``report`` if the cores are busy),
+    else torch's default, or one thread when the cores are already busy (reported)."""
+    if requested:
+        torch.set_num_threads(requested)
+    note = busy_cpu_note()
+    if note is None:
+        return
+    if requested:
+        report(f"{note}; --threads 1, or OMP_WAIT_POLICY=PASSIVE in the environment, keeps the "
+               "latency steady")
+    else:
+        torch.set_num_threads(1)
+        report(f"{note}; running on one thread (--threads N chooses; OMP_WAIT_POLICY=PASSIVE in "
+               "the environment keeps several threads steady)")
+
+
+MAX_THREADS = 4096
+
+
+def _thread_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}], got {text!r}")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}], got {value}")
+    return value
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` as :func:`steady_threads` reads it."""
+    parser.add_argument("--threads", type=_thread_count, default=None,
+                        help="torch intra-op threads (default: torch's choice, or 1 when the CPU "
+                             "is already busy at start; 1 is steadier on a machine shared with "
+                             "other work)")

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from ._threads import add_threads_argument, steady_threads
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="stream a built-in motion through the lifters (latency, "
@@ -43,9 +45,7 @@ def register(sub) -> None:
                    help="where to save the animation of the whole clip (default "
                         "build/stream_demo.gif; '' for none)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's choice; 1 is steadier on a "
-                        "machine shared with other work)")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -209,8 +209,6 @@ def run(args) -> int:
     from posekernels.skeletons import get_skeleton
     from posekernels.stream.motion import camera_view, synth_walk
 
-    from ._threads import busy_cpu_note
-
     if args.frames < 1:
         raise SystemExit("--frames must be at least 1")
     camera = args.camera
@@ -220,11 +218,11 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
         camera = int(camera)
-    if args.threads:
+    if str(args.device).startswith("cpu"):
+        steady_threads(args.threads, lambda msg: print(f"posekernels demo: {msg}",
+                                                       file=sys.stderr))
+    elif args.threads:
         torch.set_num_threads(args.threads)
-    note = busy_cpu_note() if str(args.device).startswith("cpu") else None
-    if note:
-        print(f"posekernels demo: {note}", file=sys.stderr)
     try:
         models = _models(args)
     except (ValueError, OSError) as exc:

@@ -67,6 +67,8 @@ import sys
 import threading
 import time
 
+from ._threads import add_threads_argument, steady_threads
+
 MAX_STREAMS = 4096                 # --max-streams bound (each slot is preallocated)
 DEFAULT_IDLE_TIMEOUT = 10.0        # seconds
 DEFAULT_MAX_LINE_BYTES = 1 << 20   # 1 MiB
@@ -158,9 +160,7 @@ def register(sub) -> None:
                    help=f"longer lines are reported and skipped (default {DEFAULT_MAX_LINE_BYTES}"
                         ", 1 MiB)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--threads", type=_int_in(1, 4096), default=None,
-                   help="torch intra-op threads (default: torch's choice; 1 is steadier on a "
-                        "machine shared with other work)")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -349,15 +349,12 @@ def run(args) -> int:
     if not 1 <= args.max_streams <= MAX_STREAMS:  # callers that bypass the parser
         _report(f"--max-streams must be an integer in [1, {MAX_STREAMS}]")
         return 2
-    if args.threads:
+    if str(args.device).startswith("cpu"):
+        steady_threads(args.threads, _report)
+    elif args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ._threads import busy_cpu_note
-
-    note = busy_cpu_note() if str(args.device).startswith("cpu") else None
-    if note:
-        _report(note)
     try:
         model = load_model(args.checkpoint, device=args.device, mode=args.mode)
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
