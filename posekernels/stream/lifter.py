@@ -177,6 +177,11 @@ class StreamingLifter:
 
     Thread safety: one lifter may be used from several threads; its methods serialise on a lock
     (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
+
+    Busy cores: on a CPU that other work keeps busy (a 2D detector on the same cores), run torch
+    with one thread (``torch.set_num_threads(1)``) or start the process with
+    ``OMP_WAIT_POLICY=PASSIVE``; with several threads, waiting threads spin on cores that the
+    working ones need, and a push can take tens of times longer (README, "Real-time streaming").
     """
 
     def __init__(self, model: nn.Module, num_streams: int = 1, mode: str | None = None,
