@@ -433,7 +433,8 @@ template <typename F>
 void for_each_row_chunk(const Shape& sh, const F& f) {
   const bool avx = have_avx512();
   const int64_t rows = sh.N * sh.C;
-  const int64_t chunks = chunk_count(rows, std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, sh.L)));
+  const int64_t min_rows = std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, sh.L));
+  const int64_t chunks = chunk_count(rows, min_rows);
   for_each_chunk(chunks, [&](int64_t chunk) {
     f(chunk_begin(chunk, chunks, rows), chunk_begin(chunk + 1, chunks, rows), avx);
   });
@@ -497,9 +498,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const int64_t C = sh.C;
     // per-row moments, combined per channel in row order (Chan et al.'s pairwise update)
     std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
-    const scalar_t* zp = a.z;
     for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
-      PK_CALL(bn_stats_rows, avx, zp, sh.L, r0, r1, rs.data());
+      PK_CALL(bn_stats_rows, avx, a.z, sh.L, r0, r1, rs.data());
     });
     std::vector<scalar_t> mul(static_cast<size_t>(C)), off(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {

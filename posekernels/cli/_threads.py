@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from ._args import int_in
+
 
 def busy_cpu_note(threads: int | None = None) -> str | None:
     """A diagnosis when the cores are already busy and torch runs several threads (``threads``,
@@ -38,12 +40,15 @@ def busy_cpu_note(threads: int | None = None) -> str | None:
             "each frame can take many times longer")
 
 
-def steady_threads(requested: int | None, report) -> None:
-    """Thread setting of the live commands (``stream``, ``demo``) on the CPU: ``requested``
-    threads when given (``--threads``; a warning through ``report`` if the cores are busy),
-    else torch's default, or one thread when the cores are already busy (reported)."""
+def steady_threads(requested: int | None, report, device="cpu") -> None:
+    """Thread setting of the live commands (``stream``, ``demo``): ``requested`` threads when
+    given (``--threads``); on a CPU ``device``, a warning through ``report`` if the cores are
+    busy, and without ``requested``, torch's default or one thread when the cores are already
+    busy (reported)."""
     if requested:
         torch.set_num_threads(requested)
+    if not str(device).startswith("cpu"):
+        return
     note = busy_cpu_note()
     if note is None:
         return
@@ -59,19 +64,9 @@ def steady_threads(requested: int | None, report) -> None:
 MAX_THREADS = 4096
 
 
-def _thread_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}], got {text!r}")
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}], got {value}")
-    return value
-
-
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` as :func:`steady_threads` reads it."""
-    parser.add_argument("--threads", type=_thread_count, default=None,
+    parser.add_argument("--threads", type=int_in(1, MAX_THREADS), default=None,
                         help="torch intra-op threads (default: torch's choice, or 1 when the CPU "
                              "is already busy at start; 1 is steadier on a machine shared with "
                              "other work)")

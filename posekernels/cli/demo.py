@@ -218,11 +218,8 @@ def run(args) -> int:
                   file=sys.stderr)
             return 2
         camera = int(camera)
-    if str(args.device).startswith("cpu"):
-        steady_threads(args.threads, lambda msg: print(f"posekernels demo: {msg}",
-                                                       file=sys.stderr))
-    elif args.threads:
-        torch.set_num_threads(args.threads)
+    steady_threads(args.threads, lambda msg: print(f"posekernels demo: {msg}", file=sys.stderr),
+                   args.device)
     try:
         models = _models(args)
     except (ValueError, OSError) as exc:

@@ -67,6 +67,7 @@ import sys
 import threading
 import time
 
+from ._args import int_in
 from ._threads import add_threads_argument, steady_threads
 
 MAX_STREAMS = 4096                 # --max-streams bound (each slot is preallocated)
@@ -75,18 +76,6 @@ DEFAULT_MAX_LINE_BYTES = 1 << 20   # 1 MiB
 _INT64 = 1 << 63
 _POLL_S = 0.1                      # how often a quiet input checks idle streams and signals
 _SANE = {"px": (-1.0, 2.0), "unit": (-1.0, 2.0), "normalized": (-3.0, 3.0)}
-
-
-def _int_in(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value}")
-        return value
-    return parse
 
 
 def _finite(lo: float = -math.inf, what: str = "a finite number"):
@@ -148,14 +137,14 @@ def register(sub) -> None:
                    help="with --smooth: how fast the cut-off rises with speed (default 32)")
     p.add_argument("--min-score", type=_finite(what="a finite number"), default=0.3,
                    help="points with a lower score count as missing (default 0.3)")
-    p.add_argument("--max-streams", type=_int_in(1, MAX_STREAMS), default=8,
+    p.add_argument("--max-streams", type=int_in(1, MAX_STREAMS), default=8,
                    help=f"most streams live at once, 1 to {MAX_STREAMS} (default 8); a slot is "
                         "freed by 'end' or --idle-timeout")
     p.add_argument("--idle-timeout", type=_finite(0.0, "a number of seconds >= 0"),
                    default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                    help="flush and free a stream that sent nothing for this long "
                         f"(default {DEFAULT_IDLE_TIMEOUT:g}; 0: never)")
-    p.add_argument("--max-line-bytes", type=_int_in(64, 1 << 30),
+    p.add_argument("--max-line-bytes", type=int_in(64, 1 << 30),
                    default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
                    help=f"longer lines are reported and skipped (default {DEFAULT_MAX_LINE_BYTES}"
                         ", 1 MiB)")
@@ -349,12 +338,7 @@ def run(args) -> int:
     if not 1 <= args.max_streams <= MAX_STREAMS:  # callers that bypass the parser
         _report(f"--max-streams must be an integer in [1, {MAX_STREAMS}]")
         return 2
-    if str(args.device).startswith("cpu"):
-        steady_threads(args.threads, _report)
-    elif args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    steady_threads(args.threads, _report, args.device)
     try:
         model = load_model(args.checkpoint, device=args.device, mode=args.mode)
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
