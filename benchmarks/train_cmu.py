@@ -81,6 +81,20 @@ RUNS = {
     "big_centered_seq": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                              model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                                     "sequence_branch": True, "head": "icl", "causal": False}),
+    # window-normalised input (GLAGCN(window_norm=True): the pose scaled to its own size and
+    # centred, plus the root's screen position), started from the shipped T = 81 lifters
+    # (init_from: their input layers widened, the added channels at zero) and trained on with
+    # the big runs' recipe at a lower learning rate
+    "win_centered": dict(LIVE, epochs=4, lr=1e-3, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                         init_from="default:centered",
+                         model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                                "sequence_branch": False, "head": "shared", "causal": False,
+                                "window_norm": True}),
+    "win_causal": dict(LIVE, epochs=4, lr=1e-3, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                       init_from="default:causal",
+                       model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                              "sequence_branch": False, "head": "shared", "causal": True,
+                              "window_norm": True}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -95,6 +109,8 @@ LABELS = {
     "big_causal": "Causal lifter (random cameras, 2D noise), T=81, C=64",
     "big_causal_seq": "Causal lifter, sequence branch + ICL head, T=81, C=64",
     "big_centered_seq": "Centred lifter, sequence branch + ICL head, T=81, C=64",
+    "win_centered": "Centred lifter, window-normalised input, from big_centered, T=81, C=64",
+    "win_causal": "Causal lifter, window-normalised input, from big_causal, T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",

@@ -45,7 +45,7 @@ from .models.checkpoint import describe_load_error
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
            "load_checkpoint", "default_checkpoint_path", "load_default_model", "load_model",
-           "DefaultModelUnavailable", "atomic_torch_save"]
+           "DefaultModelUnavailable", "atomic_torch_save", "init_weights"]
 
 FORMAT = "posekernels-checkpoint"
 VERSION = 1
@@ -163,6 +163,79 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str) 
         raise ValueError(f"{path}: state dict does not match its model_config: "
                          + ", ".join(problems))
     model.load_state_dict(state, strict=True)
+
+
+def _widen(new: torch.Tensor, old: torch.Tensor, key: str, interleave: int | None) -> bool:
+    """Copy ``old`` into a wider ``new`` where they differ in one dimension only (input
+    channels added): the leading slice, or with ``interleave`` = (old, new) channels per joint
+    the first channels of every joint (the input BatchNorm's joint * channels + coordinate
+    layout). The added entries keep ``new``'s fresh initialisation, except weights of the
+    added input channels (zero: the model starts out ignoring them). Returns False when the
+    shapes do not fit that pattern."""
+    if new.dim() != old.dim():
+        return False
+    diff = [d for d in range(new.dim()) if new.shape[d] != old.shape[d]]
+    if len(diff) != 1 or new.shape[diff[0]] < old.shape[diff[0]]:
+        return False
+    d = diff[0]
+    with torch.no_grad():
+        if interleave is not None and new.dim() == 1:
+            co, cn = interleave
+            if old.shape[0] % co or new.shape[0] % cn or old.shape[0] // co != new.shape[0] // cn:
+                return False
+            new.view(-1, cn)[:, :co].copy_(old.view(-1, co))
+            return True
+        if new.dim() > 1:  # weights: the added input channels start at zero
+            new.zero_()
+        new.narrow(d, 0, old.shape[d]).copy_(old)
+    return True
+
+
+def init_weights(model: nn.Module, source: str | os.PathLike,
+                 map_location: Any = "cpu") -> dict:
+    """Start ``model`` from the weights of the checkpoint ``source`` (``"default"``,
+    ``"default:causal"`` or ``"default:centered"`` for a shipped lifter): fine-tuning.
+
+    Every tensor whose name and shape match is copied. A tensor that is wider in exactly one
+    dimension (a GLA-GCN built with ``window_norm=True`` from one without: its input layers take
+    four channels per joint instead of two) takes the source in its first entries (in the input
+    BatchNorm, the first two channels of every joint); the weights of the added channels start
+    at zero. Anything else -- a tensor of the model that the source lacks, a source tensor the
+    model has no place for, another shape -- is refused with a ValueError naming the tensors.
+    Returns ``{"copied": n, "widened": [names]}``."""
+    src = str(source)
+    if src == "default" or src.startswith("default:"):
+        mode = src.partition(":")[2] or "centered"
+        src = default_checkpoint_path(mode)
+    obj = read_checkpoint(src, map_location)
+    state = obj["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"{src}: cannot start this model from it: "
+                         + ", ".join(x for x in (
+                             f"tensors it lacks {missing[:6]}" if missing else "",
+                             f"tensors this model has no place for {unexpected[:6]}"
+                             if unexpected else "") if x))
+    cin_old = obj["model_config"].get("window_norm", False) and 4 or 2
+    cin_new = 4 if getattr(model, "window_norm", False) else 2
+    copied, widened, bad = 0, [], []
+    with torch.no_grad():
+        for k, t in own.items():
+            s_t = state[k].to(t.dtype)
+            if s_t.shape == t.shape:
+                t.copy_(s_t)
+                copied += 1
+            elif _widen(t, s_t, k, (cin_old, cin_new) if k.startswith("data_bn.") else None):
+                widened.append(k)
+            else:
+                bad.append(f"{k}: source {tuple(s_t.shape)}, model {tuple(t.shape)}")
+    if bad:
+        raise ValueError(f"{src}: cannot start this model from it: shapes differ: "
+                         + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else ""))
+    model.load_state_dict(own)
+    return {"copied": copied, "widened": widened, "source": src}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:

@@ -188,6 +188,11 @@ def rel_err(a, b):
 # (outputs up to ~200) the relative error had median 1.7e-6, 90th percentile 5.8e-6 and
 # maximum 1.8e-5, so the float32 bound is 2e-4.
 FLOAT32_ROUNDING = 2e-4
+# At T=243 (ten blocks, batch 1) the tail is longer: over 60 random state dicts the relative
+# error had median 1.1e-6, 90th percentile 6.8e-6 and maximum 1.9e-4, and one draw in CI-like
+# runs reached 1.3e-3 (an output that is small after cancellation); a wrong weight or wiring
+# gives errors of order 1.
+FLOAT32_ROUNDING_T243 = 5e-3
 
 
 def random_input(n, t, v, seed):
@@ -259,7 +264,7 @@ def test_T243_state_dict_matches_oracle():
         y = model(x)
         y64 = model.double()(x.double())
     assert rel_err(y64, expected) < 1e-10  # equality proven in float64
-    assert rel_err(y, expected) < FLOAT32_ROUNDING  # float32: rounding alone
+    assert rel_err(y, expected) < FLOAT32_ROUNDING_T243  # float32: rounding alone
 
 
 def test_backends_agree_on_loaded_model():

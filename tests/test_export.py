@@ -13,6 +13,8 @@ from posekernels.models import GLAGCN, released_sagcn  # noqa: E402
 
 @pytest.mark.parametrize("make", [lambda: GLAGCN(receptive_field=9, channels=8),
                                   lambda: GLAGCN(receptive_field=9, channels=8, causal=True),
+                                  lambda: GLAGCN(receptive_field=9, channels=8, causal=True,
+                                                 window_norm=True),
                                   lambda: released_sagcn(9, channels=8)])
 def test_onnx_matches_pytorch(tmp_path, make):
     torch.manual_seed(0)

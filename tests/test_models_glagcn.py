@@ -24,7 +24,8 @@ from posekernels.models import (
     released_sagcn,
     target_pose,
 )
-from posekernels.skeletons import SKELETONS
+from posekernels.data.windows import flip_pose
+from posekernels.skeletons import SKELETONS, get_skeleton
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -136,10 +137,17 @@ def oracle(model, x):
             lam = 1.0 / (1.0 + math.exp(-float(sd[f"{p}.lam_logit"])))
         return lam * own + (1 - lam) * shared
 
-    h = x.permute(0, 2, 3, 1).reshape(n, v * 2, t)
+    if model.window_norm:  # the window minus the root's mean position, over the pose size;
+        root = model.skeleton.parents.index(-1)  # then the root's own position, every joint
+        rel = x - x[:, :, root:root + 1]
+        size = torch.sqrt((rel ** 2).sum(-1).mean(dim=(1, 2)))
+        normed = (x - x[:, :, root].mean(1)[:, None, None]) / size[:, None, None, None]
+        x = torch.cat([normed, x[:, :, root:root + 1].expand(n, t, v, 2)], -1)
+    c_in = x.shape[-1]
+    h = x.permute(0, 2, 3, 1).reshape(n, v * c_in, t)
     if "data_bn.weight" in sd:  # input_bn=False: the coordinates go in as they are
         h = bn(h, "data_bn")
-    h = h.reshape(n, v, 2, t).permute(0, 2, 3, 1)
+    h = h.reshape(n, v, c_in, t).permute(0, 2, 3, 1)
     h = block(h, "expand", 1, "conv")
     sequence = None
     if model.sequence_branch:
@@ -178,6 +186,8 @@ CONFIGS = [
     dict(temporal="avgpool_end", lam="learnable"),
     dict(temporal="avgpool_end", causal=True, block="stgcn", head="fc", skeleton="humaneva15"),
     dict(input_bn=False, lam="learnable", sequence_branch=False, causal=True),
+    dict(window_norm=True, head="shared", sequence_branch=False, causal=True),
+    dict(window_norm=True, skeleton="mpi3dhp17"),
 ]
 
 
@@ -678,3 +688,77 @@ def test_skeletons_all_build():
         model = GLAGCN(3, 4, skeleton=name).eval()
         with torch.no_grad():
             assert model(fresh_input(1, 3, sk.num_joints)).shape == (1, 1, sk.num_joints, 3)
+
+
+# ----------------------------------------------------------------------------- window_norm
+def _normalize_window_f64(x, root):
+    """normalize_window by explicit loops over windows, frames and joints, in float64."""
+    x = x.double()
+    out = torch.empty_like(x)
+    n, t, v, _ = x.shape
+    for i in range(n):
+        centre = sum(x[i, f, root] for f in range(t)) / t
+        sq = sum(float(((x[i, f, j] - x[i, f, root]) ** 2).sum()) for f in range(t)
+                 for j in range(v))
+        out[i] = (x[i] - centre) / math.sqrt(sq / (t * v))
+    return out
+
+
+def test_normalize_window_against_loops_and_invariances():
+    from posekernels.models.glagcn import normalize_window
+
+    x = torch.randn(5, 9, 17, 2, dtype=torch.float64) * 0.3 + torch.randn(5, 1, 1, 2)
+    want = _normalize_window_f64(x, 0)
+    torch.testing.assert_close(normalize_window(x, 0), want, rtol=1e-12, atol=1e-12)
+    got32 = normalize_window(x.float(), 0)
+    assert rel_err(got32, want) < 1e-5
+    # where the person stands and how large they appear do not matter
+    shift = torch.randn(5, 1, 1, 2, dtype=torch.float64)
+    scale = torch.rand(5, 1, 1, 1, dtype=torch.float64) * 4 + 0.2
+    torch.testing.assert_close(normalize_window(x * scale + shift, 0), want, rtol=1e-10,
+                               atol=1e-10)
+    # a horizontal flip commutes with it
+    sk = get_skeleton("h36m17")
+    mirrored = flip_pose(x, sk.left, sk.right)
+    torch.testing.assert_close(normalize_window(mirrored, 0),
+                               flip_pose(want, sk.left, sk.right), rtol=1e-12, atol=1e-12)
+    # another root joint: centred on that joint's mean position
+    got = normalize_window(x, 14)
+    torch.testing.assert_close(got[:, :, 14].mean(1), torch.zeros(5, 2, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+
+
+def test_normalize_window_degenerate_pose_stays_finite():
+    from posekernels.models.glagcn import normalize_window
+
+    x = torch.rand(2, 3, 1, 2).expand(2, 3, 17, 2).contiguous()  # every joint on the root
+    out = normalize_window(x, 0)
+    assert torch.isfinite(out).all()
+
+
+def test_window_input_channels():
+    from posekernels.models.glagcn import normalize_window, window_input
+
+    x = fresh_input(3, 9, 17)
+    out = window_input(x, 0)
+    assert out.shape == (3, 9, 17, 4)
+    torch.testing.assert_close(out[..., :2], normalize_window(x, 0))
+    torch.testing.assert_close(out[..., 2:], x[:, :, :1].expand(3, 9, 17, 2))
+
+
+def test_window_norm_model_sees_the_pose_apart_from_its_image_position():
+    model = randomize_(GLAGCN(9, 8, window_norm=True, sequence_branch=False),
+                       int(torch.randint(0, 2**31 - 1, ()).item())).eval()
+    assert model.data_bn.num_features == 4 * 17 and model.expand.gcn.W.shape[-1] == 4
+    x = fresh_input(3, 9, 17)
+    x = x - x[:, :, :1] + x[:, :1, :1]  # the root stands still
+    # the same poses at the same image position, 0.37 times the size: the same output
+    root = x[:, :, :1]
+    with torch.no_grad():
+        a = model(x)
+        b = model(root + (x - root) * 0.37)
+        c = model(x + torch.tensor([0.4, -0.2]))  # moved in the image: seen from elsewhere
+    assert rel_err(b, a) < 1e-4
+    assert rel_err(c, a) > 1e-3
+    with pytest.raises(ValueError, match="window_norm must be True or False"):
+        GLAGCN(9, 8, window_norm=1)

@@ -47,8 +47,9 @@ def _stream_all(lifter, seqs, streams=None):
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("T", [3, 9, 27])
-def test_stream_equals_lift_sequence(causal, T):
-    model = _model(T, causal)
+@pytest.mark.parametrize("window_norm", [False, True])
+def test_stream_equals_lift_sequence(causal, T, window_norm):
+    model = _model(T, causal, window_norm=window_norm)
     g = torch.Generator().manual_seed(T)
     for frames in (max(T // 2, 1), T + 2):
         seqs = torch.randn(3, frames, 17, 2, generator=g) * 0.5
@@ -168,7 +169,8 @@ def test_released_and_single_frame_models():
 
 @pytest.mark.parametrize("kw", [dict(head="fc", temporal="avgpool"), dict(block="stgcn"),
                                 dict(head="shared", sequence_branch=False), dict(causal=True),
-                                dict(causal=True, temporal="avgpool")])
+                                dict(causal=True, temporal="avgpool"),
+                                dict(causal=True, window_norm=True)])
 def test_plan_equals_model(kw):
     model = _model(27, **kw)
     x = torch.randn(4, 27, 17, 2)

@@ -432,3 +432,73 @@ def test_amp_is_off_on_cpu_and_numbers_are_float32(tmp_path, positions):
                 log=lambda *a: None)
     assert all(p.dtype == torch.float32 for p in res["model"].parameters())
     assert np.isfinite(res["history"][0]["loss"])
+
+
+# ------------------------------------------------------------------------------ init_from
+def _random_bn_(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model
+
+
+def test_init_weights_copies_and_widens_to_window_norm(tmp_path):
+    from posekernels.checkpoints import init_weights, save_checkpoint
+
+    seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    torch.manual_seed(seed)
+    src = _random_bn_(build_model(dict(TINY_GLA, causal=True)), seed)
+    path = tmp_path / "src.pt"
+    save_checkpoint(path, src)
+    # the same configuration: an exact copy
+    same = build_model(dict(TINY_GLA, causal=True))
+    got = init_weights(same, path)
+    assert got["widened"] == [] and got["copied"] == len(same.state_dict())
+    for k, t in same.state_dict().items():
+        assert torch.equal(t, src.state_dict()[k]), k
+    # window_norm: the input layers take 4 channels per joint; the source fills the first two
+    wide = build_model(dict(TINY_GLA, causal=True, window_norm=True))
+    got = init_weights(wide, path)
+    assert set(got["widened"]) >= {"data_bn.weight", "data_bn.running_mean",
+                                   "expand.gcn.W", "expand.residual.conv.weight"}
+    ws, ss = wide.state_dict(), src.state_dict()
+    for k in ss:
+        if k in got["widened"]:
+            continue
+        assert torch.equal(ws[k], ss[k]), k
+    torch.testing.assert_close(ws["data_bn.running_mean"].view(17, 4)[:, :2],
+                               ss["data_bn.running_mean"].view(17, 2), rtol=0, atol=0)
+    assert torch.equal(ws["data_bn.running_mean"].view(17, 4)[:, 2:], torch.zeros(17, 2))
+    assert torch.equal(ws["data_bn.running_var"].view(17, 4)[:, 2:], torch.ones(17, 2))
+    torch.testing.assert_close(ws["expand.gcn.W"][..., :2], ss["expand.gcn.W"], rtol=0, atol=0)
+    assert torch.equal(ws["expand.gcn.W"][..., 2:], torch.zeros_like(ws["expand.gcn.W"][..., 2:]))
+    # a model the source does not fit is refused, naming the tensors
+    with pytest.raises(ValueError, match="shapes differ: .*W"):
+        init_weights(build_model(dict(TINY_GLA, channels=12)), path)
+    with pytest.raises(ValueError, match="no place for"):
+        init_weights(build_model(dict(TINY_GLA, sequence_branch=False)), path)
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        init_weights(same, tmp_path / "missing.pt")
+
+
+def test_train_init_from_starts_from_the_checkpoint(tmp_path, positions):
+    from posekernels.checkpoints import save_checkpoint
+
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+    src = build_model(dict(TINY_GLA))
+    save_checkpoint(tmp_path / "src.pt", src)
+    lines = []
+    cfg = tiny_config(tmp_path, epochs=1, lr=1e-12, lr_min=1e-12, optimizer="adam",
+                      init_from=str(tmp_path / "src.pt"))
+    res = train(cfg, positions_3d=positions, log=lines.append)
+    assert any("started from" in ln for ln in lines)
+    # with a vanishing learning rate the weights stay the source's
+    for k, p in res["model"].named_parameters():
+        torch.testing.assert_close(p.detach(), src.state_dict()[k], rtol=0, atol=1e-8)
+    bad = tiny_config(tmp_path, init_from=str(tmp_path / "nothing.pt"))
+    with pytest.raises(ConfigError, match="init_from: .*no such checkpoint"):
+        train(bad, positions_3d=positions, log=lambda *a: None)

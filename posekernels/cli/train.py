@@ -55,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--val-every", type=int)
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                    help="continue from a last.pt (default <out-dir>/last.pt)")
+    p.add_argument("--init-from", dest="init_from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (fine-tuning); 'default:causal' or "
+                        "'default:centered' for a shipped lifter")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.set_defaults(func=run)
 
@@ -62,7 +65,7 @@ def register(sub) -> None:
 _PLAIN = ("data_3d", "train_subjects", "val_subjects", "epochs", "stage1_epochs", "batch_size",
           "optimizer", "lr", "lr_min", "lr_schedule", "lr_decay", "frame_stride",
           "detector_noise", "flip_augment", "test_flip", "bn_momentum_decay", "amp", "seed",
-          "device", "threads", "out_dir", "val_every", "progress")
+          "device", "threads", "out_dir", "val_every", "progress", "init_from")
 
 
 def config_from_args(args):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from ..models.glagcn import causal_shift
+from ..models.glagcn import causal_shift, window_input
 from ..ops import reference, unchecked
 
 __all__ = ["build_plan", "GLAGCNPlan", "ModulePlan"]
@@ -247,10 +247,13 @@ class GLAGCNPlan(nn.Module):
         self.num_joints = model.num_joints
         self.skeleton = model.skeleton
         v = model.num_joints
-        scale, shift = _bn_affine(model.data_bn)  # channel = joint * 2 + coordinate
-        self.register_buffer("in_scale", scale.view(v, 2).t().reshape(1, 2, 1, v).to(ref)
+        self.window_norm = bool(getattr(model, "window_norm", False))
+        self.root = getattr(model, "root", 0)
+        cin = 4 if self.window_norm else 2
+        scale, shift = _bn_affine(model.data_bn)  # channel = joint * cin + coordinate
+        self.register_buffer("in_scale", scale.view(v, cin).t().reshape(1, cin, 1, v).to(ref)
                              .contiguous())
-        self.register_buffer("in_shift", shift.view(v, 2).t().reshape(1, 2, 1, v).to(ref)
+        self.register_buffer("in_shift", shift.view(v, cin).t().reshape(1, cin, 1, v).to(ref)
                              .contiguous())
         # channels_last: the (9, 1) convolutions alone run faster in channels-last layout on the
         # CPU, but the layout copies around the graph convolutions (which take NCHW) cancel the
@@ -289,6 +292,8 @@ class GLAGCNPlan(nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
+        if self.window_norm:
+            x = window_input(x, self.root)
         h = x.permute(0, 3, 1, 2) * self.in_scale + self.in_shift  # (N, 2, T, V)
         h = h.contiguous()
         h = self.expand(h)

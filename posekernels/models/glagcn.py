@@ -35,7 +35,7 @@ __all__ = [
     "GraphUnit", "TemporalUnit", "AGCNBlock", "StridedModule", "JointHead", "GLAGCN",
     "released_sagcn", "mpjpe_loss", "target_pose", "glagcn_local_loss", "glagcn_global_loss",
     "glagcn_stage1_loss", "glagcn_stage2_loss", "check_pose_input", "IdentityInputNorm",
-    "TEMPORAL_KINDS", "LEARNABLE",
+    "TEMPORAL_KINDS", "LEARNABLE", "normalize_window", "window_input",
 ]
 
 TEMPORAL_KERNEL = 9
@@ -474,6 +474,28 @@ class IdentityInputNorm(nn.Module):
         return x
 
 
+def normalize_window(x: Tensor, root: int = 0, min_scale: float = 1e-4) -> Tensor:
+    """Each 2D window (N, T, V, 2) moved and scaled into the model's own frame: minus the mean
+    position of the ``root`` joint over the window, divided by the window's pose size (the
+    root-mean-square distance of the joints from their frame's root, over every frame and
+    joint; at least ``min_scale``). The result does not depend on where the person stands in
+    the image or how large they appear (camera distance, focal length, image size), only on the
+    pose and its motion; it commutes with a horizontal flip. ``GLAGCN(window_norm=True)``
+    applies it first."""
+    r = x[:, :, root:root + 1]
+    centre = r.mean(dim=1, keepdim=True)
+    size = (x - r).square().sum(dim=-1).mean(dim=(1, 2)).sqrt()
+    return (x - centre) / size.clamp_min(min_scale)[:, None, None, None]
+
+
+def window_input(x: Tensor, root: int = 0) -> Tensor:
+    """The four input channels of ``GLAGCN(window_norm=True)``: (N, T, V, 2) normalised screen
+    coordinates -> (N, T, V, 4), :func:`normalize_window` of the window, then the ``root``
+    joint's screen position of the same frame (repeated on every joint)."""
+    r = x[:, :, root:root + 1].expand(-1, -1, x.shape[2], -1)
+    return torch.cat([normalize_window(x, root), r], dim=-1)
+
+
 # ----------------------------------------------------------------------------- the model
 def _stages_for(receptive_field) -> int:
     if isinstance(receptive_field, bool) or not isinstance(receptive_field, int):
@@ -554,6 +576,13 @@ class GLAGCN(nn.Module):
       (lambda 0.5), kept in [0, 1] by the sigmoid (needs ``head="icl"``; adds the state-dict
       entry ``head.lam_logit``). :attr:`lam` reads the current value as a float.
     * ``global_blocks`` (keyword only): the number of C -> C blocks in the global branch.
+    * ``window_norm`` (keyword only, default False): the model takes four channels per joint
+      instead of two: the window centred on its root joint's mean position and divided by its
+      pose size (:func:`normalize_window`: the pose and its motion, whatever the person's size
+      in the image), and the root joint's own normalised screen position in each frame (the
+      direction in which the camera sees the person, which sets the pose's rotation in the
+      camera frame). :func:`window_input` builds them; the inference plan, streaming and export
+      apply it the same way. The input BatchNorm then has 4V channels.
     * ``input_bn`` (keyword only, default True): the input BatchNorm1d(2V). ``False``: no input
       normalisation (``data_bn`` is then an :class:`IdentityInputNorm`, nothing saved), as in
       the authors' HumanEva MRCNN model (:func:`posekernels.models.load_official_checkpoint`
@@ -572,7 +601,7 @@ class GLAGCN(nn.Module):
                  skeleton: str | Skeleton = "h36m17", sequence_branch: bool = True,
                  head: str = "icl", lam: float | str = 0.5, causal: bool = False,
                  block: str = "agcn", temporal: str = "strided", dropout: float = 0.1, *,
-                 global_blocks: int = 4, input_bn: bool = True):
+                 global_blocks: int = 4, input_bn: bool = True, window_norm: bool = False):
         super().__init__()
         stages = _stages_for(receptive_field)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
@@ -587,6 +616,8 @@ class GLAGCN(nn.Module):
             raise ValueError(f"lam='learnable' needs head='icl', got head={head!r}")
         if not isinstance(input_bn, bool):
             raise ValueError(f"input_bn must be True or False, got {input_bn!r}")
+        if not isinstance(window_norm, bool):
+            raise ValueError(f"window_norm must be True or False, got {window_norm!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if isinstance(global_blocks, bool) or not isinstance(global_blocks, int) or global_blocks < 0:
@@ -605,8 +636,12 @@ class GLAGCN(nn.Module):
         A = sk.partitions(torch.float64)
 
         self.input_bn = input_bn
-        self.data_bn = nn.BatchNorm1d(2 * v) if input_bn else IdentityInputNorm(2 * v)
-        self.expand = AGCNBlock(2, channels, A, stride=1, residual=True, **kw)
+        self.window_norm = window_norm
+        self.root = sk.root
+        cin = 4 if window_norm else 2
+        self.in_channels = cin
+        self.data_bn = nn.BatchNorm1d(cin * v) if input_bn else IdentityInputNorm(cin * v)
+        self.expand = AGCNBlock(cin, channels, A, stride=1, residual=True, **kw)
         self.global_blocks = nn.ModuleList(
             [AGCNBlock(channels, channels, A, stride=1, residual=True, **kw)
              for _ in range(global_blocks if sequence_branch else 0)])
@@ -630,7 +665,10 @@ class GLAGCN(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """Normalised input (N, T, V, 2) -> expand-block features (N, C, T, V)."""
         n, t, v, c = x.shape
-        h = x.permute(0, 2, 3, 1).reshape(n, v * c, t)  # channel = joint * 2 + coordinate
+        if self.window_norm:
+            x = window_input(x, self.root)
+            c = x.shape[-1]
+        h = x.permute(0, 2, 3, 1).reshape(n, v * c, t)  # channel = joint * c + coordinate
         h = self.data_bn(h)
         h = h.reshape(n, v, c, t).permute(0, 2, 3, 1).contiguous()
         return self.expand(h)

@@ -68,6 +68,10 @@ class TrainConfig:
     frame_stride: int = 1                   # every s-th frame is a training sample (per-camera offset)
     frame_rate: float = 50.0                # frames/s of the training motion (Human3.6M and
     #                                         import-bvh: 50); checkpoints record it
+    init_from: str | None = None            # start from this checkpoint's weights (fine-tuning;
+    #                                         "default:causal" / "default:centered" are the
+    #                                         shipped lifters; posekernels.checkpoints.init_weights);
+    #                                         a resumed run takes its last.pt instead
     # schedule
     epochs: int = 10
     stage1_epochs: int | None = None        # GLA-GCN stage 1 (L_global + L_local); None: epochs // 2

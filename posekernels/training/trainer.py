@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import build_model, read_checkpoint, save_checkpoint
+from ..checkpoints import build_model, init_weights, read_checkpoint, save_checkpoint
 from .camera_data import RandomCameraWindows, augment_2d_from_dict
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .ddp import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from .optim import bn_momentum, cosine_lr, exp_lr, make_optimizer, set_bn_momentum, set_lr
 
@@ -329,6 +329,13 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         os.makedirs(cfg.out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
+    if cfg.init_from:
+        try:
+            got = init_weights(model, cfg.init_from, map_location=device)
+        except ValueError as exc:
+            raise ConfigError(f"init_from: {exc}") from None
+        say(f"started from {got['source']}: {got['copied']} tensors copied"
+            + (f", widened {got['widened']}" if got["widened"] else ""))
     data = prepare_data(cfg, model, device, positions_3d)
     optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     stage1 = _stage1_epochs(cfg, model)
