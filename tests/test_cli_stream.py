@@ -120,6 +120,14 @@ def test_demo_runs_and_saves_png(tmp_path, capsys, model):
     assert png.exists() and png.stat().st_size > 1000
 
 
+def test_demo_empty_picture_paths_write_nothing(tmp_path, capsys, monkeypatch, model):
+    monkeypatch.chdir(tmp_path)
+    code = main(["demo", "--frames", "30", "--png", "", "--gif", ""])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "saved" not in out and list(tmp_path.iterdir()) == []
+
+
 def test_stream_cli_with_a_checkpoint_file(tmp_path):
     torch.manual_seed(2)
     model = checkpoints.build_model({"arch": "glagcn", "receptive_field": 3, "channels": 8,

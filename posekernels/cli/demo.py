@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["centered", "causal"], default=None,
                    help="with --checkpoint default: only this shipped model (default: both)")
     p.add_argument("--png", default=os.path.join("build", "stream_demo.png"),
-                   help="where to save the picture (default build/stream_demo.png)")
+                   help="where to save the picture (default build/stream_demo.png; '' for "
+                        "none)")
     p.add_argument("--gif", default=os.path.join("build", "stream_demo.gif"),
                    help="where to save the animation of the whole clip (default "
                         "build/stream_demo.gif; '' for none)")
@@ -261,8 +262,9 @@ def run(args) -> int:
     skeleton = get_skeleton("h36m17")
     try:
         n = len(kp)
-        _draw(args.png, kp, results, gt, [n // 5, n // 2, (4 * n) // 5], skeleton)
-        print(f"saved {args.png}")
+        if args.png:
+            _draw(args.png, kp, results, gt, [n // 5, n // 2, (4 * n) // 5], skeleton)
+            print(f"saved {args.png}")
         if args.gif:
             _animate(args.gif, kp, results, gt, args.fps, skeleton)
             print(f"saved {args.gif}")
