@@ -95,6 +95,13 @@ RUNS = {
                        model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                               "sequence_branch": False, "head": "shared", "causal": True,
                               "window_norm": True}),
+    # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
+    # coordinates as they are against the window-normalised input, centred and causal
+    **{f"probe_{inp}{'_causal' if causal else ''}": dict(
+        LIVE, epochs=4, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+                               "sequence_branch": False, "head": "shared", "causal": causal,
+                               "window_norm": inp == "window"})
+       for inp in ("screen", "window") for causal in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -111,6 +118,9 @@ LABELS = {
     "big_centered_seq": "Centred lifter, sequence branch + ICL head, T=81, C=64",
     "win_centered": "Centred lifter, window-normalised input, from big_centered, T=81, C=64",
     "win_causal": "Causal lifter, window-normalised input, from big_causal, T=81, C=64",
+    **{f"probe_{inp}{'_causal' if causal else ''}":
+       f"Probe: {'causal' if causal else 'centred'}, {inp} input, T=27, C=32, 4 epochs"
+       for inp in ("screen", "window") for causal in (False, True)},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
