@@ -11,6 +11,12 @@ from posekernels.stream import StreamingLifter, build_plan, fill_missing
 
 PLAN_WINOGRAD_BOUND = 5e-5
 TOL = 1e-5
+# Streaming and lift_sequence run the same plan on batches of other sizes, and on one thread the
+# CPU kernels' blocking (Winograd tiles, product panels) depends on the batch: over 24 random
+# models of test_stream_equals_lift_sequence (outputs scaled to ~1, T = 27, with and without
+# window_norm) the largest difference was 1.2e-4 on one thread (8.7e-5 without window_norm) and
+# 0 on two; the shipped lifters in the demo differ by 1.8e-7 m.
+STREAM_BATCH_BOUND = 5e-4
 
 
 def _model(T, causal=False, channels=8, seed=0, **kw):
@@ -59,7 +65,7 @@ def test_stream_equals_lift_sequence(causal, T, window_norm):
         for s in range(3):
             want = lift_sequence(model, seqs[s])
             assert got[s].shape == want.shape
-            assert (got[s] - want).abs().max().item() < TOL
+            assert (got[s] - want).abs().max().item() < STREAM_BATCH_BOUND
 
 
 @pytest.mark.parametrize("fold", [True, False])
