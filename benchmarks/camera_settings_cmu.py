@@ -33,7 +33,7 @@ SETTINGS = {
 
 
 def main(argv=None) -> int:
-    from posekernels.checkpoints import default_checkpoint_path, load_checkpoint
+    from posekernels.checkpoints import checkpoint_path, load_checkpoint
     from posekernels.data import DetectorNoise, load_positions_3d, project_sequences
     from posekernels.evaluation import evaluate_sequences, headline
 
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=os.path.join(ROOT, "out", "cmu", "data_3d_cmu.npz"))
     p.add_argument("--subjects", nargs="+", default=["09"])
     args = p.parse_args(argv)
-    paths = [default_checkpoint_path(c.partition(":")[2]) if c.startswith("default:") else c
-             for c in args.checkpoints]
-    models = {c: load_checkpoint(path) for c, path in zip(args.checkpoints, paths)}
+    models = {c: load_checkpoint(checkpoint_path(c)) for c in args.checkpoints}
     pos = load_positions_3d(args.data)
     for name, dist in SETTINGS.items():
         def clip_cameras(subject, action, clip, dist=dist):

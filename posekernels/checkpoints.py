@@ -45,7 +45,7 @@ from .models.checkpoint import describe_load_error
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
            "load_checkpoint", "default_checkpoint_path", "load_default_model", "load_model",
-           "DefaultModelUnavailable", "atomic_torch_save", "init_weights"]
+           "DefaultModelUnavailable", "atomic_torch_save", "init_weights", "checkpoint_path"]
 
 FORMAT = "posekernels-checkpoint"
 VERSION = 1
@@ -165,30 +165,38 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str) 
     model.load_state_dict(state, strict=True)
 
 
-def _widen(new: torch.Tensor, old: torch.Tensor, key: str, interleave: int | None) -> bool:
+def _widen(new: torch.Tensor, old: torch.Tensor, interleave: tuple[int, int] | None) -> bool:
     """Copy ``old`` into a wider ``new`` where they differ in one dimension only (input
     channels added): the leading slice, or with ``interleave`` = (old, new) channels per joint
     the first channels of every joint (the input BatchNorm's joint * channels + coordinate
     layout). The added entries keep ``new``'s fresh initialisation, except weights of the
     added input channels (zero: the model starts out ignoring them). Returns False when the
-    shapes do not fit that pattern."""
+    shapes do not fit that pattern. Called under ``torch.no_grad()``."""
     if new.dim() != old.dim():
         return False
     diff = [d for d in range(new.dim()) if new.shape[d] != old.shape[d]]
     if len(diff) != 1 or new.shape[diff[0]] < old.shape[diff[0]]:
         return False
     d = diff[0]
-    with torch.no_grad():
-        if interleave is not None and new.dim() == 1:
-            co, cn = interleave
-            if old.shape[0] % co or new.shape[0] % cn or old.shape[0] // co != new.shape[0] // cn:
-                return False
-            new.view(-1, cn)[:, :co].copy_(old.view(-1, co))
-            return True
-        if new.dim() > 1:  # weights: the added input channels start at zero
-            new.zero_()
-        new.narrow(d, 0, old.shape[d]).copy_(old)
+    if interleave is not None and new.dim() == 1:
+        co, cn = interleave
+        if old.shape[0] % co or new.shape[0] % cn or old.shape[0] // co != new.shape[0] // cn:
+            return False
+        new.view(-1, cn)[:, :co].copy_(old.view(-1, co))
+        return True
+    if new.dim() > 1:  # weights: the added input channels start at zero
+        new.zero_()
+    new.narrow(d, 0, old.shape[d]).copy_(old)
     return True
+
+
+def checkpoint_path(spec: str | os.PathLike) -> str:
+    """A checkpoint file's path, or for ``"default:causal"`` / ``"default:centered"`` (plain
+    ``"default"``: centred) the shipped lifter's."""
+    s = os.fspath(spec)
+    if s == "default" or s.startswith("default:"):
+        return default_checkpoint_path(s.partition(":")[2] or "centered")
+    return s
 
 
 def init_weights(model: nn.Module, source: str | os.PathLike,
@@ -203,10 +211,7 @@ def init_weights(model: nn.Module, source: str | os.PathLike,
     at zero. Anything else -- a tensor of the model that the source lacks, a source tensor the
     model has no place for, another shape -- is refused with a ValueError naming the tensors.
     Returns ``{"copied": n, "widened": [names]}``."""
-    src = str(source)
-    if src == "default" or src.startswith("default:"):
-        mode = src.partition(":")[2] or "centered"
-        src = default_checkpoint_path(mode)
+    src = checkpoint_path(source)
     obj = read_checkpoint(src, map_location)
     state = obj["model"]
     own = model.state_dict()
@@ -218,7 +223,7 @@ def init_weights(model: nn.Module, source: str | os.PathLike,
                              f"tensors it lacks {missing[:6]}" if missing else "",
                              f"tensors this model has no place for {unexpected[:6]}"
                              if unexpected else "") if x))
-    cin_old = obj["model_config"].get("window_norm", False) and 4 or 2
+    cin_old = 4 if obj["model_config"].get("window_norm") else 2
     cin_new = 4 if getattr(model, "window_norm", False) else 2
     copied, widened, bad = 0, [], []
     with torch.no_grad():
@@ -227,14 +232,15 @@ def init_weights(model: nn.Module, source: str | os.PathLike,
             if s_t.shape == t.shape:
                 t.copy_(s_t)
                 copied += 1
-            elif _widen(t, s_t, k, (cin_old, cin_new) if k.startswith("data_bn.") else None):
+            elif _widen(t, s_t, (cin_old, cin_new) if k.startswith("data_bn.") else None):
                 widened.append(k)
             else:
                 bad.append(f"{k}: source {tuple(s_t.shape)}, model {tuple(t.shape)}")
     if bad:
         raise ValueError(f"{src}: cannot start this model from it: shapes differ: "
                          + "; ".join(bad[:4]) + (" ..." if len(bad) > 4 else ""))
-    model.load_state_dict(own)
+    # ``own`` holds the model's own parameters and buffers (state_dict shares their storage),
+    # so the copies above have already changed the model
     return {"copied": copied, "widened": widened, "source": src}
 
 

@@ -499,6 +499,11 @@ def test_train_init_from_starts_from_the_checkpoint(tmp_path, positions):
     # with a vanishing learning rate the weights stay the source's
     for k, p in res["model"].named_parameters():
         torch.testing.assert_close(p.detach(), src.state_dict()[k], rtol=0, atol=1e-8)
-    bad = tiny_config(tmp_path, init_from=str(tmp_path / "nothing.pt"))
+    # a resumed run takes its last.pt: init_from is not read again
+    again = tiny_config(tmp_path, epochs=2, lr=1e-12, lr_min=1e-12, optimizer="adam",
+                        init_from=str(tmp_path / "moved-away.pt"))
+    train(again, resume="auto", positions_3d=positions, log=lambda *a: None)
+    bad = tiny_config(tmp_path, out_dir=str(tmp_path / "fresh"),
+                      init_from=str(tmp_path / "nothing.pt"))
     with pytest.raises(ConfigError, match="init_from: .*no such checkpoint"):
         train(bad, positions_3d=positions, log=lambda *a: None)

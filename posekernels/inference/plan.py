@@ -247,9 +247,8 @@ class GLAGCNPlan(nn.Module):
         self.num_joints = model.num_joints
         self.skeleton = model.skeleton
         v = model.num_joints
-        self.window_norm = bool(getattr(model, "window_norm", False))
-        self.root = getattr(model, "root", 0)
-        cin = 4 if self.window_norm else 2
+        self.window_norm, self.root = model.window_norm, model.root
+        cin = model.in_channels
         scale, shift = _bn_affine(model.data_bn)  # channel = joint * cin + coordinate
         self.register_buffer("in_scale", scale.view(v, cin).t().reshape(1, cin, 1, v).to(ref)
                              .contiguous())

@@ -329,7 +329,10 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         os.makedirs(cfg.out_dir, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model).to(device)
-    if cfg.init_from:
+    last_path = os.path.join(cfg.out_dir, "last.pt")
+    if resume == "auto":
+        resume = last_path if os.path.isfile(last_path) else None
+    if cfg.init_from and not resume:  # a resumed run takes its last.pt's weights instead
         try:
             got = init_weights(model, cfg.init_from, map_location=device)
         except ValueError as exc:
@@ -341,9 +344,6 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     stage1 = _stage1_epochs(cfg, model)
 
     start_epoch, history, partial = 0, [], None
-    last_path = os.path.join(cfg.out_dir, "last.pt")
-    if resume == "auto":
-        resume = last_path if os.path.isfile(last_path) else None
     if resume:
         state = read_checkpoint(resume, map_location=device)
         for key in ("optimizer", "epoch"):
