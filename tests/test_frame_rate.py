@@ -95,10 +95,15 @@ def test_lift_sequence_at_another_rate_against_float64_windows(causal):
         got = lift_sequence(model, x, fps=fps, model_fps=model_fps, fold=False)
         scale = max(1.0, np.abs(want).max())
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * scale)
-        # the folded float32 plan gives the same up to float32 rounding
+        # the folded plan in float64 gives the same to rounding ...
+        folded = lift_sequence(model, x, fps=fps, model_fps=model_fps, fold=True)
+        np.testing.assert_allclose(folded, want, rtol=0, atol=1e-10 * scale)
+        # ... and in float32 up to float32 rounding: random test models are badly conditioned
+        # now and then (over 400 draws the folded float32 plan was up to 3.4e-4 off, the unfolded
+        # float32 model up to 2.5e-4), so the bound is a multiple of that tail, not of eps32
         got32 = lift_sequence(model.float(), x.astype(np.float32), fps=fps, model_fps=model_fps)
         model.double()
-        assert np.abs(got32 - want).max() < 1e-4 * max(1.0, np.abs(want).max())
+        assert np.abs(got32 - want).max() < 2e-3 * scale
 
 
 def test_slow_camera_sees_the_models_speed():
