@@ -79,17 +79,23 @@ def rss_mib() -> float:
 
 
 def bench_stream(S, T, device, cuda_graph, seconds, channels=96, max_batch=None,
-                 baseline=True, tune_allocator=True):
+                 baseline=True, tune_allocator=True, bf16=False):
     """Time lifter pushes; in the same loop (interleaved, so that a shared machine's changing
     load hits all of them alike) time the released formulation and the model's own eager forward
-    at the lifter's forward batch."""
+    at the lifter's forward batch, and with ``bf16`` a second lifter with
+    ``precision="bf16"``."""
     model = released_sagcn(T, channels=channels).to(device).eval()
     lifter = StreamingLifter(model, num_streams=S, device=device, cuda_graph=cuda_graph,
                              max_batch=max_batch, tune_allocator=tune_allocator)
+    lifter_bf16 = (StreamingLifter(model, num_streams=S, device=device, cuda_graph=cuda_graph,
+                                   max_batch=max_batch, tune_allocator=tune_allocator,
+                                   precision="bf16") if bf16 else None)
     rng = np.random.default_rng(0)
     frames = torch.from_numpy(rng.normal(0, 0.3, size=(S, 17, 2)).astype(np.float32))
     for _ in range(lifter.latency_frames + 1):  # fill: the windows of all streams become ready
         lifter.push(frames)
+        if lifter_bf16 is not None:
+            lifter_bf16.push(frames)
     batch = min(S, lifter.max_batch)
     x = torch.randn(batch, T, 17, 2, device=device) * 0.3
 
@@ -103,6 +109,8 @@ def bench_stream(S, T, device, cuda_graph, seconds, channels=96, max_batch=None,
         _sync(device)
 
     others = {"released": released, "eager": eager} if baseline and not cuda_graph else {}
+    if lifter_bf16 is not None:
+        others["push_bf16"] = lambda: lifter_bf16.push(frames)
     times = {"push": [], **{k: [] for k in others}}
     start = time.perf_counter()
     with torch.inference_mode():
@@ -124,8 +132,16 @@ def bench_stream(S, T, device, cuda_graph, seconds, channels=96, max_batch=None,
                stream_fps=float(S / np.median(ms) * 1e3), max_batch=lifter.max_batch,
                forward_batch=batch)
     for k in others:
+        if k == "push_bf16":
+            bms = np.array(times[k]) * 1e3
+            row.update(bf16_p50_ms=float(np.percentile(bms, 50)),
+                       bf16_p99_ms=float(np.percentile(bms, 99)),
+                       bf16_stream_fps=float(S / np.median(bms) * 1e3))
+            continue
         row[f"{k}_wps"] = float(batch / statistics.median(times[k]))
-    if others:
+    if "released_wps" in row and "bf16_stream_fps" in row:
+        row["bf16_speedup_vs_released"] = row["bf16_stream_fps"] / row["released_wps"]
+    if "released_wps" in row:
         # per window, the lifter's rate against the released formulation's
         windows_per_push = S
         row["speedup_vs_released"] = (windows_per_push / np.median(ms) * 1e3) / row["released_wps"]
@@ -177,6 +193,9 @@ def main(argv=None) -> int:
                    help="tuned: the lifter calls posekernels.tune_cpu_allocator (its default; "
                         "process-wide, so the released formulation and the eager model timed "
                         "in the same process get it too); default: glibc's own settings for all")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time a lifter with precision='bf16' (bfloat16 weight products), "
+                        "interleaved in the same loop")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -198,13 +217,17 @@ def main(argv=None) -> int:
             for graph in graphs:
                 row = bench_stream(S, T, device, graph, args.seconds, max_batch=args.max_batch,
                                    baseline=not args.no_baseline,
-                                   tune_allocator=args.allocator == "tuned")
+                                   tune_allocator=args.allocator == "tuned", bf16=args.bf16)
                 rows.append(row)
                 print(f"{S:>5} {T:>4} {str(row['cuda_graph']):>5} {row['p50_ms']:9.2f} "
                       f"{row['p99_ms']:9.2f} {row['stream_fps']:11.1f} {row['forward_batch']:>5} "
                       f"{row.get('eager_wps', float('nan')):10.1f} "
                       f"{row.get('released_wps', float('nan')):12.1f} "
-                      f"{row.get('speedup_vs_released', float('nan')):7.2f}", flush=True)
+                      f"{row.get('speedup_vs_released', float('nan')):7.2f}"
+                      + (f"  bf16: p50 {row['bf16_p50_ms']:.2f} ms, p99 {row['bf16_p99_ms']:.2f}"
+                         f" ms, {row['bf16_stream_fps']:.1f} stream-fps, "
+                         f"{row.get('bf16_speedup_vs_released', float('nan')):.2f}x"
+                         if "bf16_p50_ms" in row else ""), flush=True)
     result = dict(info=info, rows=rows)
     if args.soak:
         result["soak"] = soak(device, args.soak_frames, args.soak_seconds)

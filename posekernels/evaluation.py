@@ -87,14 +87,16 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
 def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: bool = True,
                        batch_size: int = 1024, metrics: Sequence[str] = METRICS,
                        root: int = 0, progress: bool = False, fps: float | None = None,
-                       model_fps: float | None = None, smoothing=None) -> MetricAccumulator:
+                       model_fps: float | None = None, smoothing=None,
+                       precision: str = "float32") -> MetricAccumulator:
     """Lift each :class:`~posekernels.data.PoseSequence` and accumulate the metrics.
 
     Targets are the sequences' camera-frame 3D positions made root-relative (joint ``root``);
     predictions are made root-relative too. ``fps`` / ``model_fps``: the sequences' frame rate
     and the model's, as in :func:`posekernels.lift_sequence` (windows sampled at the model's
     frame spacing); ``smoothing``: One Euro smoothing of each sequence's poses, as
-    ``lift_sequence(smoothing=...)``. Returns the accumulator (call ``.summary()``).
+    ``lift_sequence(smoothing=...)``; ``precision``: ``"bf16"`` for bfloat16 weight products, as
+    ``lift_sequence(precision=...)``. Returns the accumulator (call ``.summary()``).
     """
     from .inference import lift_sequence
 
@@ -114,7 +116,7 @@ def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: 
             raise ValueError(f"sequence {seq.key}: no 3D targets to evaluate against")
         pred = lift_sequence(model, seq.normalized_2d().astype(np.float32), flip_tta=flip_tta,
                              batch_size=batch_size, fps=fps, model_fps=model_fps,
-                             smoothing=smoothing)
+                             smoothing=smoothing, precision=precision)
         target = np.asarray(seq.positions_3d, dtype=np.float64)
         acc.add(seq.subject, seq.action, pred, target, valid=seq.valid)
     return acc

@@ -76,6 +76,19 @@ inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& 
                    "; all tensors must share one dtype");
 }
 
+// A weight of an inference op (agc_unit_forward, tconv_forward): x's device and dtype, or bfloat16
+// with a float32 x (the CPU kernels then run that weight's products with bfloat16 operands and
+// float32 accumulation).
+inline void check_weight(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ",
+                    x.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() ||
+                       (t.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kFloat),
+                   name, " has dtype ", dtype_str(t.scalar_type()), " but x has dtype ",
+                   dtype_str(x.scalar_type()), "; a weight must have x's dtype, or be "
+                   "torch.bfloat16 with a torch.float32 x (bfloat16 products)");
+}
+
 inline OptTensor contiguous(const OptTensor& t) {
   return t.has_value() ? OptTensor(t->contiguous()) : std::nullopt;
 }
@@ -87,9 +100,11 @@ struct AgcArgs {
   int64_t N = 0, Cin = 0, T = 0, V = 0, K = 0, Cout = 0, Ce = 0;
 };
 
+// bf16_weight: W and theta_w / phi_w may be bfloat16 with a float32 x (agc_unit_forward, CPU;
+// see check_weight).
 inline AgcArgs check_agc(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W, const OptTensor& bias,
                          const OptTensor& B, const OptTensor& theta_w, const OptTensor& theta_b,
-                         const OptTensor& phi_w, const OptTensor& phi_b) {
+                         const OptTensor& phi_w, const OptTensor& phi_b, bool bf16_weight = false) {
   AgcArgs a;
   check_tensor(x, "x", 4, "(N, Cin, T, V)");
   a.N = x.size(0);
@@ -110,7 +125,11 @@ inline AgcArgs check_agc(const at::Tensor& x, const at::Tensor& A, const at::Ten
   a.Cout = W.size(1);
   TORCH_CHECK_VALUE(W.size(0) == a.K && W.size(2) == a.Cin && a.Cout >= 1, "W must have shape (K, Cout, Cin) = (",
                     a.K, ", Cout, ", a.Cin, ") with Cout >= 1, got ", shape_str(W.sizes()));
-  check_same(W, "W", x, "x");
+  if (bf16_weight) {
+    check_weight(W, "W", x);
+  } else {
+    check_same(W, "W", x, "x");
+  }
 
   if (bias.has_value()) {
     check_tensor(*bias, "bias", 2, "(K, Cout)");
@@ -133,10 +152,15 @@ inline AgcArgs check_agc(const at::Tensor& x, const at::Tensor& A, const at::Ten
     TORCH_CHECK_VALUE(theta_w->size(0) == a.K && theta_w->size(2) == a.Cin && a.Ce >= 1,
                       "theta_w must have shape (K, Ce, Cin) = (", a.K, ", Ce, ", a.Cin,
                       ") with Ce >= 1, got ", shape_str(theta_w->sizes()));
-    check_same(*theta_w, "theta_w", x, "x");
     check_tensor(*phi_w, "phi_w", 3, "(K, Ce, Cin)");
     check_shape(*phi_w, "phi_w", {a.K, a.Ce, a.Cin}, "(K, Ce, Cin), the shape of theta_w");
-    check_same(*phi_w, "phi_w", x, "x");
+    if (bf16_weight) {  // the embedding is one product: both bfloat16 or neither
+      check_weight(*theta_w, "theta_w", x);
+      check_same(*phi_w, "phi_w", *theta_w, "theta_w");
+    } else {
+      check_same(*theta_w, "theta_w", x, "x");
+      check_same(*phi_w, "phi_w", x, "x");
+    }
     if (theta_b.has_value()) {
       check_tensor(*theta_b, "theta_b", 2, "(K, Ce)");
       check_shape(*theta_b, "theta_b", {a.K, a.Ce}, "(K, Ce)");
@@ -198,7 +222,7 @@ inline std::pair<OptTensor, OptTensor> check_agc_shortcut(const AgcArgs& a, cons
                               : *shortcut_w;
     check_tensor(sw, "shortcut_w", 2, "(Cout, Cin) or (Cout, Cin, 1, 1)");
     check_shape(sw, "shortcut_w", {a.Cout, a.Cin}, "(Cout, Cin)");
-    check_same(sw, "shortcut_w", a.x, "x");
+    check_weight(sw, "shortcut_w", a.x);
     w = sw.contiguous();
   }
   OptTensor b;
@@ -329,7 +353,7 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
                     "(6, O, ceil(ceil(kernel / stride) / 3) * stride * C) = (6, O, ", depth,
                     ") for kernel = ", kernel, ", stride = ", stride, " and C = ", C, ", got ",
                     shape_str(weight_t.sizes()));
-  check_same(weight_t, "weight_t", x, "x");
+  check_weight(weight_t, "weight_t", x);
   // both paddings are < 2^20; T is a tensor size, which an expanded view can push near 2^63
   TORCH_CHECK_VALUE(T <= std::numeric_limits<int64_t>::max() - 2 * kMaxTconvKernel,
                     "x has T = ", T, " frames, out of range");
@@ -350,7 +374,7 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
     check_tensor(w2, "residual_w", 2, "(O, Cr)");
     TORCH_CHECK_VALUE(w2.size(0) == O && w2.size(1) >= 1, "residual_w must have shape (O, Cr) = (",
                       O, ", Cr), got ", shape_str(residual_w->sizes()));
-    check_same(w2, "residual_w", x, "x");
+    check_weight(w2, "residual_w", x);
     check_tensor(*residual, "residual", 4, "(N, Cr, T_out, V)");
     check_shape(*residual, "residual", {N, w2.size(1), T_out, V},
                 "(N, Cr, T_out, V), the input of the 1x1 map residual_w");

@@ -59,6 +59,9 @@ py::dict build_info() {
   info["cuda_arch_list"] = cuda_arch_list();
   // float32 products inside the CPU kernels: the AVX-512 kernel, or the BLAS torch was built with
   info["cpu_gemm"] = posekernels::cpu::avx512_gemm_supported() ? "avx512" : "blas";
+  // bfloat16 weight products of the inference plans: AVX-512 BF16 instructions, or emulated
+  // (operands rounded to bfloat16, float32 products)
+  info["cpu_bf16"] = posekernels::cpu::avx512_bf16_supported() ? "avx512_bf16" : "emulated";
 #ifdef _OPENMP
   info["openmp"] = true;
   info["openmp_version"] = static_cast<int>(_OPENMP);
@@ -121,6 +124,35 @@ void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool t
                                  relu);
 }
 
+// Test hook for the bfloat16 product of the CPU kernels (csrc/cpu/gemm_bf16.cpp):
+// C <- act(bf16(A) @ bf16(B) + beta * C + row_bias[:, None]) in place; A bfloat16, B and C
+// float32, 2-D CPU tensors with unit column stride.
+void bf16_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, double beta,
+               const std::optional<at::Tensor>& row_bias, bool relu) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
+                                {"C", &C}}) {
+    const auto want = t == &A ? at::kBFloat16 : at::kFloat;
+    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == want && t->dim() == 2 &&
+                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
+                      name, " must be a 2-D ", want, " CPU tensor with unit column stride, got ",
+                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
+  }
+  const int64_t R = A.size(0), Q = A.size(1), S = B.size(1);
+  TORCH_CHECK_VALUE(B.size(0) == Q && C.size(0) == R && C.size(1) == S, "A ", A.sizes(), ", B ",
+                    B.sizes(), " and C ", C.sizes(), " do not form a product");
+  if (row_bias.has_value()) {
+    TORCH_CHECK_VALUE(row_bias->device().is_cpu() && row_bias->scalar_type() == at::kFloat &&
+                          row_bias->dim() == 1 && row_bias->size(0) == R && row_bias->is_contiguous(),
+                      "row_bias must be a contiguous float32 CPU tensor of shape (", R, ",), got ",
+                      row_bias->sizes());
+  }
+  posekernels::cpu::gemm_bf16(R, S, Q, A.const_data_ptr<c10::BFloat16>(), A.stride(0),
+                              B.const_data_ptr<float>(), B.stride(0), static_cast<float>(beta),
+                              C.mutable_data_ptr<float>(), C.stride(0),
+                              row_bias.has_value() ? row_bias->const_data_ptr<float>() : nullptr,
+                              relu);
+}
+
 // glibc's malloc returns large blocks to the kernel when they are freed (blocks above the mmap
 // threshold are unmapped; the heap top is trimmed above the trim threshold), so a loop that
 // allocates and frees the same large activations every step page-faults all of them back in on
@@ -149,5 +181,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_avx512_gemm", &avx512_gemm, "Test hook: the CPU kernels' AVX-512 float32 product.",
         py::arg("A"), py::arg("B"), py::arg("C"), py::arg("trans_a"), py::arg("trans_b"),
         py::arg("alpha"), py::arg("beta"), py::arg("row_bias") = py::none(),
+        py::arg("relu") = false);
+  m.def("_bf16_gemm", &bf16_gemm, "Test hook: the CPU kernels' bfloat16 product.", py::arg("A"),
+        py::arg("B"), py::arg("C"), py::arg("beta"), py::arg("row_bias") = py::none(),
         py::arg("relu") = false);
 }

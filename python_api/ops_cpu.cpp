@@ -43,7 +43,8 @@ at::Tensor agc_unit_forward_cpu(const at::Tensor& x, const at::Tensor& A, const 
                                 const OptTensor& theta_b, const OptTensor& phi_w,
                                 const OptTensor& phi_b, const OptTensor& shortcut_w,
                                 const OptTensor& shortcut_b, bool identity_shortcut, bool relu) {
-  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b,
+                                   /*bf16_weight=*/true);
   const auto [sw, sb] = checks::check_agc_shortcut(a, shortcut_w, shortcut_b, identity_shortcut);
   return cpu::agc_unit_forward(a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b,
                                sw, sb, identity_shortcut, relu);

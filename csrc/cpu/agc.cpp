@@ -97,13 +97,13 @@ void block_output_product(const Sizes& s, const Prepared& p, const scalar_t* Xj,
     }
     beta = 1;
   } else if (p.sc_w.defined()) {
-    gemm_rm<scalar_t>(false, false, s.O, cols, s.C, 1, p.sc_w.const_data_ptr<scalar_t>(), s.C,
-                      Xj, ldx, 0, Yj, ldy);
+    weight_gemm<scalar_t>(p.sc_w, 0, s.O, cols, s.C, s.C, Xj, ldx, 0, Yj, ldy);
     beta = 1;
   }
   const scalar_t* bias = p.bias_sum.defined() ? p.bias_sum.const_data_ptr<scalar_t>() : nullptr;
-  gemm_rm<scalar_t>(false, false, s.O, cols, s.KC(), 1, p.Wcat.const_data_ptr<scalar_t>(), s.KC(),
-                    Zj, ldz, beta, Yj, ldy, bias, p.relu);
+  // (Wcat and sc_w hold the compute type, or bfloat16 for float32: weight_gemm)
+  weight_gemm<scalar_t>(p.Wcat, 0, s.O, cols, s.KC(), s.KC(), Zj, ldz, beta, Yj, ldy, bias,
+                        p.relu);
 }
 
 // Per-worker and per-block buffers start at multiples of 64 elements (the allocator aligns the
@@ -152,9 +152,10 @@ void column_softmax_backward(const scalar_t* c, scalar_t* g, int64_t V, scalar_t
 // TP (2*K*Ce, cols) = TPw @ X + TPb for X (Cin, cols): a whole sample (cols = T*V) or a block of
 // frames; the bias is added as the product stores (gemm_rm's epilogue).
 template <typename scalar_t>
-void embed(const Sizes& s, const scalar_t* TPw, const scalar_t* TPb, const scalar_t* X,
+void embed(const Sizes& s, const at::Tensor& TPw, const scalar_t* TPb, const scalar_t* X,
            int64_t cols, scalar_t* TP) {
-  gemm_rm<scalar_t>(false, false, s.KE2(), cols, s.C, 1, TPw, s.C, X, cols, 0, TP, cols, TPb);
+  // (TPw holds the compute type, or bfloat16 for float32: weight_gemm)
+  weight_gemm<scalar_t>(TPw, 0, s.KE2(), cols, s.C, s.C, X, cols, 0, TP, cols, TPb);
 }
 
 // Pointers to Theta_k and Phi_k inside TP, each viewed (Ce*T, V).
@@ -253,7 +254,6 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
   scalar_t* attnp = attention ? attn.mutable_data_ptr<scalar_t>() : nullptr;
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
-  const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
   for_each_block(s.N, workers, [&](int64_t n, int64_t worker) {  // one block per sample
@@ -265,7 +265,7 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
     const scalar_t* X = xp + n * s.C * TV;
     const scalar_t* Mn = Mbase;
     if (attention) {
-      embed(s, TPw, TPb, X, TV, TP);
+      embed(s, p.TPw, TPb, X, TV, TP);
       for (int64_t k = 0; k < s.K; ++k) {
         scalar_t* Ck = attnp + (n * s.K + k) * VV;
         attention_term(s, TP, k, S, Ck);
@@ -321,7 +321,6 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
   scalar_t* M = Spart + blocks * s_size;        // (K, V, V) for the current sample
   scalar_t* S = M + padded(s.K * VV);           // (V, V)
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
-  const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
 
   for (int64_t n = 0; n < s.N; ++n) {
@@ -336,7 +335,7 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
         const int64_t t0 = chunk_begin(j, blocks, s.T);
         const int64_t cols = (chunk_begin(j + 1, blocks, s.T) - t0) * V;
         gather_columns(s, X, t0 * V, cols, Xj);
-        embed(s, TPw, TPb, Xj, cols, TPj);
+        embed(s, p.TPw, TPb, Xj, cols, TPj);
         const int64_t rows = s.E * (cols / V);  // Theta_kj, Phi_kj viewed (Ce*Tj, V)
         for (int64_t k = 0; k < s.K; ++k) {
           const scalar_t* theta = TPj + k * s.E * cols;
@@ -457,7 +456,7 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
 
       const scalar_t* Mn = Mbase;
       if (attention) {
-        embed(s, TPw, TPb, X, TV, TP);
+        embed(s, p.TPw, TPb, X, TV, TP);
         for (int64_t k = 0; k < s.K; ++k) {
           if (recompute_attn) {
             attention_term(s, TP, k, S, Cbuf + k * VV);

@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/ScalarType.h>
+#include <c10/util/BFloat16.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -32,6 +33,18 @@ bool avx512_gemm_supported();
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, float alpha,
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                   int64_t ldc, const float* row_bias = nullptr, bool relu = false);
+
+// True when this CPU supports AVX-512 BF16 (with F and BW) and POSEKERNELS_CPU_GEMM is not "blas".
+bool avx512_bf16_supported();
+
+// C (R x S) = act(bf16(A) @ bf16(B) + beta * C + row_bias[r]) with float32 accumulation
+// (gemm_bf16.cpp): A (R x Q, row stride lda) bfloat16, B (Q x S, row stride ldb) float32 rounded to
+// bfloat16 as it is packed, C float32; no transpositions. AVX-512 BF16 where the CPU has it, else
+// the same operand values through the float32 product. Runs single-threaded inside a parallel
+// region, over column panels in parallel outside one (large products).
+void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+               const float* row_bias = nullptr, bool relu = false);
 
 constexpr int64_t kSmallProduct = int64_t{1} << 22;
 
@@ -75,6 +88,24 @@ inline void gemm_rm(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q,
       row[j] = relu && y < scalar_t(0) ? scalar_t(0) : y;
     }
   }
+}
+
+// A weight product C = act(W[off:] (R x Q, row stride ldw) @ B + beta * C + row_bias) where the
+// weight tensor W holds the compute type, or bfloat16 for a float32 computation (the inference
+// plans' bf16 product path: gemm_bf16).
+template <typename scalar_t>
+inline void weight_gemm(const at::Tensor& W, int64_t off, int64_t R, int64_t S, int64_t Q,
+                        int64_t ldw, const scalar_t* B, int64_t ldb, scalar_t beta, scalar_t* C,
+                        int64_t ldc, const scalar_t* row_bias = nullptr, bool relu = false) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (W.scalar_type() == at::kBFloat16) {
+      gemm_bf16(R, S, Q, W.const_data_ptr<c10::BFloat16>() + off, ldw, B, ldb, beta, C, ldc,
+                row_bias, relu);
+      return;
+    }
+  }
+  gemm_rm<scalar_t>(false, false, R, S, Q, 1, W.const_data_ptr<scalar_t>() + off, ldw, B, ldb,
+                    beta, C, ldc, row_bias, relu);
 }
 
 }  // namespace posekernels::cpu

@@ -271,12 +271,12 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
   at::Tensor work = at::empty({workers, scratch}, x.options());
 
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  const scalar_t* wp = What.const_data_ptr<scalar_t>();
   const scalar_t* bp = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
   const scalar_t* rp = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
   // residual_w (O, Cr): the residual term is residual_w @ residual (N, Cr, T_out, V), computed
   // per block straight into y and then read back by the epilogue
-  const scalar_t* rwp = residual_w.defined() ? residual_w.const_data_ptr<scalar_t>() : nullptr;
+  // (What and residual_w hold the compute type, or bfloat16 for float32: weight_gemm)
+  const bool has_rw = residual_w.defined();
   const int64_t Cr = residual_w.defined() ? residual_w.size(1) : 0;
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
@@ -311,19 +311,19 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
       }
     }
     for (int64_t p = 0; p < kPoints; ++p) {
-      gemm_rm<scalar_t>(false, false, d.O, cols, depth, 1, wp + p * d.O * depth, depth,
-                        D + p * dplane, cols, 0, H + p * hplane, cols);
+      weight_gemm<scalar_t>(What, p * d.O * depth, d.O, cols, depth, depth, D + p * dplane,
+                            cols, 0, H + p * hplane, cols);
     }
-    if (rwp != nullptr) {
+    if (has_rw) {
       const int64_t t0 = kTile * s0, t1 = std::min(kTile * s1, d.T_out);
-      gemm_rm<scalar_t>(false, false, d.O, (t1 - t0) * V, Cr, 1, rwp, Cr,
-                        rp + n * Cr * TVo + t0 * V, TVo, 0, yp + n * d.O * TVo + t0 * V, TVo);
+      weight_gemm<scalar_t>(residual_w, 0, d.O, (t1 - t0) * V, Cr, Cr, rp + n * Cr * TVo + t0 * V,
+                            TVo, 0, yp + n * d.O * TVo + t0 * V, TVo);
     }
     for (int64_t o = 0; o < d.O; ++o) {
       const scalar_t b = bp != nullptr ? bp[o] : scalar_t(0);
       scalar_t* y_row = yp + (n * d.O + o) * TVo;
       const scalar_t* res_row =
-          rwp != nullptr ? y_row : (rp != nullptr ? rp + (n * d.O + o) * TVo : nullptr);
+          has_rw ? y_row : (rp != nullptr ? rp + (n * d.O + o) * TVo : nullptr);
 #ifdef POSEKERNELS_TCONV_AVX512
       if constexpr (std::is_same_v<scalar_t, float>) {
         if (vector) {

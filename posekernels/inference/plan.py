@@ -29,6 +29,16 @@ that does less work per call:
 Under :func:`torch.autocast` the unchecked path runs in the model's own dtype with autocast off
 (its kernels take one dtype); the checked paths follow autocast like the ops do.
 
+``precision="bf16"`` (float32 CPU plans on that path): the weights of those graph-unit and
+temporal-convolution calls (the channel mix ``W``, the attention embeddings ``theta_w`` /
+``phi_w``, the 1x1 shortcuts, the transformed temporal weights) are stored as bfloat16, and the kernels multiply them with the activations rounded to
+bfloat16, accumulating in float32 (AVX-512 BF16 instructions where the CPU has them, about twice
+the multiply-adds per instruction of float32; elsewhere the same rounded operands through the
+float32 product). Everything else (the joint mixing, the attention's softmax term, the head,
+biases, activations between layers) stays float32. It is an approximation: the operands' rounding (2^-9
+relative) moves a lifted pose by a fraction of a millimetre to a few millimetres (README and
+benchmarks/RESULTS.md give the measured cost on the shipped lifters).
+
 With ``backend="reference"`` every op goes through the plain PyTorch reference formulation,
 which is what :mod:`posekernels.export` traces to ONNX.
 
@@ -45,7 +55,7 @@ from .. import ops
 from ..models.glagcn import causal_shift, window_input
 from ..ops import reference, unchecked
 
-__all__ = ["build_plan", "GLAGCNPlan", "ModulePlan"]
+__all__ = ["build_plan", "GLAGCNPlan", "ModulePlan", "PRECISIONS"]
 
 
 def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
@@ -104,6 +114,15 @@ class _Graph(nn.Module):
         else:
             w, b = _fold_conv(unit.shortcut.conv, unit.shortcut.bn)
             self.sc_w, self.sc_b = _p(w, ref), _p(b, ref)
+
+    def to_bf16(self) -> None:
+        """Store the weights of the fused unit's products as bfloat16 (the plan's precision)."""
+        self.W.data = self.W.data.bfloat16()
+        if self.theta_w is not None:  # the attention embedding's product
+            self.theta_w.data = self.theta_w.data.bfloat16()
+            self.phi_w.data = self.phi_w.data.bfloat16()
+        if self.sc_w is not None:
+            self.sc_w.data = self.sc_w.data.bfloat16()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fast:
@@ -177,11 +196,22 @@ class _Block(nn.Module):
         self.plain = backend == "reference"
         res = self.residual
         # a 1x1 stride-1 shortcut convolution is fused into the temporal kernel, with the two
-        # biases summed once here
+        # biases summed once here (causal or not: a causal 1x1 stride-1 convolution is not
+        # shifted). Fused, it also runs on the plan's own product, whose per-sample results do
+        # not depend on the batch (oneDNN's convolution picks its blocking by batch size)
         self.fused_shortcut = (self.tcn.fused and res is not None and res.kernel == 1
-                               and res.stride == 1 and not res.causal)
+                               and res.stride == 1)
         if self.fused_shortcut:
             self.fused_bias = _p(self.tcn.bias + res.bias, self.tcn.bias)
+            self.fused_residual_w = _p(res.weight, res.weight)
+
+    def to_bf16(self) -> None:
+        """bfloat16 weights for the products of the fused calls (GLAGCNPlan's precision)."""
+        self.gcn.to_bf16()
+        if self.tcn.fused:
+            self.tcn.weight_t.data = self.tcn.weight_t.data.bfloat16()
+        if self.fused_shortcut:
+            self.fused_residual_w.data = self.fused_residual_w.data.bfloat16()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tcn.fused:
@@ -191,7 +221,7 @@ class _Block(nn.Module):
             if self.mode == "identity":
                 return self.tcn.fused_forward(h, x.contiguous(), True)
             if self.fused_shortcut:
-                return self.tcn.fused_forward(h, x.contiguous(), True, self.residual.weight,
+                return self.tcn.fused_forward(h, x.contiguous(), True, self.fused_residual_w,
                                               self.fused_bias)
             return self.tcn.fused_forward(h, self.residual(x).contiguous(), True)
         y = self.tcn(self.gcn(x))
@@ -219,6 +249,15 @@ class _Stage(nn.Module):
         return y + r if self.plain else y.add_(r)
 
 
+PRECISIONS = ("float32", "bf16")
+
+
+def _check_precision(precision) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def _unchecked_for(device: torch.device) -> bool:
     """Whether the automatic backend of ``device`` is a compiled one that
     :mod:`posekernels.ops.unchecked` can call directly."""
@@ -235,7 +274,8 @@ class GLAGCNPlan(nn.Module):
     a backend name of :mod:`posekernels.ops` (``"reference"`` for plain traceable PyTorch).
     """
 
-    def __init__(self, model, backend: str | None = None, channels_last: bool | None = None):
+    def __init__(self, model, backend: str | None = None, channels_last: bool | None = None,
+                 precision: str = "float32"):
         super().__init__()
         ref = next(model.parameters())
         fast = backend is None and _unchecked_for(ref.device)
@@ -280,6 +320,22 @@ class GLAGCNPlan(nn.Module):
             W, b = ops.blend_joint_weights(f64(head.W_joint), f64(head.b_joint),
                                            f64(head.W_shared), f64(head.b_shared), head.lam, v)
         self.head_W, self.head_b = _p(W, ref), _p(b, ref)
+        self.precision = _check_precision(precision)
+        if precision == "bf16":
+            if not (fused and ref.dtype == torch.float32 and ref.device.type == "cpu"):
+                raise ValueError(
+                    "precision='bf16' needs a float32 model on the CPU with the compiled cpu "
+                    "kernels (backend=None, the extension built); got a "
+                    f"{ref.dtype} model on {ref.device}, backend={backend!r}")
+            for blk in self._blocks():
+                blk.to_bf16()
+
+    def _blocks(self):
+        yield self.expand
+        yield from self.global_blocks
+        for stage in self.stages:
+            yield stage.block1
+            yield stage.block2
 
     def forward(self, x: Tensor) -> Tensor:
         if self.unchecked and torch.is_autocast_enabled(x.device.type):
@@ -330,11 +386,17 @@ class ModulePlan(nn.Module):
 
 
 def build_plan(model: nn.Module, *, fold: bool = True, backend: str | None = None,
-               channels_last: bool | None = None) -> nn.Module:
+               channels_last: bool | None = None, precision: str = "float32") -> nn.Module:
     """The inference plan of ``model`` (see the module doc). ``fold=False`` always returns a
-    :class:`ModulePlan` (the model's own forward)."""
+    :class:`ModulePlan` (the model's own forward). ``precision="bf16"``: bfloat16 weight products
+    (a folded float32 GLA-GCN on the CPU only; ValueError otherwise)."""
     from ..models import GLAGCN
 
+    _check_precision(precision)
     if fold and isinstance(model, GLAGCN):
-        return GLAGCNPlan(model, backend=backend, channels_last=channels_last).eval()
+        return GLAGCNPlan(model, backend=backend, channels_last=channels_last,
+                          precision=precision).eval()
+    if precision != "float32":
+        raise ValueError(f"precision={precision!r} needs a folded GLA-GCN plan (fold=True and a "
+                         f"GLAGCN model), got fold={fold} and {type(model).__name__}")
     return ModulePlan(model).eval()

@@ -115,7 +115,11 @@ def graph_unit(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None, B: Tensor |
     """A whole graph unit in one pass (CPU): ``act(adaptive_graph_conv(x, ...) + s)`` where the
     shortcut ``s`` is ``x`` itself when ``shortcut_w`` is None (then Cout = Cin), else the 1x1
     convolution ``shortcut_w`` (Cout, Cin, 1, 1) or (Cout, Cin) of x plus ``shortcut_b`` (Cout,);
-    act is ReLU when ``relu``. Output (N, Cout, T, V)."""
+    act is ReLU when ``relu``. Output (N, Cout, T, V).
+
+    With a float32 ``x``, ``W``, ``shortcut_w`` and the attention embeddings ``theta_w`` /
+    ``phi_w`` (both or neither) may be bfloat16: their products then take the operands rounded
+    to bfloat16 and sum in float32 (the plans' ``precision="bf16"``)."""
     return torch.ops.posekernels.agc_unit_forward(x, A, W, bias, B, theta_w, theta_b, phi_w,
                                                   phi_b, shortcut_w, shortcut_b,
                                                   shortcut_w is None, relu)
@@ -142,7 +146,9 @@ def temporal_conv(x: Tensor, weight_t: Tensor, kernel: int, stride: int, bias: T
     of a k-tap weight), with explicit padding: ``act(conv(x) + bias + r)`` where ``r`` is
     ``residual`` (N, O, T_out, V), or ``residual_w @ residual`` over channels when the 1x1
     weight ``residual_w`` (O, C_r) is given (its bias then belongs in ``bias``). Needs at least 3
-    taps per stride phase (``ceil(kernel / stride) >= 3``) and paddings below ``kernel``."""
+    taps per stride phase (``ceil(kernel / stride) >= 3``) and paddings below ``kernel``.
+    With a float32 ``x``, ``weight_t`` and ``residual_w`` may be bfloat16 (bfloat16 operands,
+    float32 sums: the plans' ``precision="bf16"``)."""
     return torch.ops.posekernels.tconv_forward(x, weight_t, kernel, stride, bias, residual,
                                                residual_w, pad_left, pad_right, relu)
 

@@ -174,6 +174,11 @@ class StreamingLifter:
         delay; see :mod:`posekernels.inference.smoothing`): None (off), True (the defaults), a
         dict or a :class:`~posekernels.inference.SmoothingConfig`. Its rate is the streams'
         (``fps``, else the model's). ``lift_sequence(..., smoothing=...)`` gives the same poses.
+    precision : ``"float32"`` (default) or ``"bf16"``: the folded plan's weight products with
+        bfloat16 operands and float32 accumulation (a float32 GLA-GCN on the CPU; faster where
+        the CPU has AVX-512 BF16, a few millimetres off at most; see
+        :func:`posekernels.inference.build_plan`). ``lift_sequence(..., precision=...)`` gives the
+        same poses.
 
     Thread safety: one lifter may be used from several threads; its methods serialise on a lock
     (see "Threads" in the module doc). ``last_frame_index`` and ``last_ready`` are per thread.
@@ -189,7 +194,7 @@ class StreamingLifter:
                  min_score: float = DEFAULT_MIN_SCORE, max_batch: int | None = None,
                  cuda_graph: bool | None = None, fold: bool = True,
                  tune_allocator: bool = True, fps: float | None = None,
-                 model_fps: float | None = None, smoothing=None):
+                 model_fps: float | None = None, smoothing=None, precision: str = "float32"):
         if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)):
             raise TypeError(f"num_streams must be an int in [1, {MAX_STREAMS}], got "
                             f"{num_streams!r} ({type(num_streams).__name__})")
@@ -253,7 +258,8 @@ class StreamingLifter:
         infer = copy.deepcopy(model).to(self.device).eval()
         for p in infer.parameters():
             p.requires_grad_(False)
-        self.plan = build_plan(infer, fold=fold)
+        self.plan = build_plan(infer, fold=fold, precision=precision)
+        self.precision = precision
         self.sampling = window_sampling(T, causal, fps, model_rate(model, model_fps)
                                         if fps is not None else 50.0)
         self.fps = None if fps is None else float(fps)
