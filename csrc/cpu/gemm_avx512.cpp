@@ -22,6 +22,7 @@
 // The functions are compiled for AVX-512F through target attributes (the rest of the library is
 // built for the baseline ISA); callers must check avx512_gemm_supported() first.
 #include "cpu/gemm.h"
+#include "cpu/gemm_tile.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -40,10 +41,9 @@ namespace posekernels::cpu {
 
 namespace {
 
-constexpr int64_t kLanes = 16;
+using tile::kLanes;
 constexpr int64_t kPanelVectors = 3;
 constexpr int64_t kPanelWidth = kLanes * kPanelVectors;  // 48 columns
-constexpr int64_t kRows = 8;                              // rows of C per micro-kernel call
 // Depth per packed block: 256 x 48 floats = 48 KiB, about the L1 data cache of current cores.
 constexpr int64_t kDepthBlock = 256;
 
@@ -85,28 +85,7 @@ PK_AVX512 void micro_kernel(int64_t depth, const float* A, int64_t row_stride,
       }
     }
   }
-  const int64_t tail = cols - (NV - 1) * kLanes;  // 1..16 columns in the last vector
-  const __mmask16 last = tail >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1u);
-  const __m512 va = _mm512_set1_ps(alpha);
-  const __m512 vb = _mm512_set1_ps(beta);
-  const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* c = C + r * ldc;
-    const __m512 bias = _mm512_set1_ps(row_bias != nullptr ? row_bias[r] : 0.0f);
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
-      __m512 y = _mm512_fmadd_ps(acc[r][v], va, bias);
-      if (beta != 0.0f) {  // beta == 0: C may hold garbage (NaN included) and is not read
-        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + v * kLanes), y);
-      }
-      if (relu) {  // negative -> 0; NaN stays NaN, as in torch.relu
-        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
-      }
-      _mm512_mask_storeu_ps(c + v * kLanes, m, y);
-    }
-  }
+  tile::store<MR, NV>(acc, alpha, beta, C, ldc, cols, row_bias, relu);
 }
 
 template <int NV>
@@ -114,25 +93,11 @@ PK_AVX512 void rows_of_panel(int64_t R, int64_t depth, const float* A, int64_t r
                              int64_t depth_stride, const float* Bp, float alpha, float beta,
                              float* C, int64_t ldc, int64_t cols, const float* row_bias,
                              bool relu) {
-  int64_t i = 0;
-  const auto bias_at = [&](int64_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
-  for (; i + kRows <= R; i += kRows) {
-    micro_kernel<kRows, NV>(depth, A + i * row_stride, row_stride, depth_stride, Bp, alpha, beta,
-                            C + i * ldc, ldc, cols, bias_at(i), relu);
-  }
-  const float* Ai = A + i * row_stride;
-  float* Ci = C + i * ldc;
-  const float* bi = bias_at(i);
-  switch (R - i) {
-    case 0: break;
-    case 1: micro_kernel<1, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    case 2: micro_kernel<2, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    case 3: micro_kernel<3, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    case 4: micro_kernel<4, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    case 5: micro_kernel<5, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    case 6: micro_kernel<6, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-    default: micro_kernel<7, NV>(depth, Ai, row_stride, depth_stride, Bp, alpha, beta, Ci, ldc, cols, bi, relu); break;
-  }
+  tile::for_row_tiles(R, [&]<int MR>(int64_t i) {
+    micro_kernel<MR, NV>(depth, A + i * row_stride, row_stride, depth_stride, Bp, alpha, beta,
+                         C + i * ldc, ldc, cols, row_bias != nullptr ? row_bias + i : nullptr,
+                         relu);
+  });
 }
 
 // GCC 12 reports the "undefined" pass-through operands inside these intrinsics' own definitions

@@ -24,6 +24,7 @@
 // rounding B to bfloat16 precision, widening A to float32 and running the float32 product
 // (gemm_rm): equal up to the float32 summation order.
 #include "cpu/gemm.h"
+#include "cpu/gemm_tile.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -68,10 +69,9 @@ void gemm_bf16_fallback(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A,
 
 #ifdef POSEKERNELS_HAVE_BF16_GEMM
 
-constexpr int64_t kLanes = 16;
+using tile::kLanes;
 constexpr int64_t kPanelVectors = 3;
 constexpr int64_t kPanelWidth = kLanes * kPanelVectors;  // 48 columns
-constexpr int64_t kRows = 8;                              // rows of C per micro-kernel call
 // Depth per packed block: 512 (256 pairs) x 48 bfloat16 = 48 KiB, as the float32 kernel's block.
 constexpr int64_t kDepthBlock = 512;
 constexpr int64_t kMaxRows = 4096;  // rows of A packed per call chunk (the caller's R is split)
@@ -106,52 +106,17 @@ PK_BF16 void micro_kernel(int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
       }
     }
   }
-  const int64_t tail = cols - (NV - 1) * kLanes;  // 1..16 columns in the last vector
-  const __mmask16 last = tail >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1u);
-  const __m512 vb = _mm512_set1_ps(beta);
-  const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-    float* c = C + r * ldc;
-    const __m512 bias = _mm512_set1_ps(row_bias != nullptr ? row_bias[r] : 0.0f);
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
-      __m512 y = _mm512_add_ps(acc[r][v], bias);
-      if (beta != 0.0f) {  // beta == 0: C may hold garbage (NaN included) and is not read
-        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + v * kLanes), y);
-      }
-      if (relu) {  // negative -> 0; NaN stays NaN, as in torch.relu
-        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
-      }
-      _mm512_mask_storeu_ps(c + v * kLanes, m, y);
-    }
-  }
+  tile::store<MR, NV>(acc, 1.0f, beta, C, ldc, cols, row_bias, relu);
 }
 
 template <int NV>
 PK_BF16 void rows_of_panel(int64_t R, int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
                            const uint32_t* Bp, float beta, float* C, int64_t ldc, int64_t cols,
                            const float* row_bias, bool relu) {
-  int64_t i = 0;
-  const auto bias_at = [&](int64_t row) { return row_bias != nullptr ? row_bias + row : nullptr; };
-  for (; i + kRows <= R; i += kRows) {
-    micro_kernel<kRows, NV>(pairs, Ap + i * ap_stride, ap_stride, Bp, beta, C + i * ldc, ldc,
-                            cols, bias_at(i), relu);
-  }
-  const uint32_t* Ai = Ap + i * ap_stride;
-  float* Ci = C + i * ldc;
-  const float* bi = bias_at(i);
-  switch (R - i) {
-    case 0: break;
-    case 1: micro_kernel<1, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    case 2: micro_kernel<2, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    case 3: micro_kernel<3, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    case 4: micro_kernel<4, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    case 5: micro_kernel<5, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    case 6: micro_kernel<6, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-    default: micro_kernel<7, NV>(pairs, Ai, ap_stride, Bp, beta, Ci, ldc, cols, bi, relu); break;
-  }
+  tile::for_row_tiles(R, [&]<int MR>(int64_t i) {
+    micro_kernel<MR, NV>(pairs, Ap + i * ap_stride, ap_stride, Bp, beta, C + i * ldc, ldc, cols,
+                         row_bias != nullptr ? row_bias + i : nullptr, relu);
+  });
 }
 
 // Bp (pairs x width 32-bit lanes) <- B[k0 : k0 + depth, j0 : j0 + cols] rounded to bfloat16, the

@@ -1,0 +1,71 @@
+// Pieces shared by the AVX-512 float32 product (gemm_avx512.cpp) and the bfloat16 one
+// (gemm_bf16.cpp): the store of an MR x 16*NV register tile of C with its epilogue, and the walk
+// over a panel's rows in tiles of kTileRows plus one remainder tile.
+#pragma once
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace posekernels::cpu::tile {
+
+constexpr int64_t kLanes = 16;    // float32 lanes of a 512-bit vector
+constexpr int kTileRows = 8;      // rows of C per micro-kernel call
+
+// C[r, 16 v + i] = act(alpha * acc[r][v] + row_bias[r] + beta * C[r, 16 v + i]) for the MR rows
+// of the tile; the last vector holds cols - 16 (NV - 1) (1..16) columns and only those are
+// stored. beta == 0: C may hold garbage (NaN included) and is not read. act = ReLU when relu
+// (NaN stays NaN, as in torch.relu).
+template <int MR, int NV>
+__attribute__((target("avx512f"))) inline void store(const __m512 (&acc)[MR][NV], float alpha,
+                                                     float beta, float* C, int64_t ldc,
+                                                     int64_t cols, const float* row_bias,
+                                                     bool relu) {
+  const int64_t tail = cols - (NV - 1) * kLanes;
+  const __mmask16 last = tail >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1u);
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __m512 vb = _mm512_set1_ps(beta);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* c = C + r * ldc;
+    const __m512 bias = _mm512_set1_ps(row_bias != nullptr ? row_bias[r] : 0.0f);
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
+      __m512 y = _mm512_fmadd_ps(acc[r][v], va, bias);
+      if (beta != 0.0f) {
+        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + v * kLanes), y);
+      }
+      if (relu) {
+        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
+      }
+      _mm512_mask_storeu_ps(c + v * kLanes, m, y);
+    }
+  }
+}
+
+// kernel.template operator()<MR>(i) for the tiles of rows [i, i + MR) covering [0, R): full tiles
+// of kTileRows, then one of the remaining 1..7 rows.
+template <typename Kernel>
+inline void for_row_tiles(int64_t R, Kernel&& kernel) {
+  int64_t i = 0;
+  for (; i + kTileRows <= R; i += kTileRows) {
+    kernel.template operator()<kTileRows>(i);
+  }
+  switch (R - i) {
+    case 0: break;
+    case 1: kernel.template operator()<1>(i); break;
+    case 2: kernel.template operator()<2>(i); break;
+    case 3: kernel.template operator()<3>(i); break;
+    case 4: kernel.template operator()<4>(i); break;
+    case 5: kernel.template operator()<5>(i); break;
+    case 6: kernel.template operator()<6>(i); break;
+    default: kernel.template operator()<7>(i); break;
+  }
+}
+
+}  // namespace posekernels::cpu::tile
+
+#endif
