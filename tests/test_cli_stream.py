@@ -68,6 +68,25 @@ def test_stream_cli_two_streams_match_offline(tmp_path, model):
         np.testing.assert_allclose(np.array([r["pose_mm"] for r in got]), want, atol=0.02)
 
 
+def test_stream_cli_bf16_matches_offline_bf16(tmp_path, model):
+    """--precision bf16: the stream's poses are lift_sequence(precision="bf16") (and not the
+    float32 ones)."""
+    a, sa = _coco_frames(12, int(np.random.default_rng().integers(1 << 30)))
+    lines = [json.dumps({"keypoints": [[float(x), float(y), float(s)] for (x, y), s
+                                       in zip(a[f], sa[f])], "stream": "c"}) for f in range(12)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    dst = tmp_path / "out.jsonl"
+    assert main(["stream", "--input", str(src), "--output", str(dst), "--format", "coco17",
+                 "--width", "640", "--height", "480", "--precision", "bf16"]) == 0
+    got = np.array([json.loads(line)["pose_mm"] for line in dst.read_text().splitlines()])
+    kp, _ = adapters.to_h36m17(a, sa, fmt="coco17", width=640, height=480)
+    want = lift_sequence(model, kp, precision="bf16") * 1000.0
+    plain = lift_sequence(model, kp) * 1000.0
+    np.testing.assert_allclose(got, want, atol=0.02)
+    assert np.abs(want - plain).max() > 0.02
+
+
 def test_stream_cli_stdin_stdout_blazepose_missing_points(monkeypatch, capsys, model):
     import io
 

@@ -71,6 +71,13 @@ def test_evaluate_bvh_json(bvh_dir, tiny_checkpoint, capsys):
     frames = sum(import_bvh(bvh_dir / "S7" / f"S7_0{i}.bvh").positions.shape[0] for i in (1, 2))
     assert res["frames"] == 4 * frames
     assert set(res["per_action"]) == {"S7_01", "S7_02"} and set(res["per_subject"]) == {"S7"}
+    # bfloat16 products: recorded in the JSON, metrics within a millimetre or so
+    assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(tiny_checkpoint), "--json",
+                "--precision", "bf16"]) == 0
+    res16 = json.loads(capsys.readouterr().out)
+    assert res["precision"] == "float32" and res16["precision"] == "bf16"
+    assert res16["frames"] == res["frames"] and res16["mpjpe"] != res["mpjpe"]
+    assert abs(res16["mpjpe"] - res["mpjpe"]) < 0.05 * res["mpjpe"]
     # one file, no flip, table output
     one = str(bvh_dir / "S7" / "S7_02.bvh")
     assert cli(["evaluate", "--bvh", one, "--checkpoint", str(tiny_checkpoint),

@@ -46,6 +46,8 @@ def register(sub) -> None:
                    help="where to save the animation of the whole clip (default "
                         "build/stream_demo.gif; '' for none)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16: the lifters' weight products in bfloat16 (CPU; see README)")
     add_threads_argument(p)
     p.set_defaults(func=run)
 
@@ -177,12 +179,17 @@ def _rate(model, args) -> dict:
     return {"fps": args.fps} if getattr(model, "frame_rate", None) is not None else {}
 
 
+def _precision(args) -> str:
+    return getattr(args, "precision", "float32")
+
+
 def _stream(model, kp, args):
     """Push every frame through a lifter; the poses, latencies and the lifter."""
     from posekernels.stream import StreamingLifter
 
     mode = args.mode if args.checkpoint != "default" else None
-    lifter = StreamingLifter(model, mode=mode, device=args.device, **_rate(model, args))
+    lifter = StreamingLifter(model, mode=mode, device=args.device, precision=_precision(args),
+                             **_rate(model, args))
     T = lifter.receptive_field
     for f in range(min(len(kp), T + 3)):  # warm-up, then start over
         lifter.push(kp[f])
@@ -244,12 +251,12 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"posekernels demo: {exc}", file=sys.stderr)
             return 2
-        offline = lift_sequence(model, kp, **_rate(model, args))
+        offline = lift_sequence(model, kp, precision=_precision(args), **_rate(model, args))
         delay = lifter.latency_frames
         print(f"[{label}] {type(model).__name__} T={lifter.receptive_field} "
               f"({'trained' if trained else 'RANDOM weights'}), mode {lifter.mode}, delay "
               f"{delay} frames = {delay / args.fps * 1e3:.0f} ms at {args.fps:g} fps, device "
-              f"{lifter.device}")
+              f"{lifter.device}, precision {lifter.precision}")
         print(f"[{label}] frames: {len(kp)}  per-frame latency p50 {np.percentile(ms, 50):.2f} "
               f"ms, p99 {np.percentile(ms, 99):.2f} ms  ->  {len(kp) / wall:.1f} frames/s "
               f"(flush of the last {delay} frames: {t_flush * 1e3:.1f} ms)")
