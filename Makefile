@@ -5,6 +5,13 @@ PIP := $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 SOURCES := setup.py pyproject.toml $(wildcard csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh python_api/*.cpp python_api/*.h python_api/cuda/*.cpp)
 STAMP := build/.posekernels-installed
+# The stamp only means something while this Python imports posekernels from this checkout with
+# its compiled extension (a new interpreter, virtualenv or machine, or an editable install of
+# another checkout, leaves a stale stamp behind): otherwise drop it, so the install runs again.
+INSTALLED := $(shell $(PYTHON) -c "import os, posekernels as p; here = os.path.realpath('posekernels'); assert os.path.realpath(os.path.dirname(p.__file__)) == here and p.build_info()['extension']; print('yes')" 2>/dev/null)
+ifneq ($(INSTALLED),yes)
+$(shell rm -f $(STAMP))
+endif
 
 .PHONY: install test test-fast demo bench gpu-check cuda-build-check clean
 
