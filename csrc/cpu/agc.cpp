@@ -215,7 +215,14 @@ void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const s
                   int64_t cols, scalar_t* Zj, scalar_t* Yj) {
   const int64_t V = s.V, VV = s.VV(), TV = s.TV();
   const int64_t rows = s.C * (cols / V);  // Xj viewed (Cin*Tj, V)
-  for (int64_t k = 0; k < s.K; ++k) {
+  bool mixed = false;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (s.K > 1 && joint_mix_avx512_fits(V, s.K)) {  // the K products in one sweep over Xj
+      joint_mix_avx512(rows, V, s.K, Xj, Mn, Zj);
+      mixed = true;
+    }
+  }
+  for (int64_t k = 0; k < s.K && !mixed; ++k) {
     gemm_rm<scalar_t>(false, false, rows, V, V, 1, Xj, V, Mn + k * VV, V, 0, Zj + k * rows * V, V);
   }
   block_output_product(s, p, Xj, cols, Zj, cols, Yj, TV, cols);

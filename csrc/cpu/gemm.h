@@ -46,6 +46,14 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const float* row_bias = nullptr, bool relu = false);
 
+// The K joint-mixing products of the graph convolution in one sweep over X (gemm_avx512.cpp):
+// Z_k (rows x V, at Z + k * rows * V) = X (rows x V) @ M_k (V x V, at M + k * V * V), all
+// row-major and contiguous, float32, single-threaded. Only when joint_mix_avx512_fits(V, K)
+// (AVX-512 and K * V <= 64).
+bool joint_mix_avx512_fits(int64_t V, int64_t K);
+void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const float* M,
+                      float* Z);
+
 constexpr int64_t kSmallProduct = int64_t{1} << 22;
 
 template <typename scalar_t>

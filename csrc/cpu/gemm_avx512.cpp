@@ -186,7 +186,98 @@ float* panel_buffer() {
   return buffer.data;
 }
 
+// ------------------------------------------------------------------ joint mixing: Z_k = X @ M_k
+// X (rows x V) times K small (V x V) matrices at once: the K products share their A operand, so
+// one panel [M_0 | M_1 | ...] (V x K*V, up to four vectors) is multiplied in one sweep over X
+// instead of K sweeps whose V < 32 output columns leave most of a second vector's lanes idle
+// (V = 17: 17 of 32 lanes; K = 3 together: 51 of 64).
+constexpr int kMixRows = 6;  // rows per tile: 6 x 4 accumulators + 4 panel vectors + 1 broadcast
+
+template <int MR, int NV>
+PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, float* Z,
+                        int64_t rows) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[r][v] = _mm512_setzero_ps();
+    }
+  }
+  for (int64_t d = 0; d < V; ++d) {
+    __m512 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      b[v] = _mm512_load_ps(Bp + (d * NV + v) * kLanes);
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m512 a = _mm512_set1_ps(X[r * V + d]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+      }
+    }
+  }
+  // row r, column k * V + w of the tile goes to Z_k[r, w] (Z_k = Z + k * rows * V)
+  alignas(64) float row[4 * kLanes];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      _mm512_store_ps(row + v * kLanes, acc[r][v]);
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      float* dst = Z + k * rows * V + r * V;
+      const float* src = row + k * V;
+      for (int64_t w = 0; w < V; w += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, V - w);
+        const __mmask16 m = n >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+        _mm512_mask_storeu_ps(dst + w, m, _mm512_maskz_loadu_ps(m, src + w));
+      }
+    }
+  }
+}
+
+template <int NV>
+PK_AVX512 void mix_rows(int64_t rows, int64_t V, int64_t K, const float* X, const float* Bp,
+                        float* Z) {
+  int64_t i = 0;
+  for (; i + kMixRows <= rows; i += kMixRows) {
+    mix_tile<kMixRows, NV>(V, K, X + i * V, Bp, Z + i * V, rows);
+  }
+  for (; i < rows; ++i) {
+    mix_tile<1, NV>(V, K, X + i * V, Bp, Z + i * V, rows);
+  }
+}
+
 }  // namespace
+
+bool joint_mix_avx512_fits(int64_t V, int64_t K) {
+  return avx512_gemm_supported() && V >= 1 && K >= 1 && K * V <= 4 * kLanes;
+}
+
+void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const float* M,
+                      float* Z) {
+  const int64_t nv = (K * V + kLanes - 1) / kLanes;
+  float* Bp = panel_buffer();  // V x nv*16 <= 64 x 64 floats: within the panel buffer
+  if (Bp == nullptr) {
+    throw std::bad_alloc();
+  }
+  for (int64_t d = 0; d < V; ++d) {
+    float* dst = Bp + d * nv * kLanes;
+    std::memset(dst, 0, sizeof(float) * nv * kLanes);
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(dst + k * V, M + k * V * V + d * V, sizeof(float) * V);
+    }
+  }
+  switch (nv) {
+    case 1: mix_rows<1>(rows, V, K, X, Bp, Z); break;
+    case 2: mix_rows<2>(rows, V, K, X, Bp, Z); break;
+    case 3: mix_rows<3>(rows, V, K, X, Bp, Z); break;
+    default: mix_rows<4>(rows, V, K, X, Bp, Z); break;
+  }
+}
 
 bool avx512_gemm_supported() {
   static const bool supported = [] {
@@ -238,6 +329,12 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
 #else  // no AVX-512 code path on this compiler/architecture
 
 bool avx512_gemm_supported() { return false; }
+
+bool joint_mix_avx512_fits(int64_t, int64_t) { return false; }
+
+void joint_mix_avx512(int64_t, int64_t, int64_t, const float*, const float*, float*) {
+  std::abort();  // unreachable: callers check joint_mix_avx512_fits()
+}
 
 void sgemm_avx512(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
                   const float*, int64_t, float, float*, int64_t, const float*, bool) {
