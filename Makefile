@@ -8,7 +8,8 @@ STAMP := build/.posekernels-installed
 # The stamp only means something while this Python imports posekernels from this checkout with
 # its compiled extension (a new interpreter, virtualenv or machine, or an editable install of
 # another checkout, leaves a stale stamp behind): otherwise drop it, so the install runs again.
-INSTALLED := $(shell $(PYTHON) -c "import os, posekernels as p; from posekernels import _ext; here = os.path.realpath('posekernels'); assert os.path.realpath(os.path.dirname(p.__file__)) == here and os.path.dirname(os.path.realpath(_ext._C.__file__)) == here; print('yes')" 2>/dev/null)
+# Checked from outside the checkout: inside it, the source folder itself would import.
+INSTALLED := $(shell cd / && $(PYTHON) -c "import os, posekernels as p; from posekernels import _ext; here = os.path.realpath('$(CURDIR)/posekernels'); assert os.path.realpath(os.path.dirname(p.__file__)) == here and os.path.dirname(os.path.realpath(_ext._C.__file__)) == here; print('yes')" 2>/dev/null)
 ifneq ($(INSTALLED),yes)
 $(shell rm -f $(STAMP))
 endif
