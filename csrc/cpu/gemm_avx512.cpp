@@ -56,13 +56,7 @@ PK_AVX512 void micro_kernel(int64_t depth, const float* A, int64_t row_stride,
                             float* C, int64_t ldc, int64_t cols, const float* row_bias,
                             bool relu) {
   __m512 acc[MR][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) {
-      acc[r][v] = _mm512_setzero_ps();
-    }
-  }
+  tile::zero(acc);
   const float* a[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
@@ -197,13 +191,7 @@ template <int MR, int NV>
 PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, float* Z,
                         int64_t rows) {
   __m512 acc[MR][NV];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      acc[r][v] = _mm512_setzero_ps();
-    }
-  }
+  tile::zero(acc);
   for (int64_t d = 0; d < V; ++d) {
     __m512 b[NV];
 #pragma GCC unroll 4

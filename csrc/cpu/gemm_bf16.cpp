@@ -83,13 +83,7 @@ PK_BF16 void micro_kernel(int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
                           const uint32_t* Bp, float beta, float* C, int64_t ldc, int64_t cols,
                           const float* row_bias, bool relu) {
   __m512 acc[MR][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) {
-#pragma GCC unroll 3
-    for (int v = 0; v < NV; ++v) {
-      acc[r][v] = _mm512_setzero_ps();
-    }
-  }
+  tile::zero(acc);
   for (int64_t p = 0; p < pairs; ++p) {
     __m512bh b[NV];
 #pragma GCC unroll 3

@@ -1,6 +1,6 @@
 // Pieces shared by the AVX-512 float32 product (gemm_avx512.cpp) and the bfloat16 one
-// (gemm_bf16.cpp): the store of an MR x 16*NV register tile of C with its epilogue, and the walk
-// over a panel's rows in tiles of kTileRows plus one remainder tile.
+// (gemm_bf16.cpp): the zeroing and the store (with its epilogue) of an MR x 16*NV register tile
+// of C, and the walk over a panel's rows in tiles of kTileRows plus one remainder tile.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -12,6 +12,18 @@ namespace posekernels::cpu::tile {
 
 constexpr int64_t kLanes = 16;    // float32 lanes of a 512-bit vector
 constexpr int kTileRows = 8;      // rows of C per micro-kernel call
+
+// acc[r][v] = 0 for the whole MR x NV register tile (the start of every micro-kernel).
+template <int MR, int NV>
+__attribute__((target("avx512f"), always_inline)) inline void zero(__m512 (&acc)[MR][NV]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      acc[r][v] = _mm512_setzero_ps();
+    }
+  }
+}
 
 // C[r, 16 v + i] = act(alpha * acc[r][v] + row_bias[r] + beta * C[r, 16 v + i]) for the MR rows
 // of the tile; the last vector holds cols - 16 (NV - 1) (1..16) columns and only those are
