@@ -4,8 +4,11 @@ Each group is one model at one batch size, with the ``cpu`` backend (fused graph
 dropout, fused BatchNorm epilogues) beside ``cpu_unfused`` (the same backend with the plain
 PyTorch epilogues, F.batch_norm + bernoulli dropout + add + ReLU: the training step before the
 fused epilogues) and the ``reference`` backend (plain PyTorch throughout); ratios within a group
-are the figures that count. The convolutions are oneDNN's in all three. The three shapes are
-those of the training-step issue:
+are the figures that count. The convolutions are oneDNN's in all three. ``cpu_bf16`` and
+``reference_bf16`` run the same steps with the forward under CPU bf16 autocast (the trainer's
+``amp_cpu``: oneDNN's bf16 convolutions; the graph ops take and return bf16 tensors and
+compute in float32; the cpu backend's epilogues run fused on float32 copies), a group of their
+own. The three shapes are those of the training-step issue:
 
 * ``released_sagcn(T=27, C=96)`` at batch 64 and ``released_sagcn(T=81, C=96)`` at batch 32 (the
   authors' released configuration, MPJPE loss);
@@ -46,7 +49,10 @@ def plain_epilogues():
 
 def make_step(name: str, impl: str):
     """A closure running one training step of model ``name`` with ``impl`` ("cpu",
-    "cpu_unfused" or "reference"; fixed inputs)."""
+    "cpu_unfused" or "reference"; a "_bf16" suffix: the forward under CPU bf16 autocast, as the
+    trainer's ``amp_cpu`` runs it; fixed inputs)."""
+    amp = impl.endswith("_bf16")
+    impl = impl.removesuffix("_bf16")
     backend = "cpu" if impl == "cpu_unfused" else impl
     build, batch, window = SHAPES[name]
     torch.manual_seed(0)
@@ -60,10 +66,11 @@ def make_step(name: str, impl: str):
         with ops.use_backend(backend), (plain_epilogues() if impl == "cpu_unfused"
                                         else contextlib.nullcontext()):
             opt.zero_grad(set_to_none=True)
-            if model.sequence_branch:
-                loss = model.loss(x, target, stage=1)
-            else:
-                loss = mpjpe_loss(model(x), target[:, window // 2:window // 2 + 1])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                if model.sequence_branch:
+                    loss = model.loss(x, target, stage=1)
+                else:
+                    loss = mpjpe_loss(model(x), target[:, window // 2:window // 2 + 1])
             loss.backward()
             opt.step()
         return loss.detach()
@@ -71,14 +78,17 @@ def make_step(name: str, impl: str):
     return step
 
 
-@pytest.mark.parametrize("impl", ["cpu", "cpu_unfused", "reference"])
+@pytest.mark.parametrize("impl", ["cpu", "cpu_unfused", "reference", "cpu_bf16",
+                                  "reference_bf16"])
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_training_step(benchmark, shape, impl):
-    if impl != "reference" and "cpu" not in ops.available_backends("cpu"):
+    if not impl.startswith("reference") and "cpu" not in ops.available_backends("cpu"):
         pytest.skip("the cpu backend is not built")
     step = make_step(shape, impl)
     step()  # warm-up (allocator, oneDNN primitive cache)
-    benchmark.group = f"training step cpu {shape} float32 {torch.get_num_threads()} threads"
+    precision = "bf16 autocast" if impl.endswith("_bf16") else "float32"
+    benchmark.group = (f"training step cpu {shape} {precision} {torch.get_num_threads()} "
+                       "threads")
     benchmark.extra_info.update(shape=shape, impl=impl, threads=torch.get_num_threads())
     loss = benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)

@@ -128,13 +128,118 @@ def test_dropout_identity_cases_and_fallbacks():
     assert ops.dropout(x, 0.5, training=False) is x
     assert ops.dropout(x, 0.0) is x
     xb = x.to(torch.bfloat16)
-    yb = ops.dropout(xb, 0.5)  # 16-bit: torch's dropout
+    yb = ops.dropout(xb, 0.5, backend="reference")  # torch's dropout keeps the dtype
     assert yb.dtype == torch.bfloat16 and set(torch.unique(yb != 0).tolist()) <= {True, False}
     xt = torch.randn(6, 9).t()  # non-contiguous input
     yt = ops.dropout(xt, 0.5)
     assert yt.shape == xt.shape and torch.equal((yt != 0), yt != 0)
     kept = yt != 0
     torch.testing.assert_close(yt[kept], xt[kept] * 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dropout_16bit_on_cpu_backend_is_the_fused_mask(dtype, monkeypatch):
+    """16-bit tensors (bf16 autocast training) get the cpu backend's documented mask, computed on
+    a float32 copy: the result is x / (1 - p) to the 16-bit rounding, in x's dtype, and the
+    gradient has the same mask; torch's dropout is not called."""
+    monkeypatch.setattr(F, "dropout", lambda *a, **k: pytest.fail("fell back to F.dropout"))
+    p = float(torch.rand(()) * 0.8 + 0.1)
+    shape = tuple(int(v) for v in torch.randint(1, 30, (3,)))
+    x = (torch.randn(shape, dtype=torch.float64) + 3.0).to(dtype).requires_grad_()
+    seed = seed_of_next_call()
+    y = ops.dropout(x, p)
+    assert y.dtype == dtype and y.shape == x.shape
+    keep = torch.from_numpy(reference_keep(x.numel(), p, seed)).reshape(shape)
+    assert torch.equal(y != 0, keep)
+    # x / (1 - p) in float32, rounded to the 16-bit type: within one 16-bit rounding (half ulp)
+    # of the exact value, plus the float32 product's own (relative 2^-24)
+    half_ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11  # 8 / 11 significant bits
+    tol = dict(rtol=half_ulp + 2.0 ** -23, atol=2.0 ** -24)  # (float16 subnormals: absolute)
+    torch.testing.assert_close(y[keep].double(), x.detach().double()[keep] / (1 - p), **tol)
+    g = torch.randn(shape, dtype=torch.float64).to(dtype)
+    (gx,) = torch.autograd.grad(y, x, g)
+    assert gx.dtype == dtype and torch.equal(gx != 0, keep & (g != 0))
+    torch.testing.assert_close(gx[keep].double(), g.double()[keep] / (1 - p), **tol)
+
+
+@pytest.mark.parametrize("z_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("param_dtype", ["float32", "same"])
+def test_batch_norm_act_16bit_on_cpu_backend_matches_float64(z_dtype, param_dtype, monkeypatch):
+    """A 16-bit z with float32 (autocast) or 16-bit BatchNorm parameters runs fused in float32:
+    output in z's dtype, running statistics and every gradient against float64 with the
+    documented mask, to the 16-bit rounding of the inputs and the output."""
+    n, c = int(torch.randint(2, 7, ())), int(torch.randint(1, 12, ()))
+    t, v = int(torch.randint(2, 25, ())), int(torch.randint(1, 18, ()))
+    p = float(torch.rand(()) * 0.5)
+    pdt = torch.float32 if param_dtype == "float32" else z_dtype
+    z = (torch.randn(n, c, t, v) * 3 + torch.randn(1, c, 1, 1)).to(z_dtype).requires_grad_()
+    w = (torch.rand(c) + 0.5).to(pdt).requires_grad_()
+    b = torch.randn(c).to(pdt).requires_grad_()
+    r = torch.randn(n, c, t, v).to(z_dtype).requires_grad_()
+    rm, rv = torch.randn(c), torch.rand(c) + 0.5
+    rm64, rv64 = rm.double(), rv.double()
+    seed = seed_of_next_call()
+    with monkeypatch.context() as m:
+        m.setattr(F, "dropout", lambda *a, **k: pytest.fail("fell back to F.dropout"))
+        m.setattr(F, "batch_norm", lambda *a, **k: pytest.fail("fell back to F.batch_norm"))
+        y = ops.batch_norm_act(z, w, b, rm, rv, True, 0.2, 1e-3, dropout=p, residual=r,
+                               relu=True)
+    assert y.dtype == z_dtype and y.shape == z.shape
+    keep = torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape) if p > 0 else None
+    leaves64 = [a.detach().double().requires_grad_() for a in (z, w, b, r)]
+    ref = _bn_reference(leaves64[0], leaves64[1], leaves64[2], rm64, rv64, 0.2, 1e-3, keep, p,
+                        leaves64[3], True)
+    ulp = 2.0 ** -7 if z_dtype == torch.bfloat16 else 2.0 ** -10  # at 1 (8 / 11 significant bits)
+    scale = ref.abs().max().item() + 1
+    torch.testing.assert_close(y.double() / scale, ref.detach() / scale, rtol=0, atol=ulp)
+    torch.testing.assert_close(rm.double(), rm64, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rv.double(), rv64, rtol=1e-5, atol=1e-5)
+    g = torch.randn(z.shape).to(z_dtype)
+    got = torch.autograd.grad(y, (z, w, b, r), g)
+    want = torch.autograd.grad(ref, leaves64, g.double())
+    for a, e, leaf in zip(got, want, (z, w, b, r)):
+        assert a.dtype == leaf.dtype
+        s = e.abs().max().item() + 1
+        # float32 sums, each gradient rounded once to its leaf's dtype
+        torch.testing.assert_close(a.double() / s, e / s, rtol=0, atol=ulp)
+
+
+def test_bf16_autocast_training_step_uses_the_fused_epilogues(monkeypatch):
+    """A GLA-GCN training step under CPU bf16 autocast (the trainer's amp_cpu) runs every
+    BatchNorm/dropout epilogue that the float32 step runs fused, fused too (no torch dropout),
+    with the same masks, and its gradients stay close to the float32 step's."""
+    seed = int(torch.randint(0, 10_000, ()))
+    torch.manual_seed(seed)
+    model = GLAGCN(receptive_field=9, channels=16, dropout=0.25).train()
+    x = torch.randn(4, 9, 17, 2)
+    target = torch.randn(4, 9, 17, 3) * 0.2
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = []
+    fused_bn, fused_drop = ops.unchecked.batch_norm_act, ops.unchecked.dropout
+    monkeypatch.setattr(ops.unchecked, "batch_norm_act",
+                        lambda z, *a: calls.append(("bn", z.dtype)) or fused_bn(z, *a))
+    monkeypatch.setattr(ops.unchecked, "dropout",
+                        lambda t, *a: calls.append(("drop", t.dtype)) or fused_drop(t, *a))
+    monkeypatch.setattr(F, "dropout", lambda *a, **k: pytest.fail("fell back to F.dropout"))
+
+    def step(amp):
+        model.load_state_dict(state)
+        calls.clear()
+        torch.manual_seed(seed + 1)  # the same dropout seeds in both steps
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = model.loss(x, target, stage=1)
+        return loss, torch.autograd.grad(loss, list(model.parameters())), list(calls)
+
+    loss32, grads32, calls32 = step(False)
+    loss16, grads16, calls16 = step(True)
+    assert [k for k, _ in calls16] == [k for k, _ in calls32] and len(calls32) > 10
+    assert {d for _, d in calls16} == {torch.float32}  # the kernels ran on float32 copies
+    assert abs(loss16.item() - loss32.item()) < 0.05 * abs(loss32.item())
+    num = sum(float(((a.float() - e) ** 2).sum()) for a, e in zip(grads16, grads32))
+    den = sum(float((e ** 2).sum()) for e in grads32)
+    # the bf16 convolutions' rounding: 3-7.5 % relative over 12 seeds, the same with torch's own
+    # epilogues under autocast (their correctness in 16 bits: the float64 test above)
+    assert math.isfinite(num) and num < 0.15 ** 2 * den
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), "0.5", True])

@@ -61,6 +61,7 @@ _local = threading.local()
 _EPILOGUE_DTYPES = (torch.float32, torch.float64)
 # the Triton backend's dropout also takes 16-bit tensors (computed in fp32)
 _DROPOUT_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _load_triton():
@@ -339,6 +340,13 @@ def _epilogue_kernels(backend: str | None, t: Tensor, triton_dtypes=_EPILOGUE_DT
     return None
 
 
+def _widened(backend: str | None, t: Tensor) -> bool:
+    """Whether the cpu backend runs the fused epilogue of 16-bit ``t`` on a float32 copy (its
+    kernels take float32/float64; bf16 autocast training would otherwise fall back to torch's
+    ``bernoulli_`` dropout and unfused BatchNorm)."""
+    return t.dtype in _HALF_DTYPES and _resolve(backend, t.device) == "cpu"
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
             generator: torch.Generator | None = None, backend: str | None = None) -> Tensor:
     """Dropout: each element is zeroed with probability ``p`` and the rest scaled by
@@ -351,7 +359,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU
     generator, so ``torch.manual_seed`` reproduces it; the same seed gives the same mask on
     every backend). One pass; the backward regenerates the mask from the seed, so nothing is
-    saved. Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
+    saved. On the ``cpu`` backend a float16/bfloat16 ``x`` (bf16 autocast training) is
+    converted to float32, masked there (the same mask) and converted back, so the result keeps
+    x's dtype. Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
     distribution, different random stream; ``generator`` is then not used)."""
     p = _check_probability(p, "p")
     if not isinstance(x, Tensor):
@@ -361,6 +371,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     kernels = _epilogue_kernels(backend, x, _DROPOUT_TRITON_DTYPES)
+    if kernels is None and _widened(backend, x):
+        return unchecked.dropout(x.contiguous().float(), p, _draw_seed(generator)).to(x.dtype)
     if kernels is None:
         return F.dropout(x, p, True)
     return kernels.dropout(x.contiguous(), p, _draw_seed(generator))
@@ -389,8 +401,12 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     with :func:`dropout`'s counter-based masks (seed from ``generator``) so no mask is stored;
     the ``cuda`` and ``triton`` backends do the same
     on float32/float64 tensors with a statistics kernel (per-channel splits, merged) and an
-    elementwise kernel each way, and the same masks. Everything else (evaluation, 16-bit
-    dtypes, ``backend="reference"``) runs ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
+    elementwise kernel each way, and the same masks. On the ``cpu`` backend a float16/bfloat16
+    ``z`` (bf16 autocast training: a 16-bit convolution output meeting float32 BatchNorm
+    parameters) runs fused on float32 copies of ``z`` and the other tensors (16-bit or float32)
+    and the result is converted back to z's dtype, as ``F.batch_norm`` returns it. Everything
+    else (evaluation, 16-bit dtypes on the other backends, ``backend="reference"``) runs
+    ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
     """
     p = _check_probability(dropout, "dropout")
     if not isinstance(z, Tensor) or z.dim() < 2:
@@ -418,6 +434,13 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         raise ValueError(f"z needs more than one value per channel when training, got shape "
                          f"{tuple(z.shape)}")
     kernels = _epilogue_kernels(backend, z) if training else None
+    out_dtype = z.dtype
+    if (training and kernels is None and _widened(backend, z)
+            and all(t is None or (t.device == z.device and t.dtype in _HALF_DTYPES + (torch.float32,))
+                    for t in (weight, bias, residual))):
+        kernels = unchecked
+        z, weight, bias, residual = (None if t is None else t.float()
+                                     for t in (z, weight, bias, residual))
     if not (kernels is not None
             and all(t is None or (t.dtype == z.dtype and t.device == z.device)
                     for t in (weight, bias, residual))):
@@ -437,7 +460,7 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         with torch.no_grad():
             running_mean.mul_(1.0 - m).add_(mean.to(running_mean.dtype), alpha=m)
             running_var.mul_(1.0 - m).add_(var.to(running_var.dtype), alpha=m * count / (count - 1))
-    return y
+    return y.to(out_dtype)
 
 
 _NO_SEED = torch.zeros(1, dtype=torch.int64)
