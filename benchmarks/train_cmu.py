@@ -102,6 +102,12 @@ RUNS = {
                                "sequence_branch": False, "head": "shared", "causal": causal,
                                "window_norm": inp == "window"})
        for inp in ("screen", "window") for causal in (False, True)},
+    # the centred screen-coordinate probe under CPU bf16 autocast (amp_cpu): what bf16
+    # convolutions cost in accuracy at equal steps
+    "probe_screen_amp": dict(LIVE, epochs=4, amp_cpu=True,
+                             model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+                                    "sequence_branch": False, "head": "shared",
+                                    "causal": False}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -121,6 +127,7 @@ LABELS = {
     **{f"probe_{inp}{'_causal' if causal else ''}":
        f"Probe: {'causal' if causal else 'centred'}, {inp} input, T=27, C=32, 4 epochs"
        for inp in ("screen", "window") for causal in (False, True)},
+    "probe_screen_amp": "Probe: centred, screen input, T=27, C=32, 4 epochs, bf16 autocast",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
