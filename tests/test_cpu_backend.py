@@ -49,3 +49,34 @@ def test_theta_b_gradient_is_exactly_zero():
     _, g = run_agc(to64(a), "cpu", torch.randn(2, 4, 4, 5, dtype=torch.float64))
     assert torch.count_nonzero(g["theta_b"]) == 0
     assert torch.count_nonzero(g["phi_b"]) > 0
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_agc_under_autocast_computes_in_float32(x_dtype):
+    """Under CPU bf16 autocast the cpu backend casts the graph op's arguments to float32 (its
+    kernels compute in float32 anyway) and returns float32: the same bits as the float32 call
+    outside autocast on the same (float32-cast) inputs, gradients included, each in its leaf's
+    dtype; the other backends keep the autocast dtype."""
+    args = make_agc(3, 5, 6, 3, 7, 17, 3, dtype=f32)
+    args["x"] = args["x"].to(x_dtype)
+    names = [k for k, v in args.items() if v is not None and k != "A"]
+
+    def run(autocast, backend="cpu"):
+        leaves = {k: (v.detach().clone().requires_grad_(k in names) if v is not None else None)
+                  for k, v in args.items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = ops.adaptive_graph_conv(**leaves, backend=backend)
+        gy = torch.linspace(-1, 1, y.numel()).reshape(y.shape).to(y.dtype)
+        return y, torch.autograd.grad(y, [leaves[k] for k in names], gy), leaves
+
+    y, grads, leaves = run(True)
+    assert y.dtype == torch.float32
+    for g, k in zip(grads, names):
+        assert g.dtype == leaves[k].dtype, k
+    args["x"] = args["x"].float()
+    y32, grads32, _ = run(False)
+    assert torch.equal(y, y32)
+    for g, e, k in zip(grads, grads32, names):
+        assert torch.equal(g.float(), e.to(g.dtype).float()), k
+    y_ref, _, _ = run(True, "reference")
+    assert y_ref.dtype == torch.bfloat16

@@ -204,6 +204,35 @@ def test_batch_norm_act_16bit_on_cpu_backend_matches_float64(z_dtype, param_dtyp
         torch.testing.assert_close(a.double() / s, e / s, rtol=0, atol=ulp)
 
 
+def test_epilogues_under_autocast_return_float32_on_cpu():
+    """Under CPU bf16 autocast the cpu backend's 16-bit epilogues keep their float32 result
+    (the same bits as the float32 call with the same seed) instead of rounding it back to bf16;
+    outside autocast they return the input's dtype; the reference backend keeps bf16."""
+    z = (torch.randn(4, 6, 9, 17) * 2 + 1).to(torch.bfloat16)
+    w, b = torch.rand(6) + 0.5, torch.randn(6)
+    r = torch.randn(4, 6, 9, 17).to(torch.bfloat16)
+    seed = int(torch.randint(0, 2 ** 31, ()))
+
+    def bn(zz, rr, autocast, backend=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return ops.batch_norm_act(zz, w, b, None, None, True, dropout=0.3, residual=rr,
+                                      relu=True, backend=backend,
+                                      generator=torch.Generator().manual_seed(seed))
+
+    def drop(xx, autocast, backend=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return ops.dropout(xx, 0.4, generator=torch.Generator().manual_seed(seed),
+                               backend=backend)
+
+    y = bn(z, r, True)
+    assert y.dtype == torch.float32 and torch.equal(y, bn(z.float(), r.float(), False))
+    assert bn(z, r, False).dtype == torch.bfloat16
+    assert bn(z, r, True, "reference").dtype == torch.bfloat16
+    d = drop(z, True)
+    assert d.dtype == torch.float32 and torch.equal(d, drop(z.float(), False))
+    assert drop(z, False).dtype == torch.bfloat16
+
+
 def test_bf16_autocast_training_step_uses_the_fused_epilogues(monkeypatch):
     """A GLA-GCN training step under CPU bf16 autocast (the trainer's amp_cpu) runs every
     BatchNorm/dropout epilogue that the float32 step runs fused, fused too (no torch dropout),

@@ -339,7 +339,9 @@ def test_bf16_autocast_on_cpu(aux, backend):
     labels = torch.randint(0, 5, (8,), generator=g) if aux == "action" else None
     pose32, g32 = _step(model, x, target, labels, backend, False)
     pose16, g16 = _step(model, x, target, labels, backend, True)
-    assert pose16.dtype == torch.bfloat16
+    # the last op is a graph convolution: float32 under autocast on the cpu backend, which
+    # computes it in float32 (ops.adaptive_graph_conv), the autocast dtype on the others
+    assert pose16.dtype == (torch.float32 if backend == "cpu" else torch.bfloat16)
     assert rel_err(pose16.float(), pose32) < BF16_REL, backend
     assert set(g16) == set(g32) and len(g32) > 0
     for k, grad in g16.items():

@@ -482,7 +482,8 @@ BF16_OP_REL = 3e-2
 @pytest.mark.parametrize("combo", grid((f32, bf16), CPU_ALL))  # combo.dtype: x's dtype
 def test_agc_under_cpu_autocast(combo):
     """Under torch.autocast("cpu", bfloat16) a float32 A and float32 weights are cast with x, on
-    every backend: bfloat16 output close to float64, float32 gradients for the float32 leaves."""
+    every backend: output close to float64 (bfloat16; float32 on the cpu backend, which computes
+    in float32 and casts to float32 instead), float32 gradients for the float32 leaves."""
     a = make_agc(2, 5, 6, 3, 4, 17, 3, dtype=f32)
     gout = torch.randn(2, 6, 4, 17, dtype=f64)
     y_ref, g_ref = run_agc(to64(a), "reference", gout)
@@ -492,7 +493,7 @@ def test_agc_under_cpu_autocast(combo):
               for k, v in a.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):  # x as a previous layer returns it
         y = ops.adaptive_graph_conv(**{**leaves, "x": leaves["x"].to(combo.dtype)}, backend=combo.backend)
-    assert y.dtype == torch.bfloat16
+    assert y.dtype == (torch.float32 if combo.backend == "cpu" else torch.bfloat16)
     assert_close_scaled(y, y_ref, BF16_OP_REL, f"{combo} y")
     for name, grad in zip(names, torch.autograd.grad(y, [leaves[n] for n in names], gout.to(y.dtype))):
         assert grad.dtype == torch.float32 and bool(torch.isfinite(grad).all()), name
@@ -534,9 +535,12 @@ def test_autocast_leaves_float64_alone():
     one is still a dtype error, and an all-float64 call runs in float64."""
     a = make_agc(1, 3, 4, 2, 3, 5, 2, dtype=f32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        with pytest.raises(TypeError, match="W has dtype torch.float64 but x has dtype torch.bfloat16"):
-            ops.adaptive_graph_conv(**{**a, "W": a["W"].double()})
-        assert ops.adaptive_graph_conv(**to64(a)).dtype == torch.float64
+        for backend in ops.available_backends("cpu"):
+            cast = "float32" if backend == "cpu" else "bfloat16"  # cpu: computes in float32
+            with pytest.raises(TypeError,
+                               match=f"W has dtype torch.float64 but x has dtype torch.{cast}"):
+                ops.adaptive_graph_conv(**{**a, "W": a["W"].double()}, backend=backend)
+            assert ops.adaptive_graph_conv(**to64(a), backend=backend).dtype == torch.float64
     # outside autocast a mixed call is an error, as before
     with pytest.raises(TypeError, match="A has dtype torch.float32 but x has dtype torch.bfloat16"):
         ops.adaptive_graph_conv(**{**a, "x": a["x"].bfloat16()})

@@ -170,6 +170,15 @@ def _autocast(dtype: torch.dtype | None, *tensors):
 _AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def _autocast_compute_dtype(backend: str, x) -> torch.dtype | None:
+    """The dtype an op's arguments are cast to under autocast: the autocast dtype, but float32
+    on the ``cpu`` backend (its graph and epilogue kernels compute in float32 whatever the
+    dtype, so a 16-bit round trip would only add conversions and rounding); None without
+    autocast."""
+    dtype = _autocast_dtype(x)
+    return torch.float32 if dtype is not None and backend == "cpu" else dtype
+
+
 def _contiguous(*tensors):
     return tuple(t.contiguous() if t is not None else None for t in tensors)
 
@@ -197,11 +206,16 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
 
     Under ``torch.autocast`` (for x's device) every float16/bfloat16/float32 argument is cast to
     the autocast dtype before the checks, so a float32 ``A`` or ``W`` meets a bfloat16 ``x``; the
-    kernels then run in that dtype (the cpu kernels compute in float32 internally).
+    kernels then run in that dtype. The ``cpu`` backend is the exception: its kernels compute in
+    float32 whatever the dtype, so under autocast it casts the arguments to float32 instead and
+    returns float32 (as autocast's float32-policy ops do), which saves two conversions of the
+    activations each way and their bfloat16 rounding (a bf16 autocast training step of the
+    T = 81, C = 64 lifter about 9 % faster; benchmarks/RESULTS.md).
     """
-    args = _autocast(_autocast_dtype(x), x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
+    name = _resolve(backend, x.device) if isinstance(x, Tensor) else None
+    args = _autocast(_autocast_compute_dtype(name, x), x, A, W, bias, B, theta_w, theta_b,
+                     phi_w, phi_b)
     _validate.check_adaptive_graph_conv(*args)
-    name = _resolve(backend, x.device)
     if name == "reference":
         return reference.adaptive_graph_conv(*args)
     return _kernels(name).adaptive_graph_conv(*_contiguous(*args))
@@ -359,9 +373,10 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     (1 - p) * 2^32, with a 64-bit seed drawn from ``generator`` (default: torch's global CPU
     generator, so ``torch.manual_seed`` reproduces it; the same seed gives the same mask on
     every backend). One pass; the backward regenerates the mask from the seed, so nothing is
-    saved. On the ``cpu`` backend a float16/bfloat16 ``x`` (bf16 autocast training) is
-    converted to float32, masked there (the same mask) and converted back, so the result keeps
-    x's dtype. Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
+    saved. On the ``cpu`` backend a float16/bfloat16 ``x`` is converted to float32 and masked
+    there (the same mask); the result is converted back to x's dtype, except under
+    ``torch.autocast`` (bf16 autocast training), where it stays float32 like the backend's graph
+    op (:func:`adaptive_graph_conv`). Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
     distribution, different random stream; ``generator`` is then not used)."""
     p = _check_probability(p, "p")
     if not isinstance(x, Tensor):
@@ -372,7 +387,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     kernels = _epilogue_kernels(backend, x, _DROPOUT_TRITON_DTYPES)
     if kernels is None and _widened(backend, x):
-        return unchecked.dropout(x.contiguous().float(), p, _draw_seed(generator)).to(x.dtype)
+        y = unchecked.dropout(x.contiguous().float(), p, _draw_seed(generator))
+        return y if _autocast_dtype(x) is not None else y.to(x.dtype)
     if kernels is None:
         return F.dropout(x, p, True)
     return kernels.dropout(x.contiguous(), p, _draw_seed(generator))
@@ -403,8 +419,9 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     on float32/float64 tensors with a statistics kernel (per-channel splits, merged) and an
     elementwise kernel each way, and the same masks. On the ``cpu`` backend a float16/bfloat16
     ``z`` (bf16 autocast training: a 16-bit convolution output meeting float32 BatchNorm
-    parameters) runs fused on float32 copies of ``z`` and the other tensors (16-bit or float32)
-    and the result is converted back to z's dtype, as ``F.batch_norm`` returns it. Everything
+    parameters) runs fused on float32 copies of ``z`` and the other tensors (16-bit or float32);
+    the result is converted back to z's dtype as ``F.batch_norm`` returns it, except under
+    ``torch.autocast``, where it stays float32 like the backend's graph op. Everything
     else (evaluation, 16-bit dtypes on the other backends, ``backend="reference"``) runs
     ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
     """
@@ -439,6 +456,8 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
             and all(t is None or (t.device == z.device and t.dtype in _HALF_DTYPES + (torch.float32,))
                     for t in (weight, bias, residual))):
         kernels = unchecked
+        if _autocast_dtype(z) is not None:
+            out_dtype = torch.float32
         z, weight, bias, residual = (None if t is None else t.float()
                                      for t in (z, weight, bias, residual))
     if not (kernels is not None
