@@ -185,7 +185,8 @@ def test_batch_norm_act_16bit_on_cpu_backend_matches_float64(z_dtype, param_dtyp
         y = ops.batch_norm_act(z, w, b, rm, rv, True, 0.2, 1e-3, dropout=p, residual=r,
                                relu=True)
     assert y.dtype == z_dtype and y.shape == z.shape
-    keep = torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape) if p > 0 else None
+    keep = (torch.from_numpy(reference_keep(z.numel(), p, seed)).reshape(z.shape) if p > 0
+            else None)
     leaves64 = [a.detach().double().requires_grad_() for a in (z, w, b, r)]
     ref = _bn_reference(leaves64[0], leaves64[1], leaves64[2], rm64, rv64, 0.2, 1e-3, keep, p,
                         leaves64[3], True)

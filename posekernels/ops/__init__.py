@@ -376,8 +376,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, *,
     saved. On the ``cpu`` backend a float16/bfloat16 ``x`` is converted to float32 and masked
     there (the same mask); the result is converted back to x's dtype, except under
     ``torch.autocast`` (bf16 autocast training), where it stays float32 like the backend's graph
-    op (:func:`adaptive_graph_conv`). Other backends, devices and dtypes use ``torch.nn.functional.dropout`` (same
-    distribution, different random stream; ``generator`` is then not used)."""
+    op (:func:`adaptive_graph_conv`). Other backends, devices and dtypes use
+    ``torch.nn.functional.dropout`` (same distribution, different random stream; ``generator``
+    is then not used)."""
     p = _check_probability(p, "p")
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor, got {type(x).__name__}")
@@ -453,7 +454,8 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     kernels = _epilogue_kernels(backend, z) if training else None
     out_dtype = z.dtype
     if (training and kernels is None and _widened(backend, z)
-            and all(t is None or (t.device == z.device and t.dtype in _HALF_DTYPES + (torch.float32,))
+            and all(t is None or (t.device == z.device
+                                  and t.dtype in (torch.float16, torch.bfloat16, torch.float32))
                     for t in (weight, bias, residual))):
         kernels = unchecked
         if _autocast_dtype(z) is not None:
