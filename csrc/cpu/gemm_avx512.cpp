@@ -137,7 +137,7 @@ PK_AVX512 void pack_panel_transposed(const float* B, int64_t ldb, int64_t k0, in
     const int64_t rows = std::min<int64_t>(kLanes, cols - jj);  // 1..16 stored rows
     for (int64_t kk = 0; kk < depth; kk += kLanes) {
       const int64_t kn = std::min<int64_t>(kLanes, depth - kk);
-      const __mmask16 km = kn == kLanes ? __mmask16(0xFFFF) : __mmask16((1u << kn) - 1u);
+      const __mmask16 km = tile::lane_mask(kn);
       __m512 r[16];
       for (int64_t i = 0; i < kLanes; ++i) {
         r[i] = i < rows ? _mm512_maskz_loadu_ps(km, B + (j0 + jj + i) * ldb + k0 + kk)
@@ -220,7 +220,7 @@ PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, f
       const float* src = row + k * V;
       for (int64_t w = 0; w < V; w += kLanes) {
         const int64_t n = std::min<int64_t>(kLanes, V - w);
-        const __mmask16 m = n >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
+        const __mmask16 m = tile::lane_mask(n);
         _mm512_mask_storeu_ps(dst + w, m, _mm512_maskz_loadu_ps(m, src + w));
       }
     }

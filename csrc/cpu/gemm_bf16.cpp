@@ -130,9 +130,7 @@ PK_BF16 void pack_b(const float* B, int64_t ldb, int64_t k0, int64_t depth, int6
     uint32_t* dst = Bp + p * width;
     for (int64_t jj = 0; jj < width; jj += kLanes) {
       const int64_t n = std::min<int64_t>(kLanes, cols - jj);
-      const __mmask16 m = n >= kLanes ? __mmask16(0xFFFF)
-                          : n > 0     ? __mmask16((1u << n) - 1u)
-                                      : __mmask16(0);
+      const __mmask16 m = tile::lane_mask(n);
       const __m512 v0 = _mm512_maskz_loadu_ps(m, r0 + jj);
       const __m512 v1 = has_r1 ? _mm512_maskz_loadu_ps(m, r1 + jj) : _mm512_setzero_ps();
       // lower 16 bfloat16 from v0, upper 16 from v1

@@ -1,6 +1,7 @@
 // Pieces shared by the AVX-512 float32 product (gemm_avx512.cpp) and the bfloat16 one
-// (gemm_bf16.cpp): the zeroing and the store (with its epilogue) of an MR x 16*NV register tile
-// of C, and the walk over a panel's rows in tiles of kTileRows plus one remainder tile.
+// (gemm_bf16.cpp), also used by the Winograd transforms (temporal_conv.cpp): the mask of a partial
+// vector, the zeroing and the store (with its epilogue) of an MR x 16*NV register tile of C, and
+// the walk over a panel's rows in tiles of kTileRows plus one remainder tile.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -12,6 +13,11 @@ namespace posekernels::cpu::tile {
 
 constexpr int64_t kLanes = 16;    // float32 lanes of a 512-bit vector
 constexpr int kTileRows = 8;      // rows of C per micro-kernel call
+
+// The mask of the first n lanes of a 16-lane vector (n <= 0: none; n >= 16: all).
+inline __mmask16 lane_mask(int64_t n) {
+  return n >= kLanes ? __mmask16(0xFFFF) : n > 0 ? __mmask16((1u << n) - 1u) : __mmask16(0);
+}
 
 // acc[r][v] = 0 for the whole MR x NV register tile (the start of every micro-kernel).
 template <int MR, int NV>
@@ -35,7 +41,7 @@ __attribute__((target("avx512f"))) inline void store(const __m512 (&acc)[MR][NV]
                                                      int64_t cols, const float* row_bias,
                                                      bool relu) {
   const int64_t tail = cols - (NV - 1) * kLanes;
-  const __mmask16 last = tail >= kLanes ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1u);
+  const __mmask16 last = lane_mask(tail);
   const __m512 va = _mm512_set1_ps(alpha);
   const __m512 vb = _mm512_set1_ps(beta);
   const __m512 zero = _mm512_setzero_ps();

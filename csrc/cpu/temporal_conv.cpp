@@ -32,6 +32,7 @@
 #include "cpu/kernels.h"
 
 #include "cpu/gemm.h"
+#include "cpu/gemm_tile.h"
 #include "cpu/parallel.h"
 
 #include <ATen/ATen.h>
@@ -189,7 +190,7 @@ PK_TCONV_AVX512 void input_transform_row_avx512(const Dims& d, const float* xc, 
     float* out = D + (s - s0) * V;
     for (int64_t v = 0; v < V; v += 16) {
       const int64_t lanes = std::min<int64_t>(16, V - v);
-      const __mmask16 m = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1u);
+      const __mmask16 m = tile::lane_mask(lanes);
       __m512 in[kPoints], u[kPoints];
       for (int64_t i = 0; i < kPoints; ++i) {
         const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
@@ -223,7 +224,7 @@ PK_TCONV_AVX512 void output_transform_row_avx512(const Dims& d, const float* H, 
     const int64_t frames = std::min(kTile, d.T_out - kTile * s);
     for (int64_t v = 0; v < V; v += 16) {
       const int64_t lanes = std::min<int64_t>(16, V - v);
-      const __mmask16 m = lanes == 16 ? __mmask16(0xFFFF) : __mmask16((1u << lanes) - 1u);
+      const __mmask16 m = tile::lane_mask(lanes);
       __m512 hv[kPoints], yv[kTile];
       for (int64_t p = 0; p < kPoints; ++p) {
         hv[p] = _mm512_maskz_loadu_ps(m, h + p * plane + v);
