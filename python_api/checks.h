@@ -100,8 +100,8 @@ struct AgcArgs {
   int64_t N = 0, Cin = 0, T = 0, V = 0, K = 0, Cout = 0, Ce = 0;
 };
 
-// bf16_weight: W and theta_w / phi_w may be bfloat16 with a float32 x (agc_unit_forward, CPU;
-// see check_weight).
+// bf16_weight: W and theta_w / phi_w may be bfloat16 with a float32 x (the CPU bindings of
+// agc_forward, agc_backward and agc_unit_forward: bf16 products; see check_weight).
 inline AgcArgs check_agc(const at::Tensor& x, const at::Tensor& A, const at::Tensor& W, const OptTensor& bias,
                          const OptTensor& B, const OptTensor& theta_w, const OptTensor& theta_b,
                          const OptTensor& phi_w, const OptTensor& phi_b, bool bf16_weight = false) {

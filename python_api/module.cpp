@@ -153,6 +153,28 @@ void bf16_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, double b
                               relu);
 }
 
+// Test hook for the bfloat16 product with both operands rounded as packed
+// (cpu::gemm_bf16_rounded): C <- bf16(A) @ bf16(op(B)) + beta * C in place, op(B) = B or B^T;
+// A, B and C float32 2-D CPU tensors with unit column stride.
+void bf16_gemm_rounded(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool trans_b,
+                       double beta) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
+                                {"C", &C}}) {
+    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 2 &&
+                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
+                      name, " must be a 2-D float32 CPU tensor with unit column stride, got ",
+                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
+  }
+  const int64_t R = A.size(0), Q = A.size(1), S = trans_b ? B.size(0) : B.size(1);
+  TORCH_CHECK_VALUE((trans_b ? B.size(1) : B.size(0)) == Q && C.size(0) == R && C.size(1) == S,
+                    "A ", A.sizes(), ", B ", B.sizes(), (trans_b ? " (transposed)" : ""),
+                    " and C ", C.sizes(), " do not form a product");
+  posekernels::cpu::gemm_bf16_rounded(R, S, Q, A.const_data_ptr<float>(), A.stride(0), trans_b,
+                                      B.const_data_ptr<float>(), B.stride(0),
+                                      static_cast<float>(beta), C.mutable_data_ptr<float>(),
+                                      C.stride(0));
+}
+
 // glibc's malloc returns large blocks to the kernel when they are freed (blocks above the mmap
 // threshold are unmapped; the heap top is trimmed above the trim threshold), so a loop that
 // allocates and frees the same large activations every step page-faults all of them back in on
@@ -185,4 +207,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_bf16_gemm", &bf16_gemm, "Test hook: the CPU kernels' bfloat16 product.", py::arg("A"),
         py::arg("B"), py::arg("C"), py::arg("beta"), py::arg("row_bias") = py::none(),
         py::arg("relu") = false);
+  m.def("_bf16_gemm_rounded", &bf16_gemm_rounded,
+        "Test hook: the CPU kernels' bfloat16 product of two float32 operands.", py::arg("A"),
+        py::arg("B"), py::arg("C"), py::arg("trans_b"), py::arg("beta"));
 }

@@ -24,7 +24,8 @@ std::tuple<at::Tensor, at::Tensor> agc_forward_cpu(const at::Tensor& x, const at
                                                    const OptTensor& B, const OptTensor& theta_w,
                                                    const OptTensor& theta_b, const OptTensor& phi_w,
                                                    const OptTensor& phi_b) {
-  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  // bfloat16 W / theta_w / phi_w with a float32 x: bf16 products (checks::check_weight)
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, true);
   return cpu::agc_forward(a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b);
 }
 
@@ -32,7 +33,7 @@ AgcGrads agc_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x, const a
                           const at::Tensor& W, const OptTensor& bias, const OptTensor& B,
                           const OptTensor& theta_w, const OptTensor& theta_b, const OptTensor& phi_w,
                           const OptTensor& phi_b, const at::Tensor& attn) {
-  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b);
+  const auto a = checks::check_agc(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b, true);
   const at::Tensor gy = checks::check_agc_grad(grad_y, a);
   const at::Tensor at = checks::check_agc_attn(attn, a);
   return cpu::agc_backward(gy, a.x, a.A, a.W, a.bias, a.B, a.theta_w, a.theta_b, a.phi_w, a.phi_b, at);

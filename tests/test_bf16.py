@@ -1,9 +1,13 @@
-"""The bfloat16 weight products of the CPU inference plans (build_plan(precision="bf16")).
+"""The bfloat16 weight products of the CPU kernels: the inference plans (build_plan(precision=
+"bf16")) and the graph op's training path under bf16 autocast.
 
-The product kernel (csrc/cpu/gemm_bf16.cpp) against the exact float64 product of the
-bfloat16-rounded operands, on the AVX-512 BF16 path and on the emulated one; the two inference
-operators with bfloat16 weights against float64 references; the dtype rules; the plan, the
-streaming lifter and lift_sequence with precision="bf16"; and the errors for what it cannot do.
+The product kernels (csrc/cpu/gemm_bf16.cpp: a bfloat16 weight, or two float32 operands, the
+second one optionally transposed) against the exact float64 product of the bfloat16-rounded
+operands, on the AVX-512 BF16 path and on the emulated one; the two inference operators with
+bfloat16 weights against float64 references; the graph op's forward and backward with bfloat16
+weights against a float64 oracle that rounds exactly the operands the kernels round; the dtype
+rules; the plan, the streaming lifter and lift_sequence with precision="bf16"; and the errors for
+what it cannot do.
 """
 from __future__ import annotations
 
@@ -64,6 +68,33 @@ def _check_product(R, S, Q, pad, beta, use_bias, relu, seed):
     assert (C.double() - want).abs().max().item() < bound
 
 
+def _check_rounded_product(R, S, Q, pad, beta, trans_b, seed):
+    """_bf16_gemm_rounded: both float32 operands rounded to bfloat16, op(B) = B or B^T."""
+    gen = torch.Generator().manual_seed(seed)
+    A = _strided(R, Q, pad, gen)
+    B = _strided(S, Q, pad, gen) if trans_b else _strided(Q, S, pad, gen)
+    C0 = _strided(R, S, pad, gen)
+    C = torch.as_strided(torch.empty(R * (S + pad)), (R, S), (S + pad, 1))
+    C.copy_(C0 if beta != 0.0 else torch.full_like(C0, float("nan")))
+    want = _bf(A) @ (_bf(B).t() if trans_b else _bf(B))
+    if beta != 0.0:
+        want = want + beta * C0.double()
+    _ext._C._bf16_gemm_rounded(A, B, C, trans_b, beta)
+    assert torch.isfinite(C).all()
+    assert (C.double() - want).abs().max().item() < 1e-6 * (Q ** 0.5) * 8 + 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(R=st.integers(1, 40), S=st.integers(1, 120), Q=st.integers(1, 1100), pad=st.integers(0, 5),
+       beta=st.sampled_from([0.0, 1.0, -0.5]), trans_b=st.booleans(),
+       seed=st.integers(0, 2**31 - 1))
+def test_rounded_bf16_product_is_the_exact_product_of_rounded_operands(R, S, Q, pad, beta,
+                                                                        trans_b, seed):
+    """Both operands float32 (the graph op's weight-gradient products): transposed panels
+    across 16 x 16 register tiles, odd depths, depths across the 512-deep blocks."""
+    _check_rounded_product(R, S, Q, pad, beta, trans_b, seed)
+
+
 @settings(max_examples=60, deadline=None)
 @given(R=st.integers(1, 40), S=st.integers(1, 120), Q=st.integers(1, 1100), pad=st.integers(0, 5),
        beta=st.sampled_from([0.0, 1.0, -0.5]), use_bias=st.booleans(), relu=st.booleans(),
@@ -87,9 +118,11 @@ def test_emulated_bf16_product_in_a_subprocess():
         "import sys; sys.path.insert(0, 'tests')\n"
         "from posekernels import _ext\n"
         "assert _ext._C.build_info()['cpu_bf16'] == 'emulated'\n"
-        "from test_bf16 import _check_product\n"
+        "from test_bf16 import _check_product, _check_rounded_product\n"
         "for i, (R, S, Q) in enumerate([(1, 1, 1), (9, 50, 3), (17, 97, 513), (40, 130, 1100)]):\n"
         f"    _check_product(R, S, Q, i % 3, [0.0, 1.0, -0.5][i % 3], i % 2 == 0, i % 2 == 1, "
+        f"{int(RNG.integers(1 << 30))} + i)\n"
+        "    _check_rounded_product(R, S, Q, i % 3, [0.0, 1.0, -0.5][i % 3], i % 2 == 0, "
         f"{int(RNG.integers(1 << 30))} + i)\n")
     env = dict(os.environ, POSEKERNELS_CPU_GEMM="blas")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,9 +223,117 @@ def test_weight_dtype_rules():
                                         "torch.bfloat16"):
         unchecked.graph_unit(x, A, W, None, None, torch.randn(2, 3, 4).bfloat16(), None,
                              torch.randn(2, 3, 4), None, None, None)
-    # the training op keeps one dtype
-    with pytest.raises(TypeError, match="W has dtype torch.bfloat16"):
-        unchecked.adaptive_graph_conv(x, A, W.bfloat16(), None, None, None, None, None, None)
+    # the training op: bfloat16 weights only with a float32 x, never float16
+    with pytest.raises(TypeError, match="W has dtype torch.bfloat16 but x has dtype torch.float64"):
+        unchecked.adaptive_graph_conv(x.double(), A.double(), W.bfloat16(), None, None, None,
+                                      None, None, None)
+    with pytest.raises(TypeError, match="W has dtype torch.float16"):
+        unchecked.adaptive_graph_conv(x, A, W.half(), None, None, None, None, None, None)
+    with pytest.raises(TypeError, match="bias has dtype torch.bfloat16"):
+        unchecked.adaptive_graph_conv(x, A, W.bfloat16(), torch.randn(2, 6).bfloat16(), None,
+                                      None, None, None, None)
+
+
+class _RoundedProduct(torch.autograd.Function):
+    """a @ b on bfloat16-rounded operands with float64 sums, and its gradients the same way
+    (bf16(g) @ bf16(b)^T, bf16(a)^T @ bf16(g)): what the cpu kernels' bf16 products compute."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _bf(a) @ _bf(b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        ga = _bf(g) @ _bf(b).transpose(-1, -2)
+        gb = _bf(a).transpose(-1, -2) @ _bf(g)
+        return ga.sum_to_size(a.shape), gb.sum_to_size(b.shape)
+
+
+def _agc_bf16_oracle(x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b):
+    """adaptive_graph_conv in float64 with the weight products (the embedding and the channel
+    mix) on bfloat16-rounded operands: every other product (joint mixing, the attention's
+    (V, V) products) unrounded, as in the kernels."""
+    n, c, t, v = x.shape
+    k, o, _ = W.shape
+    e = theta_w.shape[1]
+    xs = x.reshape(n, c, t * v)
+    tp = _RoundedProduct.apply(torch.cat([theta_w, phi_w]).reshape(2 * k * e, c), xs)
+    tp = tp.reshape(n, 2, k, e, t, v) + torch.stack([theta_b, phi_b])[None, :, :, :, None, None]
+    s = torch.einsum("nketv,nketw->nkvw", tp[:, 0], tp[:, 1]) / (e * t)
+    m = A + B + torch.softmax(s, dim=-2)
+    z = torch.einsum("nctv,nkvw->nkctw", x, m).reshape(n, k * c, t * v)
+    y = _RoundedProduct.apply(W.permute(1, 0, 2).reshape(o, k * c), z)
+    return (y + bias.sum(0)[None, :, None]).reshape(n, o, t, v)
+
+
+@pytest.mark.parametrize("n,c,t,o,e", [(3, 12, 9, 10, 4), (2, 33, 27, 20, 7), (5, 8, 1, 16, 3)])
+def test_graph_op_with_bf16_weights_against_the_float64_oracle(n, c, t, o, e):
+    """agc_forward / agc_backward with bfloat16 W, theta_w, phi_w and a float32 x (the cpu
+    backend under bf16 autocast): outputs and every gradient against the float64 oracle that
+    rounds the same operands (odd depths, several time blocks, more samples than threads); the
+    weights' gradients come back in bfloat16."""
+    gen = torch.Generator().manual_seed(int(RNG.integers(1 << 31)))
+    v, k = 17, 3
+    x = torch.randn(n, c, t, v, generator=gen)
+    A = torch.rand(k, v, v, generator=gen)
+    W, bias = torch.randn(k, o, c, generator=gen) / c ** 0.5, torch.randn(k, o, generator=gen)
+    B = torch.randn(k, v, v, generator=gen) * 0.1
+    tw, pw = (torch.randn(k, e, c, generator=gen) / c ** 0.5 for _ in range(2))
+    tb, pb = torch.randn(k, e, generator=gen), torch.randn(k, e, generator=gen)
+    gy = torch.randn(n, o, t, v, generator=gen)
+    bf = [a.bfloat16() for a in (W, tw, pw)]
+    y, attn = torch.ops.posekernels.agc_forward(x, A, bf[0], bias, B, bf[1], tb, bf[2], pb)
+    grads = torch.ops.posekernels.agc_backward(gy, x, A, bf[0], bias, B, bf[1], tb, bf[2], pb,
+                                               attn)
+    assert y.dtype == torch.float32
+    assert [g.dtype for g in grads] == [torch.float32, torch.bfloat16, torch.float32,
+                                        torch.float32, torch.bfloat16, torch.float32,
+                                        torch.bfloat16, torch.float32]
+
+    leaves = [a.double().requires_grad_() for a in (x, bf[0], bias, B, bf[1], tb, bf[2], pb)]
+    lx, lW, lbias, lB, ltw, ltb, lpw, lpb = leaves
+    want = _agc_bf16_oracle(lx, A.double(), lW, lbias, lB, ltw, ltb, lpw, lpb)
+    want_grads = torch.autograd.grad(want, leaves, gy.double())
+
+    def close(got, ref, name, rel):
+        # float32 sums; where a float32 intermediate and its float64 value round to different
+        # bfloat16 neighbours, one term moves by 2^-8 of itself: bounded by rel of the scale
+        scale = ref.abs().max().item()
+        err = (got.double() - ref).abs().max().item()
+        assert err <= rel * scale + 1e-6, (name, err, scale)
+
+    close(y, want.detach(), "y", 1e-3)
+    names = ["x", "W", "bias", "B", "theta_w", "theta_b", "phi_w", "phi_b"]
+    for g, w, name in zip(grads, want_grads, names):
+        if name == "theta_b":  # exactly zero (the softmax ignores it)
+            assert torch.count_nonzero(g) == 0
+            continue
+        # the weights' gradients also carry their own rounding to bfloat16 (2^-9)
+        close(g, w, name, 6e-3 if g.dtype == torch.bfloat16 else 1e-3)
+    # and the rounding is really there: on average the output lies far closer to the oracle
+    # than to the unrounded float64 op (the rare rounding flips above dominate only the maximum)
+    plain = reference.adaptive_graph_conv(x.double(), A.double(), bf[0].double(), bias.double(),
+                                          B.double(), bf[1].double(), tb.double(), bf[2].double(),
+                                          pb.double())
+    assert (y.double() - plain).abs().mean() > 10 * (y.double() - want.detach()).abs().mean()
+
+
+def test_opcheck_graph_op_with_bf16_weights():
+    """The fake kernels and autograd registration hold for the mixed-dtype call too (float32
+    outputs, bfloat16 gradients of the bfloat16 weights)."""
+    gen = torch.Generator().manual_seed(int(RNG.integers(1 << 31)))
+    x = torch.randn(2, 6, 5, 7, generator=gen, requires_grad=True)
+    A = torch.rand(2, 7, 7, generator=gen)
+    W = torch.randn(2, 4, 6, generator=gen).bfloat16().requires_grad_()
+    tw, pw = (torch.randn(2, 3, 6, generator=gen).bfloat16().requires_grad_() for _ in range(2))
+    bias, B = torch.randn(2, 4, generator=gen), torch.randn(2, 7, 7, generator=gen)
+    args = (x, A, W, bias.requires_grad_(), B.requires_grad_(), tw, None, pw, None)
+    torch.library.opcheck(torch.ops.posekernels.agc_forward.default, args)
+    y, attn = torch.ops.posekernels.agc_forward(*args)
+    bargs = (torch.randn_like(y), *(a.detach() if a is not None else None for a in args), attn)
+    torch.library.opcheck(torch.ops.posekernels.agc_backward.default, bargs)
 
 
 def _glagcn(**kw):

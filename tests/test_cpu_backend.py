@@ -8,6 +8,7 @@ import torch
 
 from _op_harness import agc_args, f32, make_agc, run_agc, to64
 from posekernels import ops
+from posekernels.ops import unchecked
 
 pytestmark = pytest.mark.skipif("cpu" not in ops.available_backends("cpu"),
                                 reason="the C++ extension (cpu backend) is not built")
@@ -51,21 +52,30 @@ def test_theta_b_gradient_is_exactly_zero():
     assert torch.count_nonzero(g["phi_b"]) > 0
 
 
+@pytest.mark.parametrize("bf16_cpu", [True, False])
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
-def test_agc_under_autocast_computes_in_float32(x_dtype):
+def test_agc_under_autocast_computes_in_float32(x_dtype, bf16_cpu, monkeypatch):
     """Under CPU bf16 autocast the cpu backend casts the graph op's arguments to float32 (its
-    kernels compute in float32 anyway) and returns float32: the same bits as the float32 call
-    outside autocast on the same (float32-cast) inputs, gradients included, each in its leaf's
-    dtype; the other backends keep the autocast dtype."""
+    kernels compute in float32 anyway) and returns float32: the same bits as the call outside
+    autocast on the same (float32-cast) inputs, gradients included, each in its leaf's dtype;
+    that call has bfloat16 W, theta_w and phi_w (bf16 products) on a CPU with AVX-512 BF16
+    (``bf16_cpu``; emulated here when this CPU lacks it) and float32 ones elsewhere. The other
+    backends keep the autocast dtype."""
+    monkeypatch.setattr(ops, "_CPU_BF16", bf16_cpu)
     args = make_agc(3, 5, 6, 3, 7, 17, 3, dtype=f32)
     args["x"] = args["x"].to(x_dtype)
     names = [k for k, v in args.items() if v is not None and k != "A"]
 
-    def run(autocast, backend="cpu"):
+    def run(autocast, backend="cpu", bf16_weights=False):
         leaves = {k: (v.detach().clone().requires_grad_(k in names) if v is not None else None)
                   for k, v in args.items()}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            y = ops.adaptive_graph_conv(**leaves, backend=backend)
+            if bf16_weights:
+                kw = {k: (v.bfloat16() if k in ("W", "theta_w", "phi_w") else v)
+                      for k, v in leaves.items()}
+                y = unchecked.adaptive_graph_conv(**kw)
+            else:
+                y = ops.adaptive_graph_conv(**leaves, backend=backend)
         gy = torch.linspace(-1, 1, y.numel()).reshape(y.shape).to(y.dtype)
         return y, torch.autograd.grad(y, [leaves[k] for k in names], gy), leaves
 
@@ -74,7 +84,7 @@ def test_agc_under_autocast_computes_in_float32(x_dtype):
     for g, k in zip(grads, names):
         assert g.dtype == leaves[k].dtype, k
     args["x"] = args["x"].float()
-    y32, grads32, _ = run(False)
+    y32, grads32, _ = run(False, bf16_weights=bf16_cpu)
     assert torch.equal(y, y32)
     for g, e, k in zip(grads, grads32, names):
         assert torch.equal(g.float(), e.to(g.dtype).float()), k

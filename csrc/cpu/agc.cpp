@@ -207,24 +207,29 @@ void add_row_sums(const scalar_t* a, int64_t rows, int64_t cols, scalar_t* out) 
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+// Z_k (rows, V) = X (rows, V) @ M_k for k < K, Z_k at Z + k * rows * V.
+template <typename scalar_t>
+void mix_joints(const Sizes& s, const scalar_t* X, int64_t rows, const scalar_t* M, scalar_t* Z) {
+  const int64_t V = s.V, VV = s.VV();
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (s.K > 1 && joint_mix_avx512_fits(V, s.K)) {  // the K products in one sweep over X
+      joint_mix_avx512(rows, V, s.K, X, M, Z);
+      return;
+    }
+  }
+  for (int64_t k = 0; k < s.K; ++k) {
+    gemm_rm<scalar_t>(false, false, rows, V, V, 1, X, V, M + k * VV, V, 0, Z + k * rows * V, V);
+  }
+}
+
 // One block of frames of one sample, its columns of X gathered into Xj (Cin, cols): Zj =
 // [Xj @ M_k] (K*Cin, cols), then Yj (Cout, cols; row stride T*V) = Wcat @ Zj + bias (+ the
 // agc_unit_forward epilogue).
 template <typename scalar_t>
 void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const scalar_t* Xj,
                   int64_t cols, scalar_t* Zj, scalar_t* Yj) {
-  const int64_t V = s.V, VV = s.VV(), TV = s.TV();
-  const int64_t rows = s.C * (cols / V);  // Xj viewed (Cin*Tj, V)
-  bool mixed = false;
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (s.K > 1 && joint_mix_avx512_fits(V, s.K)) {  // the K products in one sweep over Xj
-      joint_mix_avx512(rows, V, s.K, Xj, Mn, Zj);
-      mixed = true;
-    }
-  }
-  for (int64_t k = 0; k < s.K && !mixed; ++k) {
-    gemm_rm<scalar_t>(false, false, rows, V, V, 1, Xj, V, Mn + k * VV, V, 0, Zj + k * rows * V, V);
-  }
+  const int64_t V = s.V, TV = s.TV();
+  mix_joints(s, Xj, s.C * (cols / V), Mn, Zj);  // Xj viewed (Cin*Tj, V)
   block_output_product(s, p, Xj, cols, Zj, cols, Yj, TV, cols);
 }
 
@@ -436,9 +441,25 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
   scalar_t* partp = partials.mutable_data_ptr<scalar_t>();
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
-  const scalar_t* Wcat = p.Wcat.const_data_ptr<scalar_t>();
-  const scalar_t* TPw = ptr_or_null<scalar_t>(p.TPw);
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
+  // bf16 products (float32 x with a bfloat16 W, or bfloat16 theta_w / phi_w): that weight's
+  // products and its gradient's take bfloat16 operands (the transposed weight prepared once
+  // here); the joint mixing, the attention's (V, V) products and gM stay float32.
+  const bool bf16 = p.Wcat.scalar_type() == at::kBFloat16;
+  const bool bf16_tp = attention && p.TPw.scalar_type() == at::kBFloat16;
+  at::Tensor WcatT, TPwT;  // (K*Cin, Cout) and (Cin, 2*K*Ce), bfloat16
+  const scalar_t* Wcat = nullptr;
+  const scalar_t* TPw = nullptr;
+  if (bf16) {
+    WcatT = p.Wcat.view({s.O, s.K * s.C}).t().contiguous();
+  } else {
+    Wcat = p.Wcat.const_data_ptr<scalar_t>();
+  }
+  if (bf16_tp) {
+    TPwT = p.TPw.t().contiguous();
+  } else {
+    TPw = ptr_or_null<scalar_t>(p.TPw);
+  }
 
   for_each_block(blocks, workers, [&](int64_t block, int64_t worker) {
     scalar_t* Z = workp + worker * scratch;  // Z, then overwritten by gZ
@@ -475,17 +496,21 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
         }
         Mn = M;
       }
-      for (int64_t k = 0; k < s.K; ++k) {  // recompute Z_k = X @ M_k
-        gemm_rm<scalar_t>(false, false, CT, s.V, s.V, 1, X, s.V, Mn + k * VV, s.V, 0,
-                          Z + k * CT * s.V, s.V);
-      }
-      // gWcat += GY (Cout, TV) @ Z^T (TV, K*Cin)
-      gemm_rm<scalar_t>(false, true, s.O, KC, TV, 1, GY, TV, Z, TV, 1, gW_p, KC);
+      mix_joints(s, X, CT, Mn, Z);  // recompute Z_k = X @ M_k
+      // gWcat += GY (Cout, TV) @ Z^T (TV, K*Cin) ; gZ (K*Cin, TV) = Wcat^T @ GY, written over Z
       if (has_bias) {
         add_row_sums(GY, s.O, TV, gbias_p);
       }
-      // gZ (K*Cin, TV) = Wcat^T @ GY, written over Z
-      gemm_rm<scalar_t>(true, false, KC, TV, s.O, 1, Wcat, KC, GY, TV, 0, Z, TV);
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        if (bf16) {
+          gemm_bf16_rounded(s.O, KC, TV, GY, TV, true, Z, TV, 1, gW_p, KC);
+          gemm_bf16(KC, TV, s.O, WcatT.const_data_ptr<c10::BFloat16>(), s.O, GY, TV, 0, Z, TV);
+        }
+      }
+      if (!bf16) {
+        gemm_rm<scalar_t>(false, true, s.O, KC, TV, 1, GY, TV, Z, TV, 1, gW_p, KC);
+        gemm_rm<scalar_t>(true, false, KC, TV, s.O, 1, Wcat, KC, GY, TV, 0, Z, TV);
+      }
 
       for (int64_t k = 0; k < s.K; ++k) {
         const scalar_t* gZk = Z + k * CT * s.V;  // (Cin*T, V)
@@ -511,7 +536,14 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
       }
       if (attention) {
         // gTPw += gTP (2KCe, TV) @ X^T ; gTPb += row sums ; GX (Cin, TV) += TPw^T @ gTP
-        gemm_rm<scalar_t>(false, true, KE2, s.C, TV, 1, gTP, TV, X, TV, 1, gTPw_p, s.C);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (bf16_tp) {
+            gemm_bf16_rounded(KE2, s.C, TV, gTP, TV, true, X, TV, 1, gTPw_p, s.C);
+          }
+        }
+        if (!bf16_tp) {
+          gemm_rm<scalar_t>(false, true, KE2, s.C, TV, 1, gTP, TV, X, TV, 1, gTPw_p, s.C);
+        }
         if (has_TPb) {
           // Only phi_b's half: theta_b shifts S[:, w] by a constant per column w (its term is
           // sum_{e,t} theta_b[e] Phi[e,t,w] / (Ce*T)), which the softmax over v ignores, so the
@@ -519,7 +551,15 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
           const int64_t ke = s.K * s.E;
           add_row_sums(gTP + ke * TV, ke, TV, gTPb_p + ke);
         }
-        gemm_rm<scalar_t>(true, false, s.C, TV, KE2, 1, TPw, s.C, gTP, TV, 1, GX, TV);
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (bf16_tp) {
+            gemm_bf16(s.C, TV, KE2, TPwT.const_data_ptr<c10::BFloat16>(), KE2, gTP, TV, 1, GX,
+                      TV);
+          }
+        }
+        if (!bf16_tp) {
+          gemm_rm<scalar_t>(true, false, s.C, TV, KE2, 1, TPw, s.C, gTP, TV, 1, GX, TV);
+        }
       }
     }
   });
@@ -634,7 +674,9 @@ agc_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
   // Every output gets its own storage (a plain .contiguous() could return a view of the shared
   // partial sums when K == 1, making two outputs alias each other).
   constexpr auto kContiguous = at::MemoryFormat::Contiguous;
-  at::Tensor gW = r.gWcat.view({s.O, s.K, s.C}).permute({1, 0, 2}).clone(kContiguous);
+  // (with bf16 products the weights' gradients are returned in their bfloat16 dtype)
+  at::Tensor gW = r.gWcat.view({s.O, s.K, s.C}).permute({1, 0, 2}).to(W.scalar_type())
+                      .clone(kContiguous);
   at::Tensor gbias = bias.has_value()
                          ? r.gbias_sum.unsqueeze(0).expand({s.K, s.O}).clone(kContiguous)
                          : empty_grad(x);
@@ -642,8 +684,9 @@ agc_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& A,
   at::Tensor gtw = empty_grad(x), gtb = empty_grad(x), gpw = empty_grad(x), gpb = empty_grad(x);
   if (s.E > 0) {
     const int64_t ke = s.K * s.E;
-    gtw = r.gTPw.narrow(0, 0, ke * s.C).view({s.K, s.E, s.C}).clone();
-    gpw = r.gTPw.narrow(0, ke * s.C, ke * s.C).view({s.K, s.E, s.C}).clone();
+    const auto wtype = theta_w->scalar_type();
+    gtw = r.gTPw.narrow(0, 0, ke * s.C).view({s.K, s.E, s.C}).to(wtype).clone();
+    gpw = r.gTPw.narrow(0, ke * s.C, ke * s.C).view({s.K, s.E, s.C}).to(wtype).clone();
     if (theta_b.has_value()) {
       gtb = r.gTPb.narrow(0, 0, ke).view({s.K, s.E}).clone();
     }

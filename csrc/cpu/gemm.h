@@ -46,6 +46,15 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const float* row_bias = nullptr, bool relu = false);
 
+// C (R x S) = bf16(A) @ bf16(op(B)) + beta * C with a float32 A as well (both operands rounded to
+// bfloat16 as they are packed, float32 sums), op(B) = B (Q x S, row stride ldb) or, with
+// trans_b, B^T (B stored S x Q): the activation-by-activation products (weight gradients) of the
+// graph convolution's bf16 training path. Always single-threaded; the same values through the
+// float32 product without AVX-512 BF16.
+void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t lda,
+                       bool trans_b, const float* B, int64_t ldb, float beta, float* C,
+                       int64_t ldc);
+
 // The K joint-mixing products of the graph convolution in one sweep over X (gemm_avx512.cpp):
 // Z_k (rows x V, at Z + k * rows * V) = X (rows x V) @ M_k (V x V, at M + k * V * V), all
 // row-major and contiguous, float32, single-threaded. Only when joint_mix_avx512_fits(V, K)

@@ -98,34 +98,6 @@ PK_AVX512 void rows_of_panel(int64_t R, int64_t depth, const float* A, int64_t r
 // as maybe-uninitialised once they are inlined here; every vector below is written before use.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// In registers: r[i][j] <- r[j][i] for a 16 x 16 tile (32-bit, then 64-bit interleaves within
-// 128-bit lanes, then two rounds of 128-bit lane shuffles).
-PK_AVX512 inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16], v[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-  }
-  for (int i = 0; i < 2; ++i) {
-    for (int j = 0; j < 4; ++j) {
-      v[8 * i + j] = _mm512_shuffle_f32x4(u[8 * i + j], u[8 * i + 4 + j], 0x88);
-      v[8 * i + 4 + j] = _mm512_shuffle_f32x4(u[8 * i + j], u[8 * i + 4 + j], 0xdd);
-    }
-  }
-  for (int j = 0; j < 8; ++j) {
-    r[j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88);
-    r[8 + j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0xdd);
-  }
-}
-
 // op(B)(k, j) = B[j * ldb + k]: 16 stored rows (masked at the depth's end; zero rows past the
 // panel's columns) are loaded as 16 x 16 tiles, transposed in registers and stored as 16-column
 // rows of the panel, which also writes its zero padding. Scalar copies here used to cost about
@@ -143,7 +115,7 @@ PK_AVX512 void pack_panel_transposed(const float* B, int64_t ldb, int64_t k0, in
         r[i] = i < rows ? _mm512_maskz_loadu_ps(km, B + (j0 + jj + i) * ldb + k0 + kk)
                         : _mm512_setzero_ps();
       }
-      transpose16(r);
+      tile::transpose16(r);
       for (int64_t i = 0; i < kn; ++i) {
         _mm512_store_ps(Bp + (kk + i) * width + jj, r[i]);
       }

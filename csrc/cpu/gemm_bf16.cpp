@@ -155,6 +155,60 @@ void pack_a(const c10::BFloat16* A, int64_t lda, int64_t R, int64_t k0, int64_t 
   }
 }
 
+// The same panel from a transposed B: lane (p, j) <- (B[j0 + j][k0 + 2p], B[j0 + j][k0 + 2p + 1])
+// for B stored (S x Q). Each stored row's 32 depth values become 16 words in memory order (the
+// two values of a pair are adjacent there), and 16 rows of such words are transposed in
+// registers into 16 panel rows, as the float32 product packs its transposed panels.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+PK_BF16 void pack_b_transposed(const float* B, int64_t ldb, int64_t k0, int64_t depth,
+                               int64_t j0, int64_t cols, int64_t width, uint32_t* Bp) {
+  const int64_t pairs = (depth + 1) / 2;
+  for (int64_t jj = 0; jj < width; jj += kLanes) {
+    const int64_t rows = std::min<int64_t>(kLanes, cols - jj);  // 1..16 stored rows
+    for (int64_t pp = 0; pp < pairs; pp += kLanes) {
+      const int64_t d0 = 2 * pp;  // first depth of these 16 pairs
+      const __mmask16 lo = tile::lane_mask(depth - d0);
+      const __mmask16 hi = tile::lane_mask(depth - d0 - kLanes);
+      __m512 r[16];
+      for (int64_t i = 0; i < kLanes; ++i) {
+        if (i < rows) {
+          const float* src = B + (j0 + jj + i) * ldb + k0 + d0;
+          const __m512 v0 = _mm512_maskz_loadu_ps(lo, src);
+          const __m512 v1 = _mm512_maskz_loadu_ps(hi, src + kLanes);
+          // bfloat16 d0 .. d0 + 31 in order: word w = (depth d0 + 2w, d0 + 2w + 1)
+          r[i] = _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+        } else {
+          r[i] = _mm512_setzero_ps();
+        }
+      }
+      tile::transpose16(r);
+      const int64_t n = std::min<int64_t>(kLanes, pairs - pp);
+      for (int64_t q = 0; q < n; ++q) {
+        _mm512_store_si512(Bp + (pp + q) * width + jj, _mm512_castps_si512(r[q]));
+      }
+    }
+  }
+}
+#pragma GCC diagnostic pop
+
+// Ap (R x pairs 32-bit) <- a float32 A[:, 0 : Q] rounded to bfloat16 depth pairs (zero past Q).
+PK_BF16 void pack_a_rounded(const float* A, int64_t lda, int64_t R, int64_t Q, uint32_t* Ap,
+                            int64_t ap_stride) {
+  const int64_t pairs = (Q + 1) / 2;
+  for (int64_t r = 0; r < R; ++r) {
+    const float* src = A + r * lda;
+    uint32_t* dst = Ap + r * ap_stride;
+    for (int64_t pp = 0; pp < pairs; pp += kLanes) {
+      const int64_t d0 = 2 * pp;
+      const __m512 v0 = _mm512_maskz_loadu_ps(tile::lane_mask(Q - d0), src + d0);
+      const __m512 v1 = _mm512_maskz_loadu_ps(tile::lane_mask(Q - d0 - kLanes), src + d0 + kLanes);
+      const __m512i words = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+      _mm512_mask_storeu_epi32(dst + pp, tile::lane_mask(pairs - pp), words);
+    }
+  }
+}
+
 struct Buffers {
   uint32_t* panel = nullptr;  // (kDepthBlock / 2) x kPanelWidth
   uint32_t* rows = nullptr;   // grows with the largest R x pairs seen by this thread
@@ -191,7 +245,8 @@ Buffers& buffers() {
 }
 
 // Columns [j_begin, j_end) of the product (whole panels), one depth block at a time.
-PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, float beta,
+PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, bool trans_b,
+                             float beta,
                              float* C, int64_t ldc,
                              const float* row_bias, bool relu, int64_t j_begin, int64_t j_end,
                              const uint32_t* Ap_all, int64_t ap_stride) {
@@ -206,7 +261,11 @@ PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, 
       const int64_t k0 = blk * kDepthBlock;
       const int64_t depth = std::min(kDepthBlock, Q - k0);
       const int64_t pairs = (depth + 1) / 2;
-      pack_b(B, ldb, k0, depth, j0, cols, width, Bp);
+      if (trans_b) {
+        pack_b_transposed(B, ldb, k0, depth, j0, cols, width, Bp);
+      } else {
+        pack_b(B, ldb, k0, depth, j0, cols, width, Bp);
+      }
       const uint32_t* Ak = Ap_all + k0 / 2;
       const float b = k0 == 0 ? beta : 1.0f;
       float* Cj = C + j0;
@@ -286,10 +345,10 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
       const bool single = at::in_parallel_region() || at::get_num_threads() == 1 ||
                           rows * S * Q <= kSmallProduct || panels == 1;
       if (single) {
-        product_columns(rows, Q, B, ldb, beta, Cr, ldc, bias, relu, 0, S, Ap, ap_stride);
+        product_columns(rows, Q, B, ldb, false, beta, Cr, ldc, bias, relu, 0, S, Ap, ap_stride);
       } else {
         at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-          product_columns(rows, Q, B, ldb, beta, Cr, ldc, bias, relu, p0 * kPanelWidth,
+          product_columns(rows, Q, B, ldb, false, beta, Cr, ldc, bias, relu, p0 * kPanelWidth,
                           std::min(S, p1 * kPanelWidth), Ap, ap_stride);
         });
       }
@@ -298,6 +357,51 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
   }
 #endif
   gemm_bf16_fallback(R, S, Q, A, lda, B, ldb, beta, C, ldc, row_bias, relu);
+}
+
+void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t lda,
+                       bool trans_b, const float* B, int64_t ldb, float beta, float* C,
+                       int64_t ldc) {
+  if (R <= 0 || S <= 0) {
+    return;
+  }
+  if (Q <= 0) {  // an empty sum: C = beta * C
+    for (int64_t r = 0; r < R; ++r) {
+      for (int64_t j = 0; j < S; ++j) {
+        C[r * ldc + j] = beta != 0.0f ? beta * C[r * ldc + j] : 0.0f;
+      }
+    }
+    return;
+  }
+#ifdef POSEKERNELS_HAVE_BF16_GEMM
+  if (avx512_bf16_supported()) {
+    const int64_t ap_stride = (Q + 1) / 2;
+    for (int64_t r0 = 0; r0 < R; r0 += kMaxRows) {
+      const int64_t rows = std::min(kMaxRows, R - r0);
+      uint32_t* Ap = buffers().rows_for(rows * ap_stride);
+      pack_a_rounded(A + r0 * lda, lda, rows, Q, Ap, ap_stride);
+      product_columns(rows, Q, B, ldb, trans_b, beta, C + r0 * ldc, ldc, nullptr, false, 0, S,
+                      Ap, ap_stride);
+    }
+    return;
+  }
+#endif
+  // The same operand values through the float32 product.
+  at::Tensor a = at::empty({R, Q}, at::kFloat);
+  at::Tensor b = at::empty({Q, S}, at::kFloat);
+  float* ap = a.mutable_data_ptr<float>();
+  float* bp = b.mutable_data_ptr<float>();
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t k = 0; k < Q; ++k) {
+      ap[r * Q + k] = round_bf16(A[r * lda + k]);
+    }
+  }
+  for (int64_t k = 0; k < Q; ++k) {
+    for (int64_t j = 0; j < S; ++j) {
+      bp[k * S + j] = round_bf16(trans_b ? B[j * ldb + k] : B[k * ldb + j]);
+    }
+  }
+  gemm_rm<float>(false, false, R, S, Q, 1.0f, ap, Q, bp, S, beta, C, ldc);
 }
 
 }  // namespace posekernels::cpu

@@ -1,7 +1,8 @@
 // Pieces shared by the AVX-512 float32 product (gemm_avx512.cpp) and the bfloat16 one
 // (gemm_bf16.cpp), also used by the Winograd transforms (temporal_conv.cpp): the mask of a partial
-// vector, the zeroing and the store (with its epilogue) of an MR x 16*NV register tile of C, and
-// the walk over a panel's rows in tiles of kTileRows plus one remainder tile.
+// vector, a 16 x 16 register transpose (the packing of transposed operands), the zeroing and the
+// store (with its epilogue) of an MR x 16*NV register tile of C, and the walk over a panel's rows
+// in tiles of kTileRows plus one remainder tile.
 #pragma once
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -63,6 +64,39 @@ __attribute__((target("avx512f"))) inline void store(const __m512 (&acc)[MR][NV]
     }
   }
 }
+
+// GCC 12 reports the "undefined" pass-through operands inside these intrinsics' own definitions
+// as maybe-uninitialised once they are inlined; every vector below is written before use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// In registers: r[i][j] <- r[j][i] for a 16 x 16 tile (32-bit, then 64-bit interleaves within
+// 128-bit lanes, then two rounds of 128-bit lane shuffles).
+__attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16], v[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      v[8 * i + j] = _mm512_shuffle_f32x4(u[8 * i + j], u[8 * i + 4 + j], 0x88);
+      v[8 * i + 4 + j] = _mm512_shuffle_f32x4(u[8 * i + j], u[8 * i + 4 + j], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0xdd);
+  }
+}
+#pragma GCC diagnostic pop
 
 // kernel.template operator()<MR>(i) for the tiles of rows [i, i + MR) covering [0, R): full tiles
 // of kTileRows, then one of the remaining 1..7 rows.

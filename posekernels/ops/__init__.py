@@ -179,6 +179,24 @@ def _autocast_compute_dtype(backend: str, x) -> torch.dtype | None:
     return torch.float32 if dtype is not None and backend == "cpu" else dtype
 
 
+# Whether this CPU multiplies bfloat16 pairs natively (AVX-512 BF16), read once from the extension.
+_CPU_BF16 = bool(_ext.has_extension() and _ext._C.build_info().get("cpu_bf16") == "avx512_bf16")
+
+
+def _bf16_products(backend: str, x: Tensor) -> bool:
+    """Whether the ``cpu`` backend's graph op runs its weight products in bfloat16: under bf16
+    autocast, for a float32 ``x`` (after autocast's cast; float64 stays float64), on a CPU with
+    AVX-512 BF16 (elsewhere bfloat16 products would be emulated, slower than the float32
+    ones)."""
+    return (backend == "cpu" and _CPU_BF16 and x.dtype == torch.float32
+            and _autocast_dtype(x) == torch.bfloat16)
+
+
+def _bf16_weights(*tensors):
+    """The weights of a bf16-products call: bfloat16 copies (differentiable casts)."""
+    return tuple(t.to(torch.bfloat16) if t is not None else None for t in tensors)
+
+
 def _contiguous(*tensors):
     return tuple(t.contiguous() if t is not None else None for t in tensors)
 
@@ -210,7 +228,12 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
     float32 whatever the dtype, so under autocast it casts the arguments to float32 instead and
     returns float32 (as autocast's float32-policy ops do), which saves two conversions of the
     activations each way and their bfloat16 rounding (a bf16 autocast training step of the
-    T = 81, C = 64 lifter about 9 % faster; benchmarks/RESULTS.md).
+    T = 81, C = 64 lifter about 9 % faster; benchmarks/RESULTS.md). Under bf16 autocast on a CPU
+    with AVX-512 BF16 it also passes ``W``, ``theta_w`` and ``phi_w`` as bfloat16, which makes
+    the kernels run the products with those weights (and, in the backward, the products that
+    give their gradients) on bfloat16 operands with float32 sums, as autocast runs a matrix
+    product; the joint mixing with ``M``, the attention's (V, V) products and ``B``'s gradient
+    stay float32.
     """
     name = _resolve(backend, x.device) if isinstance(x, Tensor) else None
     args = _autocast(_autocast_compute_dtype(name, x), x, A, W, bias, B, theta_w, theta_b,
@@ -218,6 +241,10 @@ def adaptive_graph_conv(x: Tensor, A: Tensor, W: Tensor, bias: Tensor | None = N
     _validate.check_adaptive_graph_conv(*args)
     if name == "reference":
         return reference.adaptive_graph_conv(*args)
+    if _bf16_products(name, args[0]):
+        x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b = args
+        W, theta_w, phi_w = _bf16_weights(W, theta_w, phi_w)
+        args = (x, A, W, bias, B, theta_w, theta_b, phi_w, phi_b)
     return _kernels(name).adaptive_graph_conv(*_contiguous(*args))
 
 
