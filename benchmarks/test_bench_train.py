@@ -6,8 +6,9 @@ PyTorch epilogues, F.batch_norm + bernoulli dropout + add + ReLU: the training s
 fused epilogues) and the ``reference`` backend (plain PyTorch throughout); ratios within a group
 are the figures that count. The convolutions are oneDNN's in all three. ``cpu_bf16`` and
 ``reference_bf16`` run the same steps with the forward under CPU bf16 autocast (the trainer's
-``amp_cpu``: oneDNN's bf16 convolutions; on the cpu backend the graph ops and epilogues run in
-float32, on the reference one in bf16), a group of their own. The three shapes are those of
+``amp_cpu``: oneDNN's bf16 convolutions; on the cpu backend the epilogues run in float32 and
+the graph op's weight products in bf16 where the CPU has AVX-512 BF16, on the reference one
+everything in bf16), a group of their own. The three shapes are those of
 the training-step issue:
 
 * ``released_sagcn(T=27, C=96)`` at batch 64 and ``released_sagcn(T=81, C=96)`` at batch 32 (the

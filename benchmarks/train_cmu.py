@@ -74,7 +74,7 @@ RUNS = {
                               "sequence_branch": False, "head": "shared", "causal": True}),
     # what the causal lifter gains from GLA-GCN's own additions (the sequence branch and its
     # two-stage loss, the individually connected head): big_causal's recipe from the start;
-    # float32 for its first four epochs and 85 batches, then resumed under CPU bf16 autocast
+    # float32 for its first four epochs and 437 batches, then resumed under CPU bf16 autocast
     # (amp_cpu) once the graph op ran its weight products in bf16 there (1.15x on the autocast
     # step; benchmarks/RESULTS.md)
     "big_causal_seq": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
