@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 #include <torch/extension.h>
 
+#include "checks.h"
 #include "cpu/gemm.h"
 
 #include <string>
@@ -87,6 +88,15 @@ py::dict build_info() {
   return info;
 }
 
+// A test hook's matrix argument: a 2-D CPU tensor of dtype want with unit column stride.
+void check_matrix(const char* name, const at::Tensor& t, at::ScalarType want) {
+  TORCH_CHECK_VALUE(t.device().is_cpu() && t.scalar_type() == want && t.dim() == 2 &&
+                        t.stride(1) == 1 && t.stride(0) >= t.size(1),
+                    name, " must be a 2-D ", posekernels::checks::dtype_str(want),
+                    " CPU tensor with unit column stride, got ", t.sizes(), " ",
+                    posekernels::checks::dtype_str(t.scalar_type()), " strides ", t.strides());
+}
+
 // Test hook for the AVX-512 float32 product of the CPU kernels (csrc/cpu/gemm_avx512.cpp):
 // C <- act(alpha * op(A) @ op(B) + beta * C + row_bias[:, None]) in place, single-threaded, on
 // 2-D float32 CPU tensors with unit column stride (the row stride is the leading dimension).
@@ -95,13 +105,9 @@ void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool t
                  const std::optional<at::Tensor>& row_bias, bool relu) {
   TORCH_CHECK(posekernels::cpu::avx512_gemm_supported(),
               "the AVX-512 product is not available on this CPU (or POSEKERNELS_CPU_GEMM=blas)");
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
-                                {"C", &C}}) {
-    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 2 &&
-                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
-                      name, " must be a 2-D float32 CPU tensor with unit column stride, got ",
-                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
-  }
+  check_matrix("A", A, at::kFloat);
+  check_matrix("B", B, at::kFloat);
+  check_matrix("C", C, at::kFloat);
   const int64_t R = trans_a ? A.size(1) : A.size(0);
   const int64_t Q = trans_a ? A.size(0) : A.size(1);
   const int64_t QB = trans_b ? B.size(1) : B.size(0);
@@ -129,14 +135,9 @@ void avx512_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool t
 // float32, 2-D CPU tensors with unit column stride.
 void bf16_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, double beta,
                const std::optional<at::Tensor>& row_bias, bool relu) {
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
-                                {"C", &C}}) {
-    const auto want = t == &A ? at::kBFloat16 : at::kFloat;
-    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == want && t->dim() == 2 &&
-                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
-                      name, " must be a 2-D ", want, " CPU tensor with unit column stride, got ",
-                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
-  }
+  check_matrix("A", A, at::kBFloat16);
+  check_matrix("B", B, at::kFloat);
+  check_matrix("C", C, at::kFloat);
   const int64_t R = A.size(0), Q = A.size(1), S = B.size(1);
   TORCH_CHECK_VALUE(B.size(0) == Q && C.size(0) == R && C.size(1) == S, "A ", A.sizes(), ", B ",
                     B.sizes(), " and C ", C.sizes(), " do not form a product");
@@ -158,13 +159,9 @@ void bf16_gemm(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, double b
 // A, B and C float32 2-D CPU tensors with unit column stride.
 void bf16_gemm_rounded(const at::Tensor& A, const at::Tensor& B, at::Tensor& C, bool trans_b,
                        double beta) {
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"A", &A}, {"B", &B},
-                                {"C", &C}}) {
-    TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->dim() == 2 &&
-                          t->stride(1) == 1 && t->stride(0) >= t->size(1),
-                      name, " must be a 2-D float32 CPU tensor with unit column stride, got ",
-                      t->sizes(), " ", t->scalar_type(), " strides ", t->strides());
-  }
+  check_matrix("A", A, at::kFloat);
+  check_matrix("B", B, at::kFloat);
+  check_matrix("C", C, at::kFloat);
   const int64_t R = A.size(0), Q = A.size(1), S = trans_b ? B.size(0) : B.size(1);
   TORCH_CHECK_VALUE((trans_b ? B.size(1) : B.size(0)) == Q && C.size(0) == R && C.size(1) == S,
                     "A ", A.sizes(), ", B ", B.sizes(), (trans_b ? " (transposed)" : ""),

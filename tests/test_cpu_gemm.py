@@ -81,9 +81,9 @@ def test_avx512_gemm_rejects_bad_arguments():
     A, B = torch.randn(4, 5), torch.randn(5, 6)
     with pytest.raises(ValueError, match="do not form a product"):
         mod._avx512_gemm(A, B, torch.empty(4, 7), False, False, 1.0, 0.0)
-    with pytest.raises(ValueError, match="B must be a 2-D float32"):
+    with pytest.raises(ValueError, match="B must be a 2-D torch.float32"):
         mod._avx512_gemm(A, B.double(), torch.empty(4, 6), False, False, 1.0, 0.0)
-    with pytest.raises(ValueError, match="A must be a 2-D float32"):
+    with pytest.raises(ValueError, match="A must be a 2-D torch.float32"):
         mod._avx512_gemm(A.t(), B, torch.empty(4, 6), False, False, 1.0, 0.0)
 
 

@@ -47,21 +47,24 @@ namespace {
 // Float32 value of bf16(x) (round to nearest even; NaN stays NaN), as c10::BFloat16 rounds.
 inline float round_bf16(float x) { return static_cast<float>(c10::BFloat16(x)); }
 
-void gemm_bf16_fallback(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
-                        const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
-                        const float* row_bias, bool relu) {
+// C = act(bf16(A) @ bf16(op(B)) + beta * C + row_bias) through the float32 product (no AVX-512
+// BF16): both operands rounded to bfloat16 values first (a bfloat16 A is exact already).
+template <typename AT>
+void emulated_product(int64_t R, int64_t S, int64_t Q, const AT* A, int64_t lda, bool trans_b,
+                      const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                      const float* row_bias, bool relu) {
   at::Tensor a = at::empty({R, Q}, at::kFloat);
   at::Tensor b = at::empty({Q, S}, at::kFloat);
   float* ap = a.mutable_data_ptr<float>();
   float* bp = b.mutable_data_ptr<float>();
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t k = 0; k < Q; ++k) {
-      ap[r * Q + k] = static_cast<float>(A[r * lda + k]);
+      ap[r * Q + k] = round_bf16(static_cast<float>(A[r * lda + k]));
     }
   }
   for (int64_t k = 0; k < Q; ++k) {
     for (int64_t j = 0; j < S; ++j) {
-      bp[k * S + j] = round_bf16(B[k * ldb + j]);
+      bp[k * S + j] = round_bf16(trans_b ? B[j * ldb + k] : B[k * ldb + j]);
     }
   }
   gemm_rm<float>(false, false, R, S, Q, 1.0f, ap, Q, bp, S, beta, C, ldc, row_bias, relu);
@@ -356,7 +359,7 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
     return;
   }
 #endif
-  gemm_bf16_fallback(R, S, Q, A, lda, B, ldb, beta, C, ldc, row_bias, relu);
+  emulated_product(R, S, Q, A, lda, false, B, ldb, beta, C, ldc, row_bias, relu);
 }
 
 void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t lda,
@@ -386,22 +389,7 @@ void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t 
     return;
   }
 #endif
-  // The same operand values through the float32 product.
-  at::Tensor a = at::empty({R, Q}, at::kFloat);
-  at::Tensor b = at::empty({Q, S}, at::kFloat);
-  float* ap = a.mutable_data_ptr<float>();
-  float* bp = b.mutable_data_ptr<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t k = 0; k < Q; ++k) {
-      ap[r * Q + k] = round_bf16(A[r * lda + k]);
-    }
-  }
-  for (int64_t k = 0; k < Q; ++k) {
-    for (int64_t j = 0; j < S; ++j) {
-      bp[k * S + j] = round_bf16(trans_b ? B[j * ldb + k] : B[k * ldb + j]);
-    }
-  }
-  gemm_rm<float>(false, false, R, S, Q, 1.0f, ap, Q, bp, S, beta, C, ldc);
+  emulated_product(R, S, Q, A, lda, trans_b, B, ldb, beta, C, ldc, nullptr, false);
 }
 
 }  // namespace posekernels::cpu
