@@ -673,6 +673,38 @@ def test_torch_compile_training_step():
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("bf16_cpu", [True, False])
+def test_torch_compile_training_step_under_cpu_autocast(bf16_cpu, monkeypatch):
+    """A compiled (fullgraph) training step under CPU bf16 autocast traces the cpu backend's
+    autocast path (bf16 graph-op weights where the CPU has AVX-512 BF16; emulated here when it
+    lacks it) and gives the eager step's loss and gradients."""
+    monkeypatch.setattr(ops, "_CPU_BF16", bf16_cpu)
+    torch.manual_seed(int(torch.randint(1 << 31, ()).item()))
+    model = GLAGCN(9, 8, causal=True, head="icl").train()
+    for m in model.modules():  # no random masks: both steps must see the same function
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    x = fresh_input(4, 9, 17)
+    target = torch.randn(4, 9, 17, 3) * 0.2
+
+    def step(a, b):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model.loss(a, b, stage=1)
+
+    def grads(fn):
+        model.zero_grad(set_to_none=True)
+        loss = fn(x, target)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    torch._dynamo.reset()
+    loss_c, g_c = grads(torch.compile(step, fullgraph=True, backend="aot_eager"))
+    loss_e, g_e = grads(step)
+    assert torch.allclose(loss_c, loss_e, rtol=1e-6, atol=0.0)
+    for (name, _), a, b in zip(model.named_parameters(), g_c, g_e):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item() + 1e-10), name
+
+
 def test_torch_compile_default_dispatch():
     """Plain torch.compile (graph breaks allowed) gives the eager result."""
     model = randomize_(GLAGCN(3, 8, sequence_branch=False), 6).eval()
