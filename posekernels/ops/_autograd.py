@@ -6,7 +6,11 @@ custom ops ``posekernels::agc_forward_triton`` & co.) implements the same four s
 ``agc_forward(Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B, Tensor? theta_w,
 Tensor? theta_b, Tensor? phi_w, Tensor? phi_b) -> (Tensor y, Tensor attn)``
     x (N, Cin, T, V) contiguous; y (N, Cout, T, V); attn (N, K, V, V) holds the softmax term C
-    when theta_w is given (saved for the backward), else an empty tensor of shape (0,).
+    when theta_w is given (saved for the backward), else an empty tensor of shape (0,). On the
+    cpu backend W, and theta_w with phi_w, may be bfloat16 with a float32 x (every other
+    tensor float32): their products then run on bfloat16 operands with float32 sums, and the
+    backward returns their gradients in bfloat16 (what ``adaptive_graph_conv`` passes under
+    bf16 autocast on CPUs with AVX-512 BF16).
 
 ``agc_backward(Tensor grad_y, Tensor x, Tensor A, Tensor W, Tensor? bias, Tensor? B,
 Tensor? theta_w, Tensor? theta_b, Tensor? phi_w, Tensor? phi_b, Tensor attn)
