@@ -396,6 +396,20 @@ void forward_kernel(const Sizes& s, const Prepared& p, const at::Tensor& x, at::
 // ---------------------------------------------------------------------------------------------
 // Backward
 
+// C (R, S) += A (R, Q) @ B^T (B stored (S, Q)): a weight's gradient (Q = T*V), on bfloat16-rounded
+// operands when that weight is bfloat16 (bf16 products).
+template <typename scalar_t>
+void add_weight_grad(bool bf16, int64_t R, int64_t S, int64_t Q, const scalar_t* A,
+                     const scalar_t* B, scalar_t* C) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (bf16) {
+      gemm_bf16_rounded(R, S, Q, A, Q, true, B, Q, 1, C, S);
+      return;
+    }
+  }
+  gemm_rm<scalar_t>(false, true, R, S, Q, 1, A, Q, B, Q, 1, C, S);
+}
+
 struct BackwardResult {
   at::Tensor gx, gWcat, gbias_sum, gB, gTPw, gTPb;
 };
@@ -442,24 +456,14 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
   scalar_t* partp = partials.mutable_data_ptr<scalar_t>();
   const scalar_t* Mbase = p.M.const_data_ptr<scalar_t>();
   const scalar_t* TPb = ptr_or_null<scalar_t>(p.TPb);
-  // bf16 products (float32 x with a bfloat16 W, or bfloat16 theta_w / phi_w): that weight's
-  // products and its gradient's take bfloat16 operands (the transposed weight prepared once
-  // here); the joint mixing, the attention's (V, V) products and gM stay float32.
+  // The transposed weights (K*Cin, Cout) and (Cin, 2*K*Ce), in the weights' dtype, for the input
+  // gradients through weight_gemm. bf16 products (float32 x with a bfloat16 W, or bfloat16
+  // theta_w / phi_w): that weight's products and its gradient's take bfloat16 operands; the
+  // joint mixing, the attention's (V, V) products and gM stay float32.
+  const at::Tensor WcatT = p.Wcat.view({s.O, s.K * s.C}).t().contiguous();
+  const at::Tensor TPwT = attention ? p.TPw.t().contiguous() : at::Tensor();
   const bool bf16 = p.Wcat.scalar_type() == at::kBFloat16;
   const bool bf16_tp = attention && p.TPw.scalar_type() == at::kBFloat16;
-  at::Tensor WcatT, TPwT;  // (K*Cin, Cout) and (Cin, 2*K*Ce), bfloat16
-  const scalar_t* Wcat = nullptr;
-  const scalar_t* TPw = nullptr;
-  if (bf16) {
-    WcatT = p.Wcat.view({s.O, s.K * s.C}).t().contiguous();
-  } else {
-    Wcat = p.Wcat.const_data_ptr<scalar_t>();
-  }
-  if (bf16_tp) {
-    TPwT = p.TPw.t().contiguous();
-  } else {
-    TPw = ptr_or_null<scalar_t>(p.TPw);
-  }
 
   for_each_block(blocks, workers, [&](int64_t block, int64_t worker) {
     scalar_t* Z = workp + worker * scratch;  // Z, then overwritten by gZ
@@ -501,16 +505,8 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
       if (has_bias) {
         add_row_sums(GY, s.O, TV, gbias_p);
       }
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        if (bf16) {
-          gemm_bf16_rounded(s.O, KC, TV, GY, TV, true, Z, TV, 1, gW_p, KC);
-          gemm_bf16(KC, TV, s.O, WcatT.const_data_ptr<c10::BFloat16>(), s.O, GY, TV, 0, Z, TV);
-        }
-      }
-      if (!bf16) {
-        gemm_rm<scalar_t>(false, true, s.O, KC, TV, 1, GY, TV, Z, TV, 1, gW_p, KC);
-        gemm_rm<scalar_t>(true, false, KC, TV, s.O, 1, Wcat, KC, GY, TV, 0, Z, TV);
-      }
+      add_weight_grad(bf16, s.O, KC, TV, GY, Z, gW_p);
+      weight_gemm<scalar_t>(WcatT, 0, KC, TV, s.O, s.O, GY, TV, 0, Z, TV);
 
       for (int64_t k = 0; k < s.K; ++k) {
         const scalar_t* gZk = Z + k * CT * s.V;  // (Cin*T, V)
@@ -536,14 +532,7 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
       }
       if (attention) {
         // gTPw += gTP (2KCe, TV) @ X^T ; gTPb += row sums ; GX (Cin, TV) += TPw^T @ gTP
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (bf16_tp) {
-            gemm_bf16_rounded(KE2, s.C, TV, gTP, TV, true, X, TV, 1, gTPw_p, s.C);
-          }
-        }
-        if (!bf16_tp) {
-          gemm_rm<scalar_t>(false, true, KE2, s.C, TV, 1, gTP, TV, X, TV, 1, gTPw_p, s.C);
-        }
+        add_weight_grad(bf16_tp, KE2, s.C, TV, gTP, X, gTPw_p);
         if (has_TPb) {
           // Only phi_b's half: theta_b shifts S[:, w] by a constant per column w (its term is
           // sum_{e,t} theta_b[e] Phi[e,t,w] / (Ce*T)), which the softmax over v ignores, so the
@@ -551,15 +540,7 @@ BackwardResult backward_kernel(const Sizes& s, const Prepared& p, const at::Tens
           const int64_t ke = s.K * s.E;
           add_row_sums(gTP + ke * TV, ke, TV, gTPb_p + ke);
         }
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          if (bf16_tp) {
-            gemm_bf16(s.C, TV, KE2, TPwT.const_data_ptr<c10::BFloat16>(), KE2, gTP, TV, 1, GX,
-                      TV);
-          }
-        }
-        if (!bf16_tp) {
-          gemm_rm<scalar_t>(true, false, s.C, TV, KE2, 1, TPw, s.C, gTP, TV, 1, GX, TV);
-        }
+        weight_gemm<scalar_t>(TPwT, 0, s.C, TV, KE2, KE2, gTP, TV, 1, GX, TV);
       }
     }
   });

@@ -47,6 +47,18 @@ namespace {
 // Float32 value of bf16(x) (round to nearest even; NaN stays NaN), as c10::BFloat16 rounds.
 inline float round_bf16(float x) { return static_cast<float>(c10::BFloat16(x)); }
 
+// C = act(beta * C + row_bias): a product over an empty depth (beta == 0: C is not read).
+void empty_sum(int64_t R, int64_t S, float beta, float* C, int64_t ldc, const float* row_bias,
+               bool relu) {
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t j = 0; j < S; ++j) {
+      const float old = beta != 0.0f ? beta * C[r * ldc + j] : 0.0f;
+      const float y = old + (row_bias != nullptr ? row_bias[r] : 0.0f);
+      C[r * ldc + j] = relu && y < 0.0f ? 0.0f : y;
+    }
+  }
+}
+
 // C = act(bf16(A) @ bf16(op(B)) + beta * C + row_bias) through the float32 product (no AVX-512
 // BF16): both operands rounded to bfloat16 values first (a bfloat16 A is exact already).
 template <typename AT>
@@ -311,14 +323,8 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
   if (R <= 0 || S <= 0) {
     return;
   }
-  if (Q <= 0) {  // an empty sum: C = act(beta * C + bias)
-    for (int64_t r = 0; r < R; ++r) {
-      for (int64_t j = 0; j < S; ++j) {
-        const float old = beta != 0.0f ? beta * C[r * ldc + j] : 0.0f;
-        const float y = old + (row_bias != nullptr ? row_bias[r] : 0.0f);
-        C[r * ldc + j] = relu && y < 0.0f ? 0.0f : y;
-      }
-    }
+  if (Q <= 0) {
+    empty_sum(R, S, beta, C, ldc, row_bias, relu);
     return;
   }
 #ifdef POSEKERNELS_HAVE_BF16_GEMM
@@ -368,12 +374,8 @@ void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t 
   if (R <= 0 || S <= 0) {
     return;
   }
-  if (Q <= 0) {  // an empty sum: C = beta * C
-    for (int64_t r = 0; r < R; ++r) {
-      for (int64_t j = 0; j < S; ++j) {
-        C[r * ldc + j] = beta != 0.0f ? beta * C[r * ldc + j] : 0.0f;
-      }
-    }
+  if (Q <= 0) {
+    empty_sum(R, S, beta, C, ldc, nullptr, false);
     return;
   }
 #ifdef POSEKERNELS_HAVE_BF16_GEMM
