@@ -389,7 +389,8 @@ inline TconvArgs check_tconv(const at::Tensor& x, const at::Tensor& weight_t, in
 }
 
 // ---------------------------------------------------------------- training epilogues (bn_act.cpp)
-// Kernels take float32 and float64 (callers fall back to the reference formulation for 16-bit).
+// Kernels take float32 and float64 (callers widen 16-bit tensors or fall back to the reference
+// formulation); the CPU bn_act also takes a bfloat16 z (check_bn_act's bf16_z).
 inline void check_epilogue_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
                    " must be float32 or float64 for the fused epilogue kernels, got dtype ",
@@ -423,13 +424,35 @@ struct BnActArgs {
   OptTensor weight, bias, residual;
 };
 
+// The dtype of bn_act's tensors other than z (and grad_z): float32 for a bfloat16 z, else z's.
+inline at::ScalarType bn_act_dtype(const at::Tensor& z) {
+  return z.scalar_type() == at::kBFloat16 ? at::kFloat : z.scalar_type();
+}
+
+// t on z's device with bn_act's compute dtype (z's own, or float32 for a bfloat16 z).
+inline void check_bn_act_tensor(const at::Tensor& t, const char* name, const at::Tensor& z) {
+  if (z.scalar_type() != at::kBFloat16) {
+    check_same(t, name, z, "z");
+    return;
+  }
+  TORCH_CHECK_VALUE(t.device() == z.device(), name, " is on ", t.device(), " but z is on ",
+                    z.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32 with a bfloat16 z, got dtype ",
+                   dtype_str(t.scalar_type()));
+}
+
 // z (N, C, ...) with at least two values per channel; weight/bias (C,); residual like z.
+// bf16_z (the CPU kernels): z may also be bfloat16, the other tensors then float32.
 inline BnActArgs check_bn_act(const at::Tensor& z, const OptTensor& weight, const OptTensor& bias,
-                              const OptTensor& residual, double p, double eps) {
+                              const OptTensor& residual, double p, double eps, bool bf16_z = false) {
   TORCH_CHECK_VALUE(z.defined() && z.dim() >= 2, "z must be a tensor of shape (N, C, ...), got ",
                     z.defined() ? shape_str(z.sizes()) : std::string("an undefined tensor"));
   TORCH_CHECK_TYPE(z.layout() == at::kStrided, "z must be a dense (strided) tensor");
-  check_epilogue_dtype(z, "z");
+  if (!(bf16_z && z.scalar_type() == at::kBFloat16)) {
+    TORCH_CHECK_TYPE(z.scalar_type() == at::kFloat || z.scalar_type() == at::kDouble,
+                     "z must be float32 or float64", bf16_z ? " (or bfloat16)" : "",
+                     " for the fused epilogue kernels, got dtype ", dtype_str(z.scalar_type()));
+  }
   const int64_t C = z.size(1);
   TORCH_CHECK_VALUE(C >= 1 && z.numel() / C >= 2,
                     "z needs more than one value per channel for batch statistics, got shape ",
@@ -437,13 +460,13 @@ inline BnActArgs check_bn_act(const at::Tensor& z, const OptTensor& weight, cons
   const std::vector<std::pair<const OptTensor*, const char*>> vecs{{&weight, "weight"}, {&bias, "bias"}};
   for (const auto& [t, name] : vecs) {
     if (t->has_value()) {
-      check_same(**t, name, z, "z");
+      check_bn_act_tensor(**t, name, z);
       TORCH_CHECK_VALUE((*t)->dim() == 1 && (*t)->size(0) == C, name, " must have shape (C,) = (",
                         C, ",), got ", shape_str((*t)->sizes()));
     }
   }
   if (residual.has_value()) {
-    check_same(*residual, "residual", z, "z");
+    check_bn_act_tensor(*residual, "residual", z);
     TORCH_CHECK_VALUE(residual->sizes().equals(z.sizes()), "residual must have the shape of z ",
                       shape_str(z.sizes()), ", got ", shape_str(residual->sizes()));
   }
@@ -459,14 +482,14 @@ inline std::pair<at::Tensor, at::Tensor> check_bn_act_grad(const at::Tensor& gra
   const std::vector<std::pair<const at::Tensor*, const char*>> like_z{{&grad_y, "grad_y"}, {&y, "y"}};
   for (const auto& [t, name] : like_z) {
     TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
-    check_same(*t, name, a.z, "z");
+    check_bn_act_tensor(*t, name, a.z);
     TORCH_CHECK_VALUE(t->sizes().equals(a.z.sizes()), name, " must have the shape of z ",
                       shape_str(a.z.sizes()), ", got ", shape_str(t->sizes()));
   }
   const std::vector<std::pair<const at::Tensor*, const char*>> stats{{&mean, "mean"}, {&var, "var"}};
   for (const auto& [t, name] : stats) {
     TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
-    check_same(*t, name, a.z, "z");
+    check_bn_act_tensor(*t, name, a.z);
     TORCH_CHECK_VALUE(t->dim() == 1 && t->size(0) == a.z.size(1), name, " must have shape (C,) = (",
                       a.z.size(1), ",), got ", shape_str(t->sizes()));
   }

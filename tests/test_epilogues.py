@@ -263,7 +263,10 @@ def test_bf16_autocast_training_step_uses_the_fused_epilogues(monkeypatch):
     loss32, grads32, calls32 = step(False)
     loss16, grads16, calls16 = step(True)
     assert [k for k, _ in calls16] == [k for k, _ in calls32] and len(calls32) > 10
-    assert {d for _, d in calls16} == {torch.float32}  # the kernels ran on float32 copies
+    # the BatchNorms read the convolutions' bf16 outputs as they are (the graph op's float32
+    # outputs stay float32); dropout runs on float32
+    assert {d for k, d in calls16 if k == "bn"} == {torch.bfloat16, torch.float32}
+    assert {d for k, d in calls16 if k == "drop"} == {torch.float32}
     assert abs(loss16.item() - loss32.item()) < 0.05 * abs(loss32.item())
     num = sum(float(((a.float() - e) ** 2).sum()) for a, e in zip(grads16, grads32))
     den = sum(float((e ** 2).sum()) for e in grads32)
@@ -307,6 +310,61 @@ def test_raw_ops_reject_bad_arguments():
     with pytest.raises(ValueError, match="grad_y must have the shape"):
         torch.ops.posekernels.bn_act_backward(z[:1], z, y, None, m, v, 0.0, seed, 1e-5, True,
                                               False)
+
+
+@pytest.mark.parametrize("p,use_res,relu,affine",
+                         [(0.0, False, False, True), (0.3, True, True, True),
+                          (0.5, False, True, False)])
+def test_bn_act_reads_bfloat16_z_as_its_float32_value(p, use_res, relu, affine):
+    """The raw cpu op on a bfloat16 z (float32 everything else) computes exactly what it computes
+    on z's float32 value: the same y, statistics and float32 gradients bit for bit, and grad_z
+    the float32 call's grad_z rounded once to bfloat16 (row lengths off the vector width,
+    rows of several mask segments)."""
+    n, c = int(torch.randint(2, 7, ())), int(torch.randint(1, 13, ()))
+    t = int(torch.randint(1, 40, ()))
+    v = (1, 5, 17)[int(torch.randint(0, 3, ()))]
+    z16 = (torch.randn(n, c, t, v) * 3 + torch.randn(1, c, 1, 1)).to(torch.bfloat16)
+    w = torch.rand(c) + 0.5 if affine else None
+    b = torch.randn(c) if affine else None
+    r = torch.randn(z16.shape) if use_res else None
+    seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    fwd, bwd = torch.ops.posekernels.bn_act_forward, torch.ops.posekernels.bn_act_backward
+    y16, m16, v16 = fwd(z16, w, b, r, p, seed, 1e-5, relu)
+    y32, m32, v32 = fwd(z16.float(), w, b, r, p, seed, 1e-5, relu)
+    assert y16.dtype == m16.dtype == v16.dtype == torch.float32
+    for a, e in ((y16, y32), (m16, m32), (v16, v32)):
+        assert torch.equal(a, e)
+    g = torch.randn(z16.shape)
+    got = bwd(g, z16, y16, w, m16, v16, p, seed, 1e-5, relu, use_res)
+    want = bwd(g, z16.float(), y32, w, m32, v32, p, seed, 1e-5, relu, use_res)
+    assert got[0].dtype == torch.bfloat16 and torch.equal(got[0], want[0].to(torch.bfloat16))
+    for a, e in zip(got[1:], want[1:]):
+        assert a.dtype == torch.float32 and torch.equal(a, e)
+
+
+def test_bn_act_bfloat16_z_opcheck_and_bad_dtypes():
+    """The mixed call (bfloat16 z, float32 parameters) passes opcheck (fake kernel dtypes,
+    autograd registration); the other tensors must then be float32, and float16 z is refused
+    by name."""
+    z = (torch.randn(3, 4, 6, 5) * 2).to(torch.bfloat16).requires_grad_()
+    w = (torch.rand(4) + 0.5).requires_grad_()
+    b = torch.randn(4, requires_grad=True)
+    r = torch.randn(3, 4, 6, 5, requires_grad=True)
+    seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    fwd = torch.ops.posekernels.bn_act_forward
+    torch.library.opcheck(fwd, (z, w, b, r, 0.3, seed, 1e-5, True))
+    torch.library.opcheck(fwd, (z, None, None, None, 0.0, seed, 1e-5, False))
+    zd = z.detach()
+    with pytest.raises(TypeError, match="weight must be float32 with a bfloat16 z"):
+        fwd(zd, w.detach().to(torch.bfloat16), None, None, 0.0, seed, 1e-5, True)
+    with pytest.raises(TypeError, match="residual must be float32 with a bfloat16 z"):
+        fwd(zd, None, None, r.detach().double(), 0.0, seed, 1e-5, True)
+    with pytest.raises(TypeError, match=r"z must be float32 or float64 \(or bfloat16\)"):
+        fwd(zd.half(), None, None, None, 0.0, seed, 1e-5, True)
+    y, m, v = fwd(zd, None, None, None, 0.0, seed, 1e-5, True)
+    with pytest.raises(TypeError, match="grad_y must be float32 with a bfloat16 z"):
+        torch.ops.posekernels.bn_act_backward(y.to(torch.bfloat16), zd, y, None, m, v, 0.0, seed,
+                                              1e-5, True, False)
 
 
 def _bn_reference(z, w, b, rm, rv, momentum, eps, keep, p, r, relu):

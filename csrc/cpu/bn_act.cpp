@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -182,9 +183,51 @@ using Vec = typename VecOf<T>::type;
 template <typename T>
 constexpr int64_t kVecLanes = 64 / static_cast<int64_t>(sizeof(T));
 
+// z's elements: T itself, or bfloat16 bits (uint16_t) read into a float32 computation
+// (bf16 autocast training: the convolutions' bf16 outputs, read without a float32 copy).
+// ld / ldv widen one element / one vector of lanes; st rounds to nearest even (NaN stays NaN).
+template <typename T, typename Z>
+PK_INLINE T ld(const Z* p) {
+  if constexpr (std::is_same_v<Z, T>) {
+    return *p;
+  } else {
+    static_assert(std::is_same_v<T, float> && std::is_same_v<Z, uint16_t>);
+    const uint32_t u = static_cast<uint32_t>(*p) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+}
+
+template <typename T, typename Z>
+PK_INLINE void ldv(const Z* p, Vec<T>& v) {
+  if constexpr (std::is_same_v<Z, T>) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    typedef uint16_t H __attribute__((vector_size(32)));
+    typedef uint32_t U __attribute__((vector_size(64)));
+    H h;
+    std::memcpy(&h, p, sizeof h);
+    const U u = __builtin_convertvector(h, U) << 16;
+    std::memcpy(&v, &u, sizeof v);
+  }
+}
+
+template <typename T, typename Z>
+PK_INLINE void st(Z* p, T v) {
+  if constexpr (std::is_same_v<Z, T>) {
+    *p = v;
+  } else {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    *p = static_cast<uint16_t>(v != v ? 0x7FC0u : r);
+  }
+}
+
 // Sum of x[0, n) and of (x - mu)^2 (Squares) in two vectors of lanes, then in double.
-template <typename T, bool Squares>
-PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
+template <typename T, bool Squares, typename Z>
+PK_INLINE double lane_sum(const Z* x, int64_t n, T mu) {
   using V = Vec<T>;
   constexpr int64_t W = kVecLanes<T>;
   const V muv = V{} + mu;
@@ -192,8 +235,8 @@ PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
     V a, b;
-    std::memcpy(&a, x + i, sizeof a);
-    std::memcpy(&b, x + i + W, sizeof b);
+    ldv<T>(x + i, a);
+    ldv<T>(x + i + W, b);
     if constexpr (Squares) {
       a -= muv;
       b -= muv;
@@ -205,7 +248,7 @@ PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
   }
   for (; i + W <= n; i += W) {
     V a;
-    std::memcpy(&a, x + i, sizeof a);
+    ldv<T>(x + i, a);
     if constexpr (Squares) {
       a -= muv;
       a *= a;
@@ -216,8 +259,8 @@ PK_INLINE double lane_sum(const T* x, int64_t n, T mu) {
   double s = 0.0;
   for (int64_t j = 0; j < W; ++j) s += acc0[j];
   for (; i < n; ++i) {
-    const double v = Squares ? (static_cast<double>(x[i]) - mu) * (static_cast<double>(x[i]) - mu)
-                             : static_cast<double>(x[i]);
+    const double xi = static_cast<double>(ld<T>(x + i));
+    const double v = Squares ? (xi - mu) * (xi - mu) : xi;
     s += v;
   }
   return s;
@@ -227,9 +270,9 @@ struct Shape {
   int64_t N, C, L;
 };
 
-template <typename T>
+template <typename T, typename Z = T>
 struct FwdArgs {
-  const T* z;
+  const Z* z;
   const T* gamma;
   const T* beta;
   const T* res;
@@ -245,21 +288,22 @@ struct FwdArgs {
 // channel in row order afterwards, so no result depends on the thread count.
 
 // Mean and sum of squared deviations of row x[0, L) (two passes; the row sits in L1).
-template <typename T>
-PK_INLINE void row_moments(const T* x, int64_t L, double* out) {
+template <typename T, typename Z>
+PK_INLINE void row_moments(const Z* x, int64_t L, double* out) {
   const double mean = lane_sum<T, false>(x, L, T(0)) / static_cast<double>(L);
   out[0] = mean;
   out[1] = lane_sum<T, true>(x, L, static_cast<T>(mean));
 }
 
-template <bool Avx512, typename T>
-PK_INLINE void bn_stats_rows_body(const T* z, int64_t L, int64_t r0, int64_t r1, double* rs) {
-  for (int64_t r = r0; r < r1; ++r) row_moments(z + r * L, L, rs + 2 * r);
+template <bool Avx512, typename T, typename Z>
+PK_INLINE void bn_stats_rows_body(const FwdArgs<T, Z>& a, int64_t L, int64_t r0, int64_t r1,
+                                  double* rs) {
+  for (int64_t r = r0; r < r1; ++r) row_moments<T>(a.z + r * L, L, rs + 2 * r);
 }
 
 // y = act(dropout(z * mul[c] + off[c]) + residual) for rows [r0, r1).
-template <bool Avx512, typename T>
-PK_INLINE void bn_fwd_rows_body(const FwdArgs<T>& a, const Shape& sh, const Mask& mk,
+template <bool Avx512, typename T, typename Z>
+PK_INLINE void bn_fwd_rows_body(const FwdArgs<T, Z>& a, const Shape& sh, const Mask& mk,
                                 const T* mul, const T* off, int64_t r0, int64_t r1) {
   const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
@@ -270,13 +314,13 @@ PK_INLINE void bn_fwd_rows_body(const FwdArgs<T>& a, const Shape& sh, const Mask
     const int64_t base = r * L;
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
-      const T* zs = a.z + s;
+      const Z* zs = a.z + s;
       T* ys = a.y + s;
       if (mk.active) {
         fill_mask<Avx512>(mk, s, e, scale, m);
-        for (int64_t j = 0; j < len; ++j) ys[j] = (zs[j] * mc + oc) * m[j];
+        for (int64_t j = 0; j < len; ++j) ys[j] = (ld<T>(zs + j) * mc + oc) * m[j];
       } else {
-        for (int64_t j = 0; j < len; ++j) ys[j] = zs[j] * mc + oc;
+        for (int64_t j = 0; j < len; ++j) ys[j] = ld<T>(zs + j) * mc + oc;
       }
       if (a.res) {
         const T* rs = a.res + s;
@@ -288,15 +332,18 @@ PK_INLINE void bn_fwd_rows_body(const FwdArgs<T>& a, const Shape& sh, const Mask
   }
 }
 
-template <typename T>
+// d: pass 1's dropout(grad * relu'(y)), read by pass 2; grad_z itself when Z is T, a float32
+// scratch tensor when z (and so grad_z) is bfloat16, so that grad_z is rounded once.
+template <typename T, typename Z = T>
 struct BwdArgs {
   const T* gy;
-  const T* z;
+  const Z* z;
   const T* y;
   const T* gamma;
   const T* mean;
   const T* var;
-  T* gz;
+  T* d;
+  Z* gz;
   T* gres;
   T* ggamma;
   T* gbeta;
@@ -306,8 +353,8 @@ struct BwdArgs {
 
 // Pass 1 of the backward over rows [r0, r1): d = dropout(grad * relu'(y)) into grad_z, the
 // residual's gradient grad * relu'(y), and per row the sums of d and of d * (z - mean[c]).
-template <bool Avx512, typename T>
-PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mask& mk,
+template <bool Avx512, typename T, typename Z>
+PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T, Z>& a, const Shape& sh, const Mask& mk,
                                  int64_t r0, int64_t r1, double* rs) {
   const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
@@ -318,7 +365,7 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mas
     const int64_t base = r * L;
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
-      T* d = a.gz + s;
+      T* d = a.d + s;
       const T* gys = a.gy + s;
       const T* ys = a.y + s;
       if (a.relu) {
@@ -334,7 +381,7 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mas
         fill_mask<Avx512>(mk, s, e, scale, m);
         for (int64_t j = 0; j < len; ++j) d[j] *= m[j];
       }
-      const T* zs = a.z + s;
+      const Z* zs = a.z + s;
       using V = Vec<T>;
       constexpr int64_t W = kVecLanes<T>;
       const V muv = V{} + mu;
@@ -343,7 +390,7 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mas
       for (; i + W <= len; i += W) {
         V dv, zv;
         std::memcpy(&dv, d + i, sizeof dv);
-        std::memcpy(&zv, zs + i, sizeof zv);
+        ldv<T>(zs + i, zv);
         a0 += dv;
         a1 += dv * (zv - muv);
       }
@@ -353,7 +400,7 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mas
       }
       for (; i < len; ++i) {
         sum_d += d[i];
-        sum_dz += static_cast<double>(d[i]) * (static_cast<double>(zs[i]) - mu);
+        sum_dz += static_cast<double>(d[i]) * (static_cast<double>(ld<T>(zs + i)) - mu);
       }
     }
     rs[2 * r] = sum_d;
@@ -362,16 +409,17 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T>& a, const Shape& sh, const Mas
 }
 
 // Pass 2: grad_z = k[c] * (d - md[c] - (z - mean[c]) * kz[c]) over rows [r0, r1).
-template <bool Avx512, typename T>
-PK_INLINE void bn_bwd_rows2_body(const BwdArgs<T>& a, const Shape& sh, const T* k, const T* md,
+template <bool Avx512, typename T, typename Z>
+PK_INLINE void bn_bwd_rows2_body(const BwdArgs<T, Z>& a, const Shape& sh, const T* k, const T* md,
                                  const T* kz, int64_t r0, int64_t r1) {
   const int64_t L = sh.L;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r % sh.C;
     const T kc = k[c], mdc = md[c], kzc = kz[c], mu = a.mean[c];
-    T* d = a.gz + r * L;
-    const T* zs = a.z + r * L;
-    for (int64_t j = 0; j < L; ++j) d[j] = kc * (d[j] - mdc - (zs[j] - mu) * kzc);
+    const T* d = a.d + r * L;
+    const Z* zs = a.z + r * L;
+    Z* gz = a.gz + r * L;
+    for (int64_t j = 0; j < L; ++j) st(gz + j, kc * (d[j] - mdc - (ld<T>(zs + j) - mu) * kzc));
   }
 }
 
@@ -386,11 +434,11 @@ PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& 
 }
 
 // The two compilations of each body: the baseline ISA (*_base) and AVX-512F (*_avx512).
-#define PK_BASE_AND_AVX512(name, params, args)                                      \
-  template <typename T>                                                            \
-  void name##_base params { name##_body<false> args; }                             \
-  PK_AVX512_ONLY(template <typename T> PK_AVX512 void name##_avx512 params {       \
-    name##_body<true> args;                                                        \
+#define PK_BASE_AND_AVX512(name, params, args)                                           \
+  template <typename T, typename Z = T>                                                 \
+  void name##_base params { name##_body<false> args; }                                  \
+  PK_AVX512_ONLY(template <typename T, typename Z = T> PK_AVX512 void name##_avx512 params { \
+    name##_body<true> args;                                                             \
   })
 #ifdef POSEKERNELS_BN_AVX512
 #define PK_AVX512_ONLY(...) __VA_ARGS__
@@ -398,18 +446,19 @@ PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& 
 #define PK_AVX512_ONLY(...)
 #endif
 
-PK_BASE_AND_AVX512(bn_stats_rows, (const T* z, int64_t L, int64_t r0, int64_t r1, double* rs),
-                   (z, L, r0, r1, rs))
+PK_BASE_AND_AVX512(bn_stats_rows,
+                   (const FwdArgs<T, Z>& a, int64_t L, int64_t r0, int64_t r1, double* rs),
+                   (a, L, r0, r1, rs))
 PK_BASE_AND_AVX512(bn_fwd_rows,
-                   (const FwdArgs<T>& a, const Shape& sh, const Mask& mk, const T* mul,
+                   (const FwdArgs<T, Z>& a, const Shape& sh, const Mask& mk, const T* mul,
                     const T* off, int64_t r0, int64_t r1),
                    (a, sh, mk, mul, off, r0, r1))
 PK_BASE_AND_AVX512(bn_bwd_rows1,
-                   (const BwdArgs<T>& a, const Shape& sh, const Mask& mk, int64_t r0, int64_t r1,
+                   (const BwdArgs<T, Z>& a, const Shape& sh, const Mask& mk, int64_t r0, int64_t r1,
                     double* rs),
                    (a, sh, mk, r0, r1, rs))
 PK_BASE_AND_AVX512(bn_bwd_rows2,
-                   (const BwdArgs<T>& a, const Shape& sh, const T* k, const T* md, const T* kz,
+                   (const BwdArgs<T, Z>& a, const Shape& sh, const T* k, const T* md, const T* kz,
                     int64_t r0, int64_t r1),
                    (a, sh, k, md, kz, r0, r1))
 PK_BASE_AND_AVX512(dropout, (const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale),
@@ -479,51 +528,118 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
   return y;
 }
 
+namespace {
+
+// The forward on z's elements Z (T, or bfloat16 bits with T = float); y, mean, var are T.
+template <typename T, typename Z>
+void bn_act_forward_impl(const at::Tensor& z, const std::optional<at::Tensor>& weight,
+                         const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& residual, const Shape& sh,
+                         const Mask& mk, double p, double eps, bool relu, at::Tensor& y,
+                         at::Tensor& mean, at::Tensor& var) {
+  const FwdArgs<T, Z> a{static_cast<const Z*>(z.const_data_ptr()),
+                        weight ? weight->const_data_ptr<T>() : nullptr,
+                        bias ? bias->const_data_ptr<T>() : nullptr,
+                        residual ? residual->const_data_ptr<T>() : nullptr,
+                        y.mutable_data_ptr<T>(), mean.mutable_data_ptr<T>(),
+                        var.mutable_data_ptr<T>(), p, eps, relu};
+  const int64_t C = sh.C;
+  // per-row moments, combined per channel in row order (Chan et al.'s pairwise update)
+  std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
+  for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+    PK_CALL(bn_stats_rows, avx, a, sh.L, r0, r1, rs.data());
+  });
+  std::vector<T> mul(static_cast<size_t>(C)), off(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) {
+    double count = 0.0, mu = 0.0, m2 = 0.0;
+    const double nb = static_cast<double>(sh.L);
+    for (int64_t n = 0; n < sh.N; ++n) {
+      const double* row = rs.data() + 2 * (n * C + c);
+      const double total = count + nb, delta = row[0] - mu;
+      mu += delta * nb / total;
+      m2 += row[1] + delta * delta * count * nb / total;
+      count = total;
+    }
+    const double v = m2 / count;
+    a.mean[c] = static_cast<T>(mu);
+    a.var[c] = static_cast<T>(v);
+    const double invstd = 1.0 / std::sqrt(v + a.eps);
+    const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+    const double b = a.beta ? static_cast<double>(a.beta[c]) : 0.0;
+    mul[c] = static_cast<T>(g * invstd);
+    off[c] = static_cast<T>(b - mu * g * invstd);
+  }
+  for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+    PK_CALL(bn_fwd_rows, avx, a, sh, mk, mul.data(), off.data(), r0, r1);
+  });
+}
+
+// The backward on z's elements Z; grad_z has z's dtype, everything else is T. d: the buffer of
+// pass 1's products (grad_z itself when Z is T).
+template <typename T, typename Z>
+void bn_act_backward_impl(const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
+                          const std::optional<at::Tensor>& weight, const at::Tensor& mean,
+                          const at::Tensor& var, const Shape& sh, const Mask& mk, double p,
+                          double eps, bool relu, at::Tensor& d, at::Tensor& gz, at::Tensor* gres,
+                          at::Tensor& ggamma, at::Tensor& gbeta) {
+  const BwdArgs<T, Z> a{grad_y.const_data_ptr<T>(), static_cast<const Z*>(z.const_data_ptr()),
+                        y.const_data_ptr<T>(), weight ? weight->const_data_ptr<T>() : nullptr,
+                        mean.const_data_ptr<T>(), var.const_data_ptr<T>(),
+                        d.mutable_data_ptr<T>(), static_cast<Z*>(gz.mutable_data_ptr()),
+                        gres ? gres->mutable_data_ptr<T>() : nullptr,
+                        ggamma.mutable_data_ptr<T>(), gbeta.mutable_data_ptr<T>(), p, eps, relu};
+  const int64_t C = sh.C;
+  std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
+  for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+    PK_CALL(bn_bwd_rows1, avx, a, sh, mk, r0, r1, rs.data());
+  });
+  // grad_z = g * invstd * (d - sum_d / M - (z - mu) * invstd^2 * sum_dz / M)
+  std::vector<T> k(static_cast<size_t>(C)), md(static_cast<size_t>(C)), kz(static_cast<size_t>(C));
+  const double count = static_cast<double>(sh.N * sh.L);
+  for (int64_t c = 0; c < C; ++c) {
+    double sum_d = 0.0, sum_dz = 0.0;
+    for (int64_t n = 0; n < sh.N; ++n) {
+      sum_d += rs[2 * (n * C + c)];
+      sum_dz += rs[2 * (n * C + c) + 1];
+    }
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(a.var[c]) + a.eps);
+    const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
+    a.ggamma[c] = static_cast<T>(sum_dz * invstd);
+    a.gbeta[c] = static_cast<T>(sum_d);
+    k[c] = static_cast<T>(g * invstd);
+    md[c] = static_cast<T>(sum_d / count);
+    kz[c] = static_cast<T>(invstd * invstd * sum_dz / count);
+  }
+  for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
+    PK_CALL(bn_bwd_rows2, avx, a, sh, k.data(), md.data(), kz.data(), r0, r1);
+  });
+}
+
+// The dtype of everything but z (and grad_z): float32 for a bfloat16 z, else z's own.
+at::ScalarType compute_dtype(const at::Tensor& z) {
+  return z.scalar_type() == at::kBFloat16 ? at::kFloat : z.scalar_type();
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const at::Tensor& z, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
     int64_t seed, double eps, bool relu) {
   const Shape sh{z.size(0), z.size(1), z.numel() / (z.size(0) * z.size(1))};
-  at::Tensor y = at::empty_like(z);
-  at::Tensor mean = at::empty({sh.C}, z.options());
-  at::Tensor var = at::empty({sh.C}, z.options());
+  const auto opts = z.options().dtype(compute_dtype(z));
+  at::Tensor y = at::empty(z.sizes(), opts);
+  at::Tensor mean = at::empty({sh.C}, opts);
+  at::Tensor var = at::empty({sh.C}, opts);
   const Mask mk = make_mask(p, seed);
+  if (z.scalar_type() == at::kBFloat16) {
+    bn_act_forward_impl<float, uint16_t>(z, weight, bias, residual, sh, mk, p, eps, relu, y, mean,
+                                         var);
+    return {y, mean, var};
+  }
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_forward", [&] {
-    const FwdArgs<scalar_t> a{z.const_data_ptr<scalar_t>(),
-                              weight ? weight->const_data_ptr<scalar_t>() : nullptr,
-                              bias ? bias->const_data_ptr<scalar_t>() : nullptr,
-                              residual ? residual->const_data_ptr<scalar_t>() : nullptr,
-                              y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<scalar_t>(),
-                              var.mutable_data_ptr<scalar_t>(), p, eps, relu};
-    const int64_t C = sh.C;
-    // per-row moments, combined per channel in row order (Chan et al.'s pairwise update)
-    std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
-    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
-      PK_CALL(bn_stats_rows, avx, a.z, sh.L, r0, r1, rs.data());
-    });
-    std::vector<scalar_t> mul(static_cast<size_t>(C)), off(static_cast<size_t>(C));
-    for (int64_t c = 0; c < C; ++c) {
-      double count = 0.0, mu = 0.0, m2 = 0.0;
-      const double nb = static_cast<double>(sh.L);
-      for (int64_t n = 0; n < sh.N; ++n) {
-        const double* row = rs.data() + 2 * (n * C + c);
-        const double total = count + nb, delta = row[0] - mu;
-        mu += delta * nb / total;
-        m2 += row[1] + delta * delta * count * nb / total;
-        count = total;
-      }
-      const double v = m2 / count;
-      a.mean[c] = static_cast<scalar_t>(mu);
-      a.var[c] = static_cast<scalar_t>(v);
-      const double invstd = 1.0 / std::sqrt(v + a.eps);
-      const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
-      const double b = a.beta ? static_cast<double>(a.beta[c]) : 0.0;
-      mul[c] = static_cast<scalar_t>(g * invstd);
-      off[c] = static_cast<scalar_t>(b - mu * g * invstd);
-    }
-    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
-      PK_CALL(bn_fwd_rows, avx, a, sh, mk, mul.data(), off.data(), r0, r1);
-    });
+    bn_act_forward_impl<scalar_t, scalar_t>(z, weight, bias, residual, sh, mk, p, eps, relu, y,
+                                            mean, var);
   });
   return {y, mean, var};
 }
@@ -533,46 +649,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
     const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& var,
     double p, int64_t seed, double eps, bool relu, bool has_residual) {
   const Shape sh{z.size(0), z.size(1), z.numel() / (z.size(0) * z.size(1))};
-  at::Tensor gz = at::empty_like(z);
-  at::Tensor gres = has_residual ? at::empty_like(z) : at::empty({0}, z.options());
-  at::Tensor ggamma = at::empty({sh.C}, z.options());
-  at::Tensor gbeta = at::empty({sh.C}, z.options());
+  const auto opts = z.options().dtype(compute_dtype(z));
+  at::Tensor gz = at::empty(z.sizes(), z.options());
+  at::Tensor gres = has_residual ? at::empty(z.sizes(), opts) : at::empty({0}, opts);
+  at::Tensor ggamma = at::empty({sh.C}, opts);
+  at::Tensor gbeta = at::empty({sh.C}, opts);
   const Mask mk = make_mask(p, seed);
+  at::Tensor* gr = has_residual ? &gres : nullptr;
+  if (z.scalar_type() == at::kBFloat16) {
+    at::Tensor d = at::empty(z.sizes(), opts);
+    bn_act_backward_impl<float, uint16_t>(grad_y, z, y, weight, mean, var, sh, mk, p, eps, relu,
+                                          d, gz, gr, ggamma, gbeta);
+    return {gz, ggamma, gbeta, gres};
+  }
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_backward", [&] {
-    const BwdArgs<scalar_t> a{grad_y.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
-                              y.const_data_ptr<scalar_t>(),
-                              weight ? weight->const_data_ptr<scalar_t>() : nullptr,
-                              mean.const_data_ptr<scalar_t>(), var.const_data_ptr<scalar_t>(),
-                              gz.mutable_data_ptr<scalar_t>(),
-                              has_residual ? gres.mutable_data_ptr<scalar_t>() : nullptr,
-                              ggamma.mutable_data_ptr<scalar_t>(), gbeta.mutable_data_ptr<scalar_t>(),
-                              p, eps, relu};
-    const int64_t C = sh.C;
-    std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
-    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
-      PK_CALL(bn_bwd_rows1, avx, a, sh, mk, r0, r1, rs.data());
-    });
-    // grad_z = g * invstd * (d - sum_d / M - (z - mu) * invstd^2 * sum_dz / M)
-    std::vector<scalar_t> k(static_cast<size_t>(C)), md(static_cast<size_t>(C)),
-        kz(static_cast<size_t>(C));
-    const double count = static_cast<double>(sh.N * sh.L);
-    for (int64_t c = 0; c < C; ++c) {
-      double sum_d = 0.0, sum_dz = 0.0;
-      for (int64_t n = 0; n < sh.N; ++n) {
-        sum_d += rs[2 * (n * C + c)];
-        sum_dz += rs[2 * (n * C + c) + 1];
-      }
-      const double invstd = 1.0 / std::sqrt(static_cast<double>(a.var[c]) + a.eps);
-      const double g = a.gamma ? static_cast<double>(a.gamma[c]) : 1.0;
-      a.ggamma[c] = static_cast<scalar_t>(sum_dz * invstd);
-      a.gbeta[c] = static_cast<scalar_t>(sum_d);
-      k[c] = static_cast<scalar_t>(g * invstd);
-      md[c] = static_cast<scalar_t>(sum_d / count);
-      kz[c] = static_cast<scalar_t>(invstd * invstd * sum_dz / count);
-    }
-    for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
-      PK_CALL(bn_bwd_rows2, avx, a, sh, k.data(), md.data(), kz.data(), r0, r1);
-    });
+    bn_act_backward_impl<scalar_t, scalar_t>(grad_y, z, y, weight, mean, var, sh, mk, p, eps,
+                                             relu, gz, gz, gr, ggamma, gbeta);
   });
   return {gz, ggamma, gbeta, gres};
 }

@@ -81,7 +81,8 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
 at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, int64_t T,
                             int64_t stride, int64_t pad_left);
 
-// Training epilogues (csrc/cpu/bn_act.cpp); float32 and float64 only. Dropout masks are
+// Training epilogues (csrc/cpu/bn_act.cpp); float32 and float64, and for bn_act a bfloat16 z
+// (bf16 autocast: a convolution's output) with every other tensor float32. Dropout masks are
 // Philox4x32-10 of (seed, element index): element i = 64 b + 16 w + j (w < 4, j < 16) of the
 // contiguous tensor is kept when word w of Philox(key = seed, counter = 16 b + j) is below
 // (1 - p) * 2^32; p in [0, 1).
@@ -91,6 +92,7 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 // z (N, C, ...) with N * prod(...) >= 2: y = act(dropout(BN(z)) + residual), BN with the batch
 // statistics over every dimension but C; returns (y, mean (C,), biased variance (C,)).
 // weight/bias (C,) optional (1 and 0), residual shaped like z optional, act = ReLU if relu.
+// A bfloat16 z is read as it is (no float32 copy); y, mean and var are then float32.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const at::Tensor& z, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
@@ -98,6 +100,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
 
 // Returns (grad_z, grad_weight (C,), grad_bias (C,), grad_residual (like z, or empty (0,) when
 // has_residual is false)) of bn_act_forward, from its output y and its mean and variance.
+// grad_z has z's dtype (a bfloat16 grad_z is rounded once, from a float32 computation).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
     const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
     const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& var,

@@ -445,11 +445,13 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     with :func:`dropout`'s counter-based masks (seed from ``generator``) so no mask is stored;
     the ``cuda`` and ``triton`` backends do the same
     on float32/float64 tensors with a statistics kernel (per-channel splits, merged) and an
-    elementwise kernel each way, and the same masks. On the ``cpu`` backend a float16/bfloat16
-    ``z`` (bf16 autocast training: a 16-bit convolution output meeting float32 BatchNorm
-    parameters) runs fused on float32 copies of ``z`` and the other tensors (16-bit or float32);
-    the result is converted back to z's dtype as ``F.batch_norm`` returns it, except under
-    ``torch.autocast``, where it stays float32 like the backend's graph op. Everything
+    elementwise kernel each way, and the same masks. On the ``cpu`` backend a bfloat16 ``z``
+    (bf16 autocast training: a convolution's bf16 output meeting float32 BatchNorm parameters)
+    runs fused as it is: the kernels read its bf16 elements and compute in float32 (with float32
+    copies of the other tensors where they are 16-bit), and its gradient is rounded to bfloat16
+    once; a float16 ``z`` runs on a float32 copy. The result is converted back to z's dtype as
+    ``F.batch_norm`` returns it, except under ``torch.autocast``, where it stays float32 like
+    the backend's graph op. Everything
     else (evaluation, 16-bit dtypes on the other backends, ``backend="reference"``) runs
     ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
     """
@@ -487,10 +489,12 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         kernels = unchecked
         if _autocast_dtype(z) is not None:
             out_dtype = torch.float32
-        z, weight, bias, residual = (None if t is None else t.float()
-                                     for t in (z, weight, bias, residual))
+        # the kernels read a bfloat16 z as it is; a float16 one goes through a float32 copy
+        weight, bias, residual = (None if t is None else t.float() for t in (weight, bias, residual))
+        z = z if z.dtype == torch.bfloat16 else z.float()
+    compute_dtype = torch.float32 if z.dtype == torch.bfloat16 else z.dtype
     if not (kernels is not None
-            and all(t is None or (t.dtype == z.dtype and t.device == z.device)
+            and all(t is None or (t.dtype == compute_dtype and t.device == z.device)
                     for t in (weight, bias, residual))):
         y = F.batch_norm(z, running_mean, running_var, weight, bias, training, float(momentum),
                          float(eps))

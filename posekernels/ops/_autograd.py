@@ -142,20 +142,26 @@ def register_bn_act(forward: str, backward: str) -> None:
     statistics; mean and biased var (C,) are not differentiable) and ``bn_act_backward(Tensor
     grad_y, Tensor z, Tensor y, Tensor? weight, Tensor mean, Tensor var, float p, Tensor seed,
     float eps, bool relu, bool has_residual) -> (grad_z, grad_weight, grad_bias,
-    grad_residual)`` (grad_residual empty (0,) without a residual)."""
+    grad_residual)`` (grad_residual empty (0,) without a residual). On the cpu kernels z may be
+    bfloat16 with everything else float32: y, the statistics and every gradient but grad_z
+    are then float32."""
+
+    def compute_dtype(z):  # y, the statistics and the parameters' gradients (cpu: z may be bf16)
+        return torch.float32 if z.dtype == torch.bfloat16 else z.dtype
 
     @torch.library.register_fake(forward)
     def _fake_forward(z, weight, bias, residual, p, seed, eps, relu):
-        c = z.shape[1]
-        return (torch.empty_like(z, memory_format=torch.contiguous_format), z.new_empty((c,)),
-                z.new_empty((c,)))
+        c, dtype = z.shape[1], compute_dtype(z)
+        return (torch.empty_like(z, dtype=dtype, memory_format=torch.contiguous_format),
+                z.new_empty((c,), dtype=dtype), z.new_empty((c,), dtype=dtype))
 
     @torch.library.register_fake(backward)
     def _fake_backward(grad_y, z, y, weight, mean, var, p, seed, eps, relu, has_residual):
-        c = z.shape[1]
+        c, dtype = z.shape[1], compute_dtype(z)
         gz = torch.empty_like(z, memory_format=torch.contiguous_format)
-        gres = torch.empty_like(gz) if has_residual else _empty_like(z)
-        return gz, z.new_empty((c,)), z.new_empty((c,)), gres
+        gres = (torch.empty_like(gz, dtype=dtype) if has_residual
+                else z.new_empty(_EMPTY_SHAPE, dtype=dtype))
+        return gz, z.new_empty((c,), dtype=dtype), z.new_empty((c,), dtype=dtype), gres
 
     backward_op = _resolve(backward)
 
