@@ -23,6 +23,10 @@
 // order into the gradients of gamma and beta; a second pass finishes
 //   grad_z = gamma * invstd * (d - mean(d) - xhat * mean(d * xhat)).
 // Per-row partials combined in a fixed order: results do not depend on the thread count.
+// bn_act also takes a bfloat16 z (bf16 autocast: a convolution's output) with float32 everything
+// else: its elements are widened as they are loaded, the computation is the float32 one on z's
+// value, and grad_z is rounded to bfloat16 once at the end (pass 1's products then go to a
+// float32 scratch tensor instead of grad_z).
 #include "cpu/kernels.h"
 #include "cpu/parallel.h"
 
