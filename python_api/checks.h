@@ -475,14 +475,36 @@ inline BnActArgs check_bn_act(const at::Tensor& z, const OptTensor& weight, cons
   return BnActArgs{z.contiguous(), contiguous(weight), contiguous(bias), contiguous(residual)};
 }
 
-// The backward's extra tensors: grad_y and y shaped like z, mean and var (C,).
+// bn_act_forward's out_dtype: None or z's compute dtype (false), or (bf16_y, the CPU kernels)
+// bfloat16 with a float32 computation (true: y is written in bfloat16).
+inline bool check_bn_act_out_dtype(const std::optional<at::ScalarType>& out_dtype, const at::Tensor& z,
+                                   bool bf16_y) {
+  if (!out_dtype.has_value() || *out_dtype == bn_act_dtype(z)) return false;
+  TORCH_CHECK_TYPE(bf16_y && *out_dtype == at::kBFloat16 && bn_act_dtype(z) == at::kFloat,
+                   "out_dtype must be None or ", dtype_str(bn_act_dtype(z)),
+                   bf16_y && bn_act_dtype(z) == at::kFloat ? " (or torch.bfloat16)" : "",
+                   " for a z of dtype ", dtype_str(z.scalar_type()), ", got ", dtype_str(*out_dtype));
+  return true;
+}
+
+// The backward's extra tensors: grad_y and y shaped like z (bn_act's compute dtype, or both
+// bfloat16 after a forward with a bfloat16 out_dtype: bf16_y), mean and var (C,).
 inline std::pair<at::Tensor, at::Tensor> check_bn_act_grad(const at::Tensor& grad_y, const at::Tensor& y,
                                                            const at::Tensor& mean, const at::Tensor& var,
-                                                           const BnActArgs& a) {
+                                                           const BnActArgs& a, bool bf16_y = false) {
   const std::vector<std::pair<const at::Tensor*, const char*>> like_z{{&grad_y, "grad_y"}, {&y, "y"}};
+  const bool y16 = bf16_y && y.defined() && y.scalar_type() == at::kBFloat16 &&
+                   bn_act_dtype(a.z) == at::kFloat;
   for (const auto& [t, name] : like_z) {
     TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
-    check_bn_act_tensor(*t, name, a.z);
+    if (y16) {
+      TORCH_CHECK_VALUE(t->device() == a.z.device(), name, " is on ", t->device(), " but z is on ",
+                        a.z.device(), "; all tensors must be on one device");
+      TORCH_CHECK_TYPE(t->scalar_type() == at::kBFloat16, name,
+                       " must be bfloat16 like y, got dtype ", dtype_str(t->scalar_type()));
+    } else {
+      check_bn_act_tensor(*t, name, a.z);
+    }
     TORCH_CHECK_VALUE(t->sizes().equals(a.z.sizes()), name, " must have the shape of z ",
                       shape_str(a.z.sizes()), ", got ", shape_str(t->sizes()));
   }

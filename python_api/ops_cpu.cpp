@@ -85,10 +85,12 @@ at::Tensor dropout_apply_cpu(const at::Tensor& x, double p, const at::Tensor& se
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward_cpu(
     const at::Tensor& z, const OptTensor& weight, const OptTensor& bias, const OptTensor& residual,
-    double p, const at::Tensor& seed, double eps, bool relu) {
+    double p, const at::Tensor& seed, double eps, bool relu,
+    std::optional<at::ScalarType> out_dtype) {
   const auto a = checks::check_bn_act(z, weight, bias, residual, p, eps, /*bf16_z=*/true);
+  const bool bf16_y = checks::check_bn_act_out_dtype(out_dtype, a.z, /*bf16_y=*/true);
   return cpu::bn_act_forward(a.z, a.weight, a.bias, a.residual, p, checks::check_seed(seed), eps,
-                             relu);
+                             relu, bf16_y);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
@@ -96,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward_cpu(
     const at::Tensor& mean, const at::Tensor& var, double p, const at::Tensor& seed, double eps,
     bool relu, bool has_residual) {
   const auto a = checks::check_bn_act(z, weight, std::nullopt, std::nullopt, p, eps, /*bf16_z=*/true);
-  const auto [gy, yc] = checks::check_bn_act_grad(grad_y, y, mean, var, a);
+  const auto [gy, yc] = checks::check_bn_act_grad(grad_y, y, mean, var, a, /*bf16_y=*/true);
   return cpu::bn_act_backward(gy, a.z, yc, a.weight, mean.contiguous(), var.contiguous(), p,
                               checks::check_seed(seed), eps, relu, has_residual);
 }

@@ -38,7 +38,7 @@ TORCH_LIBRARY(posekernels, m) {
   m.def("dropout_apply(Tensor x, float p, Tensor seed) -> Tensor", tags);
   m.def(
       "bn_act_forward(Tensor z, Tensor? weight, Tensor? bias, Tensor? residual, float p, "
-      "Tensor seed, float eps, bool relu) -> (Tensor, Tensor, Tensor)",
+      "Tensor seed, float eps, bool relu, ScalarType? out_dtype=None) -> (Tensor, Tensor, Tensor)",
       tags);
   m.def(
       "bn_act_backward(Tensor grad_y, Tensor z, Tensor y, Tensor? weight, Tensor mean, "

@@ -367,6 +367,70 @@ def test_bn_act_bfloat16_z_opcheck_and_bad_dtypes():
                                               1e-5, True, False)
 
 
+@pytest.mark.parametrize("z_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p,use_res,relu", [(0.0, False, False), (0.3, True, True)])
+def test_bn_act_writes_bfloat16_y_rounded_once(z_dtype, p, use_res, relu):
+    """out_dtype=bfloat16 on the cpu kernels: y is the float32 result rounded once (bit for bit),
+    the statistics unchanged; the backward on the bfloat16 y and grad_y gives exactly what the
+    float32 backward gives on their float32 values."""
+    n, c, t = int(torch.randint(2, 6, ())), int(torch.randint(1, 11, ())), int(torch.randint(1, 40, ()))
+    v = (1, 5, 17)[int(torch.randint(0, 3, ()))]
+    z = (torch.randn(n, c, t, v) * 3 + torch.randn(1, c, 1, 1)).to(z_dtype)
+    w, b = torch.rand(c) + 0.5, torch.randn(c)
+    r = torch.randn(n, c, t, v) if use_res else None
+    seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    fwd, bwd = torch.ops.posekernels.bn_act_forward, torch.ops.posekernels.bn_act_backward
+    y16, m16, v16 = fwd(z, w, b, r, p, seed, 1e-5, relu, torch.bfloat16)
+    y32, m32, v32 = fwd(z, w, b, r, p, seed, 1e-5, relu)
+    assert y16.dtype == torch.bfloat16 and torch.equal(y16, y32.to(torch.bfloat16))
+    assert torch.equal(m16, m32) and torch.equal(v16, v32)
+    g = torch.randn(z.shape).to(torch.bfloat16)
+    got = bwd(g, z, y16, w, m16, v16, p, seed, 1e-5, relu, use_res)
+    want = bwd(g.float(), z, y16.float(), w, m32, v32, p, seed, 1e-5, relu, use_res)
+    for a, e in zip(got, want):
+        assert a.dtype == e.dtype and torch.equal(a, e)
+
+
+def test_batch_norm_act_out_dtype():
+    """ops.batch_norm_act(out_dtype=...): the cpu kernels' bfloat16 y equals the float32 call's
+    result converted (same seed), gradients included; other backends convert; bad values are
+    refused by name, also by the raw op."""
+    z = (torch.randn(3, 5, 7, 17) * 2 + 1).requires_grad_()
+    w = (torch.rand(5) + 0.5).requires_grad_()
+    b = torch.randn(5, requires_grad=True)
+    r = torch.randn(3, 5, 7, 17, requires_grad=True)
+    seed = int(torch.randint(0, 2 ** 31, ()))
+
+    def bn(out_dtype, backend=None):
+        return ops.batch_norm_act(z, w, b, None, None, True, dropout=0.2, residual=r, relu=True,
+                                  generator=torch.Generator().manual_seed(seed), backend=backend,
+                                  out_dtype=out_dtype)
+    y16, y32 = bn(torch.bfloat16), bn(None)
+    assert y16.dtype == torch.bfloat16 and torch.equal(y16, y32.to(torch.bfloat16))
+    g = torch.randn(z.shape).to(torch.bfloat16)
+    got = torch.autograd.grad(y16, (z, w, b, r), g)
+    want = torch.autograd.grad(y32.to(torch.bfloat16), (z, w, b, r), g)
+    for a, e in zip(got, want):
+        assert torch.equal(a, e)
+    assert bn(torch.float64, "reference").dtype == torch.float64
+    assert bn(torch.bfloat16, "reference").dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="out_dtype must be None or a floating-point"):
+        bn(torch.int32)
+    fwd = torch.ops.posekernels.bn_act_forward
+    s = torch.tensor([seed])
+    zd = z.detach()
+    with pytest.raises(TypeError, match=r"out_dtype must be None or torch.float32 \(or torch.bfloat16\)"):
+        fwd(zd, None, None, None, 0.0, s, 1e-5, True, torch.float16)
+    with pytest.raises(TypeError, match="None or torch.float64 for a z of dtype torch.float64"):
+        fwd(zd.double(), None, None, None, 0.0, s, 1e-5, True, torch.bfloat16)
+    y, m, v = fwd(zd, None, None, None, 0.0, s, 1e-5, True, torch.bfloat16)
+    with pytest.raises(TypeError, match="grad_y must be bfloat16 like y"):
+        torch.ops.posekernels.bn_act_backward(y.float(), zd, y, None, m, v, 0.0, s, 1e-5, True,
+                                              False)
+    torch.library.opcheck(fwd, (z.detach().requires_grad_(), w, b, r, 0.3, s, 1e-5, True,
+                                torch.bfloat16))
+
+
 def _bn_reference(z, w, b, rm, rv, momentum, eps, keep, p, r, relu):
     y = F.batch_norm(z, rm, rv, w, b, True, momentum, eps)
     if keep is not None:

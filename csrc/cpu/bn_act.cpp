@@ -274,13 +274,13 @@ struct Shape {
   int64_t N, C, L;
 };
 
-template <typename T, typename Z = T>
+template <typename T, typename Z = T, typename Y = T>
 struct FwdArgs {
   const Z* z;
   const T* gamma;
   const T* beta;
   const T* res;
-  T* y;
+  Y* y;
   T* mean;
   T* var;
   double p, eps;
@@ -299,19 +299,21 @@ PK_INLINE void row_moments(const Z* x, int64_t L, double* out) {
   out[1] = lane_sum<T, true>(x, L, static_cast<T>(mean));
 }
 
-template <bool Avx512, typename T, typename Z>
-PK_INLINE void bn_stats_rows_body(const FwdArgs<T, Z>& a, int64_t L, int64_t r0, int64_t r1,
+template <bool Avx512, typename T, typename Z, typename Y>
+PK_INLINE void bn_stats_rows_body(const FwdArgs<T, Z, Y>& a, int64_t L, int64_t r0, int64_t r1,
                                   double* rs) {
   for (int64_t r = r0; r < r1; ++r) row_moments<T>(a.z + r * L, L, rs + 2 * r);
 }
 
-// y = act(dropout(z * mul[c] + off[c]) + residual) for rows [r0, r1).
-template <bool Avx512, typename T, typename Z>
-PK_INLINE void bn_fwd_rows_body(const FwdArgs<T, Z>& a, const Shape& sh, const Mask& mk,
+// y = act(dropout(z * mul[c] + off[c]) + residual) for rows [r0, r1) (computed in T; a
+// bfloat16 y is rounded once as it is stored).
+template <bool Avx512, typename T, typename Z, typename Y>
+PK_INLINE void bn_fwd_rows_body(const FwdArgs<T, Z, Y>& a, const Shape& sh, const Mask& mk,
                                 const T* mul, const T* off, int64_t r0, int64_t r1) {
   const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
   alignas(64) T m[kSegment];
+  alignas(64) T out[std::is_same_v<Y, T> ? 1 : kSegment];
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r % sh.C;
     const T mc = mul[c], oc = off[c];
@@ -319,7 +321,12 @@ PK_INLINE void bn_fwd_rows_body(const FwdArgs<T, Z>& a, const Shape& sh, const M
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
       const Z* zs = a.z + s;
-      T* ys = a.y + s;
+      T* ys;
+      if constexpr (std::is_same_v<Y, T>) {
+        ys = a.y + s;
+      } else {
+        ys = out;
+      }
       if (mk.active) {
         fill_mask<Avx512>(mk, s, e, scale, m);
         for (int64_t j = 0; j < len; ++j) ys[j] = (ld<T>(zs + j) * mc + oc) * m[j];
@@ -332,17 +339,21 @@ PK_INLINE void bn_fwd_rows_body(const FwdArgs<T, Z>& a, const Shape& sh, const M
       }
       if (a.relu)
         for (int64_t j = 0; j < len; ++j) ys[j] = ys[j] > T(0) ? ys[j] : T(0);
+      if constexpr (!std::is_same_v<Y, T>) {
+        Y* yo = a.y + s;
+        for (int64_t j = 0; j < len; ++j) st(yo + j, ys[j]);
+      }
     }
   }
 }
 
 // d: pass 1's dropout(grad * relu'(y)), read by pass 2; grad_z itself when Z is T, a float32
 // scratch tensor when z (and so grad_z) is bfloat16, so that grad_z is rounded once.
-template <typename T, typename Z = T>
+template <typename T, typename Z = T, typename Y = T>
 struct BwdArgs {
-  const T* gy;
+  const Y* gy;
   const Z* z;
-  const T* y;
+  const Y* y;
   const T* gamma;
   const T* mean;
   const T* var;
@@ -357,8 +368,8 @@ struct BwdArgs {
 
 // Pass 1 of the backward over rows [r0, r1): d = dropout(grad * relu'(y)) into grad_z, the
 // residual's gradient grad * relu'(y), and per row the sums of d and of d * (z - mean[c]).
-template <bool Avx512, typename T, typename Z>
-PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T, Z>& a, const Shape& sh, const Mask& mk,
+template <bool Avx512, typename T, typename Z, typename Y>
+PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T, Z, Y>& a, const Shape& sh, const Mask& mk,
                                  int64_t r0, int64_t r1, double* rs) {
   const int64_t L = sh.L;
   const T scale = static_cast<T>(1.0 / (1.0 - a.p));
@@ -370,12 +381,15 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T, Z>& a, const Shape& sh, const 
     for (int64_t s = base; s < base + L; s += kSegment) {
       const int64_t e = std::min(base + L, s + kSegment), len = e - s;
       T* d = a.d + s;
-      const T* gys = a.gy + s;
-      const T* ys = a.y + s;
+      const Y* gys = a.gy + s;
+      const Y* ys = a.y + s;
       if (a.relu) {
-        for (int64_t j = 0; j < len; ++j) d[j] = ys[j] > T(0) ? gys[j] : T(0);
+        for (int64_t j = 0; j < len; ++j) {
+          const T gj = ld<T>(gys + j), yj = ld<T>(ys + j);  // both loaded: the loop vectorises
+          d[j] = yj > T(0) ? gj : T(0);
+        }
       } else {
-        for (int64_t j = 0; j < len; ++j) d[j] = gys[j];
+        for (int64_t j = 0; j < len; ++j) d[j] = ld<T>(gys + j);
       }
       if (a.gres) {
         T* gr = a.gres + s;
@@ -413,8 +427,8 @@ PK_INLINE void bn_bwd_rows1_body(const BwdArgs<T, Z>& a, const Shape& sh, const 
 }
 
 // Pass 2: grad_z = k[c] * (d - md[c] - (z - mean[c]) * kz[c]) over rows [r0, r1).
-template <bool Avx512, typename T, typename Z>
-PK_INLINE void bn_bwd_rows2_body(const BwdArgs<T, Z>& a, const Shape& sh, const T* k, const T* md,
+template <bool Avx512, typename T, typename Z, typename Y>
+PK_INLINE void bn_bwd_rows2_body(const BwdArgs<T, Z, Y>& a, const Shape& sh, const T* k, const T* md,
                                  const T* kz, int64_t r0, int64_t r1) {
   const int64_t L = sh.L;
   for (int64_t r = r0; r < r1; ++r) {
@@ -439,9 +453,9 @@ PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& 
 
 // The two compilations of each body: the baseline ISA (*_base) and AVX-512F (*_avx512).
 #define PK_BASE_AND_AVX512(name, params, args)                                           \
-  template <typename T, typename Z = T>                                                 \
+  template <typename T, typename Z = T, typename Y = T>                                 \
   void name##_base params { name##_body<false> args; }                                  \
-  PK_AVX512_ONLY(template <typename T, typename Z = T> PK_AVX512 void name##_avx512 params { \
+  PK_AVX512_ONLY(template <typename T, typename Z = T, typename Y = T> PK_AVX512 void name##_avx512 params { \
     name##_body<true> args;                                                             \
   })
 #ifdef POSEKERNELS_BN_AVX512
@@ -451,18 +465,18 @@ PK_INLINE void dropout_body(const T* x, T* y, int64_t s, int64_t e, const Mask& 
 #endif
 
 PK_BASE_AND_AVX512(bn_stats_rows,
-                   (const FwdArgs<T, Z>& a, int64_t L, int64_t r0, int64_t r1, double* rs),
+                   (const FwdArgs<T, Z, Y>& a, int64_t L, int64_t r0, int64_t r1, double* rs),
                    (a, L, r0, r1, rs))
 PK_BASE_AND_AVX512(bn_fwd_rows,
-                   (const FwdArgs<T, Z>& a, const Shape& sh, const Mask& mk, const T* mul,
+                   (const FwdArgs<T, Z, Y>& a, const Shape& sh, const Mask& mk, const T* mul,
                     const T* off, int64_t r0, int64_t r1),
                    (a, sh, mk, mul, off, r0, r1))
 PK_BASE_AND_AVX512(bn_bwd_rows1,
-                   (const BwdArgs<T, Z>& a, const Shape& sh, const Mask& mk, int64_t r0, int64_t r1,
+                   (const BwdArgs<T, Z, Y>& a, const Shape& sh, const Mask& mk, int64_t r0, int64_t r1,
                     double* rs),
                    (a, sh, mk, r0, r1, rs))
 PK_BASE_AND_AVX512(bn_bwd_rows2,
-                   (const BwdArgs<T, Z>& a, const Shape& sh, const T* k, const T* md, const T* kz,
+                   (const BwdArgs<T, Z, Y>& a, const Shape& sh, const T* k, const T* md, const T* kz,
                     int64_t r0, int64_t r1),
                    (a, sh, k, md, kz, r0, r1))
 PK_BASE_AND_AVX512(dropout, (const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale),
@@ -534,19 +548,19 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
 
 namespace {
 
-// The forward on z's elements Z (T, or bfloat16 bits with T = float); y, mean, var are T.
-template <typename T, typename Z>
+// The forward on z's elements Z and y's Y (T, or bfloat16 bits with T = float); mean, var are T.
+template <typename T, typename Z, typename Y>
 void bn_act_forward_impl(const at::Tensor& z, const std::optional<at::Tensor>& weight,
                          const std::optional<at::Tensor>& bias,
                          const std::optional<at::Tensor>& residual, const Shape& sh,
                          const Mask& mk, double p, double eps, bool relu, at::Tensor& y,
                          at::Tensor& mean, at::Tensor& var) {
-  const FwdArgs<T, Z> a{static_cast<const Z*>(z.const_data_ptr()),
-                        weight ? weight->const_data_ptr<T>() : nullptr,
-                        bias ? bias->const_data_ptr<T>() : nullptr,
-                        residual ? residual->const_data_ptr<T>() : nullptr,
-                        y.mutable_data_ptr<T>(), mean.mutable_data_ptr<T>(),
-                        var.mutable_data_ptr<T>(), p, eps, relu};
+  const FwdArgs<T, Z, Y> a{static_cast<const Z*>(z.const_data_ptr()),
+                           weight ? weight->const_data_ptr<T>() : nullptr,
+                           bias ? bias->const_data_ptr<T>() : nullptr,
+                           residual ? residual->const_data_ptr<T>() : nullptr,
+                           static_cast<Y*>(y.mutable_data_ptr()), mean.mutable_data_ptr<T>(),
+                           var.mutable_data_ptr<T>(), p, eps, relu};
   const int64_t C = sh.C;
   // per-row moments, combined per channel in row order (Chan et al.'s pairwise update)
   std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
@@ -578,16 +592,18 @@ void bn_act_forward_impl(const at::Tensor& z, const std::optional<at::Tensor>& w
   });
 }
 
-// The backward on z's elements Z; grad_z has z's dtype, everything else is T. d: the buffer of
-// pass 1's products (grad_z itself when Z is T).
-template <typename T, typename Z>
+// The backward on z's elements Z and y's (and grad_y's) Y; grad_z has z's dtype, everything
+// else is T. d: the buffer of pass 1's products (grad_z itself when Z is T).
+template <typename T, typename Z, typename Y>
 void bn_act_backward_impl(const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
                           const std::optional<at::Tensor>& weight, const at::Tensor& mean,
                           const at::Tensor& var, const Shape& sh, const Mask& mk, double p,
                           double eps, bool relu, at::Tensor& d, at::Tensor& gz, at::Tensor* gres,
                           at::Tensor& ggamma, at::Tensor& gbeta) {
-  const BwdArgs<T, Z> a{grad_y.const_data_ptr<T>(), static_cast<const Z*>(z.const_data_ptr()),
-                        y.const_data_ptr<T>(), weight ? weight->const_data_ptr<T>() : nullptr,
+  const BwdArgs<T, Z, Y> a{static_cast<const Y*>(grad_y.const_data_ptr()),
+                           static_cast<const Z*>(z.const_data_ptr()),
+                           static_cast<const Y*>(y.const_data_ptr()),
+                           weight ? weight->const_data_ptr<T>() : nullptr,
                         mean.const_data_ptr<T>(), var.const_data_ptr<T>(),
                         d.mutable_data_ptr<T>(), static_cast<Z*>(gz.mutable_data_ptr()),
                         gres ? gres->mutable_data_ptr<T>() : nullptr,
@@ -626,24 +642,41 @@ at::ScalarType compute_dtype(const at::Tensor& z) {
 
 }  // namespace
 
+// f.template operator()<Z, Y>() for float32 computations on z / y elements of float32 or
+// bfloat16 (uint16_t bits).
+template <typename F>
+void dispatch_bf16(bool z16, bool y16, const F& f) {
+  if (z16 && y16) {
+    f.template operator()<uint16_t, uint16_t>();
+  } else if (z16) {
+    f.template operator()<uint16_t, float>();
+  } else if (y16) {
+    f.template operator()<float, uint16_t>();
+  } else {
+    f.template operator()<float, float>();
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const at::Tensor& z, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
-    int64_t seed, double eps, bool relu) {
+    int64_t seed, double eps, bool relu, bool bf16_y) {
   const Shape sh{z.size(0), z.size(1), z.numel() / (z.size(0) * z.size(1))};
   const auto opts = z.options().dtype(compute_dtype(z));
-  at::Tensor y = at::empty(z.sizes(), opts);
+  at::Tensor y = at::empty(z.sizes(), bf16_y ? opts.dtype(at::kBFloat16) : opts);
   at::Tensor mean = at::empty({sh.C}, opts);
   at::Tensor var = at::empty({sh.C}, opts);
   const Mask mk = make_mask(p, seed);
-  if (z.scalar_type() == at::kBFloat16) {
-    bn_act_forward_impl<float, uint16_t>(z, weight, bias, residual, sh, mk, p, eps, relu, y, mean,
-                                         var);
+  if (z.scalar_type() == at::kBFloat16 || bf16_y) {
+    dispatch_bf16(z.scalar_type() == at::kBFloat16, bf16_y, [&]<typename Z, typename Y>() {
+      bn_act_forward_impl<float, Z, Y>(z, weight, bias, residual, sh, mk, p, eps, relu, y, mean,
+                                       var);
+    });
     return {y, mean, var};
   }
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_forward", [&] {
-    bn_act_forward_impl<scalar_t, scalar_t>(z, weight, bias, residual, sh, mk, p, eps, relu, y,
-                                            mean, var);
+    bn_act_forward_impl<scalar_t, scalar_t, scalar_t>(z, weight, bias, residual, sh, mk, p, eps,
+                                                      relu, y, mean, var);
   });
   return {y, mean, var};
 }
@@ -660,15 +693,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
   at::Tensor gbeta = at::empty({sh.C}, opts);
   const Mask mk = make_mask(p, seed);
   at::Tensor* gr = has_residual ? &gres : nullptr;
-  if (z.scalar_type() == at::kBFloat16) {
-    at::Tensor d = at::empty(z.sizes(), opts);
-    bn_act_backward_impl<float, uint16_t>(grad_y, z, y, weight, mean, var, sh, mk, p, eps, relu,
-                                          d, gz, gr, ggamma, gbeta);
+  const bool z16 = z.scalar_type() == at::kBFloat16, y16 = y.scalar_type() == at::kBFloat16;
+  if (z16 || y16) {
+    // pass 1's products go to a float32 scratch unless grad_z itself is float32
+    at::Tensor d = z16 ? at::empty(z.sizes(), opts) : gz;
+    dispatch_bf16(z16, y16, [&]<typename Z, typename Y>() {
+      bn_act_backward_impl<float, Z, Y>(grad_y, z, y, weight, mean, var, sh, mk, p, eps, relu, d,
+                                        gz, gr, ggamma, gbeta);
+    });
     return {gz, ggamma, gbeta, gres};
   }
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "posekernels_bn_act_backward", [&] {
-    bn_act_backward_impl<scalar_t, scalar_t>(grad_y, z, y, weight, mean, var, sh, mk, p, eps,
-                                             relu, gz, gz, gr, ggamma, gbeta);
+    bn_act_backward_impl<scalar_t, scalar_t, scalar_t>(grad_y, z, y, weight, mean, var, sh, mk,
+                                                       p, eps, relu, gz, gz, gr, ggamma, gbeta);
   });
   return {gz, ggamma, gbeta, gres};
 }

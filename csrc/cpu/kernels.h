@@ -92,15 +92,18 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 // z (N, C, ...) with N * prod(...) >= 2: y = act(dropout(BN(z)) + residual), BN with the batch
 // statistics over every dimension but C; returns (y, mean (C,), biased variance (C,)).
 // weight/bias (C,) optional (1 and 0), residual shaped like z optional, act = ReLU if relu.
-// A bfloat16 z is read as it is (no float32 copy); y, mean and var are then float32.
+// A bfloat16 z is read as it is (no float32 copy); mean and var are then float32. y has z's
+// compute dtype (float32 for a bfloat16 z), or with bf16_y (float32 computation) is bfloat16,
+// rounded once as it is stored.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const at::Tensor& z, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double p,
-    int64_t seed, double eps, bool relu);
+    int64_t seed, double eps, bool relu, bool bf16_y = false);
 
 // Returns (grad_z, grad_weight (C,), grad_bias (C,), grad_residual (like z, or empty (0,) when
 // has_residual is false)) of bn_act_forward, from its output y and its mean and variance.
-// grad_z has z's dtype (a bfloat16 grad_z is rounded once, from a float32 computation).
+// grad_z has z's dtype (a bfloat16 grad_z is rounded once, from a float32 computation); y and
+// grad_y are both bfloat16 when the forward wrote a bfloat16 y.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bn_act_backward(
     const at::Tensor& grad_y, const at::Tensor& z, const at::Tensor& y,
     const std::optional<at::Tensor>& weight, const at::Tensor& mean, const at::Tensor& var,

@@ -93,6 +93,14 @@ def check_pose_input(x, *, joints: int, coords: int, skeleton: str, window: int 
 _AUTOCAST_ELIGIBLE = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def _autocast_conv_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype autocast gives a convolution's input ``x`` (None: autocast off or x not cast)."""
+    kind = x.device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind) and x.dtype in _AUTOCAST_ELIGIBLE:
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
 def _autocast_accepts(x: Tensor, dtype: torch.dtype) -> bool:
     """Whether autocast is on for x's device and both x and the model's dtype are ones it casts."""
     kind = x.device.type
@@ -102,12 +110,13 @@ def _autocast_accepts(x: Tensor, dtype: torch.dtype) -> bool:
 
 # ----------------------------------------------------------------------------- units
 def bn_act(bn: nn.BatchNorm2d, z: Tensor, *, dropout: nn.Dropout | None = None,
-           residual: Tensor | None = None, relu: bool = False) -> Tensor:
+           residual: Tensor | None = None, relu: bool = False,
+           out_dtype: torch.dtype | None = None) -> Tensor:
     """``act(dropout(bn(z)) + residual)`` through :func:`posekernels.ops.batch_norm_act` (one
     fused pass on the ``cpu`` backend in training), with the module's own state: its momentum
     (None: the cumulative average), ``num_batches_tracked`` counted, running statistics
     updated, exactly as ``bn.forward`` does them; ``dropout`` applies when that module is
-    training."""
+    training; ``out_dtype`` as in :func:`posekernels.ops.batch_norm_act`."""
     training = bn.training or bn.running_mean is None
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -118,7 +127,7 @@ def bn_act(bn: nn.BatchNorm2d, z: Tensor, *, dropout: nn.Dropout | None = None,
     p = dropout.p if dropout is not None and dropout.training else 0.0
     return ops.batch_norm_act(z, bn.weight, bn.bias, bn.running_mean if track else None,
                               bn.running_var if track else None, training, factor, bn.eps,
-                              dropout=p, residual=residual, relu=relu)
+                              dropout=p, residual=residual, relu=relu, out_dtype=out_dtype)
 
 
 def drop(module: nn.Dropout, x: Tensor) -> Tensor:
@@ -198,11 +207,14 @@ class GraphUnit(nn.Module):
         self.A = self._A_exact.to(device=self.A.device, dtype=self.A.dtype)
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, out_dtype: torch.dtype | None = None) -> Tensor:
+        """``out_dtype``: the result's dtype (None: the epilogue's own; see
+        :func:`posekernels.ops.batch_norm_act`, which under bf16 autocast on the cpu backend
+        writes a bfloat16 result directly)."""
         y = ops.adaptive_graph_conv(x, self.A, self.W, self.bias, self.B, self.theta_w,
                                     self.theta_b, self.phi_w, self.phi_b)
         s = x if self.shortcut is None else self.shortcut(x)
-        return bn_act(self.bn, y, dropout=self.drop, residual=s, relu=True)
+        return bn_act(self.bn, y, dropout=self.drop, residual=s, relu=True, out_dtype=out_dtype)
 
 
 def causal_shift(x: Tensor, kernel: int, stride: int) -> Tensor:
@@ -276,7 +288,10 @@ class AGCNBlock(nn.Module):
             r = self.residual(x)
         else:
             r = None
-        return self.tcn(self.gcn(x), residual=r, relu=True)
+        # the graph unit's result feeds only the temporal convolution: under autocast it is
+        # made in the dtype the convolution would cast it to (on the cpu backend by the fused
+        # epilogue itself, which saves a conversion each way)
+        return self.tcn(self.gcn(x, out_dtype=_autocast_conv_dtype(x)), residual=r, relu=True)
 
 
 class StridedModule(nn.Module):

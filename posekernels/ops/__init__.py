@@ -427,7 +427,7 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                    momentum: float = 0.1, eps: float = 1e-5, *, dropout: float = 0.0,
                    residual: Tensor | None = None, relu: bool = False,
                    generator: torch.Generator | None = None,
-                   backend: str | None = None) -> Tensor:
+                   backend: str | None = None, out_dtype: torch.dtype | None = None) -> Tensor:
     """BatchNorm + dropout + residual add + ReLU, the epilogue of every GLA-GCN unit::
 
         y = act(dropout(batch_norm(z)) + residual)
@@ -454,8 +454,17 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     the backend's graph op. Everything
     else (evaluation, 16-bit dtypes on the other backends, ``backend="reference"``) runs
     ``F.batch_norm`` + ``F.dropout`` + add + ReLU.
+
+    ``out_dtype`` (a floating dtype, default None: as above) is the result's dtype. When the
+    cpu kernels compute in float32 and ``out_dtype`` is ``torch.bfloat16`` they write y in
+    bfloat16 themselves, rounded once, and their backward reads it and its bfloat16 gradient
+    directly (bf16 autocast: a result that feeds a bf16 convolution, which would convert it
+    anyway); otherwise the result is converted.
     """
     p = _check_probability(dropout, "dropout")
+    if out_dtype is not None and not (isinstance(out_dtype, torch.dtype)
+                                      and out_dtype.is_floating_point):
+        raise TypeError(f"out_dtype must be None or a floating-point torch.dtype, got {out_dtype!r}")
     if not isinstance(z, Tensor) or z.dim() < 2:
         raise ValueError("z must be a tensor of shape (N, C, ...), got "
                          f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
@@ -481,14 +490,14 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         raise ValueError(f"z needs more than one value per channel when training, got shape "
                          f"{tuple(z.shape)}")
     kernels = _epilogue_kernels(backend, z) if training else None
-    out_dtype = z.dtype
+    default_dtype = z.dtype
     if (training and kernels is None and _widened(backend, z)
             and all(t is None or (t.device == z.device
                                   and t.dtype in (torch.float16, torch.bfloat16, torch.float32))
                     for t in (weight, bias, residual))):
         kernels = unchecked
         if _autocast_dtype(z) is not None:
-            out_dtype = torch.float32
+            default_dtype = torch.float32
         # the kernels read a bfloat16 z as it is; a float16 one goes through a float32 copy
         weight, bias, residual = (None if t is None else t.float() for t in (weight, bias, residual))
         z = z if z.dtype == torch.bfloat16 else z.float()
@@ -502,17 +511,21 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
             y = F.dropout(y, p, True)
         if residual is not None:
             y = y + residual
-        return F.relu(y) if relu else y
-    y, mean, var = kernels.batch_norm_act(
-        z.contiguous(), weight, bias, None if residual is None else residual.contiguous(), p,
-        _draw_seed(generator) if p > 0.0 else _NO_SEED, float(eps), bool(relu))
+        y = F.relu(y) if relu else y
+        return y if out_dtype is None else y.to(out_dtype)
+    written = (torch.bfloat16 if out_dtype == torch.bfloat16 and kernels is unchecked
+               and z.device.type == "cpu" and compute_dtype == torch.float32 else None)
+    args = (z.contiguous(), weight, bias, None if residual is None else residual.contiguous(), p,
+            _draw_seed(generator) if p > 0.0 else _NO_SEED, float(eps), bool(relu))
+    y, mean, var = (kernels.batch_norm_act(*args) if written is None
+                    else kernels.batch_norm_act(*args, written))
     if running_mean is not None:
         m = float(momentum)
         count = z.numel() // c
         with torch.no_grad():
             running_mean.mul_(1.0 - m).add_(mean.to(running_mean.dtype), alpha=m)
             running_var.mul_(1.0 - m).add_(var.to(running_var.dtype), alpha=m * count / (count - 1))
-    return y.to(out_dtype)
+    return y.to(out_dtype or default_dtype)
 
 
 _NO_SEED = torch.zeros(1, dtype=torch.int64)

@@ -143,16 +143,18 @@ def register_bn_act(forward: str, backward: str) -> None:
     grad_y, Tensor z, Tensor y, Tensor? weight, Tensor mean, Tensor var, float p, Tensor seed,
     float eps, bool relu, bool has_residual) -> (grad_z, grad_weight, grad_bias,
     grad_residual)`` (grad_residual empty (0,) without a residual). On the cpu kernels z may be
-    bfloat16 with everything else float32: y, the statistics and every gradient but grad_z
-    are then float32."""
+    bfloat16 with everything else float32: the statistics and every gradient but grad_z are
+    then float32. ``out_dtype`` (a trailing ``ScalarType?``, default None: the compute dtype):
+    the cpu kernels also write a bfloat16 y from a float32 computation, and their backward then
+    takes y and grad_y in bfloat16."""
 
     def compute_dtype(z):  # y, the statistics and the parameters' gradients (cpu: z may be bf16)
         return torch.float32 if z.dtype == torch.bfloat16 else z.dtype
 
     @torch.library.register_fake(forward)
-    def _fake_forward(z, weight, bias, residual, p, seed, eps, relu):
+    def _fake_forward(z, weight, bias, residual, p, seed, eps, relu, out_dtype=None):
         c, dtype = z.shape[1], compute_dtype(z)
-        return (torch.empty_like(z, dtype=dtype, memory_format=torch.contiguous_format),
+        return (torch.empty_like(z, dtype=out_dtype or dtype, memory_format=torch.contiguous_format),
                 z.new_empty((c,), dtype=dtype), z.new_empty((c,), dtype=dtype))
 
     @torch.library.register_fake(backward)
@@ -166,7 +168,8 @@ def register_bn_act(forward: str, backward: str) -> None:
     backward_op = _resolve(backward)
 
     def setup_context(ctx, inputs, output):
-        z, weight, bias, residual, p, seed, eps, relu = inputs
+        z, weight, bias, residual, p, seed, eps, relu = inputs[:8]
+        ctx.num_inputs = len(inputs)  # out_dtype may or may not be among them
         y, mean, var = output
         ctx.args = (p, eps, relu)
         ctx.has = (weight is not None, bias is not None, residual is not None)
@@ -179,8 +182,8 @@ def register_bn_act(forward: str, backward: str) -> None:
         has_w, has_b, has_r = ctx.has
         gz, gw, gb, gr = backward_op(grad_y.contiguous(), z, y, weight, mean, var, p, seed, eps,
                                      relu, has_r)
-        return (gz, gw if has_w else None, gb if has_b else None, gr if has_r else None, None,
-                None, None, None)
+        return (gz, gw if has_w else None, gb if has_b else None, gr if has_r else None
+                ) + (None,) * (ctx.num_inputs - 4)
 
     torch.library.register_autograd(forward, backward_fn, setup_context=setup_context)
 

@@ -162,13 +162,18 @@ def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
 
 def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
                    residual: Tensor | None, p: float, seed: Tensor, eps: float,
-                   relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   relu: bool, out_dtype: torch.dtype | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode BatchNorm (batch statistics over every dimension of ``z`` (N, C, ...) but
     C) + counter-based dropout ``p`` + ``residual`` + ReLU (CPU: a statistics sweep and an elementwise sweep; CUDA:
     a statistics kernel and an elementwise kernel):
     ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
-    the caller's to update."""
-    return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)
+    the caller's to update. ``out_dtype``: y's dtype (None: the computation's; cpu: also
+    bfloat16, rounded once from float32)."""
+    if out_dtype is None:
+        return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)
+    return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu,
+                                                out_dtype)
 
 
 def temporal_conv_train(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int,

@@ -250,8 +250,9 @@ at::Tensor dropout_apply_cuda(const at::Tensor& x, double p, const at::Tensor& s
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward_cuda(const at::Tensor& z, const OptTensor& weight,
                                                                    const OptTensor& bias, const OptTensor& residual,
                                                                    double p, const at::Tensor& seed, double eps,
-                                                                   bool relu) {
+                                                                   bool relu, std::optional<at::ScalarType> out_dtype) {
   const auto a = checks::check_bn_act(z, weight, bias, residual, p, eps);
+  checks::check_bn_act_out_dtype(out_dtype, a.z, /*bf16_y=*/false);  // y in z's dtype only
   const uint64_t key = static_cast<uint64_t>(checks::check_seed(seed));
   check_on_cuda(a.z, "z");
   const cuda::DType dtype = kernel_dtype(a.z);
