@@ -6,6 +6,7 @@
 
 #include "checks.h"
 #include "cpu/gemm.h"
+#include "cpu/kernels.h"
 
 #include <string>
 #include <vector>
@@ -63,6 +64,9 @@ py::dict build_info() {
   // bfloat16 weight products of the inference plans: AVX-512 BF16 instructions, or emulated
   // (operands rounded to bfloat16, float32 products)
   info["cpu_bf16"] = posekernels::cpu::avx512_bf16_supported() ? "avx512_bf16" : "emulated";
+  // the training epilogues (dropout, BatchNorm + dropout + residual + ReLU): AVX-512F or the
+  // baseline ISA's compilation of the same loops
+  info["cpu_epilogue"] = posekernels::cpu::epilogue_avx512_enabled() ? "avx512" : "baseline";
 #ifdef _OPENMP
   info["openmp"] = true;
   info["openmp_version"] = static_cast<int>(_OPENMP);

@@ -431,6 +431,53 @@ def test_batch_norm_act_out_dtype():
                                 torch.bfloat16))
 
 
+def test_baseline_compilation_of_the_epilogues(tmp_path):
+    """POSEKERNELS_CPU_EPILOGUE=baseline (read once per process) runs the loops' baseline-ISA
+    compilation, which CPUs without AVX-512 get: the mask, the float64-oracle checks and the
+    bfloat16 paths of this file pass there too (run in a subprocess), and its results agree
+    with the AVX-512 compilation's."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, POSEKERNELS_CPU_EPILOGUE="baseline")
+    tests = ["test_dropout_mask_is_the_documented_philox_mask", "test_batch_norm_act_matches_float64",
+             "test_batch_norm_act_long_rows_match_float64",
+             "test_bn_act_reads_bfloat16_z_as_its_float32_value",
+             "test_bn_act_writes_bfloat16_y_rounded_once"]
+    assert all(t in globals() for t in tests), tests
+    script = ("import torch, posekernels\n"
+              "assert posekernels.build_info()['cpu_epilogue'] == 'baseline'\n"
+              "g = torch.Generator().manual_seed(5)\n"
+              "z = torch.randn(3, 6, 41, 17, generator=g) * 2 + 1\n"
+              "w, b = torch.rand(6, generator=g) + 0.5, torch.randn(6, generator=g)\n"
+              "r = torch.randn(z.shape, generator=g)\n"
+              "s = torch.tensor([12345])\n"
+              "y, m, v = torch.ops.posekernels.bn_act_forward(z, w, b, r, 0.3, s, 1e-5, True)\n"
+              "gz = torch.ops.posekernels.bn_act_backward(torch.ones_like(z), z, y, w, m, v, 0.3, s,"
+              " 1e-5, True, True)\n"
+              "torch.save((y, m, v) + tuple(gz), __import__('sys').argv[1])\n")
+    path = tmp_path / "baseline.pt"
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env)
+    got = torch.load(path)
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(3, 6, 41, 17, generator=g) * 2 + 1
+    w, b = torch.rand(6, generator=g) + 0.5, torch.randn(6, generator=g)
+    r = torch.randn(z.shape, generator=g)
+    s = torch.tensor([12345])
+    y, m, v = torch.ops.posekernels.bn_act_forward(z, w, b, r, 0.3, s, 1e-5, True)
+    want = (y, m, v) + tuple(torch.ops.posekernels.bn_act_backward(
+        torch.ones_like(z), z, y, w, m, v, 0.3, s, 1e-5, True, True))
+    for a, e in zip(got, want):
+        assert torch.equal(a != 0, e != 0)  # the same dropout mask and ReLU pattern
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           __file__, "-k", " or ".join(tests)],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
 def _bn_reference(z, w, b, rm, rv, momentum, eps, keep, p, r, relu):
     y = F.batch_norm(z, rm, rv, w, b, True, momentum, eps)
     if keep is not None:

@@ -38,6 +38,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -482,17 +483,7 @@ PK_BASE_AND_AVX512(bn_bwd_rows2,
 PK_BASE_AND_AVX512(dropout, (const T* x, T* y, int64_t s, int64_t e, const Mask& mk, T scale),
                    (x, y, s, e, mk, scale))
 
-#ifdef POSEKERNELS_BN_AVX512
-bool have_avx512() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
-#else
-bool have_avx512() { return false; }
-#endif
+bool have_avx512() { return epilogue_avx512_enabled(); }
 
 // f(r0, r1, avx) for the rows [r0, r1) of chunks of at least ~16K elements, split over the
 // threads; avx: the AVX-512 compilation may run.
@@ -521,6 +512,20 @@ void for_each_row_chunk(const Shape& sh, const F& f) {
 #endif
 
 }  // namespace
+
+bool epilogue_avx512_enabled() {
+#ifdef POSEKERNELS_BN_AVX512
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    const char* env = std::getenv("POSEKERNELS_CPU_EPILOGUE");
+    return (env == nullptr || std::strcmp(env, "baseline") != 0) &&
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
 
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
   at::Tensor y = at::empty_like(x);

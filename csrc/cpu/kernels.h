@@ -86,6 +86,10 @@ at::Tensor tconv_input_grad(const at::Tensor& grad_y, const at::Tensor& weight, 
 // Philox4x32-10 of (seed, element index): element i = 64 b + 16 w + j (w < 4, j < 16) of the
 // contiguous tensor is kept when word w of Philox(key = seed, counter = 16 b + j) is below
 // (1 - p) * 2^32; p in [0, 1).
+// epilogue_avx512_enabled: whether these kernels run their AVX-512F compilation (the CPU has
+// AVX-512F and FMA, and POSEKERNELS_CPU_EPILOGUE=baseline is not set; read once per process).
+bool epilogue_avx512_enabled();
+
 // dropout_apply: y = keep ? x / (1 - p) : 0 (its own backward, applied to the gradient).
 at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed);
 
