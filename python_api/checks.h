@@ -67,10 +67,16 @@ inline void check_shape(const at::Tensor& t, const char* name, std::initializer_
                     ", got ", shape_str(t.sizes()));
 }
 
-// Same device and dtype as the reference tensor.
-inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+// Same device as the reference tensor.
+inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref,
+                              const char* ref_name) {
   TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
                     ref.device(), "; all tensors must be on one device");
+}
+
+// Same device and dtype as the reference tensor.
+inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  check_same_device(t, name, ref, ref_name);
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", dtype_str(t.scalar_type()),
                    " but ", ref_name, " has dtype ", dtype_str(ref.scalar_type()),
                    "; all tensors must share one dtype");
@@ -80,8 +86,7 @@ inline void check_same(const at::Tensor& t, const char* name, const at::Tensor& 
 // with a float32 x (the CPU kernels then run that weight's products with bfloat16 operands and
 // float32 accumulation).
 inline void check_weight(const at::Tensor& t, const char* name, const at::Tensor& x) {
-  TORCH_CHECK_VALUE(t.device() == x.device(), name, " is on ", t.device(), " but x is on ",
-                    x.device(), "; all tensors must be on one device");
+  check_same_device(t, name, x, "x");
   TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type() ||
                        (t.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kFloat),
                    name, " has dtype ", dtype_str(t.scalar_type()), " but x has dtype ",
@@ -435,8 +440,7 @@ inline void check_bn_act_tensor(const at::Tensor& t, const char* name, const at:
     check_same(t, name, z, "z");
     return;
   }
-  TORCH_CHECK_VALUE(t.device() == z.device(), name, " is on ", t.device(), " but z is on ",
-                    z.device(), "; all tensors must be on one device");
+  check_same_device(t, name, z, "z");
   TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, name, " must be float32 with a bfloat16 z, got dtype ",
                    dtype_str(t.scalar_type()));
 }
@@ -498,8 +502,7 @@ inline std::pair<at::Tensor, at::Tensor> check_bn_act_grad(const at::Tensor& gra
   for (const auto& [t, name] : like_z) {
     TORCH_CHECK_VALUE(t->defined(), name, " must be a tensor, got an undefined tensor");
     if (y16) {
-      TORCH_CHECK_VALUE(t->device() == a.z.device(), name, " is on ", t->device(), " but z is on ",
-                        a.z.device(), "; all tensors must be on one device");
+      check_same_device(*t, name, a.z, "z");
       TORCH_CHECK_TYPE(t->scalar_type() == at::kBFloat16, name,
                        " must be bfloat16 like y, got dtype ", dtype_str(t->scalar_type()));
     } else {

@@ -609,10 +609,11 @@ void bn_act_backward_impl(const at::Tensor& grad_y, const at::Tensor& z, const a
                            static_cast<const Z*>(z.const_data_ptr()),
                            static_cast<const Y*>(y.const_data_ptr()),
                            weight ? weight->const_data_ptr<T>() : nullptr,
-                        mean.const_data_ptr<T>(), var.const_data_ptr<T>(),
-                        d.mutable_data_ptr<T>(), static_cast<Z*>(gz.mutable_data_ptr()),
-                        gres ? gres->mutable_data_ptr<T>() : nullptr,
-                        ggamma.mutable_data_ptr<T>(), gbeta.mutable_data_ptr<T>(), p, eps, relu};
+                           mean.const_data_ptr<T>(), var.const_data_ptr<T>(),
+                           d.mutable_data_ptr<T>(), static_cast<Z*>(gz.mutable_data_ptr()),
+                           gres ? gres->mutable_data_ptr<T>() : nullptr,
+                           ggamma.mutable_data_ptr<T>(), gbeta.mutable_data_ptr<T>(), p, eps,
+                           relu};
   const int64_t C = sh.C;
   std::vector<double> rs(static_cast<size_t>(2 * sh.N * C));
   for_each_row_chunk(sh, [&](int64_t r0, int64_t r1, bool avx) {
@@ -645,22 +646,20 @@ at::ScalarType compute_dtype(const at::Tensor& z) {
   return z.scalar_type() == at::kBFloat16 ? at::kFloat : z.scalar_type();
 }
 
-}  // namespace
-
-// f.template operator()<Z, Y>() for float32 computations on z / y elements of float32 or
-// bfloat16 (uint16_t bits).
+// f.template operator()<Z, Y>() for a float32 computation where z (z16) and/or y (y16) are
+// bfloat16 (uint16_t bits), the other float32; all-float32 calls take AT_DISPATCH instead.
 template <typename F>
 void dispatch_bf16(bool z16, bool y16, const F& f) {
   if (z16 && y16) {
     f.template operator()<uint16_t, uint16_t>();
   } else if (z16) {
     f.template operator()<uint16_t, float>();
-  } else if (y16) {
-    f.template operator()<float, uint16_t>();
   } else {
-    f.template operator()<float, float>();
+    f.template operator()<float, uint16_t>();
   }
 }
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bn_act_forward(
     const at::Tensor& z, const std::optional<at::Tensor>& weight,

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from .. import _ext
 from . import _validate, reference, unchecked
+from ._autograd import bn_act_dtype as _bn_act_dtype
 
 __all__ = [
     "adaptive_graph_conv",
@@ -501,7 +502,7 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
         # the kernels read a bfloat16 z as it is; a float16 one goes through a float32 copy
         weight, bias, residual = (None if t is None else t.float() for t in (weight, bias, residual))
         z = z if z.dtype == torch.bfloat16 else z.float()
-    compute_dtype = torch.float32 if z.dtype == torch.bfloat16 else z.dtype
+    compute_dtype = _bn_act_dtype(z.dtype)
     if not (kernels is not None
             and all(t is None or (t.dtype == compute_dtype and t.device == z.device)
                     for t in (weight, bias, residual))):

@@ -134,6 +134,12 @@ def register_dropout(op: str) -> None:
     torch.library.register_autograd(op, backward_fn, setup_context=setup_context)
 
 
+def bn_act_dtype(z_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of bn_act's y (by default), statistics and parameter gradients: float32 for a
+    bfloat16 z (the cpu kernels read bf16 directly), else z's own."""
+    return torch.float32 if z_dtype == torch.bfloat16 else z_dtype
+
+
 def register_bn_act(forward: str, backward: str) -> None:
     """Fake kernels and autograd of the BatchNorm + dropout + residual + ReLU epilogue:
 
@@ -148,18 +154,15 @@ def register_bn_act(forward: str, backward: str) -> None:
     the cpu kernels also write a bfloat16 y from a float32 computation, and their backward then
     takes y and grad_y in bfloat16."""
 
-    def compute_dtype(z):  # y, the statistics and the parameters' gradients (cpu: z may be bf16)
-        return torch.float32 if z.dtype == torch.bfloat16 else z.dtype
-
     @torch.library.register_fake(forward)
     def _fake_forward(z, weight, bias, residual, p, seed, eps, relu, out_dtype=None):
-        c, dtype = z.shape[1], compute_dtype(z)
+        c, dtype = z.shape[1], bn_act_dtype(z.dtype)
         return (torch.empty_like(z, dtype=out_dtype or dtype, memory_format=torch.contiguous_format),
                 z.new_empty((c,), dtype=dtype), z.new_empty((c,), dtype=dtype))
 
     @torch.library.register_fake(backward)
     def _fake_backward(grad_y, z, y, weight, mean, var, p, seed, eps, relu, has_residual):
-        c, dtype = z.shape[1], compute_dtype(z)
+        c, dtype = z.shape[1], bn_act_dtype(z.dtype)
         gz = torch.empty_like(z, memory_format=torch.contiguous_format)
         gres = (torch.empty_like(gz, dtype=dtype) if has_residual
                 else z.new_empty(_EMPTY_SHAPE, dtype=dtype))

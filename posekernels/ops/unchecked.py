@@ -170,8 +170,6 @@ def batch_norm_act(z: Tensor, weight: Tensor | None, bias: Tensor | None,
     ``(act(dropout(BN(z)) + residual), mean, biased variance)``. The running statistics are
     the caller's to update. ``out_dtype``: y's dtype (None: the computation's; cpu: also
     bfloat16, rounded once from float32)."""
-    if out_dtype is None:
-        return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu)
     return torch.ops.posekernels.bn_act_forward(z, weight, bias, residual, p, seed, eps, relu,
                                                 out_dtype)
 
