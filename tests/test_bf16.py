@@ -172,6 +172,67 @@ def test_temporal_conv_with_bf16_weights(k, stride):
     assert worst > 1e-5  # float32 would be ~1e-6
 
 
+_SEPARATE_PACK = """
+import sys, torch
+from posekernels import build_info
+from posekernels.ops import unchecked
+assert build_info()["tconv_bf16_pack"] == "separate"
+cases = torch.load(sys.argv[1])
+outs = []
+for c in cases:
+    torch.set_num_threads(c["threads"])
+    outs.append(unchecked.temporal_conv(c["x"], c["wt"], c["k"], c["stride"], c["b"], c["r"],
+                                        c["pad"], c["pad"], c["relu"], residual_w=c["rw"]))
+torch.save(outs, sys.argv[2])
+"""
+
+
+def test_fused_bf16_pack_gives_the_bits_of_the_separate_pack(tmp_path):
+    """With bfloat16 weights on AVX-512 BF16 the Winograd input transform writes the products'
+    packed bf16 operand itself; POSEKERNELS_TCONV_BF16_PACK=separate (a subprocess) writes float32
+    rows that the product packs. Same rounding, same sums: the same bits, over shapes whose
+    columns cross the products' 48-column panels, odd depths (the last pair half empty), strides,
+    short and long windows, one and two threads."""
+    from posekernels import build_info
+
+    if build_info()["tconv_bf16_pack"] != "fused":
+        pytest.skip("no AVX-512 BF16 here: the fused pack is not compiled in")
+    cases = []
+    for i in range(10):
+        g = torch.Generator().manual_seed(int(RNG.integers(1 << 31)))
+        k, stride = [(9, 1), (9, 3), (3, 1), (5, 1), (7, 3)][i % 5]
+        N, C, O = int(RNG.integers(1, 4)), int(RNG.integers(1, 50)), int(RNG.integers(1, 40))
+        V = int(RNG.choice([1, 5, 16, 17, 33]))
+        T = int(RNG.integers(k, 90))
+        pad = (k - 1) // 2
+        t_out = (T + 2 * pad - k) // stride + 1
+        Cr = int(RNG.integers(1, 20))
+        with_res = i % 2 == 0
+        cases.append(dict(
+            x=torch.randn(N, C, T, V, generator=g) + 0.5, k=k, stride=stride, pad=pad,
+            wt=unchecked.temporal_conv_weight(torch.randn(O, C, k, generator=g), stride).bfloat16(),
+            b=torch.randn(O, generator=g), relu=i % 3 == 0, threads=1 + i % 2,
+            r=torch.randn(N, Cr, t_out, V, generator=g) if with_res else None,
+            rw=torch.randn(O, Cr, generator=g).bfloat16() if with_res else None))
+    src, dst = tmp_path / "cases.pt", tmp_path / "separate.pt"
+    torch.save(cases, src)
+    env = dict(os.environ, POSEKERNELS_TCONV_BF16_PACK="separate")
+    out = subprocess.run([sys.executable, "-c", _SEPARATE_PACK, str(src), str(dst)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    want = torch.load(dst)
+    threads = torch.get_num_threads()
+    try:
+        for c, w in zip(cases, want, strict=True):
+            torch.set_num_threads(c["threads"])
+            got = unchecked.temporal_conv(c["x"], c["wt"], c["k"], c["stride"], c["b"], c["r"],
+                                          c["pad"], c["pad"], c["relu"], residual_w=c["rw"])
+            assert torch.isfinite(got).all()
+            assert torch.equal(got, w), (c["x"].shape, c["k"], c["stride"])
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("bf16_embedding", [False, True])
 def test_graph_unit_with_bf16_weights(bf16_embedding):
     """agc_unit_forward with bfloat16 W and 1x1 shortcut weight against float64: the channel

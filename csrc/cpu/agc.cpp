@@ -222,17 +222,6 @@ void mix_joints(const Sizes& s, const scalar_t* X, int64_t rows, const scalar_t*
   }
 }
 
-// One block of frames of one sample, its columns of X gathered into Xj (Cin, cols): Zj =
-// [Xj @ M_k] (K*Cin, cols), then Yj (Cout, cols; row stride T*V) = Wcat @ Zj + bias (+ the
-// agc_unit_forward epilogue).
-template <typename scalar_t>
-void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const scalar_t* Xj,
-                  int64_t cols, scalar_t* Zj, scalar_t* Yj) {
-  const int64_t V = s.V, TV = s.TV();
-  mix_joints(s, Xj, s.C * (cols / V), Mn, Zj);  // Xj viewed (Cin*Tj, V)
-  block_output_product(s, p, Xj, cols, Zj, cols, Yj, TV, cols);
-}
-
 // Xj (Cin, cols) <- columns [col0, col0 + cols) of X (Cin, T*V).
 template <typename scalar_t>
 void gather_columns(const Sizes& s, const scalar_t* X, int64_t col0, int64_t cols, scalar_t* Xj) {
@@ -240,6 +229,27 @@ void gather_columns(const Sizes& s, const scalar_t* X, int64_t col0, int64_t col
   for (int64_t c = 0; c < s.C; ++c) {
     std::copy(X + c * TV + col0, X + c * TV + col0 + cols, Xj + c * cols);
   }
+}
+
+// One block of frames of one sample X (Cin, T*V), columns [col0, col0 + cols): Zj = [Xj @ M_k]
+// (K*Cin, cols) for the block's columns Xj of X, then Yj (Cout, cols; row stride T*V) = Wcat @ Zj +
+// bias (+ the agc_unit_forward epilogue). With the AVX-512 joint mixing, Xj is read in place (one
+// group of rows per channel); otherwise the columns are first gathered into the scratch Xj (Cin,
+// cols), so that Xj viewed (Cin*Tj, V) is one plain matrix.
+template <typename scalar_t>
+void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const scalar_t* X,
+                  int64_t col0, int64_t cols, scalar_t* Xj, scalar_t* Zj, scalar_t* Yj) {
+  const int64_t V = s.V, TV = s.TV(), Tj = cols / V;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (s.K > 1 && joint_mix_avx512_fits(V, s.K)) {
+      joint_mix_avx512(s.C * Tj, V, s.K, X + col0, Mn, Zj, Tj, TV);
+      block_output_product(s, p, X + col0, TV, Zj, cols, Yj, TV, cols);
+      return;
+    }
+  }
+  gather_columns(s, X, col0, cols, Xj);
+  mix_joints(s, Xj, s.C * Tj, Mn, Zj);  // Xj viewed (Cin*Tj, V)
+  block_output_product(s, p, Xj, cols, Zj, cols, Yj, TV, cols);
 }
 
 // Frames per block of the per-block output pass: about this many keep Xj and Zj in cache
@@ -289,17 +299,17 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
     for (int64_t j = 0; j < blocks; ++j) {
       const int64_t t0 = chunk_begin(j, blocks, s.T);
       const int64_t cols = (chunk_begin(j + 1, blocks, s.T) - t0) * V;
-      gather_columns(s, X, t0 * V, cols, Xj);
-      output_block(s, p, Mn, Xj, cols, Zj, Y + t0 * V);
+      output_block(s, p, Mn, X, t0 * V, cols, Xj, Zj, Y + t0 * V);
     }
   });
 }
 
 // Fewer samples than threads (a streaming lifter runs one window at a time): every sample is split
 // into time blocks of whole frames (columns t*V.. of X (Cin, T*V)), handed out to the threads, and
-// the samples run one after another. A block copies its columns of X into contiguous scratch
-// Xj (Cin, Tj*V), so that Xj viewed (Cin*Tj, V), its slice TPj (2*K*Ce, Tj*V) of the embedding
-// and its slice Zj (K*Cin, Tj*V) of Z are plain row-major matrices small enough to stay in cache:
+// the samples run one after another. Pass 1 copies a block's columns of X into contiguous scratch
+// Xj (Cin, Tj*V) (pass 2 reads them in place when the AVX-512 joint mixing runs: output_block),
+// so that Xj viewed (Cin*Tj, V), its slice TPj (2*K*Ce, Tj*V) of the embedding and its slice Zj
+// (K*Cin, Tj*V) of Z are plain row-major matrices small enough to stay in cache:
 //   pass 1 (parallel): TPj = TPw @ Xj + TPb ; Sj_k = Theta_kj^T Phi_kj / (Ce*T)   (partial S_k)
 //   serial:            S_k = sum_j Sj_k in block order (deterministic) ; C_k ; M_k = A + B + C_k
 //   pass 2 (parallel): Zj = [Xj @ M_k] ; y[:, columns j] = Wcat @ Zj + bias       (row stride T*V)
@@ -373,8 +383,7 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
       scalar_t* Zj = Xj + xj_size + tp_size;
       const int64_t t0 = chunk_begin(j, blocks, s.T);
       const int64_t cols = (chunk_begin(j + 1, blocks, s.T) - t0) * V;
-      gather_columns(s, X, t0 * V, cols, Xj);
-      output_block(s, p, Mn, Xj, cols, Zj, Y + t0 * V);
+      output_block(s, p, Mn, X, t0 * V, cols, Xj, Zj, Y + t0 * V);
     });
   }
 }

@@ -46,6 +46,27 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const float* row_bias = nullptr, bool relu = false);
 
+// The same product with B already packed (bf16_prepacked_* below; a producer that writes its
+// result straight in this layout saves gemm_bf16's packing pass): only with AVX-512 BF16
+// (avx512_bf16_supported()), single-threaded. Bp holds op(B) (Q x S) cut into column panels of
+// kBf16Panel; panel p starts at word p * bf16_prepacked_pairs(Q) * kBf16Panel and holds
+// ceil(Q / 2) rows of bf16_prepacked_width(S, p) 32-bit words, word (q, j) = (B[2q][48p + j] in
+// the low half, B[2q + 1][48p + j] in the high half) as bfloat16; zero past Q and past the
+// panel's columns. The sums run in the same order as gemm_bf16's, so the two give the same bits.
+constexpr int64_t kBf16Panel = 48;
+inline int64_t bf16_prepacked_pairs(int64_t Q) { return (Q + 1) / 2; }
+inline int64_t bf16_prepacked_panels(int64_t S) { return (S + kBf16Panel - 1) / kBf16Panel; }
+inline int64_t bf16_prepacked_words(int64_t Q, int64_t S) {
+  return bf16_prepacked_panels(S) * bf16_prepacked_pairs(Q) * kBf16Panel;
+}
+inline int64_t bf16_prepacked_width(int64_t S, int64_t panel) {
+  const int64_t cols = S - panel * kBf16Panel;
+  return cols >= kBf16Panel ? kBf16Panel : (cols + 15) / 16 * 16;
+}
+void gemm_bf16_prepacked(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
+                         const uint32_t* Bp, float beta, float* C, int64_t ldc,
+                         const float* row_bias = nullptr, bool relu = false);
+
 // C (R x S) = bf16(A) @ bf16(op(B)) + beta * C with a float32 A as well (both operands rounded to
 // bfloat16 as they are packed, float32 sums), op(B) = B (Q x S, row stride ldb) or, with
 // trans_b, B^T (B stored S x Q): the activation-by-activation products (weight gradients) of the
@@ -57,11 +78,13 @@ void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t 
 
 // The K joint-mixing products of the graph convolution in one sweep over X (gemm_avx512.cpp):
 // Z_k (rows x V, at Z + k * rows * V) = X (rows x V) @ M_k (V x V, at M + k * V * V), all
-// row-major and contiguous, float32, single-threaded. Only when joint_mix_avx512_fits(V, K)
+// row-major, float32, single-threaded. X is contiguous, or with group_rows > 0 read in place as
+// groups of group_rows contiguous rows, group g at X + g * group_stride (the columns of a block of
+// frames of a (C, T*V) tensor: one group per channel). Only when joint_mix_avx512_fits(V, K)
 // (AVX-512 and K * V <= 64).
 bool joint_mix_avx512_fits(int64_t V, int64_t K);
 void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const float* M,
-                      float* Z);
+                      float* Z, int64_t group_rows = 0, int64_t group_stride = 0);
 
 constexpr int64_t kSmallProduct = int64_t{1} << 22;
 

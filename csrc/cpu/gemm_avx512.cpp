@@ -159,9 +159,10 @@ float* panel_buffer() {
 // (V = 17: 17 of 32 lanes; K = 3 together: 51 of 64).
 constexpr int kMixRows = 6;  // rows per tile: 6 x 4 accumulators + 4 panel vectors + 1 broadcast
 
+// Rows i .. i + MR - 1 of X (row i at xr[i - i0]) times the panel, into rows i.. of every Z_k.
 template <int MR, int NV>
-PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, float* Z,
-                        int64_t rows) {
+PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* const (&xr)[MR], const float* Bp,
+                        float* Z, int64_t rows) {
   __m512 acc[MR][NV];
   tile::zero(acc);
   for (int64_t d = 0; d < V; ++d) {
@@ -172,7 +173,7 @@ PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, f
     }
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(X[r * V + d]);
+      const __m512 a = _mm512_set1_ps(xr[r][d]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
         acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
@@ -199,15 +200,27 @@ PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* X, const float* Bp, f
   }
 }
 
+// Row i of X: in groups of group_rows contiguous rows, group g starting at X + g * group_stride.
+inline const float* mix_row(const float* X, int64_t V, int64_t group_rows, int64_t group_stride,
+                            int64_t i) {
+  const int64_t g = i / group_rows;
+  return X + g * group_stride + (i - g * group_rows) * V;
+}
+
 template <int NV>
-PK_AVX512 void mix_rows(int64_t rows, int64_t V, int64_t K, const float* X, const float* Bp,
-                        float* Z) {
+PK_AVX512 void mix_rows(int64_t rows, int64_t V, int64_t K, const float* X, int64_t group_rows,
+                        int64_t group_stride, const float* Bp, float* Z) {
   int64_t i = 0;
   for (; i + kMixRows <= rows; i += kMixRows) {
-    mix_tile<kMixRows, NV>(V, K, X + i * V, Bp, Z + i * V, rows);
+    const float* xr[kMixRows];
+    for (int r = 0; r < kMixRows; ++r) {
+      xr[r] = mix_row(X, V, group_rows, group_stride, i + r);
+    }
+    mix_tile<kMixRows, NV>(V, K, xr, Bp, Z + i * V, rows);
   }
   for (; i < rows; ++i) {
-    mix_tile<1, NV>(V, K, X + i * V, Bp, Z + i * V, rows);
+    const float* xr[1] = {mix_row(X, V, group_rows, group_stride, i)};
+    mix_tile<1, NV>(V, K, xr, Bp, Z + i * V, rows);
   }
 }
 
@@ -218,7 +231,11 @@ bool joint_mix_avx512_fits(int64_t V, int64_t K) {
 }
 
 void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const float* M,
-                      float* Z) {
+                      float* Z, int64_t group_rows, int64_t group_stride) {
+  if (group_rows <= 0) {  // one contiguous (rows x V) matrix
+    group_rows = std::max<int64_t>(rows, 1);
+    group_stride = 0;
+  }
   const int64_t nv = (K * V + kLanes - 1) / kLanes;
   float* Bp = panel_buffer();  // V x nv*16 <= 64 x 64 floats: within the panel buffer
   if (Bp == nullptr) {
@@ -232,10 +249,10 @@ void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const 
     }
   }
   switch (nv) {
-    case 1: mix_rows<1>(rows, V, K, X, Bp, Z); break;
-    case 2: mix_rows<2>(rows, V, K, X, Bp, Z); break;
-    case 3: mix_rows<3>(rows, V, K, X, Bp, Z); break;
-    default: mix_rows<4>(rows, V, K, X, Bp, Z); break;
+    case 1: mix_rows<1>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
+    case 2: mix_rows<2>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
+    case 3: mix_rows<3>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
+    default: mix_rows<4>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
   }
 }
 
@@ -292,7 +309,8 @@ bool avx512_gemm_supported() { return false; }
 
 bool joint_mix_avx512_fits(int64_t, int64_t) { return false; }
 
-void joint_mix_avx512(int64_t, int64_t, int64_t, const float*, const float*, float*) {
+void joint_mix_avx512(int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t,
+                      int64_t) {
   std::abort();  // unreachable: callers check joint_mix_avx512_fits()
 }
 

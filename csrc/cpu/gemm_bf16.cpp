@@ -259,13 +259,18 @@ Buffers& buffers() {
   return b;
 }
 
-// Columns [j_begin, j_end) of the product (whole panels), one depth block at a time.
+static_assert(kPanelWidth == kBf16Panel, "gemm.h's prepacked layout has this file's panels");
+
+// Columns [j_begin, j_end) of the product (whole panels), one depth block at a time. B is packed
+// here per (panel, depth block), or with `prepacked` (gemm.h's layout of the whole op(B)) read
+// from there.
 PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, bool trans_b,
                              float beta,
                              float* C, int64_t ldc,
                              const float* row_bias, bool relu, int64_t j_begin, int64_t j_end,
-                             const uint32_t* Ap_all, int64_t ap_stride) {
-  uint32_t* Bp = buffers().panel;
+                             const uint32_t* Ap_all, int64_t ap_stride,
+                             const uint32_t* prepacked = nullptr) {
+  uint32_t* const panel = buffers().panel;
   const int64_t depth_blocks = (Q + kDepthBlock - 1) / kDepthBlock;
   for (int64_t j0 = j_begin; j0 < j_end; j0 += kPanelWidth) {
     const int64_t cols = std::min(kPanelWidth, j_end - j0);
@@ -276,10 +281,14 @@ PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, 
       const int64_t k0 = blk * kDepthBlock;
       const int64_t depth = std::min(kDepthBlock, Q - k0);
       const int64_t pairs = (depth + 1) / 2;
-      if (trans_b) {
-        pack_b_transposed(B, ldb, k0, depth, j0, cols, width, Bp);
+      const uint32_t* Bp = panel;
+      if (prepacked != nullptr) {
+        Bp = prepacked + (j0 / kPanelWidth) * bf16_prepacked_pairs(Q) * kPanelWidth +
+             (k0 / 2) * width;
+      } else if (trans_b) {
+        pack_b_transposed(B, ldb, k0, depth, j0, cols, width, panel);
       } else {
-        pack_b(B, ldb, k0, depth, j0, cols, width, Bp);
+        pack_b(B, ldb, k0, depth, j0, cols, width, panel);
       }
       const uint32_t* Ak = Ap_all + k0 / 2;
       const float b = k0 == 0 ? beta : 1.0f;
@@ -294,6 +303,24 @@ PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, 
       }
     }
   }
+}
+
+// A's rows (rows x Q bfloat16, row stride lda) as depth pairs for the micro-kernel: with an even
+// depth and row stride and a 4-byte aligned A they already are (little-endian: the even element
+// in the low half) and are read in place; otherwise packed into `store` (a private copy: the
+// panel-parallel loops read it from every thread). Sets ap_stride (words per row).
+const uint32_t* a_pairs(const c10::BFloat16* A, int64_t lda, int64_t rows, int64_t Q,
+                        at::Tensor& store, int64_t& ap_stride) {
+  if (Q % 2 == 0 && lda % 2 == 0 &&
+      reinterpret_cast<std::uintptr_t>(A) % alignof(uint32_t) == 0) {
+    ap_stride = lda / 2;
+    return reinterpret_cast<const uint32_t*>(A);
+  }
+  ap_stride = (Q + 1) / 2;
+  store = at::empty({rows * ap_stride}, at::kInt);
+  uint32_t* packed = reinterpret_cast<uint32_t*>(store.mutable_data_ptr<int32_t>());
+  pack_a(A, lda, rows, 0, Q, packed, ap_stride);
+  return packed;
 }
 
 #endif  // POSEKERNELS_HAVE_BF16_GEMM
@@ -331,23 +358,11 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
   if (avx512_bf16_supported()) {
     // A packed once per call (R x ceil(Q / 2) words; every depth block starts at an even k);
     // rows taken in chunks so that the packed block stays bounded
-    // With an even depth and row stride and a 4-byte aligned A, A's rows already are depth
-    // pairs (little-endian: the even element in the low half) and are read in place.
-    const bool in_place = Q % 2 == 0 && lda % 2 == 0 &&
-                          reinterpret_cast<std::uintptr_t>(A) % alignof(uint32_t) == 0;
     for (int64_t r0 = 0; r0 < R; r0 += kMaxRows) {
       const int64_t rows = std::min(kMaxRows, R - r0);
-      int64_t ap_stride = lda / 2;
-      const uint32_t* Ap = reinterpret_cast<const uint32_t*>(A + r0 * lda);
+      int64_t ap_stride = 0;
       at::Tensor ap;
-      if (!in_place) {
-        // a private copy: the panel-parallel loop below reads it from every thread
-        ap_stride = (Q + 1) / 2;
-        ap = at::empty({rows * ap_stride}, at::kInt);
-        uint32_t* packed = reinterpret_cast<uint32_t*>(ap.mutable_data_ptr<int32_t>());
-        pack_a(A + r0 * lda, lda, rows, 0, Q, packed, ap_stride);
-        Ap = packed;
-      }
+      const uint32_t* Ap = a_pairs(A + r0 * lda, lda, rows, Q, ap, ap_stride);
       const float* bias = row_bias != nullptr ? row_bias + r0 : nullptr;
       float* Cr = C + r0 * ldc;
       const int64_t panels = (S + kPanelWidth - 1) / kPanelWidth;
@@ -366,6 +381,31 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
   }
 #endif
   emulated_product(R, S, Q, A, lda, false, B, ldb, beta, C, ldc, row_bias, relu);
+}
+
+void gemm_bf16_prepacked(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
+                         const uint32_t* Bp, float beta, float* C, int64_t ldc,
+                         const float* row_bias, bool relu) {
+  TORCH_CHECK(avx512_bf16_supported(),
+              "gemm_bf16_prepacked: needs AVX-512 BF16 (avx512_bf16_supported())");
+  if (R <= 0 || S <= 0) {
+    return;
+  }
+  if (Q <= 0) {
+    empty_sum(R, S, beta, C, ldc, row_bias, relu);
+    return;
+  }
+#ifdef POSEKERNELS_HAVE_BF16_GEMM
+  for (int64_t r0 = 0; r0 < R; r0 += kMaxRows) {
+    const int64_t rows = std::min(kMaxRows, R - r0);
+    int64_t ap_stride = 0;
+    at::Tensor ap;
+    const uint32_t* Ap = a_pairs(A + r0 * lda, lda, rows, Q, ap, ap_stride);
+    product_columns(rows, Q, nullptr, 0, false, beta, C + r0 * ldc, ldc,
+                    row_bias != nullptr ? row_bias + r0 : nullptr, relu, 0, S, Ap, ap_stride,
+                    Bp);
+  }
+#endif
 }
 
 void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t lda,

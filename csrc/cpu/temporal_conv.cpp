@@ -40,6 +40,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -181,34 +183,114 @@ void output_transform_row(const Dims& d, const scalar_t* H, int64_t plane, int64
 #ifdef POSEKERNELS_TCONV_AVX512
 // The same two transforms for float32 with 16-lane vectors over the joints (the last vector of a
 // frame masked); frames outside the input read as zero through all-false load masks.
+// The six components of tile s, joints [v, v + 16) (mask m) of one input channel row xc.
+PK_TCONV_AVX512 inline void input_transform_vector(const Dims& d, const float* xc, int64_t a,
+                                                   int64_t phase, int64_t s, int64_t v,
+                                                   __mmask16 m, __m512 (&u)[kPoints]) {
+  const int64_t V = d.V;
+  const int64_t u0 = kTile * s + kTaps * a;
+  __m512 in[kPoints];
+  for (int64_t i = 0; i < kPoints; ++i) {
+    const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
+    const bool inside = f >= 0 && f < d.T;
+    in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
+  }
+  const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
+  const __m512 d34 = _mm512_add_ps(in[3], in[4]);
+  const __m512 d4m2 = _mm512_sub_ps(in[4], in[2]);
+  u[0] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[2], _mm512_mul_ps(four, in[0])), in[4]);
+  u[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(in[1], in[2]), d34);
+  u[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(in[1], in[2]), _mm512_sub_ps(in[4], in[3]));
+  u[3] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[3], in[1]), d4m2);
+  u[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[1], in[3]), d4m2);
+  u[5] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[3], _mm512_mul_ps(four, in[1])), in[5]);
+}
+
 PK_TCONV_AVX512 void input_transform_row_avx512(const Dims& d, const float* xc, int64_t a,
                                                 int64_t phase, int64_t s0, int64_t s1, float* D,
                                                 int64_t plane) {
   const int64_t V = d.V;
   for (int64_t s = s0; s < s1; ++s) {
-    const int64_t u0 = kTile * s + kTaps * a;
     float* out = D + (s - s0) * V;
     for (int64_t v = 0; v < V; v += 16) {
-      const int64_t lanes = std::min<int64_t>(16, V - v);
-      const __mmask16 m = tile::lane_mask(lanes);
-      __m512 in[kPoints], u[kPoints];
-      for (int64_t i = 0; i < kPoints; ++i) {
-        const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
-        const bool inside = f >= 0 && f < d.T;
-        in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
-      }
-      const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
-      const __m512 d34 = _mm512_add_ps(in[3], in[4]);
-      const __m512 d4m2 = _mm512_sub_ps(in[4], in[2]);
-      u[0] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[2], _mm512_mul_ps(four, in[0])), in[4]);
-      u[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(in[1], in[2]), d34);
-      u[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(in[1], in[2]), _mm512_sub_ps(in[4], in[3]));
-      u[3] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[3], in[1]), d4m2);
-      u[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(in[1], in[3]), d4m2);
-      u[5] = _mm512_add_ps(_mm512_fnmadd_ps(five, in[3], _mm512_mul_ps(four, in[1])), in[5]);
+      const __mmask16 m = tile::lane_mask(V - v);
+      __m512 u[kPoints];
+      input_transform_vector(d, xc, a, phase, s, v, m, u);
       for (int64_t p = 0; p < kPoints; ++p) {
         _mm512_mask_storeu_ps(out + p * plane + v, m, u[p]);
       }
+    }
+  }
+}
+
+#define PK_TCONV_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+// One depth row of the products: input channel c of sub-filter a, phase ph (row (a, ph, c)).
+struct DepthRow {
+  const float* xc;
+  int64_t a, phase;
+};
+
+// The input transform of depth rows 2q and 2q + 1 (r1.xc == nullptr: no row 2q + 1, read as zero)
+// for tiles [s0, s1), rounded to bfloat16 and stored as depth pair q straight in
+// gemm_bf16_prepacked's layout (gemm.h; component p in Dp + p * plane, cols = (s1 - s0) * V
+// columns) instead of float32 rows that gemm_bf16 would read back and pack: the same values
+// (the same rounding, round to nearest even) in half the bytes, and no packing pass.
+PK_TCONV_BF16 void input_transform_pair_bf16(const Dims& d, const DepthRow& r0, const DepthRow& r1,
+                                             int64_t q, int64_t pairs, int64_t s0, int64_t s1,
+                                             uint32_t* Dp, int64_t plane) {
+  // word i of the result = (row0[i], row1[i]): the interleave of gemm_bf16's pack_b
+  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                                        21, 6,  22, 7,  23, 8, 24, 9, 25, 10, 26,
+                                                        11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  const int64_t V = d.V, cols = (s1 - s0) * V, panel_words = pairs * kBf16Panel;
+  for (int64_t s = s0; s < s1; ++s) {
+    for (int64_t v = 0; v < V; v += 16) {
+      const int64_t lanes = std::min<int64_t>(16, V - v);
+      const __mmask16 m = tile::lane_mask(lanes);
+      __m512 u0[kPoints], u1[kPoints];
+      input_transform_vector(d, r0.xc, r0.a, r0.phase, s, v, m, u0);
+      if (r1.xc != nullptr) {
+        input_transform_vector(d, r1.xc, r1.a, r1.phase, s, v, m, u1);
+      } else {
+        for (int64_t p = 0; p < kPoints; ++p) {
+          u1[p] = _mm512_setzero_ps();
+        }
+      }
+      // columns j .. j + lanes - 1: the first n0 in panel P from lane L, the rest (a vector
+      // that crosses into the next panel) in panel P + 1 from lane 0
+      const int64_t j = (s - s0) * V + v, P = j / kBf16Panel, L = j % kBf16Panel;
+      const int64_t n0 = std::min(lanes, kBf16Panel - L);
+      uint32_t* dst0 = Dp + P * panel_words + q * bf16_prepacked_width(cols, P) + L;
+      uint32_t* dst1 = n0 < lanes ? Dp + (P + 1) * panel_words +
+                                        q * bf16_prepacked_width(cols, P + 1)
+                                  : nullptr;
+      const __mmask16 first = tile::lane_mask(n0), rest = __mmask16(m & ~first);
+      for (int64_t p = 0; p < kPoints; ++p) {
+        const __m512i w =
+            _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(u1[p], u0[p]));
+        _mm512_mask_storeu_epi32(dst0 + p * plane, first, w);
+        if (dst1 != nullptr) {
+          _mm512_mask_storeu_epi32(dst1 + p * plane, tile::lane_mask(lanes - n0),
+                                   _mm512_maskz_compress_epi32(rest, w));
+        }
+      }
+    }
+  }
+}
+
+// Zero the lanes past the last column in the last panel of each component (gemm.h's layout).
+void zero_prepacked_tail(int64_t pairs, int64_t cols, uint32_t* Dp, int64_t plane) {
+  const int64_t P = bf16_prepacked_panels(cols) - 1;
+  const int64_t width = bf16_prepacked_width(cols, P), used = cols - P * kBf16Panel;
+  if (used == width) {
+    return;
+  }
+  for (int64_t p = 0; p < kPoints; ++p) {
+    uint32_t* panel = Dp + p * plane + P * pairs * kBf16Panel;
+    for (int64_t q = 0; q < pairs; ++q) {
+      std::fill(panel + q * width + used, panel + (q + 1) * width, 0u);
     }
   }
 }
@@ -265,7 +347,20 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
   const int64_t blocks = d.N * blocks_per_sample;
   const int64_t max_tiles = (d.tiles + blocks_per_sample - 1) / blocks_per_sample;
   const int64_t max_cols = max_tiles * V;
-  const int64_t dplane = padded(depth * max_cols);  // one transformed component of the input
+#ifdef POSEKERNELS_TCONV_AVX512
+  const bool vector = std::is_same_v<scalar_t, float> && avx512_gemm_supported();
+  // bfloat16 weights on a CPU with AVX-512 BF16: the input transform writes the products'
+  // packed bf16 operand itself (input_transform_pair_bf16)
+  const bool packed_bf16 = vector && What.scalar_type() == at::kBFloat16 &&
+                           avx512_bf16_supported() && tconv_fused_bf16_pack_enabled();
+#else
+  const bool packed_bf16 = false;
+#endif
+  const int64_t pairs = bf16_prepacked_pairs(depth);
+  // one transformed component of the input: float32 rows, or (packed_bf16) bf16 depth pairs in
+  // 32-bit words, counted here as that many scalar_t (float32) elements
+  const int64_t dplane = packed_bf16 ? padded(bf16_prepacked_words(depth, max_cols))
+                                     : padded(depth * max_cols);
   const int64_t hplane = padded(d.O * max_cols);    // one component of the products
   const int64_t scratch = kPoints * (dplane + hplane);
   const int64_t workers = chunk_count(blocks, 1);
@@ -282,9 +377,6 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
   scalar_t* yp = y.mutable_data_ptr<scalar_t>();
   scalar_t* workp = work.mutable_data_ptr<scalar_t>();
   const int64_t TV = d.T * V, TVo = d.T_out * V;
-#ifdef POSEKERNELS_TCONV_AVX512
-  const bool vector = std::is_same_v<scalar_t, float> && avx512_gemm_supported();
-#endif
 
   for_each_block(blocks, workers, [&](int64_t block, int64_t worker) {
     const int64_t n = block / blocks_per_sample;
@@ -295,7 +387,28 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
     scalar_t* D = workp + worker * scratch;  // (6, A*C, cols), plane stride dplane
     scalar_t* H = D + kPoints * dplane;      // (6, O, cols), plane stride hplane
     const scalar_t* X = xp + n * d.C * TV;
-    for (int64_t a = 0; a < d.A; ++a) {
+#ifdef POSEKERNELS_TCONV_AVX512
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (packed_bf16) {
+        uint32_t* Dp = reinterpret_cast<uint32_t*>(D);
+        const auto row = [&](int64_t r) {  // depth row r = (a, ph, c)
+          const int64_t g = r / d.C;
+          return DepthRow{X + (r % d.C) * TV, g / d.stride, g % d.stride};
+        };
+        for (int64_t q = 0; q < pairs; ++q) {
+          const DepthRow r1 = 2 * q + 1 < depth ? row(2 * q + 1) : DepthRow{nullptr, 0, 0};
+          input_transform_pair_bf16(d, row(2 * q), r1, q, pairs, s0, s1, Dp, dplane);
+        }
+        zero_prepacked_tail(pairs, cols, Dp, dplane);
+        const c10::BFloat16* Wb = What.const_data_ptr<c10::BFloat16>();
+        for (int64_t p = 0; p < kPoints; ++p) {
+          gemm_bf16_prepacked(d.O, cols, depth, Wb + p * d.O * depth, depth, Dp + p * dplane, 0,
+                              H + p * hplane, cols);
+        }
+      }
+    }
+#endif
+    for (int64_t a = 0; a < d.A && !packed_bf16; ++a) {
       for (int64_t ph = 0; ph < d.stride; ++ph) {
         for (int64_t c = 0; c < d.C; ++c) {
           scalar_t* row = D + ((a * d.stride + ph) * d.C + c) * cols;
@@ -311,7 +424,7 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
         }
       }
     }
-    for (int64_t p = 0; p < kPoints; ++p) {
+    for (int64_t p = 0; p < kPoints && !packed_bf16; ++p) {
       weight_gemm<scalar_t>(What, p * d.O * depth, d.O, cols, depth, depth, D + p * dplane,
                             cols, 0, H + p * hplane, cols);
     }
@@ -339,6 +452,14 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
 }
 
 }  // namespace
+
+bool tconv_fused_bf16_pack_enabled() {
+  static const bool fused = [] {
+    const char* env = std::getenv("POSEKERNELS_TCONV_BF16_PACK");
+    return env == nullptr || std::strcmp(env, "separate") != 0;
+  }();
+  return fused;
+}
 
 at::Tensor tconv_transform_weight(const at::Tensor& weight, int64_t stride) {
   return transform_weight(weight, weight_dims(weight.size(0), weight.size(1), weight.size(2), stride));
