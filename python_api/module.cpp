@@ -66,13 +66,10 @@ py::dict build_info() {
   info["cpu_bf16"] = posekernels::cpu::avx512_bf16_supported() ? "avx512_bf16" : "emulated";
   // the training epilogues (dropout, BatchNorm + dropout + residual + ReLU): AVX-512F or the
   // baseline ISA's compilation of the same loops
-  // the temporal convolution's bf16 products: B operand written packed by the Winograd input
-  // transform ("fused"), or float32 rows packed by the product ("separate"; no AVX-512 BF16, or
-  // POSEKERNELS_TCONV_BF16_PACK=separate)
-  info["tconv_bf16_pack"] = posekernels::cpu::avx512_bf16_supported() &&
-                                    posekernels::cpu::tconv_fused_bf16_pack_enabled()
-                                ? "fused"
-                                : "separate";
+  // bf16 products' B operands written packed by their producers (the Winograd input transform,
+  // the joint mixing: "fused"), or as float32 rows that the product packs ("separate": no
+  // AVX-512 BF16, or POSEKERNELS_CPU_BF16_PACK=separate)
+  info["cpu_bf16_pack"] = posekernels::cpu::bf16_fused_pack_enabled() ? "fused" : "separate";
   info["cpu_epilogue"] = posekernels::cpu::epilogue_avx512_enabled() ? "avx512" : "baseline";
 #ifdef _OPENMP
   info["openmp"] = true;

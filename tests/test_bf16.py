@@ -172,65 +172,78 @@ def test_temporal_conv_with_bf16_weights(k, stride):
     assert worst > 1e-5  # float32 would be ~1e-6
 
 
-_SEPARATE_PACK = """
-import sys, torch
-from posekernels import build_info
-from posekernels.ops import unchecked
-assert build_info()["tconv_bf16_pack"] == "separate"
-cases = torch.load(sys.argv[1])
-outs = []
-for c in cases:
-    torch.set_num_threads(c["threads"])
-    outs.append(unchecked.temporal_conv(c["x"], c["wt"], c["k"], c["stride"], c["b"], c["r"],
-                                        c["pad"], c["pad"], c["relu"], residual_w=c["rw"]))
-torch.save(outs, sys.argv[2])
-"""
+def _pack_case_outputs(seed):
+    """bf16 results whose B operands the fused pack writes (tests below): raw temporal
+    convolutions over shapes whose columns cross the products' 48-column panels, odd depths (the
+    last pair half empty), strides and residual maps; and bf16 plans of small GLA-GCNs (graph
+    units with identity, 1x1 and no shortcut; 2 and 4 input channels), one sample (time blocks
+    over two threads) and several. Deterministic in ``seed``."""
+    from _tiny_models import randomize_bn_affine_
+
+    rng = np.random.default_rng(seed)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for i in range(10):
+            g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+            k, stride = [(9, 1), (9, 3), (3, 1), (5, 1), (7, 3)][i % 5]
+            N, C, O = int(rng.integers(1, 4)), int(rng.integers(1, 50)), int(rng.integers(1, 40))
+            V = int(rng.choice([1, 5, 16, 17, 33]))
+            T = int(rng.integers(k, 90))
+            pad = (k - 1) // 2
+            t_out = (T + 2 * pad - k) // stride + 1
+            Cr = int(rng.integers(1, 20))
+            x = torch.randn(N, C, T, V, generator=g) + 0.5
+            wt = unchecked.temporal_conv_weight(torch.randn(O, C, k, generator=g), stride)
+            b = torch.randn(O, generator=g)
+            r = torch.randn(N, Cr, t_out, V, generator=g) if i % 2 == 0 else None
+            rw = torch.randn(O, Cr, generator=g).bfloat16() if i % 2 == 0 else None
+            torch.set_num_threads(1 + i % 2)
+            outs.append(unchecked.temporal_conv(x, wt.bfloat16(), k, stride, b, r, pad, pad,
+                                                i % 3 == 0, residual_w=rw))
+        for j, kw in enumerate([dict(), dict(window_norm=True, head="shared",
+                                             sequence_branch=False)]):
+            g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+            torch.manual_seed(int(rng.integers(1 << 31)))
+            model = randomize_bn_affine_(GLAGCN(receptive_field=27, channels=16, **kw).eval(), g)
+            plan = build_plan(model, precision="bf16")
+            for n, th in [(1, 2), (5, 1), (5, 2)]:
+                torch.set_num_threads(th)
+                with torch.no_grad():
+                    outs.append(plan(torch.randn(n, 27, 17, 2, generator=g) * 0.5))
+    finally:
+        torch.set_num_threads(threads)
+    return outs
 
 
 def test_fused_bf16_pack_gives_the_bits_of_the_separate_pack(tmp_path):
-    """With bfloat16 weights on AVX-512 BF16 the Winograd input transform writes the products'
-    packed bf16 operand itself; POSEKERNELS_TCONV_BF16_PACK=separate (a subprocess) writes float32
-    rows that the product packs. Same rounding, same sums: the same bits, over shapes whose
-    columns cross the products' 48-column panels, odd depths (the last pair half empty), strides,
-    short and long windows, one and two threads."""
+    """With AVX-512 BF16 the producers of the bf16 products' B operands (the temporal
+    convolution's Winograd input transform, the graph unit's joint mixing) write them packed
+    themselves, and an identity shortcut enters the graph unit's product store without a copy;
+    POSEKERNELS_CPU_BF16_PACK=separate (a subprocess) writes float32 rows that the product packs.
+    Same rounding, same sums: the same bits."""
     from posekernels import build_info
 
-    if build_info()["tconv_bf16_pack"] != "fused":
-        pytest.skip("no AVX-512 BF16 here: the fused pack is not compiled in")
-    cases = []
-    for i in range(10):
-        g = torch.Generator().manual_seed(int(RNG.integers(1 << 31)))
-        k, stride = [(9, 1), (9, 3), (3, 1), (5, 1), (7, 3)][i % 5]
-        N, C, O = int(RNG.integers(1, 4)), int(RNG.integers(1, 50)), int(RNG.integers(1, 40))
-        V = int(RNG.choice([1, 5, 16, 17, 33]))
-        T = int(RNG.integers(k, 90))
-        pad = (k - 1) // 2
-        t_out = (T + 2 * pad - k) // stride + 1
-        Cr = int(RNG.integers(1, 20))
-        with_res = i % 2 == 0
-        cases.append(dict(
-            x=torch.randn(N, C, T, V, generator=g) + 0.5, k=k, stride=stride, pad=pad,
-            wt=unchecked.temporal_conv_weight(torch.randn(O, C, k, generator=g), stride).bfloat16(),
-            b=torch.randn(O, generator=g), relu=i % 3 == 0, threads=1 + i % 2,
-            r=torch.randn(N, Cr, t_out, V, generator=g) if with_res else None,
-            rw=torch.randn(O, Cr, generator=g).bfloat16() if with_res else None))
-    src, dst = tmp_path / "cases.pt", tmp_path / "separate.pt"
-    torch.save(cases, src)
-    env = dict(os.environ, POSEKERNELS_TCONV_BF16_PACK="separate")
-    out = subprocess.run([sys.executable, "-c", _SEPARATE_PACK, str(src), str(dst)], env=env,
+    if build_info()["cpu_bf16_pack"] != "fused":
+        pytest.skip("no AVX-512 BF16 here: the fused pack does not run")
+    seed = int(RNG.integers(1 << 31))
+    dst = tmp_path / "separate.pt"
+    code = ("import sys, torch; sys.path.insert(0, 'tests')\n"
+            "from posekernels import build_info\n"
+            "assert build_info()['cpu_bf16_pack'] == 'separate'\n"
+            "from test_bf16 import _pack_case_outputs\n"
+            f"torch.save(_pack_case_outputs({seed}), sys.argv[1])\n")
+    env = dict(os.environ, POSEKERNELS_CPU_BF16_PACK="separate")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code, str(dst)], cwd=root, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     want = torch.load(dst)
-    threads = torch.get_num_threads()
-    try:
-        for c, w in zip(cases, want, strict=True):
-            torch.set_num_threads(c["threads"])
-            got = unchecked.temporal_conv(c["x"], c["wt"], c["k"], c["stride"], c["b"], c["r"],
-                                          c["pad"], c["pad"], c["relu"], residual_w=c["rw"])
-            assert torch.isfinite(got).all()
-            assert torch.equal(got, w), (c["x"].shape, c["k"], c["stride"])
-    finally:
-        torch.set_num_threads(threads)
+    got = _pack_case_outputs(seed)
+    assert len(got) == len(want) == 16
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert torch.isfinite(a).all()
+        assert torch.equal(a, b), (i, (a - b).abs().max().item())
 
 
 @pytest.mark.parametrize("bf16_embedding", [False, True])

@@ -85,14 +85,17 @@ Prepared prepare(const Sizes& s, const at::Tensor& A, const at::Tensor& W, const
 // The output columns Yj (Cout, cols; row stride ldy) of a block: Wcat @ Zj + bias, and for
 // agc_unit_forward the shortcut of Xj (Cin, cols; row stride ldx) and the ReLU. The bias and the
 // ReLU are applied as the main product stores its results (gemm_rm's epilogue); the shortcut is
-// written first (the identity: a copy; a 1x1 map: its own product) and accumulated into.
+// written first (the identity: a copy; a 1x1 map: its own product) and accumulated into. With Zp,
+// Zj is given in gemm_bf16_prepacked's layout (bf16 Wcat; joint_mix_bf16_packed), and that
+// product's store adds an identity shortcut itself (read from Xj: no copy).
 template <typename scalar_t>
 void block_output_product(const Sizes& s, const Prepared& p, const scalar_t* Xj, int64_t ldx,
                           const scalar_t* Zj, int64_t ldz, scalar_t* Yj, int64_t ldy,
-                          int64_t cols) {
+                          int64_t cols, const uint32_t* Zp = nullptr) {
+  const bool identity_in_store = Zp != nullptr && p.identity;
   scalar_t beta = 0;
   if (p.identity) {
-    for (int64_t o = 0; o < s.O; ++o) {
+    for (int64_t o = 0; o < s.O && !identity_in_store; ++o) {
       std::copy(Xj + o * ldx, Xj + o * ldx + cols, Yj + o * ldy);
     }
     beta = 1;
@@ -101,9 +104,28 @@ void block_output_product(const Sizes& s, const Prepared& p, const scalar_t* Xj,
     beta = 1;
   }
   const scalar_t* bias = p.bias_sum.defined() ? p.bias_sum.const_data_ptr<scalar_t>() : nullptr;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (Zp != nullptr) {
+      gemm_bf16_prepacked(s.O, cols, s.KC(), p.Wcat.const_data_ptr<c10::BFloat16>(), s.KC(), Zp,
+                          beta, Yj, ldy, bias, p.relu, identity_in_store ? Xj : nullptr, ldx);
+      return;
+    }
+  }
   // (Wcat and sc_w hold the compute type, or bfloat16 for float32: weight_gemm)
   weight_gemm<scalar_t>(p.Wcat, 0, s.O, cols, s.KC(), s.KC(), Zj, ldz, beta, Yj, ldy, bias,
                         p.relu);
+}
+
+// Whether a block's Z is written straight as the bf16 channel mix's packed operand
+// (joint_mix_bf16_packed): bf16 Wcat, the AVX-512 joint mixing, an even Cin.
+inline bool packed_bf16_z(const Sizes& s, const Prepared& p) {
+  return p.Wcat.scalar_type() == at::kBFloat16 && s.K > 1 && s.C % 2 == 0 &&
+         joint_mix_avx512_fits(s.V, s.K) && bf16_fused_pack_enabled();
+}
+
+// Scratch for a block's Z (K*Cin, cols <= max_cols): float32 rows or the packed bf16 operand.
+inline int64_t z_scratch(const Sizes& s, int64_t max_cols) {
+  return padded(std::max(s.KC() * max_cols, bf16_prepacked_words(s.KC(), max_cols)));
 }
 
 // Per-worker and per-block buffers start at multiples of 64 elements (the allocator aligns the
@@ -241,6 +263,12 @@ void output_block(const Sizes& s, const Prepared& p, const scalar_t* Mn, const s
                   int64_t col0, int64_t cols, scalar_t* Xj, scalar_t* Zj, scalar_t* Yj) {
   const int64_t V = s.V, TV = s.TV(), Tj = cols / V;
   if constexpr (std::is_same_v<scalar_t, float>) {
+    if (packed_bf16_z(s, p)) {
+      uint32_t* Zp = reinterpret_cast<uint32_t*>(Zj);
+      joint_mix_bf16_packed(s.C, Tj, V, s.K, X + col0, TV, Mn, Zp);
+      block_output_product(s, p, X + col0, TV, Zj, cols, Yj, TV, cols, Zp);
+      return;
+    }
     if (s.K > 1 && joint_mix_avx512_fits(V, s.K)) {
       joint_mix_avx512(s.C * Tj, V, s.K, X + col0, Mn, Zj, Tj, TV);
       block_output_product(s, p, X + col0, TV, Zj, cols, Yj, TV, cols);
@@ -267,7 +295,7 @@ void forward_by_samples(const Sizes& s, const Prepared& p, const at::Tensor& x, 
   const int64_t max_cols = (s.T + blocks - 1) / blocks * V;
   const int64_t tp_size = attention ? padded(s.KE2() * TV + s.K * VV + VV) : 0;
   const int64_t xj_size = padded(s.C * max_cols);
-  const int64_t scratch = tp_size + xj_size + padded(s.KC() * max_cols);
+  const int64_t scratch = tp_size + xj_size + z_scratch(s, max_cols);
   const int64_t workers = chunk_count(s.N, 1);
   at::Tensor work = at::empty({workers, scratch}, x.options());
 
@@ -321,7 +349,7 @@ template <typename scalar_t>
 void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor& x, at::Tensor& y,
                             at::Tensor& attn, int64_t workers) {
   const bool attention = s.E > 0;
-  const int64_t TV = s.TV(), VV = s.VV(), KC = s.KC(), V = s.V, KE2 = s.KE2();
+  const int64_t TV = s.TV(), VV = s.VV(), V = s.V, KE2 = s.KE2();
   const int64_t ET = s.E * s.T;
   // The same number of blocks per worker, as many as keeps blocks at least the target size.
   const int64_t blocks =
@@ -329,7 +357,7 @@ void forward_by_time_blocks(const Sizes& s, const Prepared& p, const at::Tensor&
   const int64_t max_cols = (s.T + blocks - 1) / blocks * V;
   const int64_t xj_size = padded(s.C * max_cols);
   const int64_t tp_size = attention ? padded(KE2 * max_cols) : 0;
-  const int64_t z_size = padded(KC * max_cols);
+  const int64_t z_size = z_scratch(s, max_cols);
   const int64_t scratch = xj_size + tp_size + z_size;
   const int64_t s_size = attention ? padded(s.K * VV) : 0;  // partial S per block
   at::Tensor work = at::empty({workers * scratch + blocks * s_size + padded(s.K * VV) + VV},

@@ -21,6 +21,7 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -53,6 +54,8 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
 // ceil(Q / 2) rows of bf16_prepacked_width(S, p) 32-bit words, word (q, j) = (B[2q][48p + j] in
 // the low half, B[2q + 1][48p + j] in the high half) as bfloat16; zero past Q and past the
 // panel's columns. The sums run in the same order as gemm_bf16's, so the two give the same bits.
+// With Cin, the beta term is beta * Cin (R x S, row stride ldcin; Cin may not overlap C) instead of
+// beta * C: a residual added without first copying it into C.
 constexpr int64_t kBf16Panel = 48;
 inline int64_t bf16_prepacked_pairs(int64_t Q) { return (Q + 1) / 2; }
 inline int64_t bf16_prepacked_panels(int64_t S) { return (S + kBf16Panel - 1) / kBf16Panel; }
@@ -65,7 +68,22 @@ inline int64_t bf16_prepacked_width(int64_t S, int64_t panel) {
 }
 void gemm_bf16_prepacked(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
                          const uint32_t* Bp, float beta, float* C, int64_t ldc,
-                         const float* row_bias = nullptr, bool relu = false);
+                         const float* row_bias = nullptr, bool relu = false,
+                         const float* Cin = nullptr, int64_t ldcin = 0);
+// Zero the lanes past the last column in the last panel of a prepacked operand (Q x S).
+inline void zero_bf16_prepacked_tail(int64_t Q, int64_t S, uint32_t* Bp) {
+  const int64_t pairs = bf16_prepacked_pairs(Q), P = bf16_prepacked_panels(S) - 1;
+  const int64_t width = bf16_prepacked_width(S, P), used = S - P * kBf16Panel;
+  uint32_t* panel = Bp + P * pairs * kBf16Panel;
+  for (int64_t q = 0; used < width && q < pairs; ++q) {
+    std::fill(panel + q * width + used, panel + (q + 1) * width, 0u);
+  }
+}
+// Whether the producers of bf16 products' B operands (the temporal convolution's Winograd input
+// transform, the graph convolution's joint mixing) write them straight in the prepacked layout:
+// AVX-512 BF16 and POSEKERNELS_CPU_BF16_PACK not "separate" (read once per process). "separate"
+// writes float32 rows that gemm_bf16 packs: the same bits, the way before the fusion.
+bool bf16_fused_pack_enabled();
 
 // C (R x S) = bf16(A) @ bf16(op(B)) + beta * C with a float32 A as well (both operands rounded to
 // bfloat16 as they are packed, float32 sums), op(B) = B (Q x S, row stride ldb) or, with
@@ -85,6 +103,13 @@ void gemm_bf16_rounded(int64_t R, int64_t S, int64_t Q, const float* A, int64_t 
 bool joint_mix_avx512_fits(int64_t V, int64_t K);
 void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const float* M,
                       float* Z, int64_t group_rows = 0, int64_t group_stride = 0);
+// The same K products for the bf16 channel mix that follows them: X is C channels (C even) of Tj
+// frames, channel c at X + c * ldc (Tj * V contiguous floats), and Z = [X @ M_k] (K*C rows (k, c),
+// Tj*V columns (t, w)) is written rounded to bfloat16 straight in gemm_bf16_prepacked's layout
+// (gemm.h) instead of as float32 rows for gemm_bf16 to pack. Only when joint_mix_avx512_fits(V, K)
+// and bf16_fused_pack_enabled().
+void joint_mix_bf16_packed(int64_t C, int64_t Tj, int64_t V, int64_t K, const float* X,
+                           int64_t ldc, const float* M, uint32_t* Zp);
 
 constexpr int64_t kSmallProduct = int64_t{1} << 22;
 

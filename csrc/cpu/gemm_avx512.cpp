@@ -48,6 +48,7 @@ constexpr int64_t kPanelWidth = kLanes * kPanelVectors;  // 48 columns
 constexpr int64_t kDepthBlock = 256;
 
 #define PK_AVX512 __attribute__((target("avx512f")))
+#define PK_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
 // acc[r][v] tile of C (MR x 16*NV) = alpha * op(A)[rows, depth block] @ Bp + beta * C.
 template <int MR, int NV>
@@ -224,7 +225,103 @@ PK_AVX512 void mix_rows(int64_t rows, int64_t V, int64_t K, const float* X, int6
   }
 }
 
+// Frames t .. t + F - 1 of the channel pair (c, c + 1) (rows x0 + f * V and x1 + f * V) times
+// the panel: the 2F rows' K mixes, stored as depth pairs (k * C + c) / 2 = k * C / 2 + q0 of the
+// packed bf16 Z (columns (t + f) * V + w; gemm.h's layout).
+template <int F, int NV>
+PK_AVX512_BF16 void mix_tile_pairs(int64_t V, int64_t K, const float* x0, const float* x1,
+                                   const float* Bp, uint32_t* Zp, int64_t pairs, int64_t cols,
+                                   int64_t half_c, int64_t q0, int64_t t) {
+  __m512 acc[2 * F][NV];
+  tile::zero(acc);
+  for (int64_t d = 0; d < V; ++d) {
+    __m512 b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      b[v] = _mm512_load_ps(Bp + (d * NV + v) * kLanes);
+    }
+#pragma GCC unroll 3
+    for (int f = 0; f < F; ++f) {
+      const __m512 a0 = _mm512_set1_ps(x0[f * V + d]);
+      const __m512 a1 = _mm512_set1_ps(x1[f * V + d]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        acc[2 * f][v] = _mm512_fmadd_ps(a0, b[v], acc[2 * f][v]);
+        acc[2 * f + 1][v] = _mm512_fmadd_ps(a1, b[v], acc[2 * f + 1][v]);
+      }
+    }
+  }
+  alignas(64) float lo[4 * kLanes], hi[4 * kLanes];
+#pragma GCC unroll 3
+  for (int f = 0; f < F; ++f) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      _mm512_store_ps(lo + v * kLanes, acc[2 * f][v]);
+      _mm512_store_ps(hi + v * kLanes, acc[2 * f + 1][v]);
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t w = 0; w < V; w += kLanes) {
+        const int64_t n = std::min<int64_t>(kLanes, V - w);
+        const __mmask16 m = tile::lane_mask(n);
+        tile::store_bf16_pairs(Zp, pairs, cols, k * half_c + q0, (t + f) * V + w, n,
+                               _mm512_maskz_loadu_ps(m, lo + k * V + w),
+                               _mm512_maskz_loadu_ps(m, hi + k * V + w));
+      }
+    }
+  }
+}
+
+template <int NV>
+PK_AVX512_BF16 void mix_pairs(int64_t C, int64_t Tj, int64_t V, int64_t K, const float* X,
+                              int64_t ldc, const float* Bp, uint32_t* Zp) {
+  constexpr int kFrames = kMixRows / 2;  // 3 frames x 2 channels: mix_tile's 6 rows
+  const int64_t pairs = K * C / 2, cols = Tj * V;
+  for (int64_t c = 0; c < C; c += 2) {
+    const float* x0 = X + c * ldc;
+    const float* x1 = x0 + ldc;
+    int64_t t = 0;
+    for (; t + kFrames <= Tj; t += kFrames) {
+      mix_tile_pairs<kFrames, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp, pairs, cols, C / 2,
+                                  c / 2, t);
+    }
+    for (; t < Tj; ++t) {
+      mix_tile_pairs<1, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp, pairs, cols, C / 2, c / 2, t);
+    }
+  }
+  zero_bf16_prepacked_tail(K * C, cols, Zp);
+}
+
+// Bp (V x nv*16, zero-padded) <- [M_0 | M_1 | ... | M_{K-1}] in the thread's panel buffer.
+float* mix_panel(int64_t V, int64_t K, const float* M, int64_t nv) {
+  float* Bp = panel_buffer();  // V x nv*16 <= 64 x 64 floats: within the panel buffer
+  if (Bp == nullptr) {
+    throw std::bad_alloc();
+  }
+  for (int64_t d = 0; d < V; ++d) {
+    float* dst = Bp + d * nv * kLanes;
+    std::memset(dst, 0, sizeof(float) * nv * kLanes);
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(dst + k * V, M + k * V * V + d * V, sizeof(float) * V);
+    }
+  }
+  return Bp;
+}
+
 }  // namespace
+
+void joint_mix_bf16_packed(int64_t C, int64_t Tj, int64_t V, int64_t K, const float* X,
+                           int64_t ldc, const float* M, uint32_t* Zp) {
+  TORCH_CHECK(C % 2 == 0 && joint_mix_avx512_fits(V, K) && bf16_fused_pack_enabled(),
+              "joint_mix_bf16_packed: needs an even C, K * V <= 64 and AVX-512 BF16");
+  const int64_t nv = (K * V + kLanes - 1) / kLanes;
+  const float* Bp = mix_panel(V, K, M, nv);
+  switch (nv) {
+    case 1: mix_pairs<1>(C, Tj, V, K, X, ldc, Bp, Zp); break;
+    case 2: mix_pairs<2>(C, Tj, V, K, X, ldc, Bp, Zp); break;
+    case 3: mix_pairs<3>(C, Tj, V, K, X, ldc, Bp, Zp); break;
+    default: mix_pairs<4>(C, Tj, V, K, X, ldc, Bp, Zp); break;
+  }
+}
 
 bool joint_mix_avx512_fits(int64_t V, int64_t K) {
   return avx512_gemm_supported() && V >= 1 && K >= 1 && K * V <= 4 * kLanes;
@@ -237,17 +334,7 @@ void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const 
     group_stride = 0;
   }
   const int64_t nv = (K * V + kLanes - 1) / kLanes;
-  float* Bp = panel_buffer();  // V x nv*16 <= 64 x 64 floats: within the panel buffer
-  if (Bp == nullptr) {
-    throw std::bad_alloc();
-  }
-  for (int64_t d = 0; d < V; ++d) {
-    float* dst = Bp + d * nv * kLanes;
-    std::memset(dst, 0, sizeof(float) * nv * kLanes);
-    for (int64_t k = 0; k < K; ++k) {
-      std::memcpy(dst + k * V, M + k * V * V + d * V, sizeof(float) * V);
-    }
-  }
+  const float* Bp = mix_panel(V, K, M, nv);
   switch (nv) {
     case 1: mix_rows<1>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
     case 2: mix_rows<2>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
@@ -308,6 +395,11 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t R, int64_t S, int64_t Q, f
 bool avx512_gemm_supported() { return false; }
 
 bool joint_mix_avx512_fits(int64_t, int64_t) { return false; }
+
+void joint_mix_bf16_packed(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                           uint32_t*) {
+  std::abort();  // unreachable: callers check bf16_fused_pack_enabled()
+}
 
 void joint_mix_avx512(int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t,
                       int64_t) {

@@ -96,7 +96,7 @@ constexpr int64_t kMaxRows = 4096;  // rows of A packed per call chunk (the call
 template <int MR, int NV>
 PK_BF16 void micro_kernel(int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
                           const uint32_t* Bp, float beta, float* C, int64_t ldc, int64_t cols,
-                          const float* row_bias, bool relu) {
+                          const float* row_bias, bool relu, const float* Cin, int64_t ldcin) {
   __m512 acc[MR][NV];
   tile::zero(acc);
   for (int64_t p = 0; p < pairs; ++p) {
@@ -115,16 +115,17 @@ PK_BF16 void micro_kernel(int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
       }
     }
   }
-  tile::store<MR, NV>(acc, 1.0f, beta, C, ldc, cols, row_bias, relu);
+  tile::store<MR, NV>(acc, 1.0f, beta, C, ldc, cols, row_bias, relu, Cin, ldcin);
 }
 
 template <int NV>
 PK_BF16 void rows_of_panel(int64_t R, int64_t pairs, const uint32_t* Ap, int64_t ap_stride,
                            const uint32_t* Bp, float beta, float* C, int64_t ldc, int64_t cols,
-                           const float* row_bias, bool relu) {
+                           const float* row_bias, bool relu, const float* Cin, int64_t ldcin) {
   tile::for_row_tiles(R, [&]<int MR>(int64_t i) {
     micro_kernel<MR, NV>(pairs, Ap + i * ap_stride, ap_stride, Bp, beta, C + i * ldc, ldc, cols,
-                         row_bias != nullptr ? row_bias + i : nullptr, relu);
+                         row_bias != nullptr ? row_bias + i : nullptr, relu,
+                         Cin != nullptr ? Cin + i * ldcin : nullptr, ldcin);
   });
 }
 
@@ -133,10 +134,7 @@ PK_BF16 void rows_of_panel(int64_t R, int64_t pairs, const uint32_t* Ap, int64_t
 PK_BF16 void pack_b(const float* B, int64_t ldb, int64_t k0, int64_t depth, int64_t j0,
                     int64_t cols, int64_t width, uint32_t* Bp) {
   // interleave the two converted rows: output word i = (row0[i], row1[i])
-  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                        21, 6,  22, 7,  23, 8, 24, 9, 25, 10, 26,
-                                                        11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(kInterleave);
+  const __m512i idx = _mm512_load_si512(tile::kBf16Interleave);
   const int64_t pairs = (depth + 1) / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const float* r0 = B + (k0 + 2 * p) * ldb + j0;
@@ -269,7 +267,8 @@ PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, 
                              float* C, int64_t ldc,
                              const float* row_bias, bool relu, int64_t j_begin, int64_t j_end,
                              const uint32_t* Ap_all, int64_t ap_stride,
-                             const uint32_t* prepacked = nullptr) {
+                             const uint32_t* prepacked = nullptr, const float* Cin = nullptr,
+                             int64_t ldcin = 0) {
   uint32_t* const panel = buffers().panel;
   const int64_t depth_blocks = (Q + kDepthBlock - 1) / kDepthBlock;
   for (int64_t j0 = j_begin; j0 < j_end; j0 += kPanelWidth) {
@@ -293,13 +292,21 @@ PK_BF16 void product_columns(int64_t R, int64_t Q, const float* B, int64_t ldb, 
       const uint32_t* Ak = Ap_all + k0 / 2;
       const float b = k0 == 0 ? beta : 1.0f;
       float* Cj = C + j0;
+      // the first depth block adds beta * Cin (when given) instead of beta * C
+      const float* Cin_j = k0 == 0 && Cin != nullptr ? Cin + j0 : nullptr;
       const bool final_block = blk == depth_blocks - 1;
       const float* bias = final_block ? row_bias : nullptr;
       const bool act = final_block && relu;
       switch (nv) {
-        case 1: rows_of_panel<1>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act); break;
-        case 2: rows_of_panel<2>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act); break;
-        default: rows_of_panel<3>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act); break;
+        case 1:
+          rows_of_panel<1>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act, Cin_j, ldcin);
+          break;
+        case 2:
+          rows_of_panel<2>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act, Cin_j, ldcin);
+          break;
+        default:
+          rows_of_panel<3>(R, pairs, Ak, ap_stride, Bp, b, Cj, ldc, cols, bias, act, Cin_j, ldcin);
+          break;
       }
     }
   }
@@ -344,6 +351,14 @@ bool avx512_bf16_supported() {
 #endif
 }
 
+bool bf16_fused_pack_enabled() {
+  static const bool fused = [] {
+    const char* env = std::getenv("POSEKERNELS_CPU_BF16_PACK");
+    return avx512_bf16_supported() && (env == nullptr || std::strcmp(env, "separate") != 0);
+  }();
+  return fused;
+}
+
 void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
                const float* row_bias, bool relu) {
@@ -385,13 +400,18 @@ void gemm_bf16(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t 
 
 void gemm_bf16_prepacked(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A, int64_t lda,
                          const uint32_t* Bp, float beta, float* C, int64_t ldc,
-                         const float* row_bias, bool relu) {
+                         const float* row_bias, bool relu, const float* Cin, int64_t ldcin) {
   TORCH_CHECK(avx512_bf16_supported(),
               "gemm_bf16_prepacked: needs AVX-512 BF16 (avx512_bf16_supported())");
   if (R <= 0 || S <= 0) {
     return;
   }
   if (Q <= 0) {
+    if (Cin != nullptr && beta != 0.0f) {  // C = act(beta * Cin + row_bias)
+      for (int64_t r = 0; r < R; ++r) {
+        std::copy(Cin + r * ldcin, Cin + r * ldcin + S, C + r * ldc);
+      }
+    }
     empty_sum(R, S, beta, C, ldc, row_bias, relu);
     return;
   }
@@ -403,7 +423,7 @@ void gemm_bf16_prepacked(int64_t R, int64_t S, int64_t Q, const c10::BFloat16* A
     const uint32_t* Ap = a_pairs(A + r0 * lda, lda, rows, Q, ap, ap_stride);
     product_columns(rows, Q, nullptr, 0, false, beta, C + r0 * ldc, ldc,
                     row_bias != nullptr ? row_bias + r0 : nullptr, relu, 0, S, Ap, ap_stride,
-                    Bp);
+                    Bp, Cin != nullptr ? Cin + r0 * ldcin : nullptr, ldcin);
   }
 #endif
 }

@@ -8,7 +8,10 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+
+#include "cpu/gemm.h"
 
 namespace posekernels::cpu::tile {
 
@@ -32,15 +35,17 @@ __attribute__((target("avx512f"), always_inline)) inline void zero(__m512 (&acc)
   }
 }
 
-// C[r, 16 v + i] = act(alpha * acc[r][v] + row_bias[r] + beta * C[r, 16 v + i]) for the MR rows
-// of the tile; the last vector holds cols - 16 (NV - 1) (1..16) columns and only those are
-// stored. beta == 0: C may hold garbage (NaN included) and is not read. act = ReLU when relu
-// (NaN stays NaN, as in torch.relu).
+// C[r, 16 v + i] = act(alpha * acc[r][v] + row_bias[r] + beta * C0[r, 16 v + i]) for the MR rows
+// of the tile, C0 = C, or with Cin the matrix there (row stride ldcin; the product's input term
+// read from elsewhere than C); the last vector holds cols - 16 (NV - 1) (1..16) columns and only
+// those are stored. beta == 0: C0 may hold garbage (NaN included) and is not read. act = ReLU
+// when relu (NaN stays NaN, as in torch.relu).
 template <int MR, int NV>
 __attribute__((target("avx512f"))) inline void store(const __m512 (&acc)[MR][NV], float alpha,
                                                      float beta, float* C, int64_t ldc,
                                                      int64_t cols, const float* row_bias,
-                                                     bool relu) {
+                                                     bool relu, const float* Cin = nullptr,
+                                                     int64_t ldcin = 0) {
   const int64_t tail = cols - (NV - 1) * kLanes;
   const __mmask16 last = lane_mask(tail);
   const __m512 va = _mm512_set1_ps(alpha);
@@ -49,13 +54,14 @@ __attribute__((target("avx512f"))) inline void store(const __m512 (&acc)[MR][NV]
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     float* c = C + r * ldc;
+    const float* c0 = Cin != nullptr ? Cin + r * ldcin : c;
     const __m512 bias = _mm512_set1_ps(row_bias != nullptr ? row_bias[r] : 0.0f);
 #pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = v == NV - 1 ? last : __mmask16(0xFFFF);
       __m512 y = _mm512_fmadd_ps(acc[r][v], va, bias);
       if (beta != 0.0f) {
-        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + v * kLanes), y);
+        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c0 + v * kLanes), y);
       }
       if (relu) {
         y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, zero);
@@ -97,6 +103,34 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512 r[16]) {
   }
 }
 #pragma GCC diagnostic pop
+
+// The 16-bit lane order that interleaves two converted rows (the result of
+// _mm512_cvtne2ps_pbh(hi, lo): lo's 16 values, then hi's) into 16 depth pairs (lo[i], hi[i]).
+alignas(64) inline constexpr uint16_t kBf16Interleave[32] = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+// Columns j0 .. j0 + lanes - 1 (lanes <= 16) of depth pair q of a bfloat16 B operand in
+// gemm_bf16_prepacked's layout (gemm.h; `pairs` depth pairs, `cols` columns) <- (lo[i], hi[i]),
+// the two rows of the pair, rounded to bfloat16 (round to nearest even) and interleaved as
+// gemm_bf16 packs them (word i = lo[i] in the low half, hi[i] in the high half). A run that
+// crosses into the next 48-column panel is split there.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void store_bf16_pairs(
+    uint32_t* Bp, int64_t pairs, int64_t cols, int64_t q, int64_t j0, int64_t lanes, __m512 lo,
+    __m512 hi) {
+  const __m512i w = _mm512_permutexvar_epi16(_mm512_load_si512(kBf16Interleave),
+                                             (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+  const int64_t P = j0 / kBf16Panel, L = j0 % kBf16Panel, panel_words = pairs * kBf16Panel;
+  const int64_t n0 = std::min(lanes, kBf16Panel - L);
+  const __mmask16 first = lane_mask(n0);
+  _mm512_mask_storeu_epi32(Bp + P * panel_words + q * bf16_prepacked_width(cols, P) + L, first, w);
+  if (n0 < lanes) {
+    const __mmask16 rest = __mmask16(lane_mask(lanes) & ~first);
+    _mm512_mask_storeu_epi32(
+        Bp + (P + 1) * panel_words + q * bf16_prepacked_width(cols, P + 1),
+        lane_mask(lanes - n0), _mm512_maskz_compress_epi32(rest, w));
+  }
+}
 
 // kernel.template operator()<MR>(i) for the tiles of rows [i, i + MR) covering [0, R): full tiles
 // of kTileRows, then one of the remaining 1..7 rows.

@@ -72,11 +72,6 @@ at::Tensor tconv_forward(const at::Tensor& x, const at::Tensor& weight_t, int64_
                          const std::optional<at::Tensor>& residual,
                          const std::optional<at::Tensor>& residual_w, int64_t pad_left,
                          int64_t pad_right, bool relu);
-// Whether tconv_forward with bfloat16 weights (on a CPU with AVX-512 BF16) writes its Winograd
-// input transform straight as the products' packed bf16 operand (the default) rather than as
-// float32 rows that the product packs; POSEKERNELS_TCONV_BF16_PACK=separate (read once per
-// process) takes the second way, which gives the same bits.
-bool tconv_fused_bf16_pack_enabled();
 
 // Training backward of the temporal convolution (csrc/cpu/temporal_conv.cpp), for x (N, C, T, V),
 // weight (O, C, k), grad_y (N, O, T_out, V) of y = conv(x) (stride, pad_left; no epilogue):

@@ -40,8 +40,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -239,12 +237,7 @@ struct DepthRow {
 PK_TCONV_BF16 void input_transform_pair_bf16(const Dims& d, const DepthRow& r0, const DepthRow& r1,
                                              int64_t q, int64_t pairs, int64_t s0, int64_t s1,
                                              uint32_t* Dp, int64_t plane) {
-  // word i of the result = (row0[i], row1[i]): the interleave of gemm_bf16's pack_b
-  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
-                                                        21, 6,  22, 7,  23, 8, 24, 9, 25, 10, 26,
-                                                        11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(kInterleave);
-  const int64_t V = d.V, cols = (s1 - s0) * V, panel_words = pairs * kBf16Panel;
+  const int64_t V = d.V, cols = (s1 - s0) * V;
   for (int64_t s = s0; s < s1; ++s) {
     for (int64_t v = 0; v < V; v += 16) {
       const int64_t lanes = std::min<int64_t>(16, V - v);
@@ -258,39 +251,10 @@ PK_TCONV_BF16 void input_transform_pair_bf16(const Dims& d, const DepthRow& r0, 
           u1[p] = _mm512_setzero_ps();
         }
       }
-      // columns j .. j + lanes - 1: the first n0 in panel P from lane L, the rest (a vector
-      // that crosses into the next panel) in panel P + 1 from lane 0
-      const int64_t j = (s - s0) * V + v, P = j / kBf16Panel, L = j % kBf16Panel;
-      const int64_t n0 = std::min(lanes, kBf16Panel - L);
-      uint32_t* dst0 = Dp + P * panel_words + q * bf16_prepacked_width(cols, P) + L;
-      uint32_t* dst1 = n0 < lanes ? Dp + (P + 1) * panel_words +
-                                        q * bf16_prepacked_width(cols, P + 1)
-                                  : nullptr;
-      const __mmask16 first = tile::lane_mask(n0), rest = __mmask16(m & ~first);
       for (int64_t p = 0; p < kPoints; ++p) {
-        const __m512i w =
-            _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(u1[p], u0[p]));
-        _mm512_mask_storeu_epi32(dst0 + p * plane, first, w);
-        if (dst1 != nullptr) {
-          _mm512_mask_storeu_epi32(dst1 + p * plane, tile::lane_mask(lanes - n0),
-                                   _mm512_maskz_compress_epi32(rest, w));
-        }
+        tile::store_bf16_pairs(Dp + p * plane, pairs, cols, q, (s - s0) * V + v, lanes, u0[p],
+                               u1[p]);
       }
-    }
-  }
-}
-
-// Zero the lanes past the last column in the last panel of each component (gemm.h's layout).
-void zero_prepacked_tail(int64_t pairs, int64_t cols, uint32_t* Dp, int64_t plane) {
-  const int64_t P = bf16_prepacked_panels(cols) - 1;
-  const int64_t width = bf16_prepacked_width(cols, P), used = cols - P * kBf16Panel;
-  if (used == width) {
-    return;
-  }
-  for (int64_t p = 0; p < kPoints; ++p) {
-    uint32_t* panel = Dp + p * plane + P * pairs * kBf16Panel;
-    for (int64_t q = 0; q < pairs; ++q) {
-      std::fill(panel + q * width + used, panel + (q + 1) * width, 0u);
     }
   }
 }
@@ -352,7 +316,7 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
   // bfloat16 weights on a CPU with AVX-512 BF16: the input transform writes the products'
   // packed bf16 operand itself (input_transform_pair_bf16)
   const bool packed_bf16 = vector && What.scalar_type() == at::kBFloat16 &&
-                           avx512_bf16_supported() && tconv_fused_bf16_pack_enabled();
+                           bf16_fused_pack_enabled();
 #else
   const bool packed_bf16 = false;
 #endif
@@ -399,7 +363,9 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
           const DepthRow r1 = 2 * q + 1 < depth ? row(2 * q + 1) : DepthRow{nullptr, 0, 0};
           input_transform_pair_bf16(d, row(2 * q), r1, q, pairs, s0, s1, Dp, dplane);
         }
-        zero_prepacked_tail(pairs, cols, Dp, dplane);
+        for (int64_t p = 0; p < kPoints; ++p) {
+          zero_bf16_prepacked_tail(depth, cols, Dp + p * dplane);
+        }
         const c10::BFloat16* Wb = What.const_data_ptr<c10::BFloat16>();
         for (int64_t p = 0; p < kPoints; ++p) {
           gemm_bf16_prepacked(d.O, cols, depth, Wb + p * d.O * depth, depth, Dp + p * dplane, 0,
@@ -452,14 +418,6 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
 }
 
 }  // namespace
-
-bool tconv_fused_bf16_pack_enabled() {
-  static const bool fused = [] {
-    const char* env = std::getenv("POSEKERNELS_TCONV_BF16_PACK");
-    return env == nullptr || std::strcmp(env, "separate") != 0;
-  }();
-  return fused;
-}
 
 at::Tensor tconv_transform_weight(const at::Tensor& weight, int64_t stride) {
   return transform_weight(weight, weight_dims(weight.size(0), weight.size(1), weight.size(2), stride));
