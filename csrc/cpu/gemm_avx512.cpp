@@ -160,11 +160,10 @@ float* panel_buffer() {
 // (V = 17: 17 of 32 lanes; K = 3 together: 51 of 64).
 constexpr int kMixRows = 6;  // rows per tile: 6 x 4 accumulators + 4 panel vectors + 1 broadcast
 
-// Rows i .. i + MR - 1 of X (row i at xr[i - i0]) times the panel, into rows i.. of every Z_k.
+// acc[r] = row r of X (at xr[r], V values) times the panel, for the MR rows of a tile.
 template <int MR, int NV>
-PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* const (&xr)[MR], const float* Bp,
-                        float* Z, int64_t rows) {
-  __m512 acc[MR][NV];
+PK_AVX512 inline void mix_accumulate(int64_t V, const float* const (&xr)[MR], const float* Bp,
+                                     __m512 (&acc)[MR][NV]) {
   tile::zero(acc);
   for (int64_t d = 0; d < V; ++d) {
     __m512 b[NV];
@@ -181,6 +180,14 @@ PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* const (&xr)[MR], cons
       }
     }
   }
+}
+
+// Rows i .. i + MR - 1 of X (row i at xr[i - i0]) times the panel, into rows i.. of every Z_k.
+template <int MR, int NV>
+PK_AVX512 void mix_tile(int64_t V, int64_t K, const float* const (&xr)[MR], const float* Bp,
+                        float* Z, int64_t rows) {
+  __m512 acc[MR][NV];
+  mix_accumulate<MR, NV>(V, xr, Bp, acc);
   // row r, column k * V + w of the tile goes to Z_k[r, w] (Z_k = Z + k * rows * V)
   alignas(64) float row[4 * kLanes];
 #pragma GCC unroll 6
@@ -232,25 +239,13 @@ template <int F, int NV>
 PK_AVX512_BF16 void mix_tile_pairs(int64_t V, int64_t K, const float* x0, const float* x1,
                                    const float* Bp, uint32_t* Zp, int64_t pairs, int64_t cols,
                                    int64_t half_c, int64_t q0, int64_t t) {
-  __m512 acc[2 * F][NV];
-  tile::zero(acc);
-  for (int64_t d = 0; d < V; ++d) {
-    __m512 b[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      b[v] = _mm512_load_ps(Bp + (d * NV + v) * kLanes);
-    }
-#pragma GCC unroll 3
-    for (int f = 0; f < F; ++f) {
-      const __m512 a0 = _mm512_set1_ps(x0[f * V + d]);
-      const __m512 a1 = _mm512_set1_ps(x1[f * V + d]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        acc[2 * f][v] = _mm512_fmadd_ps(a0, b[v], acc[2 * f][v]);
-        acc[2 * f + 1][v] = _mm512_fmadd_ps(a1, b[v], acc[2 * f + 1][v]);
-      }
-    }
+  const float* xr[2 * F];  // rows 2f and 2f + 1: frame t + f of channels c and c + 1
+  for (int f = 0; f < F; ++f) {
+    xr[2 * f] = x0 + f * V;
+    xr[2 * f + 1] = x1 + f * V;
   }
+  __m512 acc[2 * F][NV];
+  mix_accumulate<2 * F, NV>(V, xr, Bp, acc);
   alignas(64) float lo[4 * kLanes], hi[4 * kLanes];
 #pragma GCC unroll 3
   for (int f = 0; f < F; ++f) {
@@ -307,20 +302,28 @@ float* mix_panel(int64_t V, int64_t K, const float* M, int64_t nv) {
   return Bp;
 }
 
+// kernel.template operator()<NV>(Bp) with the panel [M_0 | ... | M_{K-1}] of NV vectors.
+template <typename Kernel>
+void with_mix_panel(int64_t V, int64_t K, const float* M, Kernel&& kernel) {
+  const int64_t nv = (K * V + kLanes - 1) / kLanes;
+  const float* Bp = mix_panel(V, K, M, nv);
+  switch (nv) {
+    case 1: kernel.template operator()<1>(Bp); break;
+    case 2: kernel.template operator()<2>(Bp); break;
+    case 3: kernel.template operator()<3>(Bp); break;
+    default: kernel.template operator()<4>(Bp); break;
+  }
+}
+
 }  // namespace
 
 void joint_mix_bf16_packed(int64_t C, int64_t Tj, int64_t V, int64_t K, const float* X,
                            int64_t ldc, const float* M, uint32_t* Zp) {
   TORCH_CHECK(C % 2 == 0 && joint_mix_avx512_fits(V, K) && bf16_fused_pack_enabled(),
               "joint_mix_bf16_packed: needs an even C, K * V <= 64 and AVX-512 BF16");
-  const int64_t nv = (K * V + kLanes - 1) / kLanes;
-  const float* Bp = mix_panel(V, K, M, nv);
-  switch (nv) {
-    case 1: mix_pairs<1>(C, Tj, V, K, X, ldc, Bp, Zp); break;
-    case 2: mix_pairs<2>(C, Tj, V, K, X, ldc, Bp, Zp); break;
-    case 3: mix_pairs<3>(C, Tj, V, K, X, ldc, Bp, Zp); break;
-    default: mix_pairs<4>(C, Tj, V, K, X, ldc, Bp, Zp); break;
-  }
+  with_mix_panel(V, K, M, [&]<int NV>(const float* Bp) {
+    mix_pairs<NV>(C, Tj, V, K, X, ldc, Bp, Zp);
+  });
 }
 
 bool joint_mix_avx512_fits(int64_t V, int64_t K) {
@@ -333,14 +336,9 @@ void joint_mix_avx512(int64_t rows, int64_t V, int64_t K, const float* X, const 
     group_rows = std::max<int64_t>(rows, 1);
     group_stride = 0;
   }
-  const int64_t nv = (K * V + kLanes - 1) / kLanes;
-  const float* Bp = mix_panel(V, K, M, nv);
-  switch (nv) {
-    case 1: mix_rows<1>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
-    case 2: mix_rows<2>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
-    case 3: mix_rows<3>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
-    default: mix_rows<4>(rows, V, K, X, group_rows, group_stride, Bp, Z); break;
-  }
+  with_mix_panel(V, K, M, [&]<int NV>(const float* Bp) {
+    mix_rows<NV>(rows, V, K, X, group_rows, group_stride, Bp, Z);
+  });
 }
 
 bool avx512_gemm_supported() {
