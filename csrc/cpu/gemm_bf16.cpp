@@ -20,6 +20,11 @@
 // VDPBF16PS. The micro-kernel keeps an MR x 16*NV tile
 // of C in registers.
 //
+// gemm_bf16_prepacked takes op(B) already in that panel layout, for the whole depth (gemm.h),
+// from producers that write it themselves (the Winograd input transform of temporal_conv.cpp,
+// the joint mixing of gemm_avx512.cpp): no packing pass, and optionally the beta term read from
+// another matrix (a residual added in the store instead of copied into C first).
+//
 // Without AVX-512 BF16 (or with POSEKERNELS_CPU_GEMM=blas) the same values are computed by
 // rounding B to bfloat16 precision, widening A to float32 and running the float32 product
 // (gemm_rm): equal up to the float32 summation order.

@@ -29,6 +29,9 @@
 //
 // Work is split into blocks of tiles (4 output frames each) of one sample, small enough that a
 // block's inputs, transformed inputs and outputs stay in the L2 cache; blocks run in parallel.
+// With bfloat16 transformed weights (the inference plans' bf16 products) on a CPU with AVX-512
+// BF16, the input transform rounds its components to bf16 and writes them as the products'
+// packed operand (gemm_bf16_prepacked) instead of float32 rows for the product to pack.
 #include "cpu/kernels.h"
 
 #include "cpu/gemm.h"
@@ -320,7 +323,6 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
 #else
   const bool packed_bf16 = false;
 #endif
-  const int64_t pairs = bf16_prepacked_pairs(depth);
   // one transformed component of the input: float32 rows, or (packed_bf16) bf16 depth pairs in
   // 32-bit words, counted here as that many scalar_t (float32) elements
   const int64_t dplane = packed_bf16 ? padded(bf16_prepacked_words(depth, max_cols))
@@ -355,6 +357,7 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (packed_bf16) {
         uint32_t* Dp = reinterpret_cast<uint32_t*>(D);
+        const int64_t pairs = bf16_prepacked_pairs(depth);
         const auto row = [&](int64_t r) {  // depth row r = (a, ph, c)
           const int64_t g = r / d.C;
           return DepthRow{X + (r % d.C) * TV, g / d.stride, g % d.stride};
