@@ -102,6 +102,14 @@ RUNS = {
                        model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
                               "sequence_branch": False, "head": "shared", "causal": True,
                               "window_norm": True}),
+    # the causal lifter started from the shipped centred one (window-normalised, T = 81, C = 64):
+    # the T = 81 form of probe_causal_from_centred, trained if that probe beats its control
+    "win_causal_from_centred": dict(LIVE, epochs=4, lr=1e-3, bone_jitter=0.1,
+                                    speed_range=[0.8, 2.0], init_from="default:centered",
+                                    model={"arch": "glagcn", "receptive_field": 81,
+                                           "channels": 64, "sequence_branch": False,
+                                           "head": "shared", "causal": True,
+                                           "window_norm": True}),
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -109,6 +117,17 @@ RUNS = {
                                "sequence_branch": False, "head": "shared", "causal": causal,
                                "window_norm": inp == "window"})
        for inp in ("screen", "window") for causal in (False, True)},
+    # a causal model started from a centred one's weights (the same network but for where its
+    # temporal convolutions sit in time): probe_screen's final weights, then four epochs of
+    # causal training at a fine-tuning rate; the equal-budget control is a causal probe trained
+    # from scratch for the eight epochs that the two legs add up to
+    "probe_causal_from_centred": dict(
+        LIVE, epochs=4, lr=1e-3, init_from="run:probe_screen",
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": True}),
+    "probe_screen_causal8": dict(
+        LIVE, epochs=8, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+                               "sequence_branch": False, "head": "shared", "causal": True}),
     # the centred screen-coordinate probe under CPU bf16 autocast (amp_cpu): what bf16
     # convolutions cost in accuracy at equal steps
     "probe_screen_amp": dict(LIVE, epochs=4, amp_cpu=True,
@@ -131,10 +150,14 @@ LABELS = {
     "big_centered_seq": "Centred lifter, sequence branch + ICL head, T=81, C=64, bf16 autocast",
     "win_centered": "Centred lifter, window-normalised input, from big_centered, T=81, C=64",
     "win_causal": "Causal lifter, window-normalised input, from big_causal, T=81, C=64",
+    "win_causal_from_centred": "Causal lifter from the shipped centred one (window-normalised), "
+                               "T=81, C=64",
     **{f"probe_{inp}{'_causal' if causal else ''}":
        f"Probe: {'causal' if causal else 'centred'}, {inp} input, T=27, C=32, 4 epochs"
        for inp in ("screen", "window") for causal in (False, True)},
     "probe_screen_amp": "Probe: centred, screen input, T=27, C=32, 4 epochs, bf16 autocast",
+    "probe_causal_from_centred": "Probe: causal from probe_screen's weights, T=27, C=32, 4 epochs",
+    "probe_screen_causal8": "Probe: causal, screen input, T=27, C=32, 8 epochs",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
@@ -183,7 +206,14 @@ def train_run(recipe: dict, run_dir: str, data: str, threads: int, seed: int,
 
 
 def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
-    train_run(RUNS[name], os.path.join(out, name), data, threads, seed, name)
+    recipe = RUNS[name]
+    init = recipe.get("init_from")
+    if isinstance(init, str) and init.startswith("run:"):  # another run's final model.pt
+        path = os.path.join(out, init[len("run:"):], "model.pt")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{name}: init_from {init}: {path} not found (train that run first)")
+        recipe = dict(recipe, init_from=path)
+    train_run(recipe, os.path.join(out, name), data, threads, seed, name)
 
 
 def table(out: str) -> dict:
