@@ -103,7 +103,8 @@ RUNS = {
                               "sequence_branch": False, "head": "shared", "causal": True,
                               "window_norm": True}),
     # the causal lifter started from the shipped centred one (window-normalised, T = 81, C = 64):
-    # the T = 81 form of probe_causal_from_centred, trained if that probe beats its control
+    # the T = 81 form of probe_causal_from_centred; not trained: that probe was level with its
+    # equal-budget control (benchmarks/RESULTS.md)
     "win_causal_from_centred": dict(LIVE, epochs=4, lr=1e-3, bone_jitter=0.1,
                                     speed_range=[0.8, 2.0], init_from="default:centered",
                                     model={"arch": "glagcn", "receptive_field": 81,
