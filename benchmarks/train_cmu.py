@@ -111,6 +111,13 @@ RUNS = {
                                            "channels": 64, "sequence_branch": False,
                                            "head": "shared", "causal": True,
                                            "window_norm": True}),
+    # a wider centred lifter with the window-normalised input from the start (float32; bone and
+    # speed jitter from the first epoch): the shipped centred lifter is C = 64 trained 12 + 4
+    # epochs (screen input, then window-normalised); this one trains 16 epochs in one cosine
+    "wide_centered": dict(LIVE, epochs=16, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                          model={"arch": "glagcn", "receptive_field": 81, "channels": 96,
+                                 "sequence_branch": False, "head": "shared", "causal": False,
+                                 "window_norm": True}),
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -151,6 +158,7 @@ LABELS = {
     "big_centered_seq": "Centred lifter, sequence branch + ICL head, T=81, C=64, bf16 autocast",
     "win_centered": "Centred lifter, window-normalised input, from big_centered, T=81, C=64",
     "win_causal": "Causal lifter, window-normalised input, from big_causal, T=81, C=64",
+    "wide_centered": "Centred lifter, window-normalised input from the start, T=81, C=96",
     "win_causal_from_centred": "Causal lifter from the shipped centred one (window-normalised), "
                                "T=81, C=64",
     **{f"probe_{inp}{'_causal' if causal else ''}":
