@@ -95,8 +95,10 @@ void block_output_product(const Sizes& s, const Prepared& p, const scalar_t* Xj,
   const bool identity_in_store = Zp != nullptr && p.identity;
   scalar_t beta = 0;
   if (p.identity) {
-    for (int64_t o = 0; o < s.O && !identity_in_store; ++o) {
-      std::copy(Xj + o * ldx, Xj + o * ldx + cols, Yj + o * ldy);
+    if (!identity_in_store) {
+      for (int64_t o = 0; o < s.O; ++o) {
+        std::copy(Xj + o * ldx, Xj + o * ldx + cols, Yj + o * ldy);
+      }
     }
     beta = 1;
   } else if (p.sc_w.defined()) {

@@ -377,25 +377,27 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
       }
     }
 #endif
-    for (int64_t a = 0; a < d.A && !packed_bf16; ++a) {
-      for (int64_t ph = 0; ph < d.stride; ++ph) {
-        for (int64_t c = 0; c < d.C; ++c) {
-          scalar_t* row = D + ((a * d.stride + ph) * d.C + c) * cols;
+    if (!packed_bf16) {  // float32 rows, packed by the products
+      for (int64_t a = 0; a < d.A; ++a) {
+        for (int64_t ph = 0; ph < d.stride; ++ph) {
+          for (int64_t c = 0; c < d.C; ++c) {
+            scalar_t* row = D + ((a * d.stride + ph) * d.C + c) * cols;
 #ifdef POSEKERNELS_TCONV_AVX512
-          if constexpr (std::is_same_v<scalar_t, float>) {
-            if (vector) {
-              input_transform_row_avx512(d, X + c * TV, a, ph, s0, s1, row, dplane);
-              continue;
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              if (vector) {
+                input_transform_row_avx512(d, X + c * TV, a, ph, s0, s1, row, dplane);
+                continue;
+              }
             }
-          }
 #endif
-          input_transform_row(d, X + c * TV, a, ph, s0, s1, row, dplane);
+            input_transform_row(d, X + c * TV, a, ph, s0, s1, row, dplane);
+          }
         }
       }
-    }
-    for (int64_t p = 0; p < kPoints && !packed_bf16; ++p) {
-      weight_gemm<scalar_t>(What, p * d.O * depth, d.O, cols, depth, depth, D + p * dplane,
-                            cols, 0, H + p * hplane, cols);
+      for (int64_t p = 0; p < kPoints; ++p) {
+        weight_gemm<scalar_t>(What, p * d.O * depth, d.O, cols, depth, depth, D + p * dplane,
+                              cols, 0, H + p * hplane, cols);
+      }
     }
     if (has_rw) {
       const int64_t t0 = kTile * s0, t1 = std::min(kTile * s1, d.T_out);
