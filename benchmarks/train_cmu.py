@@ -136,6 +136,15 @@ RUNS = {
     "probe_screen_causal8": dict(
         LIVE, epochs=8, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                "sequence_branch": False, "head": "shared", "causal": True}),
+    # tracks that begin inside the window (track_start: a new track's first frames, padded as
+    # inference pads them; the cost measured on subject 09 before: 7 mm over a track's first
+    # 10 frames) against the same probe without; both with the padded slots' 2D repeated
+    # exactly (the trainer since 2026-12-02; probe_screen_causal drew fresh noise per slot)
+    **{f"probe_{name}_causal": dict(
+        LIVE, epochs=4, track_start=p,
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": True})
+       for name, p in (("repeat", 0.0), ("track", 0.2))},
     # the centred screen-coordinate probe under CPU bf16 autocast (amp_cpu): what bf16
     # convolutions cost in accuracy at equal steps
     "probe_screen_amp": dict(LIVE, epochs=4, amp_cpu=True,
@@ -167,6 +176,8 @@ LABELS = {
     "probe_screen_amp": "Probe: centred, screen input, T=27, C=32, 4 epochs, bf16 autocast",
     "probe_causal_from_centred": "Probe: causal from probe_screen's weights, T=27, C=32, 4 epochs",
     "probe_screen_causal8": "Probe: causal, screen input, T=27, C=32, 8 epochs",
+    "probe_repeat_causal": "Probe: causal, padded 2D repeated, T=27, C=32, 4 epochs",
+    "probe_track_causal": "Probe: causal, track starts in 20 % of windows, T=27, C=32, 4 epochs",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",

@@ -165,6 +165,59 @@ def test_bone_jitter_changes_proportions_symmetrically():
                             bone_jitter=0.1)
 
 
+def _leading_repeats(a: torch.Tensor) -> torch.Tensor:
+    """(N,) how many of each window's first slots (N, T, ...) are exactly its slot 0."""
+    same = (a == a[:, :1]).flatten(2).all(-1)
+    return same.long().cumprod(1).sum(1)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_track_start_pads_windows_like_a_new_track(causal):
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    t = 9
+    world = [_walk(int(rng.integers(80, 120)), rng) for _ in range(3)]
+    kw = dict(receptive_field=t, causal=causal, joints_left=sk.left, joints_right=sk.right,
+              root=sk.root, augment=Augment2D(frame_drop_prob=0.0), flip=True)
+    # (no dropped frames: a dropped frame is filled with the one before, a repeat of its own)
+    ds = RandomCameraWindows(world, track_start=1.0, **kw)
+    ids = torch.randint(0, len(ds), (3000,))
+    x, y, _ = ds.batch(ids)
+    # every window starts its track inside the window: its slots before the track's first frame
+    # repeat that frame, the 2D input (noise and all) exactly as the 3D target
+    lead_x, lead_y = _leading_repeats(x), _leading_repeats(y)
+    assert torch.equal(lead_x, lead_y)
+    ref = ds.ref
+    assert int(lead_y.min()) >= 2
+    # (a centred track may also end at the reference frame: then the whole window repeats it)
+    lead_y = lead_y.clamp_max(ref + 1)
+    # the number of real frames before the reference frame is uniform over 0 .. ref - 1
+    counts = torch.bincount(ref + 1 - lead_y, minlength=ref)[:ref].double()
+    assert float(counts.min()) > 0.6 * len(ids) / ref
+    if not causal:                                           # and the track's last frames
+        trail = _leading_repeats(y.flip(1))
+        assert torch.equal(trail, _leading_repeats(x.flip(1)))
+        assert int(trail.min()) >= 2
+        assert set(trail.clamp_max(t - ref).tolist()) == set(range(2, t - ref + 1))
+    # the reference frame is the sample's own frame: its world pose is the unpadded one
+    first, last = ds.track_ends(len(ids))
+    assert bool((first <= ref).all()) and bool((last >= ref).all())
+    # with probability p a window is a track's start; without it windows are untouched
+    p = float(rng.uniform(0.2, 0.8))
+    first, _ = RandomCameraWindows(world, track_start=p, **kw).track_ends(20000)
+    assert abs(float((first > 0).double().mean()) - p) < 0.03
+    plain = RandomCameraWindows(world, **kw)
+    assert plain.track_ends(10) is None
+    # at a clip's ends the padded slots repeat the clip's first (last) frame's detection too,
+    # not a fresh draw of noise per slot
+    x0, y0, _ = plain.batch(ids)
+    lead = _leading_repeats(y0)
+    assert torch.equal(_leading_repeats(x0), lead)
+    assert 0 < float((lead >= 2).double().mean()) < 0.2                # clip starts only
+    with pytest.raises(ValueError, match="track_start"):
+        RandomCameraWindows(world, track_start=1.5, **kw)
+
+
 def test_speed_range_plays_windows_faster_or_slower():
     rng = np.random.default_rng()
     sk = get_skeleton("h36m17")

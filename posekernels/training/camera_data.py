@@ -3,7 +3,8 @@
 :class:`RandomCameraWindows` keeps every training sequence's *world* positions on the training
 device and, for each batch, gathers the windows (the index arithmetic of
 :class:`posekernels.data.WindowDataset`), mirrors the flipped samples in the world, optionally
-rescales the subject, draws one camera per window
+rescales the subject, optionally lets windows begin (or, centred, end) a track inside the window,
+draws one camera per window
 (:func:`posekernels.data.random_cameras.sample_cameras`), projects, adds detector-like noise and
 missing joints (:class:`Augment2D`), fills the missing joints by the streaming lifter's rule
 (:func:`posekernels.stream.fill_missing`, the rule :class:`posekernels.stream.StreamingLifter`
@@ -190,9 +191,11 @@ class RandomCameraWindows:
                  cameras: CameraDistribution = DEFAULT_CAMERAS,
                  augment: Augment2D | None = None, scale_jitter: float = 0.0,
                  bone_jitter: float = 0.0, parents: Sequence[int] | None = None,
-                 speed_range: Sequence[float] | None = None,
+                 speed_range: Sequence[float] | None = None, track_start: float = 0.0,
                  keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
         world = [np.asarray(w, dtype=np.float64) for w in world]
+        if not 0 <= track_start <= 1:
+            raise ValueError(f"track_start must be a probability in [0, 1], got {track_start}")
         self._ds = WindowDataset([w[..., :2] for w in world], world, root=None,
                                  receptive_field=receptive_field, causal=causal, flip=False,
                                  valid=valid, keys=keys, device=device)
@@ -211,6 +214,7 @@ class RandomCameraWindows:
         self.augment = augment
         self.scale_jitter = float(scale_jitter)
         self.bone_jitter = float(bone_jitter)
+        self.track_start = float(track_start)
         self.parents = None if parents is None else [int(q) for q in parents]
         if self.parents is not None:
             self._order = _topological_order(self.parents, self._ds.num_joints)
@@ -272,6 +276,56 @@ class RandomCameraWindows:
             out[:, :, j] = out[:, :, q] + s[:, None, j, None] * (world[:, :, j] - world[:, :, q])
         return out
 
+    def edge_slots(self, ids: torch.Tensor, speed: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first, last) (N,) per window: its slots before ``first`` and after ``last`` read
+        the clip's first or last frame, as slot ``first`` or ``last`` does (replicate padding
+        at the clip's ends; ``speed`` as in :meth:`world_windows`)."""
+        ds = self._ds
+        frames = ds.frames[torch.remainder(ids.to(self.device), ds.num_frames)]
+        off = ds.offsets.unsqueeze(0).to(ds.targets.dtype)
+        pos = ds.local[frames].unsqueeze(1).to(off.dtype) \
+            + off * (1.0 if speed is None else speed.to(self.device, off.dtype).unsqueeze(1))
+        t = self.receptive_field
+        before = (pos <= 0).sum(1)
+        after = (pos >= ds.last[frames].unsqueeze(1).to(off.dtype)).sum(1)
+        return (before - 1).clamp_min(0), torch.where(after > 0, t - after, t - 1)
+
+    def track_ends(self, n: int, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(first, last) (n,) window slots of the track's first and last frames when tracks
+        may begin inside windows (``track_start``), or None when they may not.
+
+        With probability ``track_start`` a window holds the first frames of a track: it has
+        ``h`` real frames before its reference frame, ``h`` uniform in ``0 .. ref - 1``, and
+        the slots before those repeat the track's first frame, as the replicate padding of
+        :func:`posekernels.lift_sequence` and a fresh :class:`posekernels.stream.StreamingLifter`
+        stream give it. A centred window also ends its track inside the window with the same
+        probability, drawn independently (``0 .. T - ref - 2`` real frames after the reference).
+        """
+        if self.track_start <= 0:
+            return None
+        t, ref, dev = self.receptive_field, self.ref, self.device
+
+        def draw(span: int) -> tuple[torch.Tensor, torch.Tensor]:
+            # (whether the track ends on this side, how many real frames it has there)
+            hit = torch.rand(n, generator=generator, device=dev) < self.track_start
+            real = torch.randint(0, max(span, 1), (n,), generator=generator, device=dev)
+            return hit if span > 0 else torch.zeros_like(hit), real
+
+        hit, real = draw(ref)
+        first = torch.where(hit, ref - real, torch.zeros_like(real))
+        last = torch.full_like(first, t - 1)
+        if not self.causal:
+            hit, real = draw(t - ref - 1)
+            last = torch.where(hit, ref + real, last)
+        return first, last
+
+    def _slots(self, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """(N, T) the slot each slot reads: ``clamp(k, first, last)``."""
+        k = torch.arange(self.receptive_field, device=self.device)
+        return torch.minimum(torch.maximum(k, first[:, None]), last[:, None])
+
     def batch(self, ids: torch.Tensor, generator: torch.Generator | None = None):
         """``(inputs (N, T, V, 2) normalised, targets (N, T, V, 3) root-relative camera frame,
         cameras)`` for sample ids."""
@@ -285,6 +339,9 @@ class RandomCameraWindows:
         n = world.shape[0]
         if self.bone_jitter > 0:
             world = self.jitter_bones(world, generator)
+        ends = self.track_ends(n, generator)
+        if ends is not None:
+            world = torch.take_along_dim(world, self._slots(*ends)[:, :, None, None], dim=1)
         root_ref = world[:, self.ref, self.root]
         if self.scale_jitter > 0:
             s = 1 + self.scale_jitter * (2 * torch.rand(n, generator=generator,
@@ -301,4 +358,9 @@ class RandomCameraWindows:
         if self.augment is not None:
             uv, valid = self.augment(uv, cams.size[:, 0], self.left, self.right, generator)
             uv = fill_missing_windows(uv, valid)
+            # a padded slot repeats a frame's detection, noise and all, as inference pads it
+            first, last = self.edge_slots(ids, speed)
+            if ends is not None:
+                first, last = torch.maximum(first, ends[0]), torch.minimum(last, ends[1])
+            uv = torch.take_along_dim(uv, self._slots(first, last)[:, :, None, None], dim=1)
         return cams.normalize(uv), target, cams

@@ -62,6 +62,10 @@ class TrainConfig:
     speed_range: list | None = None         # random cameras: [low, high] playback speed per
                                             # window, log-uniform (data rate / camera rate:
                                             # [0.8, 2] covers 25-62 fps cameras on 50 Hz data)
+    track_start: float = 0.0                # random cameras: probability that a window holds a
+                                            # track's first frames (centred: also, independently,
+                                            # its last), the rest padded as lift_sequence and a
+                                            # new stream pad them (RandomCameraWindows.track_slots)
     val_cameras: str = "rig"                # validation cameras: "rig" or "random"
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
@@ -136,9 +140,12 @@ class TrainConfig:
             bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
         if not 0 <= self.bone_jitter < 0.5:
             bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
+        if not 0 <= self.track_start <= 1:
+            bad("track_start", f"must be a probability in [0, 1], got {self.track_start}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
-                                      or self.speed_range or self.camera_distribution):
-            bad("cameras", "augment_2d, scale_jitter, bone_jitter, speed_range and "
+                                      or self.speed_range or self.camera_distribution
+                                      or self.track_start):
+            bad("cameras", "augment_2d, scale_jitter, bone_jitter, speed_range, track_start and "
                 "camera_distribution need cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
         from .camera_data import augment_2d_from_dict, check_speed_range
@@ -203,7 +210,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
-                   "bone_jitter", "checkpoint_minutes") \
+                   "bone_jitter", "track_start", "checkpoint_minutes") \
                 and value is not None:
             value = float(value)
         values[key] = value
