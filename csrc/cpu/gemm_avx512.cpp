@@ -234,11 +234,12 @@ PK_AVX512 void mix_rows(int64_t rows, int64_t V, int64_t K, const float* X, int6
 
 // Frames t .. t + F - 1 of the channel pair (c, c + 1) (rows x0 + f * V and x1 + f * V) times
 // the panel: the 2F rows' K mixes, stored as depth pairs (k * C + c) / 2 = k * C / 2 + q0 of the
-// packed bf16 Z (columns (t + f) * V + w; gemm.h's layout).
+// packed bf16 Z (columns (t + f) * V + w; gemm.h's layout), frame t + f's columns at
+// runs[f * chunks ..] (chunks = ceil(V / 16); the same for every k and channel pair).
 template <int F, int NV>
 PK_AVX512_BF16 void mix_tile_pairs(int64_t V, int64_t K, const float* x0, const float* x1,
-                                   const float* Bp, uint32_t* Zp, int64_t pairs, int64_t cols,
-                                   int64_t half_c, int64_t q0, int64_t t) {
+                                   const float* Bp, uint32_t* Zp, const tile::Bf16Run* runs,
+                                   int64_t chunks, int64_t half_c, int64_t q0) {
   const float* xr[2 * F];  // rows 2f and 2f + 1: frame t + f of channels c and c + 1
   for (int f = 0; f < F; ++f) {
     xr[2 * f] = x0 + f * V;
@@ -246,21 +247,22 @@ PK_AVX512_BF16 void mix_tile_pairs(int64_t V, int64_t K, const float* x0, const 
   }
   __m512 acc[2 * F][NV];
   mix_accumulate<2 * F, NV>(V, xr, Bp, acc);
-  alignas(64) float lo[4 * kLanes], hi[4 * kLanes];
+  // each frame's 2 x K*V sums rounded and interleaved as words at once (whole vectors), then
+  // column w of mix k read back from word k * V + w
+  alignas(64) uint32_t words[4 * kLanes];
 #pragma GCC unroll 3
   for (int f = 0; f < F; ++f) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      _mm512_store_ps(lo + v * kLanes, acc[2 * f][v]);
-      _mm512_store_ps(hi + v * kLanes, acc[2 * f + 1][v]);
+      _mm512_store_si512(words + v * kLanes, tile::bf16_pair_words(acc[2 * f][v],
+                                                                   acc[2 * f + 1][v]));
     }
+    const tile::Bf16Run* run = runs + f * chunks;
     for (int64_t k = 0; k < K; ++k) {
-      for (int64_t w = 0; w < V; w += kLanes) {
-        const int64_t n = std::min<int64_t>(kLanes, V - w);
-        const __mmask16 m = tile::lane_mask(n);
-        tile::store_bf16_pairs(Zp, pairs, cols, k * half_c + q0, (t + f) * V + w, n,
-                               _mm512_maskz_loadu_ps(m, lo + k * V + w),
-                               _mm512_maskz_loadu_ps(m, hi + k * V + w));
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const int64_t w = ch * kLanes;
+        const __m512i col = _mm512_maskz_loadu_epi32(tile::lane_mask(V - w), words + k * V + w);
+        tile::store_bf16_words(Zp, run[ch], k * half_c + q0, col);
       }
     }
   }
@@ -270,17 +272,22 @@ template <int NV>
 PK_AVX512_BF16 void mix_pairs(int64_t C, int64_t Tj, int64_t V, int64_t K, const float* X,
                               int64_t ldc, const float* Bp, uint32_t* Zp) {
   constexpr int kFrames = kMixRows / 2;  // 3 frames x 2 channels: mix_tile's 6 rows
-  const int64_t pairs = K * C / 2, cols = Tj * V;
+  const int64_t pairs = K * C / 2, cols = Tj * V, chunks = (V + kLanes - 1) / kLanes;
+  std::vector<tile::Bf16Run> runs(Tj * chunks);  // where each frame's columns lie in Z
+  for (int64_t t = 0; t < Tj; ++t) {
+    tile::bf16_runs(pairs, cols, t * V, V, runs.data() + t * chunks);
+  }
   for (int64_t c = 0; c < C; c += 2) {
     const float* x0 = X + c * ldc;
     const float* x1 = x0 + ldc;
     int64_t t = 0;
     for (; t + kFrames <= Tj; t += kFrames) {
-      mix_tile_pairs<kFrames, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp, pairs, cols, C / 2,
-                                  c / 2, t);
+      mix_tile_pairs<kFrames, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp,
+                                  runs.data() + t * chunks, chunks, C / 2, c / 2);
     }
     for (; t < Tj; ++t) {
-      mix_tile_pairs<1, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp, pairs, cols, C / 2, c / 2, t);
+      mix_tile_pairs<1, NV>(V, K, x0 + t * V, x1 + t * V, Bp, Zp, runs.data() + t * chunks,
+                            chunks, C / 2, c / 2);
     }
   }
   zero_bf16_prepacked_tail(K * C, cols, Zp);

@@ -110,25 +110,64 @@ alignas(64) inline constexpr uint16_t kBf16Interleave[32] = {
     0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 
-// Columns j0 .. j0 + lanes - 1 (lanes <= 16) of depth pair q of a bfloat16 B operand in
-// gemm_bf16_prepacked's layout (gemm.h; `pairs` depth pairs, `cols` columns) <- (lo[i], hi[i]),
-// the two rows of the pair, rounded to bfloat16 (round to nearest even) and interleaved as
-// gemm_bf16 packs them (word i = lo[i] in the low half, hi[i] in the high half). A run that
-// crosses into the next 48-column panel is split there.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void store_bf16_pairs(
-    uint32_t* Bp, int64_t pairs, int64_t cols, int64_t q, int64_t j0, int64_t lanes, __m512 lo,
-    __m512 hi) {
-  const __m512i w = _mm512_permutexvar_epi16(_mm512_load_si512(kBf16Interleave),
-                                             (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+// Where columns j0 .. j0 + lanes - 1 (lanes <= 16) of a bfloat16 B operand in
+// gemm_bf16_prepacked's layout (gemm.h; `pairs` depth pairs, `cols` columns) lie: word (q, j0 + i)
+// is at off0 + q * width0 + i for the first n0 lanes and, for a run that crosses into the next
+// 48-column panel, at off1 + q * width1 + (i - n0) for the rest. The same for every depth pair, so
+// a producer that writes many pairs at the same columns works it out once.
+struct Bf16Run {
+  int64_t off0 = 0, width0 = 0, off1 = 0, width1 = 0;
+  __mmask16 first = 0;  // the lanes in the first panel
+  __mmask16 rest = 0;   // the lanes past it (0: the run does not cross a panel)
+  __mmask16 tail = 0;   // the first lanes - n0 words of the next panel
+};
+
+inline Bf16Run bf16_run(int64_t pairs, int64_t cols, int64_t j0, int64_t lanes) {
+  Bf16Run r;
   const int64_t P = j0 / kBf16Panel, L = j0 % kBf16Panel, panel_words = pairs * kBf16Panel;
   const int64_t n0 = std::min(lanes, kBf16Panel - L);
-  const __mmask16 first = lane_mask(n0);
-  _mm512_mask_storeu_epi32(Bp + P * panel_words + q * bf16_prepacked_width(cols, P) + L, first, w);
+  r.off0 = P * panel_words + L;
+  r.width0 = bf16_prepacked_width(cols, P);
+  r.first = lane_mask(n0);
   if (n0 < lanes) {
-    const __mmask16 rest = __mmask16(lane_mask(lanes) & ~first);
-    _mm512_mask_storeu_epi32(
-        Bp + (P + 1) * panel_words + q * bf16_prepacked_width(cols, P + 1),
-        lane_mask(lanes - n0), _mm512_maskz_compress_epi32(rest, w));
+    r.off1 = (P + 1) * panel_words;
+    r.width1 = bf16_prepacked_width(cols, P + 1);
+    r.rest = __mmask16(lane_mask(lanes) & ~r.first);
+    r.tail = lane_mask(lanes - n0);
+  }
+  return r;
+}
+
+// Word i = (lo[i] in the low half, hi[i] in the high half), rounded to bfloat16 (round to nearest
+// even): two rows of a depth pair interleaved as gemm_bf16 packs them.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512i bf16_pair_words(
+    __m512 lo, __m512 hi) {
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kBf16Interleave),
+                                  (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// Depth pair q of the run's columns <- the words w (bf16_pair_words); the part past a panel's
+// end goes to the next panel.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void store_bf16_words(
+    uint32_t* Bp, const Bf16Run& run, int64_t q, __m512i w) {
+  _mm512_mask_storeu_epi32(Bp + run.off0 + q * run.width0, run.first, w);
+  if (run.rest != 0) {
+    _mm512_mask_storeu_epi32(Bp + run.off1 + q * run.width1, run.tail,
+                             _mm512_maskz_compress_epi32(run.rest, w));
+  }
+}
+
+// Depth pair q of the run's columns <- (lo[i], hi[i]), the two rows of the pair.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void store_bf16_pairs(
+    uint32_t* Bp, const Bf16Run& run, int64_t q, __m512 lo, __m512 hi) {
+  store_bf16_words(Bp, run, q, bf16_pair_words(lo, hi));
+}
+
+// The runs of 16 columns (the last one shorter) that cover columns [j0, j0 + n) in
+// runs[0 .. ceil(n / 16)).
+inline void bf16_runs(int64_t pairs, int64_t cols, int64_t j0, int64_t n, Bf16Run* runs) {
+  for (int64_t w = 0; w < n; w += kLanes) {
+    runs[w / kLanes] = bf16_run(pairs, cols, j0 + w, std::min<int64_t>(kLanes, n - w));
   }
 }
 

@@ -44,6 +44,7 @@
 #include <array>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define POSEKERNELS_TCONV_AVX512 1
@@ -234,17 +235,20 @@ struct DepthRow {
 
 // The input transform of depth rows 2q and 2q + 1 (r1.xc == nullptr: no row 2q + 1, read as zero)
 // for tiles [s0, s1), rounded to bfloat16 and stored as depth pair q straight in
-// gemm_bf16_prepacked's layout (gemm.h; component p in Dp + p * plane, cols = (s1 - s0) * V
-// columns) instead of float32 rows that gemm_bf16 would read back and pack: the same values
-// (the same rounding, round to nearest even) in half the bytes, and no packing pass.
+// gemm_bf16_prepacked's layout (gemm.h; component p in Dp + p * plane; tile s's columns at
+// runs[(s - s0) * chunks ..], chunks = ceil(V / 16), the same for every pair and component)
+// instead of float32 rows that gemm_bf16 would read back and pack: the same values (the same
+// rounding, round to nearest even) in half the bytes, and no packing pass.
 PK_TCONV_BF16 void input_transform_pair_bf16(const Dims& d, const DepthRow& r0, const DepthRow& r1,
-                                             int64_t q, int64_t pairs, int64_t s0, int64_t s1,
+                                             int64_t q, int64_t s0, int64_t s1,
+                                             const tile::Bf16Run* runs, int64_t chunks,
                                              uint32_t* Dp, int64_t plane) {
-  const int64_t V = d.V, cols = (s1 - s0) * V;
+  const int64_t V = d.V;
   for (int64_t s = s0; s < s1; ++s) {
-    for (int64_t v = 0; v < V; v += 16) {
-      const int64_t lanes = std::min<int64_t>(16, V - v);
-      const __mmask16 m = tile::lane_mask(lanes);
+    const tile::Bf16Run* run = runs + (s - s0) * chunks;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t v = ch * 16;
+      const __mmask16 m = tile::lane_mask(V - v);
       __m512 u0[kPoints], u1[kPoints];
       input_transform_vector(d, r0.xc, r0.a, r0.phase, s, v, m, u0);
       if (r1.xc != nullptr) {
@@ -255,8 +259,7 @@ PK_TCONV_BF16 void input_transform_pair_bf16(const Dims& d, const DepthRow& r0, 
         }
       }
       for (int64_t p = 0; p < kPoints; ++p) {
-        tile::store_bf16_pairs(Dp + p * plane, pairs, cols, q, (s - s0) * V + v, lanes, u0[p],
-                               u1[p]);
+        tile::store_bf16_pairs(Dp + p * plane, run[ch], q, u0[p], u1[p]);
       }
     }
   }
@@ -357,14 +360,19 @@ void tconv_kernel(const Dims& d, const at::Tensor& x, const at::Tensor& What,
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (packed_bf16) {
         uint32_t* Dp = reinterpret_cast<uint32_t*>(D);
-        const int64_t pairs = bf16_prepacked_pairs(depth);
+        const int64_t pairs = bf16_prepacked_pairs(depth), chunks = (V + 15) / 16;
         const auto row = [&](int64_t r) {  // depth row r = (a, ph, c)
           const int64_t g = r / d.C;
           return DepthRow{X + (r % d.C) * TV, g / d.stride, g % d.stride};
         };
+        std::vector<tile::Bf16Run> runs((s1 - s0) * chunks);  // where each tile's columns lie
+        for (int64_t s = s0; s < s1; ++s) {
+          tile::bf16_runs(pairs, cols, (s - s0) * V, V, runs.data() + (s - s0) * chunks);
+        }
         for (int64_t q = 0; q < pairs; ++q) {
           const DepthRow r1 = 2 * q + 1 < depth ? row(2 * q + 1) : DepthRow{nullptr, 0, 0};
-          input_transform_pair_bf16(d, row(2 * q), r1, q, pairs, s0, s1, Dp, dplane);
+          input_transform_pair_bf16(d, row(2 * q), r1, q, s0, s1, runs.data(), chunks, Dp,
+                                    dplane);
         }
         for (int64_t p = 0; p < kPoints; ++p) {
           zero_bf16_prepacked_tail(depth, cols, Dp + p * dplane);
