@@ -191,11 +191,20 @@ PK_TCONV_AVX512 inline void input_transform_vector(const Dims& d, const float* x
                                                    __mmask16 m, __m512 (&u)[kPoints]) {
   const int64_t V = d.V;
   const int64_t u0 = kTile * s + kTaps * a;
+  const int64_t f0 = d.stride * u0 + phase - d.pad_left;  // the frame of in[0]
   __m512 in[kPoints];
-  for (int64_t i = 0; i < kPoints; ++i) {
-    const int64_t f = d.stride * (u0 + i) + phase - d.pad_left;
-    const bool inside = f >= 0 && f < d.T;
-    in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
+  if (f0 >= 0 && f0 + d.stride * (kPoints - 1) < d.T) {  // all six frames inside: no checks
+    const float* x = xc + f0 * V + v;
+    const int64_t step = d.stride * V;
+    for (int64_t i = 0; i < kPoints; ++i) {
+      in[i] = _mm512_maskz_loadu_ps(m, x + i * step);
+    }
+  } else {
+    for (int64_t i = 0; i < kPoints; ++i) {
+      const int64_t f = f0 + d.stride * i;
+      const bool inside = f >= 0 && f < d.T;
+      in[i] = _mm512_maskz_loadu_ps(inside ? m : __mmask16(0), xc + (inside ? f * V + v : 0));
+    }
   }
   const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
   const __m512 d34 = _mm512_add_ps(in[3], in[4]);
