@@ -111,6 +111,16 @@ RUNS = {
                                            "channels": 64, "sequence_branch": False,
                                            "head": "shared", "causal": True,
                                            "window_norm": True}),
+    # the shipped causal lifter (big_causal) fine-tuned two epochs at a low rate with tracks that
+    # begin inside the window (track_start) and without (the control: the extra steps and the
+    # repeated 2D of padded slots alone)
+    **{f"ft_causal_{name}": dict(LIVE, epochs=2, lr=3e-4, bone_jitter=0.1,
+                                 speed_range=[0.8, 2.0], track_start=p,
+                                 init_from="default:causal",
+                                 model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                                        "sequence_branch": False, "head": "shared",
+                                        "causal": True})
+       for name, p in (("repeat", 0.0), ("track", 0.2))},
     # a wider centred lifter with the window-normalised input from the start (float32; bone and
     # speed jitter from the first epoch): the shipped centred lifter is C = 64 trained 12 + 4
     # epochs (screen input, then window-normalised); this one trains 16 epochs in one cosine
@@ -176,6 +186,8 @@ LABELS = {
     "probe_screen_amp": "Probe: centred, screen input, T=27, C=32, 4 epochs, bf16 autocast",
     "probe_causal_from_centred": "Probe: causal from probe_screen's weights, T=27, C=32, 4 epochs",
     "probe_screen_causal8": "Probe: causal, screen input, T=27, C=32, 8 epochs",
+    "ft_causal_repeat": "Causal lifter, shipped big_causal + 2 epochs at lr 3e-4, T=81, C=64",
+    "ft_causal_track": "Causal lifter, shipped big_causal + 2 epochs, track starts in 20 %, T=81, C=64",
     "probe_repeat_causal": "Probe: causal, padded 2D repeated, T=27, C=32, 4 epochs",
     "probe_track_causal": "Probe: causal, track starts in 20 % of windows, T=27, C=32, 4 epochs",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
