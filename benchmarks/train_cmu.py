@@ -111,9 +111,10 @@ RUNS = {
                                            "channels": 64, "sequence_branch": False,
                                            "head": "shared", "causal": True,
                                            "window_norm": True}),
-    # the shipped causal lifter (big_causal) fine-tuned two epochs at a low rate with tracks that
-    # begin inside the window (track_start) and without (the control: the extra steps and the
-    # repeated 2D of padded slots alone)
+    # the shipped causal lifter (big_causal, as shipped at commit 5a5a91d) fine-tuned two epochs
+    # at a low rate with tracks that begin inside the window (track_start) and without (the
+    # control: the extra steps and the repeated 2D of padded slots alone); ft_causal_track was
+    # shipped in its place, so "default:causal" now names ft_causal_track itself
     **{f"ft_causal_{name}": dict(LIVE, epochs=2, lr=3e-4, bone_jitter=0.1,
                                  speed_range=[0.8, 2.0], track_start=p,
                                  init_from="default:causal",
