@@ -214,6 +214,12 @@ def test_track_start_pads_windows_like_a_new_track(causal):
     lead = _leading_repeats(y0)
     assert torch.equal(_leading_repeats(x0), lead)
     assert 0 < float((lead >= 2).double().mean()) < 0.2                # clip starts only
+    # and so with windows played faster or slower (interpolated between recorded frames)
+    fast = RandomCameraWindows(world, track_start=0.5, speed_range=[0.5, 2.0], **kw)
+    xs, ys, _ = fast.batch(ids)
+    assert torch.equal(_leading_repeats(xs), _leading_repeats(ys))
+    if not causal:
+        assert torch.equal(_leading_repeats(xs.flip(1)), _leading_repeats(ys.flip(1)))
     with pytest.raises(ValueError, match="track_start"):
         RandomCameraWindows(world, track_start=1.5, **kw)
 
