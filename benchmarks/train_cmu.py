@@ -162,6 +162,18 @@ RUNS = {
                              model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                     "sequence_branch": False, "head": "shared",
                                     "causal": False}),
+    # training frames drawn per clip (sample_balance 1: every clip alike, with replacement)
+    # against one pass over the frames (0; subject 01's 14 climbing clips are half of them),
+    # centred window-normalised probes validated on subject 09 and, as a second held-out
+    # subject, on 02 (trained on the other five)
+    **{f"probe_bal{int(b * 100)}{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=b,
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -191,6 +203,10 @@ LABELS = {
     "ft_causal_track": "Causal lifter, shipped big_causal + 2 epochs, track starts in 20 %, T=81, C=64",
     "probe_repeat_causal": "Probe: causal, padded 2D repeated, T=27, C=32, 4 epochs",
     "probe_track_causal": "Probe: causal, track starts in 20 % of windows, T=27, C=32, 4 epochs",
+    **{f"probe_bal{int(b * 100)}{'_v02' if v02 else ''}":
+       f"Probe: centred, window input, sample_balance {b:g}, T=27, C=32, 4 epochs"
+       f"{', validated on 02' if v02 else ''}"
+       for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
@@ -225,8 +241,9 @@ def train_run(recipe: dict, run_dir: str, data: str, threads: int, seed: int,
     from posekernels.cli import main as cli
 
     os.makedirs(run_dir, exist_ok=True)
-    cfg = dict(recipe, data_3d=data, val_subjects=VAL, seed=seed, threads=threads,
-               out_dir=run_dir, device="cpu", progress=False)
+    cfg = dict(recipe, data_3d=data, seed=seed, threads=threads, out_dir=run_dir, device="cpu",
+               progress=False)
+    cfg.setdefault("val_subjects", VAL)
     path = os.path.join(run_dir, "config.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=1)

@@ -114,6 +114,29 @@ def test_valid_masks_keys_and_from_sequences():
     assert y2 is None and x2.dtype == torch.float32 and x2.shape == (2, 5, 17, 2)
 
 
+@pytest.mark.parametrize("balance", [0.0, 0.37, 1.0])
+def test_sample_weights_weigh_sequences_by_their_valid_frames(balance):
+    """Each sample weighs 1 / L ** balance (L: its sequence's valid frames), so a sequence
+    weighs L ** (1 - balance): checked per sequence against a float64 count made here."""
+    rng = np.random.default_rng()
+    lengths = rng.integers(3, 40, size=5)
+    xs, ys = make_sequences(rng, tuple(int(n) for n in lengths))
+    valid = [rng.random(int(n)) < 0.7 for n in lengths]
+    for m in valid:
+        m[0] = True
+    ds = WindowDataset(xs, ys, receptive_field=3, valid=valid, flip=True)
+    w = ds.sample_weights(balance)
+    assert w.dtype == torch.float64 and w.shape == (ds.num_frames,)
+    seq = ds.sequence_of(torch.arange(ds.num_frames)).numpy()
+    counts = np.array([m.sum() for m in valid], dtype=np.float64)
+    for i, c in enumerate(counts):
+        np.testing.assert_allclose(w.numpy()[seq == i], c ** -balance, rtol=1e-12)
+        np.testing.assert_allclose(w.numpy()[seq == i].sum(), c ** (1 - balance), rtol=1e-12)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="balance"):
+            ds.sample_weights(bad)
+
+
 def test_bad_inputs():
     rng = np.random.default_rng(33)
     xs, ys = make_sequences(rng, (4, 6))

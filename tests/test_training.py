@@ -155,7 +155,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
               target_jitter=True)
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, speed_range=[0.8, 1.6],
-                  track_start=0.3)
+                  track_start=0.3, sample_balance=0.5)
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
     cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
@@ -237,6 +237,9 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
         tiny_config(tmp_path, track_start=0.2)
     with pytest.raises(ConfigError, match="speed_range"):
         tiny_config(tmp_path, cameras="random", speed_range=[3.0, 1.0])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="sample_balance"):
+            tiny_config(tmp_path, sample_balance=bad)
     assert tiny_config(tmp_path, cameras="random", speed_range=[0.8, 2]).speed_range == [0.8, 2]
     for bad in (0.5, 2000.0, float("nan")):
         with pytest.raises(ConfigError, match="frame_rate"):
@@ -513,3 +516,40 @@ def test_train_init_from_starts_from_the_checkpoint(tmp_path, positions):
                       init_from=str(tmp_path / "nothing.pt"))
     with pytest.raises(ConfigError, match="init_from: .*no such checkpoint"):
         train(bad, positions_3d=positions, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("balance", [0.0, 1.0])
+def test_sample_balance_draws_short_clips_as_often_as_long_ones(tmp_path, positions,
+                                                                monkeypatch, balance):
+    """sample_balance 1 draws every training sequence alike (with replacement; a clip of 60
+    frames as often as one of 300); 0 is one pass over the frames per epoch."""
+    from posekernels.training import trainer
+
+    pos = {s: dict(a) for s, a in positions.items()}
+    short = sorted(pos["S1"])[0]
+    pos["S1"][short] = pos["S1"][short][:60]
+    drawn, datasets = [], []
+    real_batch = trainer.TrainingData.batch
+
+    def recording_batch(self, ids):
+        drawn.append(self.dataset.sequence_of(ids))
+        datasets.append(self.dataset)
+        return real_batch(self, ids)
+
+    monkeypatch.setattr(trainer.TrainingData, "batch", recording_batch)
+    train(tiny_config(tmp_path, epochs=3, batch_size=32, sample_balance=balance),
+          positions_3d=pos, log=lambda *a: None)
+    ds = datasets[0]
+    is_short = torch.tensor([k[:2] == ("S1", short) for k in ds.keys])
+    assert 0 < int(is_short.sum()) < len(ds.keys)
+    seq = torch.cat(drawn)
+    lengths = torch.tensor(ds.lengths, dtype=torch.float64)
+    want = float(is_short.sum() / len(ds.keys)) if balance == 1 else \
+        float(lengths[is_short].sum() / lengths.sum())
+    share = float(is_short[seq].double().mean())
+    # binomial spread over len(seq) >= 1000 draws: 3 standard deviations
+    tol = 3 * (want * (1 - want) / len(seq)) ** 0.5 if balance == 1 else 0.01
+    assert abs(share - want) < tol, (share, want)
+    if balance == 0:  # one pass: every frame once per epoch in each orientation's place
+        counts = torch.bincount(torch.cat(drawn), minlength=len(ds.keys))
+        assert torch.equal(counts, (3 * lengths).to(torch.int64))

@@ -204,6 +204,19 @@ class WindowDataset:
             raise IndexError(f"sample index out of range for {n} samples")
         return torch.remainder(ids, n)
 
+    def sample_weights(self, balance: float) -> torch.Tensor:
+        """(num_frames,) float64 sampling weight of each sample (the flipped copy weighs as its
+        original): ``L ** -balance`` for a sample of a sequence with ``L`` samples, so that a
+        sequence weighs ``L ** (1 - balance)`` in all. ``balance`` 0 weighs every frame alike
+        (a long sequence dominates as it does in one pass over the data), 1 every sequence
+        alike; values between interpolate."""
+        balance = float(balance)
+        if not 0 <= balance <= 1:
+            raise ValueError(f"balance must lie in [0, 1], got {balance}")
+        seq = self.seq_id[self.frames]
+        counts = torch.bincount(seq, minlength=len(self.lengths)).to(torch.float64)
+        return counts[seq].pow(-balance)
+
     def frame_of(self, idx) -> torch.Tensor:
         """Global frame index of each sample id."""
         return self.frames[torch.remainder(self._sample_ids(idx), self.num_frames)]

@@ -235,6 +235,10 @@ class RandomCameraWindows:
     def __len__(self) -> int:
         return self.num_frames * (2 if self.flip else 1)
 
+    def sample_weights(self, balance: float) -> torch.Tensor:
+        """Sampling weights of the samples (:meth:`WindowDataset.sample_weights`)."""
+        return self._ds.sample_weights(balance)
+
     def world_windows(self, ids: torch.Tensor, speed: torch.Tensor | None = None
                       ) -> torch.Tensor:
         """World windows (N, T, V, 3) of sample ids (mirrored for the flipped ids); with

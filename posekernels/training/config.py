@@ -66,6 +66,11 @@ class TrainConfig:
                                             # track's first frames (centred: also, independently,
                                             # its last), the rest padded as lift_sequence and a
                                             # new stream pad them (RandomCameraWindows.track_slots)
+    sample_balance: float = 0.0             # 0: an epoch is one pass over the training frames
+                                            # in random order; b in (0, 1]: as many frames drawn
+                                            # with replacement, a sequence of L frames weighing
+                                            # L ** (1 - b) in all (1: every sequence alike), so
+                                            # that long clips do not drown short ones
     val_cameras: str = "rig"                # validation cameras: "rig" or "random"
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
@@ -142,6 +147,8 @@ class TrainConfig:
             bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
         if not 0 <= self.track_start <= 1:
             bad("track_start", f"must be a probability in [0, 1], got {self.track_start}")
+        if not 0 <= self.sample_balance <= 1:
+            bad("sample_balance", f"must lie in [0, 1], got {self.sample_balance}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
                                       or self.speed_range or self.camera_distribution
                                       or self.track_start):
@@ -210,7 +217,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
-                   "bone_jitter", "track_start", "checkpoint_minutes") \
+                   "bone_jitter", "track_start", "sample_balance", "checkpoint_minutes") \
                 and value is not None:
             value = float(value)
         values[key] = value

@@ -400,7 +400,11 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             set_bn_momentum(model, bn_momentum(epoch, cfg.epochs))
         stage = 1 if epoch < stage1 else 2
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
+        if cfg.sample_balance > 0:
+            order = torch.multinomial(ds.sample_weights(cfg.sample_balance).cpu(), n,
+                                      replacement=True, generator=gen)
+        else:
+            order = torch.randperm(n, generator=gen)
         if ds.flip:
             order = order + torch.randint(0, 2, (n,), generator=gen) * n
         torch.manual_seed(cfg.seed * 7919 + epoch * 104_729 + info.rank)
