@@ -138,8 +138,6 @@ PK_BF16 void rows_of_panel(int64_t R, int64_t pairs, const uint32_t* Ap, int64_t
 // lane (p, j) holding rows 2p (low half) and 2p + 1 (high half); zero past depth and cols.
 PK_BF16 void pack_b(const float* B, int64_t ldb, int64_t k0, int64_t depth, int64_t j0,
                     int64_t cols, int64_t width, uint32_t* Bp) {
-  // interleave the two converted rows: output word i = (row0[i], row1[i])
-  const __m512i idx = _mm512_load_si512(tile::kBf16Interleave);
   const int64_t pairs = (depth + 1) / 2;
   for (int64_t p = 0; p < pairs; ++p) {
     const float* r0 = B + (k0 + 2 * p) * ldb + j0;
@@ -151,9 +149,7 @@ PK_BF16 void pack_b(const float* B, int64_t ldb, int64_t k0, int64_t depth, int6
       const __mmask16 m = tile::lane_mask(n);
       const __m512 v0 = _mm512_maskz_loadu_ps(m, r0 + jj);
       const __m512 v1 = has_r1 ? _mm512_maskz_loadu_ps(m, r1 + jj) : _mm512_setzero_ps();
-      // lower 16 bfloat16 from v0, upper 16 from v1
-      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
-      _mm512_store_si512(dst + jj, _mm512_permutexvar_epi16(idx, both));
+      _mm512_store_si512(dst + jj, tile::bf16_pair_words(v0, v1));
     }
   }
 }

@@ -231,6 +231,17 @@ class WindowDataset:
         local = torch.minimum(local.clamp_min(0), self.last[frames].unsqueeze(1))
         return self.start[frames].unsqueeze(1) + local
 
+    def window_times(self, frames: torch.Tensor, speed: torch.Tensor | float = 1.0
+                     ) -> torch.Tensor:
+        """(N, T) local times ``local + offsets[k] * speed`` of the window slots around global
+        frames ``frames`` (N,) played ``speed`` (N,) (or one number) times as fast, not clamped:
+        slots before 0 or after the sequence's last frame are the ones replicate padding fills.
+        The dtype is ``speed``'s (the targets' for a number)."""
+        dtype = speed.dtype if isinstance(speed, torch.Tensor) else self.dtype
+        speed = torch.as_tensor(speed, dtype=dtype, device=self.device)
+        return self.local[frames].unsqueeze(1).to(dtype) \
+            + self.offsets.unsqueeze(0).to(dtype) * (speed.unsqueeze(1) if speed.ndim else speed)
+
     def window_positions(self, frames: torch.Tensor, speed: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows around global frames ``frames`` (N,) played ``speed`` (N,) times as fast:
@@ -239,9 +250,7 @@ class WindowDataset:
         indices ``(lo, hi)`` (N, T) and the weight ``frac`` of ``hi`` for linear
         interpolation."""
         last = self.last[frames].unsqueeze(1)
-        pos = self.local[frames].unsqueeze(1).to(speed.dtype) \
-            + self.offsets.unsqueeze(0).to(speed.dtype) * speed.unsqueeze(1)
-        pos = torch.minimum(pos.clamp_min(0), last.to(speed.dtype))
+        pos = torch.minimum(self.window_times(frames, speed).clamp_min(0), last.to(speed.dtype))
         lo = pos.floor()
         frac = pos - lo
         lo = lo.to(torch.int64)

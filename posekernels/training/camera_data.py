@@ -287,12 +287,11 @@ class RandomCameraWindows:
         at the clip's ends; ``speed`` as in :meth:`world_windows`)."""
         ds = self._ds
         frames = ds.frames[torch.remainder(ids.to(self.device), ds.num_frames)]
-        off = ds.offsets.unsqueeze(0).to(ds.targets.dtype)
-        pos = ds.local[frames].unsqueeze(1).to(off.dtype) \
-            + off * (1.0 if speed is None else speed.to(self.device, off.dtype).unsqueeze(1))
+        pos = ds.window_times(frames, 1.0 if speed is None
+                              else speed.to(self.device, ds.targets.dtype))
         t = self.receptive_field
         before = (pos <= 0).sum(1)
-        after = (pos >= ds.last[frames].unsqueeze(1).to(off.dtype)).sum(1)
+        after = (pos >= ds.last[frames].unsqueeze(1).to(pos.dtype)).sum(1)
         return (before - 1).clamp_min(0), torch.where(after > 0, t - after, t - 1)
 
     def track_ends(self, n: int, generator: torch.Generator | None = None
