@@ -129,6 +129,15 @@ RUNS = {
                           model={"arch": "glagcn", "receptive_field": 81, "channels": 96,
                                  "sequence_branch": False, "head": "shared", "causal": False,
                                  "window_norm": True}),
+    # the shipped lifters fine-tuned with every clip drawn alike (sample_balance 1, the probes
+    # probe_bal*), three epochs at lr 5e-4, with track starts in 20 % of the windows (the
+    # shipped causal lifter was trained with them; the centred one gets them here)
+    **{f"bal_{mode}": dict(LIVE, epochs=3, lr=5e-4, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                           track_start=0.2, sample_balance=1.0, init_from=f"default:{mode}",
+                           model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                                  "sequence_branch": False, "head": "shared",
+                                  "causal": mode == "causal", "window_norm": mode == "centered"})
+       for mode in ("centered", "causal")},
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -207,6 +216,9 @@ LABELS = {
        f"Probe: centred, window input, sample_balance {b:g}, T=27, C=32, 4 epochs"
        f"{', validated on 02' if v02 else ''}"
        for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
+    "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
+                    "T=81, C=64",
+    "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
