@@ -65,7 +65,7 @@ class TrainConfig:
     track_start: float = 0.0                # random cameras: probability that a window holds a
                                             # track's first frames (centred: also, independently,
                                             # its last), the rest padded as lift_sequence and a
-                                            # new stream pad them (RandomCameraWindows.track_slots)
+                                            # new stream pad them (RandomCameraWindows.track_ends)
     sample_balance: float = 0.0             # 0: an epoch is one pass over the training frames
                                             # in random order; b in (0, 1]: as many frames drawn
                                             # with replacement, a sequence of L frames weighing
