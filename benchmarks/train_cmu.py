@@ -138,6 +138,16 @@ RUNS = {
                                   "sequence_branch": False, "head": "shared",
                                   "causal": mode == "causal", "window_norm": mode == "centered"})
        for mode in ("centered", "causal")},
+    # the T = 81 lifters trained from the start with every clip drawn alike and track starts
+    # (12 epochs, one cosine; the centred one window-normalised): whether the clip balance
+    # gives more from the first step than as a fine-tune (bal_*)
+    **{f"bal81_{mode}": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
+                             track_start=0.2, sample_balance=1.0,
+                             model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                                    "sequence_branch": False, "head": "shared",
+                                    "causal": mode == "causal",
+                                    "window_norm": mode == "centered"})
+       for mode in ("centered", "causal")},
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -219,6 +229,9 @@ LABELS = {
     "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
                     "T=81, C=64",
     "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",
+    "bal81_centered": "Centred lifter, clips drawn alike from the start, window-normalised, "
+                      "T=81, C=64",
+    "bal81_causal": "Causal lifter, clips drawn alike from the start, T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
