@@ -391,6 +391,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
                         frame_rate=float(cfg.frame_rate), **extra)
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    # per-sample draw weights (sample_balance), the same every epoch
+    weights = ds.sample_weights(cfg.sample_balance).cpu() if cfg.sample_balance > 0 else None
     metrics: dict = history[-1].get("val", {}) if history else {}
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
@@ -400,9 +402,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             set_bn_momentum(model, bn_momentum(epoch, cfg.epochs))
         stage = 1 if epoch < stage1 else 2
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        if cfg.sample_balance > 0:
-            order = torch.multinomial(ds.sample_weights(cfg.sample_balance).cpu(), n,
-                                      replacement=True, generator=gen)
+        if weights is not None:
+            order = torch.multinomial(weights, n, replacement=True, generator=gen)
         else:
             order = torch.randperm(n, generator=gen)
         if ds.flip:
