@@ -193,6 +193,17 @@ RUNS = {
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True})
        for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
+    # every bone turned by a random rotation per window (bone_rotation, degrees: poses the
+    # recordings lack, e.g. other arm-swing planes) on top of probe_bal100's recipe, held out
+    # 09 and 02 as there
+    **{f"probe_rot{deg}{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=1.0, bone_rotation=float(deg),
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for deg in (15, 30) for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -226,6 +237,10 @@ LABELS = {
        f"Probe: centred, window input, sample_balance {b:g}, T=27, C=32, 4 epochs"
        f"{', validated on 02' if v02 else ''}"
        for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
+    **{f"probe_rot{deg}{'_v02' if v02 else ''}":
+       f"Probe: centred, window input, clips alike, bones turned up to {deg} deg, T=27, C=32, "
+       f"4 epochs{', validated on 02' if v02 else ''}"
+       for deg in (15, 30) for v02 in (False, True)},
     "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
                     "T=81, C=64",
     "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",

@@ -165,6 +165,58 @@ def test_bone_jitter_changes_proportions_symmetrically():
                             bone_jitter=0.1)
 
 
+def test_rotation_matrices_match_the_matrix_exponential():
+    from posekernels.training.camera_data import _rotation_matrices
+    g = torch.Generator().manual_seed(int(np.random.default_rng().integers(1 << 31)))
+    axis = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    angle = (torch.rand(7, 5, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
+    x, y, z = axis.unbind(-1)
+    k = torch.zeros(7, 5, 3, 3, dtype=torch.float64)
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -z, y, -x
+    k = k - k.transpose(-1, -2)
+    torch.testing.assert_close(_rotation_matrices(axis, angle),
+                               torch.linalg.matrix_exp(angle[..., None, None] * k))
+
+
+def test_bone_rotation_turns_each_bone_rigidly_over_the_window():
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [_walk(60, rng, 0.0)]
+    deg = float(rng.uniform(5, 40))
+    ds = RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                             root=sk.root, bone_rotation=deg, parents=sk.parents)
+    ids = torch.arange(60).repeat(8)
+    ref = ds.world_windows(ids).double()
+    got = ds.jitter_bones(ref)
+    torch.testing.assert_close(got[:, :, sk.root], ref[:, :, sk.root], rtol=0, atol=0)
+    angles = {}
+    for j, q in enumerate(sk.parents):
+        if q < 0:
+            continue
+        a, b = got[:, :, j] - got[:, :, q], ref[:, :, j] - ref[:, :, q]
+        torch.testing.assert_close(a.norm(dim=-1), b.norm(dim=-1))      # lengths kept
+        # one rotation per window: the best rotation over the window's frames (Kabsch, float64)
+        u, _, vh = torch.linalg.svd(a.transpose(1, 2) @ b)
+        d = torch.sign(torch.linalg.det(u @ vh))
+        r = u @ torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)) @ vh
+        torch.testing.assert_close(torch.einsum("nij,ntj->nti", r, b), a, atol=1e-9, rtol=0)
+        ang = torch.rad2deg(torch.arccos(((r.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2)
+                                         .clamp(-1, 1)))
+        assert float(ang.max()) <= deg + 1e-6
+        angles[j] = ang
+    spread = torch.stack(list(angles.values()), 1)
+    assert float(spread.mean()) > deg / 4                     # drawn afresh, not near zero
+    left, right = sk.left[1], sk.right[1]                     # mirror bones turn independently
+    assert float((angles[left] - angles[right]).abs().max()) > 1.0
+    with pytest.raises(ValueError, match="bone_rotation"):
+        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                            bone_rotation=50.0, parents=sk.parents)
+    with pytest.raises(ValueError, match="parents"):
+        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
+                            bone_rotation=10.0)
+
+
 def _leading_repeats(a: torch.Tensor) -> torch.Tensor:
     """(N,) how many of each window's first slots (N, T, ...) are exactly its slot 0."""
     same = (a == a[:, :1]).flatten(2).all(-1)

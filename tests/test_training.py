@@ -154,8 +154,8 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
     kw = dict(epochs=2, batch_size=16, cameras=cameras, model=dict(TINY_GLA, dropout=0.2),
               target_jitter=True)
     if cameras == "random":
-        kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, speed_range=[0.8, 1.6],
-                  track_start=0.3, sample_balance=0.5)
+        kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, bone_rotation=15,
+                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5)
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
     cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
@@ -230,6 +230,11 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
         tiny_config(tmp_path, cameras="random", bone_jitter=0.5)
     with pytest.raises(ConfigError, match="need cameras='random'"):
         tiny_config(tmp_path, bone_jitter=0.1)
+    for bad in (-1.0, 46.0, float("nan")):
+        with pytest.raises(ConfigError, match="bone_rotation"):
+            tiny_config(tmp_path, cameras="random", bone_rotation=bad)
+    with pytest.raises(ConfigError, match="need cameras='random'"):
+        tiny_config(tmp_path, bone_rotation=10)
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="track_start"):
             tiny_config(tmp_path, cameras="random", track_start=bad)

@@ -152,6 +152,18 @@ def _topological_order(parents: Sequence[int], num_joints: int) -> list[int]:
     return order
 
 
+def _rotation_matrices(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) turning by ``angle`` (...) radians about unit ``axis``
+    (..., 3) (Rodrigues: I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix)."""
+    x, y, z = axis.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                     torch.stack([-y, x, zero], -1)], -2)
+    a = angle[..., None, None]
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
+    return eye + torch.sin(a) * k + (1 - torch.cos(a)) * (k @ k)
+
+
 def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_config"
                          ) -> Augment2D:
     """An :class:`Augment2D` with the given fields changed (errors name ``where`` and the key)."""
@@ -190,7 +202,8 @@ class RandomCameraWindows:
                  root: int = 0, valid: Sequence[Any] | None = None,
                  cameras: CameraDistribution = DEFAULT_CAMERAS,
                  augment: Augment2D | None = None, scale_jitter: float = 0.0,
-                 bone_jitter: float = 0.0, parents: Sequence[int] | None = None,
+                 bone_jitter: float = 0.0, bone_rotation: float = 0.0,
+                 parents: Sequence[int] | None = None,
                  speed_range: Sequence[float] | None = None, track_start: float = 0.0,
                  keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
         world = [np.asarray(w, dtype=np.float64) for w in world]
@@ -203,8 +216,10 @@ class RandomCameraWindows:
             raise ValueError(f"scale_jitter must lie in [0, 1), got {scale_jitter}")
         if not 0 <= bone_jitter < 0.5:
             raise ValueError(f"bone_jitter must lie in [0, 0.5), got {bone_jitter}")
-        if bone_jitter > 0 and parents is None:
-            raise ValueError("bone_jitter needs the skeleton's parents")
+        if not 0 <= bone_rotation <= 45:
+            raise ValueError(f"bone_rotation must lie in [0, 45] degrees, got {bone_rotation}")
+        if (bone_jitter > 0 or bone_rotation > 0) and parents is None:
+            raise ValueError("bone_jitter and bone_rotation need the skeleton's parents")
         self.speed_range = check_speed_range(speed_range)
         self.receptive_field = int(receptive_field)
         self.causal = bool(causal)
@@ -214,6 +229,7 @@ class RandomCameraWindows:
         self.augment = augment
         self.scale_jitter = float(scale_jitter)
         self.bone_jitter = float(bone_jitter)
+        self.bone_rotation = float(bone_rotation)
         self.track_start = float(track_start)
         self.parents = None if parents is None else [int(q) for q in parents]
         if self.parents is not None:
@@ -265,19 +281,40 @@ class RandomCameraWindows:
 
     def jitter_bones(self, world: torch.Tensor, generator: torch.Generator | None = None
                      ) -> torch.Tensor:
-        """World windows (N, T, V, 3) with every bone (joint - parent) scaled by a factor drawn
-        per window and bone, uniform in 1 +- ``bone_jitter``, the same for a bone and its
-        mirror image (left/right pairs), rebuilt from the root outwards (the root trajectory is
-        kept). A subject with other proportions than the training subjects'."""
+        """World windows (N, T, V, 3) with new body proportions and, with ``bone_rotation``,
+        new poses, rebuilt from the root outwards (the root trajectory is kept).
+
+        Each bone (joint - parent) is scaled by a factor drawn per window and bone, uniform in
+        1 +- ``bone_jitter``, the same for a bone and its mirror image (left/right pairs): a
+        subject with other proportions. With ``bone_rotation`` > 0 each bone is then turned by a
+        rotation drawn per window and bone (axis uniform on the sphere, angle uniform in
+        0 .. ``bone_rotation`` degrees), left and right independently, the same rotation in
+        every frame of the window: the motion stays smooth, and the poses (arm swing planes,
+        stance, lean) are ones the recording does not hold."""
         n, _, v, _ = world.shape
-        s = 1 + self.bone_jitter * (2 * torch.rand(n, v, generator=generator,
-                                                   device=world.device, dtype=world.dtype) - 1)
-        # a joint and its mirror image both take the draw of the lower-numbered one
-        s = s[:, torch.minimum(torch.arange(v, device=world.device), self.perm)]
+        dev, dt = world.device, world.dtype
+        s = None
+        if self.bone_jitter > 0:
+            s = 1 + self.bone_jitter * (2 * torch.rand(n, v, generator=generator, device=dev,
+                                                       dtype=dt) - 1)
+            # a joint and its mirror image both take the draw of the lower-numbered one
+            s = s[:, torch.minimum(torch.arange(v, device=dev), self.perm)]
+        rot = None
+        if self.bone_rotation > 0:
+            axis = torch.randn(n, v, 3, generator=generator, device=dev, dtype=dt)
+            axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            angle = torch.rand(n, v, generator=generator, device=dev, dtype=dt) \
+                * math.radians(self.bone_rotation)
+            rot = _rotation_matrices(axis, angle)                       # (N, V, 3, 3)
         out = world.clone()
         for j in self._order:
             q = self.parents[j]
-            out[:, :, j] = out[:, :, q] + s[:, None, j, None] * (world[:, :, j] - world[:, :, q])
+            bone = world[:, :, j] - world[:, :, q]                      # (N, T, 3)
+            if rot is not None:
+                bone = torch.einsum("nij,ntj->nti", rot[:, j], bone)
+            if s is not None:
+                bone = s[:, None, j, None] * bone
+            out[:, :, j] = out[:, :, q] + bone
         return out
 
     def edge_slots(self, ids: torch.Tensor, speed: torch.Tensor | None = None
@@ -340,7 +377,7 @@ class RandomCameraWindows:
             speed = torch.exp(lo + (hi - lo) * u)
         world = self.world_windows(ids, speed)
         n = world.shape[0]
-        if self.bone_jitter > 0:
+        if self.bone_jitter > 0 or self.bone_rotation > 0:
             world = self.jitter_bones(world, generator)
         ends = self.track_ends(n, generator)
         if ends is not None:

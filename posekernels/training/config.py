@@ -59,6 +59,9 @@ class TrainConfig:
     scale_jitter: float = 0.0               # random cameras: subject scaled by 1 +- this
     bone_jitter: float = 0.0                # random cameras: each bone (mirror pairs alike)
                                             # scaled by 1 +- this: other body proportions
+    bone_rotation: float = 0.0              # random cameras: each bone turned by up to this
+                                            # many degrees (random axis, per window, left and
+                                            # right independently): poses the data lacks
     speed_range: list | None = None         # random cameras: [low, high] playback speed per
                                             # window, log-uniform (data rate / camera rate:
                                             # [0.8, 2] covers 25-62 fps cameras on 50 Hz data)
@@ -145,15 +148,17 @@ class TrainConfig:
             bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
         if not 0 <= self.bone_jitter < 0.5:
             bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
+        if not 0 <= self.bone_rotation <= 45:
+            bad("bone_rotation", f"must lie in [0, 45] degrees, got {self.bone_rotation}")
         if not 0 <= self.track_start <= 1:
             bad("track_start", f"must be a probability in [0, 1], got {self.track_start}")
         if not 0 <= self.sample_balance <= 1:
             bad("sample_balance", f"must lie in [0, 1], got {self.sample_balance}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
-                                      or self.speed_range or self.camera_distribution
-                                      or self.track_start):
-            bad("cameras", "augment_2d, scale_jitter, bone_jitter, speed_range, track_start and "
-                "camera_distribution need cameras='random'")
+                                      or self.bone_rotation or self.speed_range
+                                      or self.camera_distribution or self.track_start):
+            bad("cameras", "augment_2d, scale_jitter, bone_jitter, bone_rotation, speed_range, "
+                "track_start and camera_distribution need cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
         from .camera_data import augment_2d_from_dict, check_speed_range
         try:
@@ -217,8 +222,8 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
-                   "bone_jitter", "track_start", "sample_balance", "checkpoint_minutes") \
-                and value is not None:
+                   "bone_jitter", "bone_rotation", "track_start", "sample_balance",
+                   "checkpoint_minutes") and value is not None:
             value = float(value)
         values[key] = value
     cfg = TrainConfig(**values)
