@@ -260,10 +260,17 @@ class RandomCameraWindows:
         """World windows (N, T, V, 3) of sample ids (mirrored for the flipped ids); with
         ``speed`` (N,), each window's motion played that many times as fast around its
         reference frame (linear interpolation between the recorded frames)."""
+        ids = ids.to(self.device)
+        return self._world_windows(ids, self._frames(ids), speed)
+
+    def _frames(self, ids: torch.Tensor) -> torch.Tensor:
+        """Global frame (N,) of each sample id (flipped ids read their original's frame)."""
+        return self._ds.frames[torch.remainder(ids.to(self.device), self._ds.num_frames)]
+
+    def _world_windows(self, ids: torch.Tensor, frames: torch.Tensor,
+                       speed: torch.Tensor | None) -> torch.Tensor:
         ds = self._ds
         m = ds.num_frames
-        ids = ids.to(self.device)
-        frames = ds.frames[torch.remainder(ids, m)]
         if speed is None:
             world = ds.targets[ds.window_indices(frames)]
         else:
@@ -322,8 +329,11 @@ class RandomCameraWindows:
         """(first, last) (N,) per window: its slots before ``first`` and after ``last`` read
         the clip's first or last frame, as slot ``first`` or ``last`` does (replicate padding
         at the clip's ends; ``speed`` as in :meth:`world_windows`)."""
+        return self._edge_slots(self._frames(ids), speed)
+
+    def _edge_slots(self, frames: torch.Tensor, speed: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         ds = self._ds
-        frames = ds.frames[torch.remainder(ids.to(self.device), ds.num_frames)]
         pos = ds.window_times(frames, 1.0 if speed is None
                               else speed.to(self.device, ds.targets.dtype))
         t = self.receptive_field
@@ -375,7 +385,9 @@ class RandomCameraWindows:
             u = torch.rand(len(ids), generator=generator, device=self.device,
                            dtype=self._ds.targets.dtype)
             speed = torch.exp(lo + (hi - lo) * u)
-        world = self.world_windows(ids, speed)
+        ids = ids.to(self.device)
+        frames = self._frames(ids)
+        world = self._world_windows(ids, frames, speed)
         n = world.shape[0]
         if self.bone_jitter > 0 or self.bone_rotation > 0:
             world = self.jitter_bones(world, generator)
@@ -399,7 +411,7 @@ class RandomCameraWindows:
             uv, valid = self.augment(uv, cams.size[:, 0], self.left, self.right, generator)
             uv = fill_missing_windows(uv, valid)
             # a padded slot repeats a frame's detection, noise and all, as inference pads it
-            first, last = self.edge_slots(ids, speed)
+            first, last = self._edge_slots(frames, speed)
             if ends is not None:
                 first, last = torch.maximum(first, ends[0]), torch.minimum(last, ends[1])
             uv = torch.take_along_dim(uv, self._slots(first, last)[:, :, None, None], dim=1)
