@@ -155,7 +155,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
               target_jitter=True)
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, bone_rotation=15,
-                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5)
+                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9)
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
     cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
@@ -183,6 +183,49 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0, msg=k)
     assert [h["steps"] for h in b["history"]] == [h["steps"] for h in a["history"]]
     assert b["history"][-1]["loss"] == pytest.approx(a["history"][-1]["loss"], rel=1e-12)
+
+
+def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monkeypatch):
+    """model.pt holds w_ema <- d w_ema + (1 - d) w over every step's weights (BatchNorm
+    statistics included), recomputed here in float64 from the weights the run passed through;
+    last.pt keeps the last weights themselves; validation reads the average."""
+    from posekernels.training import trainer
+
+    d = float(np.random.default_rng().uniform(0.5, 0.95))
+    built, seen = [], []
+    real_build, real_batch = trainer.build_model, trainer.TrainingData.batch
+
+    def build(cfg):
+        built.append(real_build(cfg))
+        return built[-1]
+
+    def batch(self, ids):  # the weights after the previous step
+        seen.append({k: v.detach().double().clone() for k, v in built[0].state_dict().items()
+                     if v.is_floating_point()})
+        return real_batch(self, ids)
+
+    monkeypatch.setattr(trainer, "build_model", build)
+    monkeypatch.setattr(trainer.TrainingData, "batch", batch)
+    cfg = tiny_config(tmp_path, epochs=2, batch_size=32, ema_decay=d, val_every=1,
+                      model=dict(TINY_GLA, dropout=0.1))
+    res = train(cfg, positions_3d=positions, log=lambda *a: None)
+    last = read_checkpoint(tmp_path / "run" / "last.pt")
+    steps = seen[1:] + [{k: v.double() for k, v in last["model"].items()
+                         if v.is_floating_point()}]
+    assert len(steps) == sum(h["steps"] for h in res["history"]) > 3
+    ref = dict(steps[0])
+    for w in steps[1:]:
+        ref = {k: d * ref[k] + (1 - d) * w[k] for k in ref}
+    got = read_checkpoint(tmp_path / "run" / "model.pt")["model"]
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
+        if not torch.equal(steps[0][k], steps[-1][k]):  # a trained tensor: not the last one
+            assert not torch.equal(got[k].double(), steps[-1][k]), k
+    sd = res["model"].state_dict()
+    for k in ref:
+        torch.testing.assert_close(sd[k], got[k], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        tiny_config(tmp_path, ema_decay=1.0)
 
 
 def test_target_jitter_is_the_released_rotation_and_scale():

@@ -100,6 +100,11 @@ class TrainConfig:
     #                                         -5/0/+5 degrees and scaled by 0.95/1/1.05 per sample
     test_flip: bool = True                  # test-time flip in validation
     grad_clip: float | None = None
+    ema_decay: float = 0.0                  # 0: off; d in (0, 1): keep an exponential moving
+                                            # average of the weights and BatchNorm statistics
+                                            # (w_ema <- d w_ema + (1 - d) w after every step),
+                                            # validated and saved as model.pt in place of the
+                                            # last weights (last.pt keeps both)
     # running
     seed: int = 0
     device: str = "auto"                    # "auto", "cpu", "cuda", "cuda:1", ...
@@ -148,6 +153,8 @@ class TrainConfig:
             bad("scale_jitter", f"must lie in [0, 1), got {self.scale_jitter}")
         if not 0 <= self.bone_jitter < 0.5:
             bad("bone_jitter", f"must lie in [0, 0.5), got {self.bone_jitter}")
+        if not 0 <= self.ema_decay < 1:
+            bad("ema_decay", f"must lie in [0, 1), got {self.ema_decay}")
         if not 0 <= self.bone_rotation <= 45:
             bad("bone_rotation", f"must lie in [0, 45] degrees, got {self.bone_rotation}")
         if not 0 <= self.track_start <= 1:
@@ -222,7 +229,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
         if key in ("train_subjects", "val_subjects") and value is not None:
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
-                   "bone_jitter", "bone_rotation", "track_start", "sample_balance",
+                   "bone_jitter", "bone_rotation", "track_start", "sample_balance", "ema_decay",
                    "checkpoint_minutes") and value is not None:
             value = float(value)
         values[key] = value

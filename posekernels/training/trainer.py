@@ -20,11 +20,13 @@ Recipe (see :class:`~posekernels.training.TrainConfig` for every knob):
 * reproducible: every epoch reseeds the shuffling generator and torch's RNG from
   ``(seed, epoch)``, so a run resumed from ``last.pt`` ends with the same weights as an
   uninterrupted one;
-* outputs in ``out_dir``: ``last.pt`` (model, optimizer, epoch, history; written after every
-  epoch and, in a single-process run, every ``checkpoint_minutes`` inside an epoch together
-  with the position in the epoch and torch's RNG state, so that resuming mid-epoch also ends
-  with the uninterrupted run's weights), ``model.pt`` (model + config + final metrics),
-  ``history.json``.
+* optional exponential moving average of the weights (``ema_decay``, torch's
+  ``AveragedModel``, BatchNorm statistics included): validated and saved as ``model.pt``;
+* outputs in ``out_dir``: ``last.pt`` (model, optimizer, epoch, history, the weight average;
+  written after every epoch and, in a single-process run, every ``checkpoint_minutes`` inside
+  an epoch together with the position in the epoch and torch's RNG state, so that resuming
+  mid-epoch also ends with the uninterrupted run's weights), ``model.pt`` (model, or its
+  weight average, + config + final metrics), ``history.json``.
 """
 from __future__ import annotations
 
@@ -365,6 +367,21 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         say(f"resumed from {resume} after epoch {start_epoch}"
             + (f", batch {partial['batch']} of epoch {start_epoch + 1}" if partial else ""))
 
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                            use_buffers=True)
+        if resume and state.get("ema") is not None:
+            try:
+                ema.load_state_dict(state["ema"])
+            except (RuntimeError, KeyError) as exc:
+                raise ValueError(f"{resume}: weight average does not fit ({exc})") from None
+        elif resume:
+            say("ema_decay: the checkpoint holds no weight average; it starts from the "
+                "resumed weights")
+
     net = _LossModule(model)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -387,9 +404,14 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         f"{data.subjects['train']}), validation {data.subjects['val']}")
 
     def save_last(epochs_done: int, **extra) -> None:
+        if ema is not None:
+            extra["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
         save_checkpoint(last_path, model, model_config=cfg.model, config=cfg.to_dict(),
                         epoch=epochs_done, optimizer=optimizer.state_dict(), history=history,
                         frame_rate=float(cfg.frame_rate), **extra)
+
+    # the weights that are validated and saved as model.pt: the average when there is one
+    final = ema.module if ema is not None else model
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     # per-sample draw weights (sample_balance), the same every epoch
@@ -444,6 +466,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"epoch {epoch + 1}, batch {b}: loss is {value}")
@@ -471,7 +495,7 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
         if validate:
             from ..evaluation import evaluate_sequences, headline
 
-            summary = evaluate_sequences(model, data.val_sequences, flip_tta=cfg.test_flip,
+            summary = evaluate_sequences(final, data.val_sequences, flip_tta=cfg.test_flip,
                                          batch_size=cfg.val_batch_size).summary()
             metrics = headline(summary)
             record["val"] = metrics
@@ -490,9 +514,9 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     model_path = os.path.join(cfg.out_dir, "model.pt")
     done = len(history) >= cfg.epochs
     if main and done:
-        save_checkpoint(model_path, model, model_config=cfg.model, config=cfg.to_dict(),
+        save_checkpoint(model_path, final, model_config=cfg.model, config=cfg.to_dict(),
                         epoch=cfg.epochs, metrics=metrics, frame_rate=float(cfg.frame_rate))
     barrier(info)
-    return {"history": history, "metrics": metrics, "model": model,
+    return {"history": history, "metrics": metrics, "model": final,
             "model_path": model_path if done else None, "last_path": last_path,
             "parameters": nparams, "rank": info.rank, "world_size": info.world_size}
