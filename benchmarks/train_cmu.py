@@ -141,9 +141,9 @@ RUNS = {
     # the T = 81 lifters trained from the start with every clip drawn alike and track starts
     # (12 epochs, one cosine; the centred one window-normalised): whether the clip balance
     # gives more from the first step than as a fine-tune (bal_*); a moving average of the
-    # weights (ema_decay 0.999, about 1.5 epochs) kept from partway through epoch 2 on (it
-    # does not change the training trajectory; validation from epoch 2 on reads the average,
-    # last.pt keeps the last weights too)
+    # weights (ema_decay 0.999, about 1.5 epochs) kept from epoch 3 on (centred) and from batch
+    # 324 of epoch 1 (causal), added on 2026-12-02 (it does not change the training trajectory;
+    # validation reads the average from then on, last.pt keeps the last weights too)
     **{f"bal81_{mode}": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
                              track_start=0.2, sample_balance=1.0, ema_decay=0.999,
                              model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
