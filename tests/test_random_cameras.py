@@ -128,17 +128,23 @@ def test_scale_jitter_scales_the_subject():
     assert float(size.max() - size.min()) > 0.2
 
 
-def test_bone_jitter_changes_proportions_symmetrically():
-    rng = np.random.default_rng()
+def _jittered_walk(rng: np.random.Generator, **kw):
+    """(skeleton, world motion, windows of a walk on the spot, the same after ``jitter_bones``
+    (``RandomCameraWindows`` keywords ``kw``)); the root trajectory is checked unchanged."""
     sk = get_skeleton("h36m17")
     world = [_walk(60, rng, 0.0)]
-    jit = float(rng.uniform(0.05, 0.3))
     ds = RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                             root=sk.root, bone_jitter=jit, parents=sk.parents)
-    ids = torch.arange(60).repeat(10)
-    ref = ds.world_windows(ids).double()
+                             root=sk.root, parents=sk.parents, **kw)
+    ref = ds.world_windows(torch.arange(60).repeat(10)).double()
     got = ds.jitter_bones(ref)
     torch.testing.assert_close(got[:, :, sk.root], ref[:, :, sk.root], rtol=0, atol=0)
+    return sk, world, ref, got
+
+
+def test_bone_jitter_changes_proportions_symmetrically():
+    rng = np.random.default_rng()
+    jit = float(rng.uniform(0.05, 0.3))
+    sk, _, ref, got = _jittered_walk(rng, bone_jitter=jit)
     factors = []
     for j, q in enumerate(sk.parents):
         if q < 0:
@@ -157,12 +163,6 @@ def test_bone_jitter_changes_proportions_symmetrically():
     for left, right in zip(sk.left, sk.right):              # mirror bones share the factor
         torch.testing.assert_close(factors[:, left - 1], factors[:, right - 1])
     assert float(factors.std(0).min()) > jit / 4            # drawn afresh per window
-    with pytest.raises(ValueError, match="bone_jitter"):
-        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                            bone_jitter=0.6, parents=sk.parents)
-    with pytest.raises(ValueError, match="parents"):
-        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                            bone_jitter=0.1)
 
 
 def test_rotation_matrices_match_the_matrix_exponential():
@@ -181,15 +181,8 @@ def test_rotation_matrices_match_the_matrix_exponential():
 
 def test_bone_rotation_turns_each_bone_rigidly_over_the_window():
     rng = np.random.default_rng()
-    sk = get_skeleton("h36m17")
-    world = [_walk(60, rng, 0.0)]
     deg = float(rng.uniform(5, 40))
-    ds = RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                             root=sk.root, bone_rotation=deg, parents=sk.parents)
-    ids = torch.arange(60).repeat(8)
-    ref = ds.world_windows(ids).double()
-    got = ds.jitter_bones(ref)
-    torch.testing.assert_close(got[:, :, sk.root], ref[:, :, sk.root], rtol=0, atol=0)
+    sk, _, ref, got = _jittered_walk(rng, bone_rotation=deg)
     angles = {}
     for j, q in enumerate(sk.parents):
         if q < 0:
@@ -209,12 +202,19 @@ def test_bone_rotation_turns_each_bone_rigidly_over_the_window():
     assert float(spread.mean()) > deg / 4                     # drawn afresh, not near zero
     left, right = sk.left[1], sk.right[1]                     # mirror bones turn independently
     assert float((angles[left] - angles[right]).abs().max()) > 1.0
-    with pytest.raises(ValueError, match="bone_rotation"):
-        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                            bone_rotation=50.0, parents=sk.parents)
-    with pytest.raises(ValueError, match="parents"):
-        RandomCameraWindows(world, receptive_field=9, joints_left=sk.left, joints_right=sk.right,
-                            bone_rotation=10.0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"bone_jitter": 0.6}, "bone_jitter"), ({"bone_jitter": -0.1}, "bone_jitter"),
+    ({"bone_rotation": 50.0}, "bone_rotation"), ({"bone_rotation": -1.0}, "bone_rotation"),
+    ({"bone_jitter": 0.1, "parents": None}, "parents"),
+    ({"bone_rotation": 10.0, "parents": None}, "parents")])
+def test_bone_jitter_and_rotation_arguments_are_checked(kw, match):
+    sk = get_skeleton("h36m17")
+    kw = {"parents": sk.parents, **kw}
+    with pytest.raises(ValueError, match=match):
+        RandomCameraWindows([_walk(20, np.random.default_rng(), 0.0)], receptive_field=9,
+                            joints_left=sk.left, joints_right=sk.right, **kw)
 
 
 def _leading_repeats(a: torch.Tensor) -> torch.Tensor:
