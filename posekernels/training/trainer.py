@@ -212,9 +212,9 @@ def _random_camera_data(cfg: TrainConfig, model: nn.Module, device: torch.device
         valid=masks or None, keys=keys, device=device,
         cameras=camera_distribution_from_dict(cfg.camera_distribution),
         augment=augment_2d_from_dict(cfg.augment_2d_config) if cfg.augment_2d else None,
-        scale_jitter=cfg.scale_jitter, bone_jitter=cfg.bone_jitter, bone_rotation=cfg.bone_rotation,
-        parents=sk.parents,
-        speed_range=cfg.speed_range, track_start=cfg.track_start)
+        scale_jitter=cfg.scale_jitter, bone_jitter=cfg.bone_jitter,
+        bone_rotation=cfg.bone_rotation, parents=sk.parents, speed_range=cfg.speed_range,
+        track_start=cfg.track_start)
     labels = None
     if getattr(model, "aux", None) == "action":
         labels = _canonical_pose_labels(ds, model, cfg.seed).to(device)
