@@ -129,7 +129,7 @@ def test_scale_jitter_scales_the_subject():
 
 
 def _jittered_walk(rng: np.random.Generator, **kw):
-    """(skeleton, world motion, windows of a walk on the spot, the same after ``jitter_bones``
+    """(skeleton, windows of a walk on the spot, the same after ``jitter_bones``
     (``RandomCameraWindows`` keywords ``kw``)); the root trajectory is checked unchanged."""
     sk = get_skeleton("h36m17")
     world = [_walk(60, rng, 0.0)]
@@ -138,13 +138,13 @@ def _jittered_walk(rng: np.random.Generator, **kw):
     ref = ds.world_windows(torch.arange(60).repeat(10)).double()
     got = ds.jitter_bones(ref)
     torch.testing.assert_close(got[:, :, sk.root], ref[:, :, sk.root], rtol=0, atol=0)
-    return sk, world, ref, got
+    return sk, ref, got
 
 
 def test_bone_jitter_changes_proportions_symmetrically():
     rng = np.random.default_rng()
     jit = float(rng.uniform(0.05, 0.3))
-    sk, _, ref, got = _jittered_walk(rng, bone_jitter=jit)
+    sk, ref, got = _jittered_walk(rng, bone_jitter=jit)
     factors = []
     for j, q in enumerate(sk.parents):
         if q < 0:
@@ -182,7 +182,7 @@ def test_rotation_matrices_match_the_matrix_exponential():
 def test_bone_rotation_turns_each_bone_rigidly_over_the_window():
     rng = np.random.default_rng()
     deg = float(rng.uniform(5, 40))
-    sk, _, ref, got = _jittered_walk(rng, bone_rotation=deg)
+    sk, ref, got = _jittered_walk(rng, bone_rotation=deg)
     angles = {}
     for j, q in enumerate(sk.parents):
         if q < 0:

@@ -188,7 +188,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
 def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monkeypatch):
     """model.pt holds w_ema <- d w_ema + (1 - d) w over every step's weights (BatchNorm
     statistics included), recomputed here in float64 from the weights the run passed through;
-    last.pt keeps the last weights themselves; validation reads the average."""
+    last.pt keeps the last weights themselves, and the run returns the average."""
     from posekernels.training import trainer
 
     d = float(np.random.default_rng().uniform(0.5, 0.95))

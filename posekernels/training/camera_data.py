@@ -313,15 +313,17 @@ class RandomCameraWindows:
             angle = torch.rand(n, v, generator=generator, device=dev, dtype=dt) \
                 * math.radians(self.bone_rotation)
             rot = _rotation_matrices(axis, angle)                       # (N, V, 3, 3)
+        # every bone at once (a root's "bone" to itself is zero and never used)
+        parent = torch.tensor([j if q < 0 else q for j, q in enumerate(self.parents)],
+                              device=dev)
+        bone = world - world[:, :, parent]                              # (N, T, V, 3)
+        if rot is not None:
+            bone = torch.einsum("nvij,ntvj->ntvi", rot, bone)
+        if s is not None:
+            bone = s[:, None, :, None] * bone
         out = world.clone()
         for j in self._order:
-            q = self.parents[j]
-            bone = world[:, :, j] - world[:, :, q]                      # (N, T, 3)
-            if rot is not None:
-                bone = torch.einsum("nij,ntj->nti", rot[:, j], bone)
-            if s is not None:
-                bone = s[:, None, j, None] * bone
-            out[:, :, j] = out[:, :, q] + bone
+            out[:, :, j] = out[:, :, self.parents[j]] + bone[:, :, j]
         return out
 
     def edge_slots(self, ids: torch.Tensor, speed: torch.Tensor | None = None
