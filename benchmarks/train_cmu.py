@@ -54,6 +54,15 @@ LIVE = dict(epochs=29, batch_size=64, frame_stride=1, optimizer="adam", lr=2e-3,
             augment_2d=True, scale_jitter=0.1, detector_noise=True, val_cameras="random",
             val_num_cameras=4)
 
+# the T = 81 lifters trained from the start with every clip drawn alike and track starts (12
+# epochs, one cosine; the centred one window-normalised)
+BAL81 = {mode: dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0], track_start=0.2,
+                    sample_balance=1.0, ema_decay=0.999,
+                    model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
+                           "sequence_branch": False, "head": "shared", "causal": mode == "causal",
+                           "window_norm": mode == "centered"})
+         for mode in ("centered", "causal")}
+
 RUNS = {
     "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
                                           "channels": 48, "sequence_branch": False,
@@ -138,19 +147,16 @@ RUNS = {
                                   "sequence_branch": False, "head": "shared",
                                   "causal": mode == "causal", "window_norm": mode == "centered"})
        for mode in ("centered", "causal")},
-    # the T = 81 lifters trained from the start with every clip drawn alike and track starts
-    # (12 epochs, one cosine; the centred one window-normalised): whether the clip balance
+    # BAL81 (above): whether the clip balance
     # gives more from the first step than as a fine-tune (bal_*); a moving average of the
     # weights (ema_decay 0.999, about 1.5 epochs) kept from epoch 3 on (centred) and from batch
     # 324 of epoch 1 (causal), added on 2026-12-02 (it does not change the training trajectory;
     # validation reads the average from then on, last.pt keeps the last weights too)
-    **{f"bal81_{mode}": dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0],
-                             track_start=0.2, sample_balance=1.0, ema_decay=0.999,
-                             model={"arch": "glagcn", "receptive_field": 81, "channels": 64,
-                                    "sequence_branch": False, "head": "shared",
-                                    "causal": mode == "causal",
-                                    "window_norm": mode == "centered"})
-       for mode in ("centered", "causal")},
+    **{f"bal81_{mode}": recipe for mode, recipe in BAL81.items()},
+    # bal81_* again from the start under CPU bf16 autocast (amp_cpu) with two threads, one run
+    # after the other (about 5 min per epoch instead of ~20 for one thread beside the other run):
+    # the bal81 runs' last.pt files were lost with their machine on 2026-12-02 before epoch 7
+    **{f"bal81a_{mode}": dict(BAL81[mode], amp_cpu=True) for mode in ("centered", "causal")},
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -250,6 +256,9 @@ LABELS = {
     "bal81_centered": "Centred lifter, clips drawn alike from the start, window-normalised, "
                       "T=81, C=64",
     "bal81_causal": "Causal lifter, clips drawn alike from the start, T=81, C=64",
+    "bal81a_centered": "Centred lifter, clips drawn alike from the start, window-normalised, "
+                       "bf16 autocast, T=81, C=64",
+    "bal81a_causal": "Causal lifter, clips drawn alike from the start, bf16 autocast, T=81, C=64",
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
