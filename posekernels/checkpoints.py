@@ -244,22 +244,60 @@ def init_weights(model: nn.Module, source: str | os.PathLike,
     return {"copied": copied, "widened": widened, "source": src}
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+WEIGHTS = ("auto", "average", "last")
+
+
+def _weights_state(obj: Mapping[str, Any], path: str, weights: str
+                   ) -> tuple[Mapping[str, torch.Tensor], str]:
+    """The state dict ``weights`` names in a checkpoint dict, and which one it is ("average" or
+    "model"). A training run's last.pt with ``ema_decay`` > 0 holds both its last weights
+    ("model") and their moving average ("ema": torch's ``AveragedModel`` state, the model's
+    entries under ``module.`` plus ``n_averaged``); every other checkpoint holds one set."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    ema = obj.get("ema")
+    if weights == "last" or (weights == "auto" and ema is None):
+        return obj["model"], "model"
+    if ema is None:
+        raise ValueError(f"{path}: weights='average' but the checkpoint holds no weight "
+                         "average (only a training run's last.pt written with ema_decay > 0 "
+                         "has one; its model.pt is the average itself)")
+    if not isinstance(ema, Mapping) or not all(isinstance(v, torch.Tensor)
+                                               for v in ema.values()):
+        raise ValueError(f"{path}: 'ema' must be a state dict of tensors")
+    stray = [k for k in ema if k != "n_averaged" and not str(k).startswith("module.")]
+    if stray:
+        raise ValueError(f"{path}: 'ema' holds entries outside 'module.' ({stray[:4]}); "
+                         "expected torch.optim.swa_utils.AveragedModel's state dict")
+    return {k[len("module."):]: v for k, v in ema.items() if k != "n_averaged"}, "average"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
+                    weights: str = "auto") -> nn.Module:
     """Rebuild the model of a checkpoint and load its weights; returned in eval mode.
 
-    The training config, metrics and epoch (when saved) are attached as
-    ``model.checkpoint_info`` (a dict); ``model.model_config`` holds the model config; a
-    checkpoint's ``frame_rate`` becomes ``model.frame_rate`` (the rate of the motion it was
-    trained on, which input at another ``fps`` is resampled to).
+    ``weights`` matters for a training run's last.pt written with ``ema_decay`` > 0, which
+    holds the last weights and their moving average: ``"auto"`` (default) and ``"average"``
+    take the average (what the trainer validates and saves as model.pt), ``"last"`` the last
+    weights. Other checkpoints hold one set of weights, which ``"auto"`` and ``"last"`` take and
+    ``"average"`` refuses.
+
+    The training config, metrics and epoch (when saved), and which weights were loaded
+    (``"weights"``: ``"average"`` or ``"model"``), are attached as ``model.checkpoint_info`` (a
+    dict); ``model.model_config`` holds the model config; a checkpoint's ``frame_rate`` becomes
+    ``model.frame_rate`` (the rate of the motion it was trained on, which input at another
+    ``fps`` is resampled to).
     """
     path = os.fspath(path)
     obj = read_checkpoint(path, map_location)
+    state, which = _weights_state(obj, path, weights)
     try:
         model = build_model(obj["model_config"])
     except ValueError as exc:
         raise ValueError(f"{path}: model_config: {exc}") from None
-    _load_state(model, obj["model"], path)
+    _load_state(model, state, path)
     model.checkpoint_info = {k: obj[k] for k in ("config", "epoch", "metrics") if k in obj}
+    model.checkpoint_info["weights"] = which
     if "frame_rate" in obj:
         rate = obj["frame_rate"]
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 1000:
@@ -300,16 +338,23 @@ class DefaultModelUnavailable(RuntimeError):
 
 
 def load_model(checkpoint: str | os.PathLike = "default",
-               device: torch.device | str = "cpu", mode: str | None = None) -> nn.Module:
+               device: torch.device | str = "cpu", mode: str | None = None,
+               weights: str = "auto") -> nn.Module:
     """The model named by ``checkpoint`` (``"default"`` or a checkpoint file), in eval mode on
     ``device``.
 
     ``mode`` picks the default model: None or "causal" the causal lifter, "centered" (or
     "centred") the centred one; it is ignored for a checkpoint file (whose model has its own
-    mode). A default model that is missing or unreadable raises
+    mode). ``weights`` picks between a training run's last weights and their moving average
+    in a last.pt that holds both (:func:`load_checkpoint`). A default model that is missing or unreadable raises
     :class:`DefaultModelUnavailable`, a bad checkpoint file ``ValueError`` naming the file (as
     :func:`load_checkpoint`); both messages say what is wrong."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     if str(checkpoint) == "default":
+        if weights == "average":
+            raise ValueError("weights='average' names a training run's weight average in its "
+                             "last.pt; the default models hold one set of weights")
         try:
             model = load_default_model(map_location="cpu", mode=mode or "causal")
         except (OSError, ValueError) as exc:
@@ -317,4 +362,5 @@ def load_model(checkpoint: str | os.PathLike = "default",
                 f"the default checkpoint could not be loaded: {exc}; pass --checkpoint PATH to a "
                 "trained checkpoint") from None
         return model.to(device).eval()
-    return load_checkpoint(checkpoint, map_location="cpu").to(device).eval()
+    return load_checkpoint(checkpoint, map_location="cpu",
+                           weights=weights).to(device).eval()

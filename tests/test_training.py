@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _training_data import synthetic_positions
+from posekernels.checkpoints import load_model
 from posekernels.cli import main as cli
 from posekernels.training import (ConfigError, Lookahead, TrainConfig, build_model,
                                   config_from_dict, cosine_lr, load_checkpoint, load_config,
@@ -224,8 +225,38 @@ def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monk
     sd = res["model"].state_dict()
     for k in ref:
         torch.testing.assert_close(sd[k], got[k], rtol=0, atol=0)
+    assert [h.get("val_weights") for h in res["history"]] == ["average"] * 2
+    # last.pt holds both: the average by default (what validation read), the last on request
+    last_path = tmp_path / "run" / "last.pt"
+    for weights, want, which in (("auto", got, "average"), ("average", got, "average"),
+                                 ("last", last["model"], "model")):
+        m = load_model(last_path, weights=weights)
+        assert m.checkpoint_info["weights"] == which
+        for k, v in m.state_dict().items():
+            torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=f"{weights}: {k}")
+    assert load_model(tmp_path / "run" / "model.pt").checkpoint_info["weights"] == "model"
+    with pytest.raises(ValueError, match="holds no weight average"):
+        load_model(tmp_path / "run" / "model.pt", weights="average")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        load_model(last_path, weights="mean")
+    with pytest.raises(ValueError, match="default models hold one set"):
+        load_model("default", weights="average")
     with pytest.raises(ConfigError, match="ema_decay"):
         tiny_config(tmp_path, ema_decay=1.0)
+
+
+def test_last_pt_with_a_broken_average_is_refused(tmp_path, positions):
+    """An 'ema' entry that is not AveragedModel's state dict is refused, naming the file."""
+    cfg = tiny_config(tmp_path, epochs=1, batch_size=32, ema_decay=0.9, val_every=0)
+    train(cfg, positions_3d=positions, log=lambda *a: None)
+    obj = read_checkpoint(tmp_path / "run" / "last.pt")
+    for bad, match in (({"weight": torch.ones(2)}, "outside 'module.'"),
+                       ({"module.x": 1.0}, "state dict of tensors"), ([1, 2], "state dict")):
+        path = tmp_path / "bad.pt"
+        torch.save(dict(obj, ema=bad), path)
+        with pytest.raises(ValueError, match=match):
+            load_model(path)
+        assert load_model(path, weights="last") is not None  # the last weights stay readable
 
 
 def test_target_jitter_is_the_released_rotation_and_scale():

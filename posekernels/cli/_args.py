@@ -15,3 +15,12 @@ def int_in(lo: int, hi: int):
             raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {value}")
         return value
     return parse
+
+
+def add_weights_arg(p: argparse.ArgumentParser) -> None:
+    """``--weights auto|average|last``: which weights of a training run's last.pt to load."""
+    p.add_argument("--weights", choices=("auto", "average", "last"), default="auto",
+                   help="a training run's last.pt written with ema_decay > 0 holds its last "
+                        "weights and their moving average: auto (default) and average take "
+                        "the average (what the trainer validates), last the last weights; "
+                        "other checkpoints hold one set, which auto and last take")

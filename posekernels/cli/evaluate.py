@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ._args import add_weights_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -64,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--by", choices=("action", "subject"), default="action",
                    help="rows of the terminal table (default action)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    add_weights_arg(p)
     p.set_defaults(func=run)
 
 
@@ -119,7 +122,8 @@ def run(args) -> int:
             raise ValueError(f"--num-cameras must lie in [1, 1000], got {args.num_cameras}")
         cams = dict(cameras=args.cameras, num_cameras=args.num_cameras,
                     camera_seed=args.camera_seed)
-        model = load_model(args.checkpoint, device=args.device, mode=args.mode)
+        model = load_model(args.checkpoint, device=args.device, mode=args.mode,
+                           weights=getattr(args, "weights", "auto"))
         if args.bvh:
             sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise,
                                            fps=args.fps, **cams)
@@ -142,7 +146,9 @@ def run(args) -> int:
     if args.json:
         out = headline(summary)
         out.update(units=summary["units"], test_flip=bool(args.flip),
-                   checkpoint=args.checkpoint, detector_noise=bool(args.detector_noise),
+                   checkpoint=args.checkpoint,
+                   weights=getattr(model, "checkpoint_info", {}).get("weights"),
+                   detector_noise=bool(args.detector_noise),
                    cameras=_camera_set(args, sequences),
                    fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
                    model_frame_rate=getattr(model, "frame_rate", None),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._args import add_weights_arg
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a lifting model to ONNX")
@@ -14,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true",
                    help="skip the onnxruntime comparison with PyTorch")
+    add_weights_arg(p)
     p.set_defaults(func=run)
 
 
@@ -22,7 +25,8 @@ def run(args) -> int:
     from posekernels.export import check_onnx, export_onnx
 
     try:
-        model = load_model(args.checkpoint, mode=args.mode)
+        model = load_model(args.checkpoint, mode=args.mode,
+                           weights=getattr(args, "weights", "auto"))
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
         print(f"posekernels export: {exc}", file=sys.stderr)
         return 2

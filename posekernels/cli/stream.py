@@ -67,7 +67,7 @@ import sys
 import threading
 import time
 
-from ._args import int_in
+from ._args import add_weights_arg, int_in
 from ._threads import add_threads_argument, steady_threads
 
 MAX_STREAMS = 4096                 # --max-streams bound (each slot is preallocated)
@@ -153,6 +153,7 @@ def register(sub) -> None:
                    help="bf16: bfloat16 weight products (CPU; faster where the CPU has AVX-512 "
                         "BF16, a few millimetres off at most)")
     add_threads_argument(p)
+    add_weights_arg(p)
     p.set_defaults(func=run)
 
 
@@ -343,7 +344,8 @@ def run(args) -> int:
         return 2
     steady_threads(args.threads, _report, args.device)
     try:
-        model = load_model(args.checkpoint, device=args.device, mode=args.mode)
+        model = load_model(args.checkpoint, device=args.device, mode=args.mode,
+                           weights=getattr(args, "weights", "auto"))
     except (DefaultModelUnavailable, ValueError, OSError) as exc:
         _report(str(exc))
         return 2

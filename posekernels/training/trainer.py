@@ -499,6 +499,8 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
                                          batch_size=cfg.val_batch_size).summary()
             metrics = headline(summary)
             record["val"] = metrics
+            # the moving average when the run keeps one (ema_decay > 0), else the last weights
+            record["val_weights"] = "average" if ema is not None else "last"
         history.append(record)
         msg = (f"epoch {epoch + 1}/{cfg.epochs} stage {stage} lr {lr:.2e} loss {train_loss:.5f}"
                f" ({record['seconds']:.0f} s)")
