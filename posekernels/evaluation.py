@@ -34,11 +34,15 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
                       subjects: Iterable[str] | None = None, detector_noise: bool = False,
                       seed: int = 0, fps: float | None = None, num_joints: int | None = None,
                       cameras: str = "rig", num_cameras: int = 4,
-                      camera_seed: int | None = None):
+                      camera_seed: int | None = None, camera_distribution=None):
     """Project world sequences (metres) through the default rig or random evaluation cameras;
-    see the module docstring."""
+    see the module docstring. ``camera_distribution``: with ``cameras="random"``, a
+    :class:`~posekernels.data.random_cameras.CameraDistribution` (or a dict of its fields,
+    changed from the evaluation distribution) to draw the cameras from instead, e.g. one's own
+    camera: its image size and field of view, its height and distance as one-value ranges."""
     from .data import DetectorNoise, load_positions_3d, project_sequences
-    from .data.random_cameras import EVALUATION_SEED, evaluation_cameras
+    from .data.random_cameras import (EVALUATION_CAMERAS, EVALUATION_SEED, CameraDistribution,
+                                      camera_distribution_from_dict, evaluation_cameras)
 
     if isinstance(positions_3d, (str, os.PathLike)):
         positions_3d = load_positions_3d(positions_3d, num_joints=num_joints)
@@ -49,14 +53,20 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
             raise ValueError(f"subject(s) {missing} not in the data (it has "
                              f"{sorted(positions_3d)})")
     noise = DetectorNoise(seed=seed) if detector_noise else None
+    if cameras == "rig" and camera_distribution is not None:
+        raise ValueError("camera_distribution applies to cameras='random', not to the rig")
     if cameras == "rig":
         return project_sequences(positions_3d, subjects=subjects, noise=noise, fps=fps)
     if cameras != "random":
         raise ValueError(f"cameras must be 'rig' or 'random', got {cameras!r}")
     cam_seed = EVALUATION_SEED if camera_seed is None else int(camera_seed)
+    dist = camera_distribution if isinstance(camera_distribution, CameraDistribution) else \
+        camera_distribution_from_dict(camera_distribution, "camera_distribution",
+                                      base=EVALUATION_CAMERAS)
 
     def clip_cameras(subject, action, pos):
-        return evaluation_cameras(pos, num_cameras, seed=cam_seed, key=f"{subject}/{action}")
+        return evaluation_cameras(pos, num_cameras, seed=cam_seed, key=f"{subject}/{action}",
+                                  dist=dist)
 
     return project_sequences(positions_3d, clip_cameras, recenter_mode="none", noise=noise,
                              fps=fps, subjects=subjects)
@@ -65,7 +75,8 @@ def sequences_from_3d(positions_3d: str | os.PathLike | Mapping[str, Mapping[str
 def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
                        repair_glitches: bool = True, detector_noise: bool = False,
                        seed: int = 0, cameras: str = "rig", num_cameras: int = 4,
-                       camera_seed: int | None = None, fps: float = 50.0):
+                       camera_seed: int | None = None, fps: float = 50.0,
+                       camera_distribution=None):
     """Import BVH files / folders (CMU conventions) resampled to ``fps`` (default 50 Hz, the
     shipped lifters' training rate; another rate is what a camera running at it shows) and
     project them (module doc)."""
@@ -81,7 +92,8 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
         positions.setdefault(subj, {})[action] = import_bvh(
             path, repair_glitches=repair_glitches, fps=float(fps)).positions
     return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=float(fps),
-                             cameras=cameras, num_cameras=num_cameras, camera_seed=camera_seed)
+                             cameras=cameras, num_cameras=num_cameras, camera_seed=camera_seed,
+                             camera_distribution=camera_distribution)
 
 
 def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: bool = True,

@@ -149,3 +149,49 @@ def test_default_model_ships_and_evaluates(bvh_dir, capsys, mode):
                 "--cameras", "random", "--num-cameras", "2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert KEYS <= set(res) and res["checkpoint"] == "default"
+
+
+def test_evaluate_through_ones_own_camera(bvh_dir, tiny_checkpoint, tmp_path, capsys):
+    """--camera-distribution: the cameras drawn are the user's (image size, field of view,
+    height, distance as one-value ranges), every one of them, and recorded in the JSON; an inline
+    object and a file give the same; bad keys, values and combinations are refused by name."""
+    rng = np.random.default_rng()
+    height, distance = float(rng.uniform(0.5, 3.0)), float(rng.uniform(3.0, 8.0))
+    hfov = float(rng.uniform(45.0, 80.0))
+    mine = {"image_sizes": [[1920, 1080]], "hfov_deg": [hfov, hfov], "height": [height, height],
+            "distance": [distance, distance], "roll_deg": [0, 0], "center_jitter": 0.0}
+    base = ["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(tiny_checkpoint),
+            "--cameras", "random", "--num-cameras", "3", "--json"]
+    assert cli(base + ["--camera-distribution", json.dumps(mine)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    cams = [c for clip in res["cameras"]["per_clip"].values() for c in clip]
+    assert len(cams) == 6 and res["cameras"]["distribution"]["height"] == [height, height]
+    focal = 960.0 / np.tan(np.radians(hfov) / 2)
+    from posekernels.data import import_bvh
+    for clip, cs in res["cameras"]["per_clip"].items():
+        pos = import_bvh(bvh_dir / "S7" / f"{clip.split('/')[1]}.bvh", fps=50.0).positions
+        centre = pos[:, 0].mean(0)
+        for c in cs:
+            assert (c["width"], c["height"]) == (1920, 1080)
+            np.testing.assert_allclose(c["focal_length"], [focal, focal], rtol=1e-9)
+            np.testing.assert_allclose(c["center"], [960.0, 540.0], rtol=1e-12)
+            t = np.asarray(c["translation"])
+            assert t[2] == pytest.approx(height, abs=1e-9)
+            assert np.hypot(*(t[:2] - centre[:2])) == pytest.approx(distance, rel=1e-6)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(mine))
+    assert cli(base + ["--camera-distribution", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["cameras"] == res["cameras"]
+    for arg, cams_kind, msg in (('{"heigth": [1, 2]}', "random", "unknown key(s) ['heigth']"),
+                                ('{"hfov_deg": [90, 40]}', "random", "hfov_deg must satisfy"),
+                                ("[1, 2]", "random", "must be an object of camera ranges"),
+                                ("{oops", "random", "not valid JSON"),
+                                (str(tmp_path / "none.json"), "random", "cannot read"),
+                                (str(path), "rig", "needs --cameras random")):
+        args = base[:5] + ["--cameras", cams_kind, "--json", "--camera-distribution", arg]
+        assert cli(args) == 1
+        err = capsys.readouterr().err
+        assert "--camera-distribution" in err and msg in err, err
+    with pytest.raises(ValueError, match="applies to cameras='random'"):
+        sequences_from_3d(synthetic_positions(subjects=("A",), frames=30), cameras="rig",
+                          camera_distribution=mine)

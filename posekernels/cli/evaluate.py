@@ -3,12 +3,14 @@
     posekernels evaluate --bvh PATH... [--checkpoint PATH|default] [--json]
     posekernels evaluate --data-3d data_3d_cmu.npz --subjects 09 [--checkpoint PATH] [--json]
         [--cameras rig|random] [--num-cameras N] [--camera-seed S] [--detector-noise]
+        [--camera-distribution JSON] [--weights auto|average|last]
 
 BVH files (or folders) are imported with the CMU conventions (50 Hz), world 3D sequences are
 projected through the default virtual rig (4 cameras; ``--cameras rig``, the default) or through
 N static cameras per clip drawn from the documented evaluation distribution
 (``--cameras random``; :mod:`posekernels.data.random_cameras`, seed ``--camera-seed``, default
-20261130, which no training run uses), every sequence is lifted (test-time flip unless
+20261130, which no training run uses; ``--camera-distribution`` changes its ranges, e.g. to
+one's own camera's image size, field of view, height and distance), every sequence is lifted (test-time flip unless
 ``--no-flip``) and compared with its root-relative camera-frame 3D. ``--checkpoint default``
 takes the shipped centred lifter (``--mode causal`` the causal one). Errors are in mm
 (MPJVE in mm per frame), frame-weighted within an action (a BVH clip is an action), averaged
@@ -46,6 +48,12 @@ def register(sub) -> None:
                    help="--cameras random: cameras per clip (default 4)")
     p.add_argument("--camera-seed", type=int, default=None,
                    help="--cameras random: seed of the evaluation cameras (default 20261130)")
+    p.add_argument("--camera-distribution", metavar="JSON",
+                   help="--cameras random: a JSON file (or an inline JSON object) of camera "
+                        "ranges changed from the evaluation distribution, e.g. one's own camera: "
+                        "'{\"image_sizes\": [[1920, 1080]], \"hfov_deg\": [69, 69], "
+                        "\"height\": [2.2, 2.2], \"distance\": [3.5, 3.5]}' (keys: those of "
+                        "posekernels.data.random_cameras.CameraDistribution)")
     p.add_argument("--fps", type=float, default=50.0,
                    help="--bvh: frame rate the motion is resampled to, i.e. the camera's "
                         "(default 50, the shipped lifters' training rate); the model's windows "
@@ -79,7 +87,33 @@ def _finite(obj):
     return obj
 
 
-def _camera_set(args, sequences) -> dict:
+def _camera_distribution(args):
+    """The evaluation distribution with ``--camera-distribution``'s changes (None without it)."""
+    from posekernels.data.random_cameras import EVALUATION_CAMERAS, camera_distribution_from_dict
+
+    text = getattr(args, "camera_distribution", None)
+    if text is None:
+        return None
+    if args.cameras != "random":
+        raise ValueError("--camera-distribution needs --cameras random")
+    where = "--camera-distribution"
+    if text.lstrip().startswith(("{", "[")):  # inline JSON, else a file
+        source = text
+    else:
+        try:
+            with open(text, encoding="utf-8") as f:
+                source = f.read()
+        except OSError as exc:
+            raise ValueError(f"{where}: cannot read {text!r} ({exc.strerror or exc})") from None
+        where = f"{where} {text}"
+    try:
+        d = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    return camera_distribution_from_dict(d, where, base=EVALUATION_CAMERAS)
+
+
+def _camera_set(args, sequences, dist=None) -> dict:
     """The camera set of a run, for the JSON output (every camera of every clip for random)."""
     from posekernels.data.random_cameras import EVALUATION_CAMERAS, EVALUATION_SEED
 
@@ -92,7 +126,7 @@ def _camera_set(args, sequences) -> dict:
         if cam is not None:
             per_clip.setdefault(f"{s.subject}/{s.action}", []).append(cam)
     return {"kind": "random", "num_cameras": args.num_cameras, "seed": seed,
-            "distribution": EVALUATION_CAMERAS.to_dict(), "per_clip": per_clip}
+            "distribution": (dist or EVALUATION_CAMERAS).to_dict(), "per_clip": per_clip}
 
 
 def _window_rate(args, model) -> float | None:
@@ -120,8 +154,9 @@ def run(args) -> int:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if not 1 <= args.num_cameras <= 1000:
             raise ValueError(f"--num-cameras must lie in [1, 1000], got {args.num_cameras}")
+        dist = _camera_distribution(args)
         cams = dict(cameras=args.cameras, num_cameras=args.num_cameras,
-                    camera_seed=args.camera_seed)
+                    camera_seed=args.camera_seed, camera_distribution=dist)
         model = load_model(args.checkpoint, device=args.device, mode=args.mode,
                            weights=getattr(args, "weights", "auto"))
         if args.bvh:
@@ -149,7 +184,7 @@ def run(args) -> int:
                    checkpoint=args.checkpoint,
                    weights=getattr(model, "checkpoint_info", {}).get("weights"),
                    detector_noise=bool(args.detector_noise),
-                   cameras=_camera_set(args, sequences),
+                   cameras=_camera_set(args, sequences, dist),
                    fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
                    model_frame_rate=getattr(model, "frame_rate", None),
                    smoothing=bool(getattr(args, "smooth", False)),

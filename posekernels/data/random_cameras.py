@@ -131,11 +131,13 @@ EVALUATION_CAMERAS = CameraDistribution(subject_offset=0.0, target_jitter=0.0)
 
 
 def camera_distribution_from_dict(d: Mapping[str, Any] | None,
-                                  where: str = "camera_distribution") -> CameraDistribution:
-    """A :class:`CameraDistribution` with the given fields changed (unknown keys and bad
-    values raise ValueError naming ``where`` and the key)."""
+                                  where: str = "camera_distribution",
+                                  base: CameraDistribution = DEFAULT_CAMERAS
+                                  ) -> CameraDistribution:
+    """``base`` (the training distribution unless given) with the fields of ``d`` changed
+    (unknown keys and bad values raise ValueError naming ``where`` and the key)."""
     if d is None:
-        return DEFAULT_CAMERAS
+        return base
     if not isinstance(d, Mapping):
         raise ValueError(f"{where}: must be an object of camera ranges, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(CameraDistribution)}
@@ -143,7 +145,7 @@ def camera_distribution_from_dict(d: Mapping[str, Any] | None,
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
     try:
-        return dataclasses.replace(DEFAULT_CAMERAS, **dict(d))
+        return dataclasses.replace(base, **dict(d))
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
