@@ -249,15 +249,16 @@ WEIGHTS = ("auto", "average", "last")
 
 def _weights_state(obj: Mapping[str, Any], path: str, weights: str
                    ) -> tuple[Mapping[str, torch.Tensor], str]:
-    """The state dict ``weights`` names in a checkpoint dict, and which one it is ("average" or
-    "model"). A training run's last.pt with ``ema_decay`` > 0 holds both its last weights
+    """The state dict ``weights`` names in a checkpoint dict, and which one it is: "average",
+    "last" (the last weights of a file that also holds their average) or "model" (a file with
+    one set of weights). A training run's last.pt with ``ema_decay`` > 0 holds both its last weights
     ("model") and their moving average ("ema": torch's ``AveragedModel`` state, the model's
     entries under ``module.`` plus ``n_averaged``); every other checkpoint holds one set."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     ema = obj.get("ema")
     if weights == "last" or (weights == "auto" and ema is None):
-        return obj["model"], "model"
+        return obj["model"], "model" if ema is None else "last"
     if ema is None:
         raise ValueError(f"{path}: weights='average' but the checkpoint holds no weight "
                          "average (only a training run's last.pt written with ema_decay > 0 "
@@ -283,7 +284,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     ``"average"`` refuses.
 
     The training config, metrics and epoch (when saved), and which weights were loaded
-    (``"weights"``: ``"average"`` or ``"model"``), are attached as ``model.checkpoint_info`` (a
+    (``"weights"``: ``"average"``, ``"last"`` or, from a file with one set, ``"model"``), are
+    attached as ``model.checkpoint_info`` (a
     dict); ``model.model_config`` holds the model config; a checkpoint's ``frame_rate`` becomes
     ``model.frame_rate`` (the rate of the motion it was trained on, which input at another
     ``fps`` is resampled to).

@@ -229,7 +229,7 @@ def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monk
     # last.pt holds both: the average by default (what validation read), the last on request
     last_path = tmp_path / "run" / "last.pt"
     for weights, want, which in (("auto", got, "average"), ("average", got, "average"),
-                                 ("last", last["model"], "model")):
+                                 ("last", last["model"], "last")):
         m = load_model(last_path, weights=weights)
         assert m.checkpoint_info["weights"] == which
         for k, v in m.state_dict().items():
