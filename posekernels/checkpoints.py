@@ -200,9 +200,11 @@ def checkpoint_path(spec: str | os.PathLike) -> str:
 
 
 def init_weights(model: nn.Module, source: str | os.PathLike,
-                 map_location: Any = "cpu") -> dict:
+                 map_location: Any = "cpu", weights: str = "auto") -> dict:
     """Start ``model`` from the weights of the checkpoint ``source`` (``"default"``,
     ``"default:causal"`` or ``"default:centered"`` for a shipped lifter): fine-tuning.
+    ``weights`` as in :func:`load_checkpoint` (a run's last.pt: its weight average unless
+    ``"last"``).
 
     Every tensor whose name and shape match is copied. A tensor that is wider in exactly one
     dimension (a GLA-GCN built with ``window_norm=True`` from one without: its input layers take
@@ -213,7 +215,7 @@ def init_weights(model: nn.Module, source: str | os.PathLike,
     Returns ``{"copied": n, "widened": [names]}``."""
     src = checkpoint_path(source)
     obj = read_checkpoint(src, map_location)
-    state = obj["model"]
+    state, _ = _weights_state(obj, src, weights)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

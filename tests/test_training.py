@@ -235,6 +235,12 @@ def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monk
         for k, v in m.state_dict().items():
             torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=f"{weights}: {k}")
     assert load_model(tmp_path / "run" / "model.pt").checkpoint_info["weights"] == "model"
+    from posekernels.checkpoints import init_weights
+    for weights, want in (("auto", got), ("last", last["model"])):  # fine-tuning from last.pt
+        fresh = build_model(cfg.model)
+        init_weights(fresh, last_path, weights=weights)
+        for k, v in fresh.state_dict().items():
+            torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=f"init {weights}: {k}")
     with pytest.raises(ValueError, match="holds no weight average"):
         load_model(tmp_path / "run" / "model.pt", weights="average")
     with pytest.raises(ValueError, match="weights must be one of"):
