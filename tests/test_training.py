@@ -638,3 +638,17 @@ def test_sample_balance_draws_short_clips_as_often_as_long_ones(tmp_path, positi
     if balance == 0:  # one pass: every frame once per epoch in each orientation's place
         counts = torch.bincount(torch.cat(drawn), minlength=len(ds.keys))
         assert torch.equal(counts, (3 * lengths).to(torch.int64))
+
+
+@pytest.mark.parametrize("tune", [True, False])
+def test_trainer_tunes_the_cpu_allocator_unless_told_not_to(tmp_path, positions, monkeypatch,
+                                                            tune):
+    import posekernels
+
+    calls = []
+    monkeypatch.setattr(posekernels, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    cfg = tiny_config(tmp_path, epochs=1, batch_size=32, val_every=0, tune_allocator=tune)
+    train(cfg, positions_3d=positions, log=lambda *a: None)
+    assert calls == ([1] if tune else [])
+    with pytest.raises(ConfigError, match="tune_allocator"):
+        tiny_config(tmp_path, tune_allocator="yes")

@@ -111,6 +111,9 @@ class TrainConfig:
     amp: bool = True                        # bf16 autocast on CUDA
     amp_cpu: bool = False                   # bf16 autocast on the CPU too (needs amp)
     threads: int | None = None              # torch.set_num_threads on CPU
+    tune_allocator: bool = True             # CPU: posekernels.tune_cpu_allocator() (glibc keeps
+    #                                         freed activations for reuse instead of unmapping
+    #                                         them: no page faults on every step; process-wide)
     out_dir: str = "out/train"
     val_every: int = 1                      # validate every n epochs (0: only after the last)
     checkpoint_minutes: float = 10.0        # also write last.pt inside an epoch at least this

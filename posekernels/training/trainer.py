@@ -326,6 +326,10 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     device = resolve_device(cfg.device, info)
     if cfg.threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
+    if cfg.tune_allocator and device.type == "cpu":
+        from .. import tune_cpu_allocator
+
+        tune_cpu_allocator()
     main = info.is_main
     say = log if main else (lambda *a, **k: None)
     if main:
