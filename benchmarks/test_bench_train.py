@@ -15,12 +15,17 @@ the training-step issue:
   authors' released configuration, MPJPE loss);
 * ``GLAGCN(T=27, C=96)`` at batch 64 (full model: sequence branch + ICL head, stage-1 loss).
 
+The module keeps freed memory for reuse (``posekernels.tune_cpu_allocator``, as the trainer
+does by default) for every implementation; ``POSEKERNELS_BENCH_PLAIN_MALLOC=1`` leaves glibc's
+defaults, ``POSEKERNELS_BENCH_ROUNDS`` sets the rounds (default 5).
+
 Run with ``make bench`` or ``pytest benchmarks/test_bench_train.py --benchmark-enable``.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import pytest
 import torch
@@ -46,6 +51,16 @@ def plain_epilogues():
         yield
     finally:
         ops.batch_norm_act, ops.dropout = saved
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tuned_allocator():
+    """The step as the trainer runs it: glibc keeps freed activations (the trainer's
+    ``tune_allocator``, default on; process-wide, so every implementation gets it)."""
+    import posekernels
+
+    if os.environ.get("POSEKERNELS_BENCH_PLAIN_MALLOC") != "1":
+        posekernels.tune_cpu_allocator()
 
 
 def make_step(name: str, impl: str):
@@ -91,5 +106,6 @@ def test_training_step(benchmark, shape, impl):
     benchmark.group = (f"training step cpu {shape} {precision} {torch.get_num_threads()} "
                        "threads")
     benchmark.extra_info.update(shape=shape, impl=impl, threads=torch.get_num_threads())
-    loss = benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    rounds = int(os.environ.get("POSEKERNELS_BENCH_ROUNDS", "5"))
+    loss = benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
     assert torch.isfinite(loss)
