@@ -396,11 +396,13 @@ def shipped_metrics(model, data: str, cmu: str | None = None) -> dict:
 
 
 def ship(out: str, data: str, runs=SHIPPED, from_last: bool = False,
-         cmu: str | None = None) -> None:
+         cmu: str | None = None, weights: str = "auto") -> None:
     """Install the default lifters: each run in ``runs`` as posekernels/assets/
     default_centered.pt or default_causal.pt, by its model's ``causal`` flag (model + config +
     metrics + frame_rate only; each must stay under 10 MB). ``from_last`` ships a run's
-    ``last.pt`` (an unfinished run; its epoch is recorded) instead of its final ``model.pt``."""
+    ``last.pt`` (an unfinished run; its epoch is recorded) instead of its final ``model.pt``;
+    ``weights`` picks a last.pt's weight average ("auto", "average") or its last weights
+    ("last"), recorded in the metrics as ``weights``."""
     from posekernels.training import load_checkpoint, read_checkpoint, save_checkpoint
     from posekernels.checkpoints import default_checkpoint_path
 
@@ -410,7 +412,7 @@ def ship(out: str, data: str, runs=SHIPPED, from_last: bool = False,
             print(f"{run}: {src} not found; not shipped")
             continue
         ck = read_checkpoint(src)
-        model = load_checkpoint(src)
+        model = load_checkpoint(src, weights=weights)
         dst = default_checkpoint_path("causal" if ck["model_config"].get("causal") else
                                       "centered")
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -430,8 +432,12 @@ def ship(out: str, data: str, runs=SHIPPED, from_last: bool = False,
             steps = sum(h.get("steps") or next(iter(counted)) for h in hist)
         else:
             steps = None
-        metrics.update(run=run, validation_subjects=VAL, epochs_done=ck.get("epoch"),
-                       epochs_planned=cfg.get("epochs"), optimizer_steps=steps,
+        which = model.checkpoint_info["weights"]
+        if which == "model":  # model.pt holds the weight average of a run that kept one
+            which = "average" if float(cfg.get("ema_decay") or 0) > 0 else "last"
+        metrics.update(run=run, weights=which, validation_subjects=VAL,
+                       epochs_done=ck.get("epoch"), epochs_planned=cfg.get("epochs"),
+                       optimizer_steps=steps,
                        train_seconds=round(sum(h.get("seconds", 0) for h in hist), 1) or None)
         save_checkpoint(dst, model, model_config=ck["model_config"], config=cfg,
                         epoch=ck.get("epoch"), metrics=metrics, frame_rate=FRAME_RATE)
@@ -458,7 +464,10 @@ def main(argv=None) -> int:
                    help="--ship: the runs to install (default: %(default)s); a causal run "
                         "becomes default_causal.pt, a centred one default_centered.pt")
     p.add_argument("--from-last", action="store_true",
-                   help="--ship: ship the runs' last.pt (unfinished runs)")
+                   help="--ship: ship the runs' last.pt (unfinished runs, or to ship last weights)")
+    p.add_argument("--ship-weights", choices=("auto", "average", "last"), default="auto",
+                   help="--ship --from-last: the weight average (auto, average) or the last "
+                        "weights (last) of a last.pt that holds both")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     data = os.path.join(args.out, "data_3d_cmu.npz")
@@ -471,7 +480,7 @@ def main(argv=None) -> int:
     result = table(args.out)
     if args.ship:
         ship(args.out, data, runs=tuple(args.ship_runs.split(",")), from_last=args.from_last,
-             cmu=args.cmu if os.path.isdir(args.cmu) else None)
+             cmu=args.cmu if os.path.isdir(args.cmu) else None, weights=args.ship_weights)
     return 0
 
 
