@@ -253,8 +253,8 @@ def _weights_state(obj: Mapping[str, Any], path: str, weights: str
                    ) -> tuple[Mapping[str, torch.Tensor], str]:
     """The state dict ``weights`` names in a checkpoint dict, and which one it is: "average",
     "last" (the last weights of a file that also holds their average) or "model" (a file with
-    one set of weights). A training run's last.pt with ``ema_decay`` > 0 holds both its last weights
-    ("model") and their moving average ("ema": torch's ``AveragedModel`` state, the model's
+    one set of weights). A training run's last.pt with ``ema_decay`` > 0 holds both its last
+    weights ("model") and their moving average ("ema": torch's ``AveragedModel`` state, the model's
     entries under ``module.`` plus ``n_averaged``); every other checkpoint holds one set."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
@@ -287,10 +287,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
 
     The training config, metrics and epoch (when saved), and which weights were loaded
     (``"weights"``: ``"average"``, ``"last"`` or, from a file with one set, ``"model"``), are
-    attached as ``model.checkpoint_info`` (a
-    dict); ``model.model_config`` holds the model config; a checkpoint's ``frame_rate`` becomes
-    ``model.frame_rate`` (the rate of the motion it was trained on, which input at another
-    ``fps`` is resampled to).
+    attached as ``model.checkpoint_info`` (a dict); ``model.model_config`` holds the model
+    config; a checkpoint's ``frame_rate`` becomes ``model.frame_rate`` (the rate of the motion
+    it was trained on, which input at another ``fps`` is resampled to).
     """
     path = os.fspath(path)
     obj = read_checkpoint(path, map_location)
@@ -350,9 +349,9 @@ def load_model(checkpoint: str | os.PathLike = "default",
     ``mode`` picks the default model: None or "causal" the causal lifter, "centered" (or
     "centred") the centred one; it is ignored for a checkpoint file (whose model has its own
     mode). ``weights`` picks between a training run's last weights and their moving average
-    in a last.pt that holds both (:func:`load_checkpoint`). A default model that is missing or unreadable raises
-    :class:`DefaultModelUnavailable`, a bad checkpoint file ``ValueError`` naming the file (as
-    :func:`load_checkpoint`); both messages say what is wrong."""
+    in a last.pt that holds both (:func:`load_checkpoint`). A default model that is missing or
+    unreadable raises :class:`DefaultModelUnavailable`, a bad checkpoint file ``ValueError``
+    naming the file (as :func:`load_checkpoint`); both messages say what is wrong."""
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
     if str(checkpoint) == "default":
