@@ -10,9 +10,11 @@ projected through the default virtual rig (4 cameras; ``--cameras rig``, the def
 N static cameras per clip drawn from the documented evaluation distribution
 (``--cameras random``; :mod:`posekernels.data.random_cameras`, seed ``--camera-seed``, default
 20261130, which no training run uses; ``--camera-distribution`` changes its ranges, e.g. to
-one's own camera's image size, field of view, height and distance), every sequence is lifted (test-time flip unless
-``--no-flip``) and compared with its root-relative camera-frame 3D. ``--checkpoint default``
-takes the shipped centred lifter (``--mode causal`` the causal one). Errors are in mm
+one's own camera's image size, field of view, height and distance), every sequence is lifted
+(test-time flip unless ``--no-flip``) and compared with its root-relative camera-frame 3D.
+``--checkpoint default`` takes the shipped centred lifter (``--mode causal`` the causal one);
+a training run's last.pt is read as its weight average, if it keeps one, unless ``--weights
+last``. Errors are in mm
 (MPJVE in mm per frame), frame-weighted within an action (a BVH clip is an action), averaged
 over actions; also per subject. The terminal gets a table; ``--json`` prints one JSON object
 whose top-level ``mpjpe``, ``p_mpjpe``, ``n_mpjpe``, ``mpjve``, ``pck``, ``auc`` (means over
