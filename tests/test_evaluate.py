@@ -182,12 +182,17 @@ def test_evaluate_through_ones_own_camera(bvh_dir, tiny_checkpoint, tmp_path, ca
     path.write_text(json.dumps(mine))
     assert cli(base + ["--camera-distribution", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["cameras"] == res["cameras"]
+    big, binary = tmp_path / "big.json", tmp_path / "binary.json"
+    big.write_text(json.dumps(dict(mine, pad=" " * 70000)))
+    binary.write_bytes(bytes(rng.integers(128, 256, 64, dtype=np.uint8)))
     for arg, cams_kind, msg in (('{"heigth": [1, 2]}', "random", "unknown key(s) ['heigth']"),
                                 ('{"hfov_deg": [90, 40]}', "random", "hfov_deg must satisfy"),
                                 ("[1, 2]", "random", "must be an object of camera ranges"),
                                 ("{oops", "random", "not valid JSON"),
                                 (str(tmp_path / "none.json"), "random", "cannot read"),
-                                (str(path), "rig", "needs --cameras random")):
+                                (str(path), "rig", "needs --cameras random"),
+                                (str(big), "random", "larger than 65,536 bytes"),
+                                (str(binary), "random", "not UTF-8 text")):
         args = base[:5] + ["--cameras", cams_kind, "--json", "--camera-distribution", arg]
         assert cli(args) == 1
         err = capsys.readouterr().err
