@@ -147,15 +147,16 @@ RUNS = {
                                   "sequence_branch": False, "head": "shared",
                                   "causal": mode == "causal", "window_norm": mode == "centered"})
        for mode in ("centered", "causal")},
-    # BAL81 (above): whether the clip balance
-    # gives more from the first step than as a fine-tune (bal_*); a moving average of the
-    # weights (ema_decay 0.999, about 1.5 epochs) kept from epoch 3 on (centred) and from batch
-    # 324 of epoch 1 (causal), added on 2026-12-02 (it does not change the training trajectory;
-    # validation reads the average from then on, last.pt keeps the last weights too)
+    # BAL81 (above): whether the clip balance gives more from the first step than as a
+    # fine-tune (bal_*); a moving average of the weights (ema_decay 0.999, about 1.5 epochs)
+    # kept from epoch 3 on (centred) and from batch 324 of epoch 1 (causal), added on
+    # 2026-12-02 (it does not change the training trajectory; validation reads the average from
+    # then on, last.pt keeps the last weights too)
     **{f"bal81_{mode}": recipe for mode, recipe in BAL81.items()},
     # bal81_* again from the start under CPU bf16 autocast (amp_cpu) with two threads, one run
-    # after the other (about 5 min per epoch instead of ~20 for one thread beside the other run):
-    # the bal81 runs' last.pt files were lost with their machine on 2026-12-02 before epoch 7
+    # after the other (about 5 min per epoch instead of ~20 for one thread beside the other run;
+    # the average kept from the first step): the bal81 runs' last.pt files were lost with their
+    # machine on 2026-12-02 before epoch 7. bal81a_centered is the shipped centred lifter
     **{f"bal81a_{mode}": dict(BAL81[mode], amp_cpu=True) for mode in ("centered", "causal")},
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
