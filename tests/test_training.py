@@ -186,7 +186,8 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
     assert b["history"][-1]["loss"] == pytest.approx(a["history"][-1]["loss"], rel=1e-12)
 
 
-def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monkeypatch):
+def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monkeypatch,
+                                                       capsys):
     """model.pt holds w_ema <- d w_ema + (1 - d) w over every step's weights (BatchNorm
     statistics included), recomputed here in float64 from the weights the run passed through;
     last.pt keeps the last weights themselves, and the run returns the average."""
@@ -235,6 +236,19 @@ def test_ema_is_the_moving_average_of_the_step_weights(tmp_path, positions, monk
         for k, v in m.state_dict().items():
             torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=f"{weights}: {k}")
     assert load_model(tmp_path / "run" / "model.pt").checkpoint_info["weights"] == "model"
+    # the commands: evaluate reads the average unless --weights last, and says which
+    from posekernels.data import save_positions_3d
+
+    data = tmp_path / "val.npz"
+    save_positions_3d(data, {"S2": positions["S2"]})
+    got_json = {}
+    for flag in ("auto", "last"):
+        capsys.readouterr()
+        assert cli(["evaluate", "--data-3d", str(data), "--checkpoint", str(last_path),
+                    "--weights", flag, "--json"]) == 0
+        got_json[flag] = json.loads(capsys.readouterr().out)
+    assert got_json["auto"]["weights"] == "average" and got_json["last"]["weights"] == "last"
+    assert got_json["auto"]["mpjpe"] != got_json["last"]["mpjpe"]
     from posekernels.checkpoints import init_weights
     for weights, want in (("auto", got), ("last", last["model"])):  # fine-tuning from last.pt
         fresh = build_model(cfg.model)
