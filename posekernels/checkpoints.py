@@ -352,9 +352,9 @@ def load_model(checkpoint: str | os.PathLike = "default",
     in a last.pt that holds both (:func:`load_checkpoint`). A default model that is missing or
     unreadable raises :class:`DefaultModelUnavailable`, a bad checkpoint file ``ValueError``
     naming the file (as :func:`load_checkpoint`); both messages say what is wrong."""
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
-    if str(checkpoint) == "default":
+    if str(checkpoint) == "default":  # a checkpoint file's weights are checked as it is read
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
         if weights == "average":
             raise ValueError("weights='average' names a training run's weight average in its "
                              "last.pt; the default models hold one set of weights")

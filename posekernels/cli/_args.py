@@ -19,7 +19,9 @@ def int_in(lo: int, hi: int):
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
     """``--weights auto|average|last``: which weights of a training run's last.pt to load."""
-    p.add_argument("--weights", choices=("auto", "average", "last"), default="auto",
+    from posekernels.checkpoints import WEIGHTS
+
+    p.add_argument("--weights", choices=WEIGHTS, default="auto",
                    help="a training run's last.pt written with ema_decay > 0 holds its last "
                         "weights and their moving average: auto (default) and average take "
                         "the average (what the trainer validates), last the last weights; "
