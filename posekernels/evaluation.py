@@ -9,7 +9,8 @@
   :class:`~posekernels.data.PoseSequence` per (subject, action, camera).
 * :func:`sequences_from_bvh` -- BVH files or folders imported with
   :func:`posekernels.data.import_bvh` (CMU conventions; subject = folder name, action = file
-  stem), then projected the same way.
+  stem), then projected the same way; ``keypoints="coco17"`` makes the 2D input as a COCO
+  detector and :mod:`posekernels.adapters` make it (:mod:`posekernels.data.detector_joints`).
 * :func:`evaluate_sequences` -- lift every sequence with :func:`posekernels.lift_sequence`
   (optionally with the test-time flip) and accumulate MPJPE, P-MPJPE, N-MPJPE, MPJVE (mm, mm per
   frame), PCK at 150 mm and AUC over 0-150 mm against root-relative camera-frame targets:
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -76,24 +78,51 @@ def sequences_from_bvh(paths: Sequence[str], *, subject: str | None = None,
                        repair_glitches: bool = True, detector_noise: bool = False,
                        seed: int = 0, cameras: str = "rig", num_cameras: int = 4,
                        camera_seed: int | None = None, fps: float = 50.0,
-                       camera_distribution=None):
+                       camera_distribution=None, keypoints: str = "h36m17"):
     """Import BVH files / folders (CMU conventions) resampled to ``fps`` (default 50 Hz, the
     shipped lifters' training rate; another rate is what a camera running at it shows) and
-    project them (module doc)."""
+    project them (module doc).
+
+    ``keypoints="coco17"`` gives the 2D input a live pipeline gives: COCO-17 points (the face
+    points of :data:`posekernels.data.detector_joints.FACE_SITES` moved with each clip's head)
+    projected, detector noise added to them (``detector_noise``; the same seeds, COCO's
+    per-point scale), then :func:`posekernels.adapters.coco17_to_h36m17`; the 3D targets are
+    the h36m17 mocap joints as always, and the cameras the same as for ``"h36m17"``."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1.0 <= fps <= 1000.0:
         raise ValueError(f"fps must be a frame rate in [1, 1000], got {fps!r}")
-    from .data.bvh import bvh_sequence_name, find_bvh_files, import_bvh
+    from .data import DetectorNoise
+    from .data.bvh import (CMU_H36M17_TABLE, bvh_sequence_name, find_bvh_files, import_bvh,
+                           read_bvh)
+    from .data.detector_joints import (COCO17_LEFT, COCO17_NOISE_SCALE, COCO17_RIGHT,
+                                       FACE_SITE_NAMES, KEYPOINT_STYLES, add_face_sites,
+                                       detector_view)
 
+    if keypoints not in KEYPOINT_STYLES:
+        raise ValueError(f"keypoints must be one of {list(KEYPOINT_STYLES)}, got {keypoints!r}")
+    coco = keypoints == "coco17"
+    table = tuple(CMU_H36M17_TABLE) + (FACE_SITE_NAMES if coco else ())
     positions: dict[str, dict[str, np.ndarray]] = {}
     for path in find_bvh_files(list(paths)):
         subj, action = bvh_sequence_name(path, subject)
         if action in positions.get(subj, {}):
             raise ValueError(f"{path}: duplicate sequence {subj}/{action}")
+        source = add_face_sites(read_bvh(path)) if coco else path
         positions.setdefault(subj, {})[action] = import_bvh(
-            path, repair_glitches=repair_glitches, fps=float(fps)).positions
-    return sequences_from_3d(positions, detector_noise=detector_noise, seed=seed, fps=float(fps),
-                             cameras=cameras, num_cameras=num_cameras, camera_seed=camera_seed,
-                             camera_distribution=camera_distribution)
+            source, joint_table=table, repair_glitches=repair_glitches, fps=float(fps)).positions
+    seqs = sequences_from_3d(positions, detector_noise=detector_noise and not coco, seed=seed,
+                             fps=float(fps), cameras=cameras, num_cameras=num_cameras,
+                             camera_seed=camera_seed, camera_distribution=camera_distribution)
+    if not coco:
+        return seqs
+    noise = DetectorNoise(seed=seed, joint_scale=COCO17_NOISE_SCALE, left=COCO17_LEFT,
+                          right=COCO17_RIGHT) if detector_noise else None
+    out = []
+    for s in seqs:
+        width = s.image_size[0] if s.image_size else 1000
+        uv = detector_view(s.positions_2d, noise, (s.subject, s.action, s.camera), int(width))
+        out.append(replace(s, positions_3d=s.positions_3d[:, :17], positions_2d=uv,
+                           extra={**s.extra, "keypoints": "coco17"}))
+    return out
 
 
 def evaluate_sequences(model: nn.Module, sequences: Iterable[Any], *, flip_tta: bool = True,

@@ -3,7 +3,7 @@
     posekernels evaluate --bvh PATH... [--checkpoint PATH|default] [--json]
     posekernels evaluate --data-3d data_3d_cmu.npz --subjects 09 [--checkpoint PATH] [--json]
         [--cameras rig|random] [--num-cameras N] [--camera-seed S] [--detector-noise]
-        [--camera-distribution JSON] [--weights auto|average|last]
+        [--camera-distribution JSON] [--weights auto|average|last] [--keypoints h36m17|coco17]
 
 BVH files (or folders) are imported with the CMU conventions (50 Hz), world 3D sequences are
 projected through the default virtual rig (4 cameras; ``--cameras rig``, the default) or through
@@ -19,6 +19,9 @@ last``. Errors are in mm
 over actions; also per subject. The terminal gets a table; ``--json`` prints one JSON object
 whose top-level ``mpjpe``, ``p_mpjpe``, ``n_mpjpe``, ``mpjve``, ``pck``, ``auc`` (means over
 actions) and ``frames`` are followed by ``per_action``, ``per_subject`` and ``all_frames``.
+``--keypoints coco17`` (with ``--bvh``) feeds the lifter what a live pipeline feeds it: COCO-17
+points (nominal face points moved with the head; :mod:`posekernels.data.detector_joints`), the
+detector noise on those, then :mod:`posekernels.adapters`' h36m17 rules.
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ def register(sub) -> None:
     p.add_argument("--native-rate", action="store_true",
                    help="--bvh --fps: feed the frames as they are (windows of T camera frames "
                         "whatever the rate), to measure what a frame-rate mismatch costs")
+    p.add_argument("--keypoints", choices=("h36m17", "coco17"), default="h36m17",
+                   help="--bvh: the 2D input: the mocap joints projected (h36m17, the default), "
+                        "or COCO-17 points made into h36m17 by posekernels.adapters, as a live "
+                        "pipeline with a COCO detector gives them (coco17)")
     p.add_argument("--smooth", action="store_true",
                    help="One Euro smoothing of the poses (the defaults of stream --smooth)")
     p.add_argument("--mode", choices=("centered", "causal"), default="centered",
@@ -171,9 +178,12 @@ def run(args) -> int:
                     camera_seed=args.camera_seed, camera_distribution=dist)
         model = load_model(args.checkpoint, device=args.device, mode=args.mode,
                            weights=getattr(args, "weights", "auto"))
+        keypoints = getattr(args, "keypoints", "h36m17")
+        if keypoints != "h36m17" and not args.bvh:
+            raise ValueError("--keypoints coco17 needs --bvh (a 3D npz has no face points)")
         if args.bvh:
             sequences = sequences_from_bvh(args.bvh, detector_noise=args.detector_noise,
-                                           fps=args.fps, **cams)
+                                           fps=args.fps, keypoints=keypoints, **cams)
         else:
             sequences = sequences_from_3d(args.data_3d, subjects=args.subjects,
                                           detector_noise=args.detector_noise, **cams)
@@ -196,6 +206,7 @@ def run(args) -> int:
                    checkpoint=args.checkpoint,
                    weights=getattr(model, "checkpoint_info", {}).get("weights"),
                    detector_noise=bool(args.detector_noise),
+                   keypoints=getattr(args, "keypoints", "h36m17"),
                    cameras=_camera_set(args, sequences, dist),
                    fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
                    model_frame_rate=getattr(model, "frame_rate", None),

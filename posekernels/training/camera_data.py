@@ -6,7 +6,8 @@ device and, for each batch, gathers the windows (the index arithmetic of
 rescales the subject, optionally lets windows begin (or, centred, end) a track inside the window,
 draws one camera per window
 (:func:`posekernels.data.random_cameras.sample_cameras`), projects, adds detector-like noise and
-missing joints (:class:`Augment2D`), fills the missing joints by the streaming lifter's rule
+missing joints (:class:`Augment2D`) (optionally after making some windows' 2D as a COCO
+detector and :mod:`posekernels.adapters` make it, :class:`~posekernels.data.detector_joints.DetectorJoints`), fills the missing joints by the streaming lifter's rule
 (:func:`posekernels.stream.fill_missing`, the rule :class:`posekernels.stream.StreamingLifter`
 applies) and normalises exactly as at inference. All of it
 is vectorised over the batch (the only Python loops run over the window's frames).
@@ -22,6 +23,7 @@ import torch
 
 from ..data.random_cameras import (DEFAULT_CAMERAS, CameraDistribution, project_windows,
                                    sample_cameras)
+from ..data.detector_joints import DetectorJoints
 from ..data.virtual import DetectorNoise
 from ..data.windows import WindowDataset
 from ..skeletons import flip_permutation
@@ -205,6 +207,7 @@ class RandomCameraWindows:
                  bone_jitter: float = 0.0, bone_rotation: float = 0.0,
                  parents: Sequence[int] | None = None,
                  speed_range: Sequence[float] | None = None, track_start: float = 0.0,
+                 detector_joints: DetectorJoints | None = None,
                  keys: Sequence[Any] | None = None, device: str | torch.device | None = None):
         world = [np.asarray(w, dtype=np.float64) for w in world]
         if not 0 <= track_start <= 1:
@@ -231,6 +234,13 @@ class RandomCameraWindows:
         self.bone_jitter = float(bone_jitter)
         self.bone_rotation = float(bone_rotation)
         self.track_start = float(track_start)
+        if detector_joints is not None and not isinstance(detector_joints, DetectorJoints):
+            raise ValueError(f"detector_joints must be a DetectorJoints or None, got "
+                             f"{type(detector_joints).__name__}")
+        if detector_joints is not None and self._ds.num_joints != 17:
+            raise ValueError(f"detector_joints needs the h36m17 layout, the data has "
+                             f"{self._ds.num_joints} joints")
+        self.detector_joints = detector_joints
         self.parents = None if parents is None else [int(q) for q in parents]
         if self.parents is not None:
             self._order = _topological_order(self.parents, self._ds.num_joints)
@@ -405,9 +415,18 @@ class RandomCameraWindows:
                                              dtype=world.dtype)
             world = ground[:, None, None] + s[:, None, None, None] * (world - ground[:, None, None])
             root_ref = world[:, self.ref, self.root]
+        which = None
+        if self.detector_joints is not None:
+            which = self.detector_joints.draw(n, generator, world.device)
+            # the face points move with the head; they are projected with the joints
+            world = torch.cat([world, self.detector_joints.face(world, generator)], 2)
         cams = sample_cameras(root_ref, self.cameras, generator=generator)
         uv, cam3d, cams = project_windows(world, cams, root=self.root,
                                           min_depth=self.cameras.min_depth)
+        if which is not None:
+            v = self._ds.num_joints
+            uv = self.detector_joints.apply(uv[:, :, :v], uv[:, :, v:], which, generator)
+            cam3d = cam3d[:, :, :v]
         target = cam3d - cam3d[:, :, self.root:self.root + 1]
         if self.augment is not None:
             uv, valid = self.augment(uv, cams.size[:, 0], self.left, self.right, generator)

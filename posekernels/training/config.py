@@ -69,6 +69,12 @@ class TrainConfig:
                                             # track's first frames (centred: also, independently,
                                             # its last), the rest padded as lift_sequence and a
                                             # new stream pad them (RandomCameraWindows.track_ends)
+    detector_joints: float = 0.0            # random cameras: probability that a window's 2D
+                                            # input is made as a COCO detector and
+                                            # posekernels.adapters make it (nose for neck/nose,
+                                            # shoulders' midpoint for thorax, ...; targets stay
+                                            # the mocap joints): data.detector_joints
+    detector_joints_config: dict | None = None  # fields of DetectorJoints to change (not prob)
     sample_balance: float = 0.0             # 0: an epoch is one pass over the training frames
                                             # in random order; b in (0, 1]: as many frames drawn
                                             # with replacement, a sequence of L frames weighing
@@ -162,20 +168,28 @@ class TrainConfig:
             bad("bone_rotation", f"must lie in [0, 45] degrees, got {self.bone_rotation}")
         if not 0 <= self.track_start <= 1:
             bad("track_start", f"must be a probability in [0, 1], got {self.track_start}")
+        if not 0 <= self.detector_joints <= 1:
+            bad("detector_joints", f"must be a probability in [0, 1], got {self.detector_joints}")
+        if self.detector_joints_config is not None and "prob" in self.detector_joints_config:
+            bad("detector_joints_config", "sets 'prob' through detector_joints, not here")
         if not 0 <= self.sample_balance <= 1:
             bad("sample_balance", f"must lie in [0, 1], got {self.sample_balance}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
                                       or self.bone_rotation or self.speed_range
-                                      or self.camera_distribution or self.track_start):
+                                      or self.camera_distribution or self.track_start
+                                      or self.detector_joints):
             bad("cameras", "augment_2d, scale_jitter, bone_jitter, bone_rotation, speed_range, "
-                "track_start and camera_distribution need cameras='random'")
+                "track_start, detector_joints and camera_distribution need cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
+        from ..data.detector_joints import detector_joints_from_dict
         from .camera_data import augment_2d_from_dict, check_speed_range
         try:
             check_speed_range(self.speed_range, f"{where}: speed_range")
             camera_distribution_from_dict(self.camera_distribution,
                                           f"{where}: camera_distribution")
             augment_2d_from_dict(self.augment_2d_config, f"{where}: augment_2d_config")
+            detector_joints_from_dict(self.detector_joints_config,
+                                      f"{where}: detector_joints_config")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if self.val_every < 0:
@@ -233,6 +247,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
                    "bone_jitter", "bone_rotation", "track_start", "sample_balance", "ema_decay",
+                   "detector_joints",
                    "checkpoint_minutes") and value is not None:
             value = float(value)
         values[key] = value

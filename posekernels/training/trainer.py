@@ -35,6 +35,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import build_model, init_weights, read_checkpoint, save_checkpoint
+from ..data.detector_joints import detector_joints_from_dict
 from .camera_data import RandomCameraWindows, augment_2d_from_dict
 from .config import ConfigError, TrainConfig
 from .ddp import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
@@ -214,7 +216,9 @@ def _random_camera_data(cfg: TrainConfig, model: nn.Module, device: torch.device
         augment=augment_2d_from_dict(cfg.augment_2d_config) if cfg.augment_2d else None,
         scale_jitter=cfg.scale_jitter, bone_jitter=cfg.bone_jitter,
         bone_rotation=cfg.bone_rotation, parents=sk.parents, speed_range=cfg.speed_range,
-        track_start=cfg.track_start)
+        track_start=cfg.track_start,
+        detector_joints=(replace(detector_joints_from_dict(cfg.detector_joints_config),
+                                 prob=cfg.detector_joints) if cfg.detector_joints else None))
     labels = None
     if getattr(model, "aux", None) == "action":
         labels = _canonical_pose_labels(ds, model, cfg.seed).to(device)
