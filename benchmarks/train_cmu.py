@@ -387,7 +387,9 @@ def shipped_metrics(model, data: str, cmu: str | None = None) -> dict:
     folder ``cmu``, also random cameras with noise at 30 fps (the motion resampled to a 30 fps
     camera): ``random_noise_30fps`` with the windows sampled at the model's 50 Hz spacing (as
     ``posekernels evaluate --bvh ... --fps 30`` and ``stream --fps 30``), ``random_noise_30fps_
-    native`` with the camera frames fed as they are (``--native-rate``)."""
+    native`` with the camera frames fed as they are (``--native-rate``), and random cameras with
+    noise through a COCO detector's points and the adapter (``random_noise_coco17``, as
+    ``evaluate --keypoints coco17``)."""
     from posekernels.evaluation import (evaluate_sequences, headline, sequences_from_3d,
                                         sequences_from_bvh)
 
@@ -403,6 +405,10 @@ def shipped_metrics(model, data: str, cmu: str | None = None) -> dict:
         for name, rate in (("random_noise_30fps", 30.0), ("random_noise_30fps_native", None)):
             out[name] = headline(evaluate_sequences(model, seqs, flip_tta=True, fps=rate,
                                                     model_fps=FRAME_RATE).summary())
+        seqs = sequences_from_bvh([os.path.join(cmu, s) for s in VAL], cameras="random",
+                                  num_cameras=4, detector_noise=True, keypoints="coco17")
+        out["random_noise_coco17"] = headline(evaluate_sequences(model, seqs,
+                                                                 flip_tta=True).summary())
     return out
 
 
