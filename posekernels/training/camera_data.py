@@ -5,9 +5,10 @@ device and, for each batch, gathers the windows (the index arithmetic of
 :class:`posekernels.data.WindowDataset`), mirrors the flipped samples in the world, optionally
 rescales the subject, optionally lets windows begin (or, centred, end) a track inside the window,
 draws one camera per window
-(:func:`posekernels.data.random_cameras.sample_cameras`), projects, adds detector-like noise and
-missing joints (:class:`Augment2D`) (optionally after making some windows' 2D as a COCO
-detector and :mod:`posekernels.adapters` make it, :class:`~posekernels.data.detector_joints.DetectorJoints`), fills the missing joints by the streaming lifter's rule
+(:func:`posekernels.data.random_cameras.sample_cameras`), projects (optionally making some
+windows' 2D as a COCO detector and :mod:`posekernels.adapters` make it:
+:class:`~posekernels.data.detector_joints.DetectorJoints`), adds detector-like noise and
+missing joints (:class:`Augment2D`), fills the missing joints by the streaming lifter's rule
 (:func:`posekernels.stream.fill_missing`, the rule :class:`posekernels.stream.StreamingLifter`
 applies) and normalises exactly as at inference. All of it
 is vectorised over the batch (the only Python loops run over the window's frames).
