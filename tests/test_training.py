@@ -156,7 +156,8 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
               target_jitter=True)
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, bone_rotation=15,
-                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9)
+                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9,
+                  detector_joints=0.5, detector_joints_config={"yaw_deg": 20})
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
     cfg_b = tiny_config(tmp_path / "b", checkpoint_minutes=1e-9, **kw)
