@@ -158,13 +158,14 @@ RUNS = {
     # the average kept from the first step): the bal81 runs' last.pt files were lost with their
     # machine on 2026-12-02 before epoch 7. bal81a_centered is the shipped centred lifter
     **{f"bal81a_{mode}": dict(BAL81[mode], amp_cpu=True) for mode in ("centered", "causal")},
-    # the bal81a lifters fine-tuned two epochs at a low rate with half the windows' 2D made as
-    # a COCO detector and posekernels.adapters make it (detector_joints: the nose for the
-    # neck/nose joint, the shoulders' midpoint for the thorax, ...; the targets stay the mocap
-    # joints), so that a live pipeline's inputs are ones the lifter was trained on
-    **{f"det_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4, detector_joints=0.5,
+    # the bal81a lifters trained on with half the windows' 2D made as a COCO detector and
+    # posekernels.adapters make it (detector_joints: the nose for the neck/nose joint, the
+    # shoulders' midpoint for the thorax, ...; the targets stay the mocap joints), so that a
+    # live pipeline's inputs are ones the lifter was trained on: the centred one (converged)
+    # two epochs at lr 3e-4, the causal one (still gaining at epoch 12) six at 5e-4
+    **{f"det_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=epochs, lr=lr, detector_joints=0.5,
                            init_from=f"run:bal81a_{mode}")
-       for mode in ("centered", "causal")},
+       for mode, epochs, lr in (("centered", 2, 3e-4), ("causal", 6, 5e-4))},
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -267,9 +268,9 @@ LABELS = {
     "bal81a_centered": "Centred lifter, clips drawn alike from the start, window-normalised, "
                        "bf16 autocast, T=81, C=64",
     "bal81a_causal": "Causal lifter, clips drawn alike from the start, bf16 autocast, T=81, C=64",
-    **{f"det_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} + 2 "
-       f"epochs with a COCO detector's joints in half the windows, T=81, C=64"
-       for mode in ("centered", "causal")},
+    **{f"det_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} + "
+       f"{epochs} epochs with a COCO detector's joints in half the windows, T=81, C=64"
+       for mode, epochs in (("centered", 2), ("causal", 6))},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
