@@ -30,7 +30,7 @@ inputs from motion capture, to measure the shift's cost and to train with it:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
@@ -38,6 +38,7 @@ import torch
 
 from ..adapters import HEAD_EXTENSION, coco17_to_h36m17
 from .bvh import CMU_UNIT_METRES, Bvh, BvhJoint
+from .io import replace_from_mapping
 
 __all__ = ["FACE_SITES", "FACE_SITE_NAMES", "COCO17_FROM_H36M17_FACE", "COCO17_NOISE_SCALE",
            "COCO17_LEFT", "COCO17_RIGHT", "KEYPOINT_STYLES", "add_face_sites", "detector_view",
@@ -206,16 +207,4 @@ def detector_joints_from_dict(d: Mapping[str, Any] | None, where: str = "detecto
                               ) -> DetectorJoints:
     """A :class:`DetectorJoints` with the given fields changed (errors name ``where`` and the
     key)."""
-    base = DetectorJoints()
-    if not d:
-        return base
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where} must be a mapping of DetectorJoints fields, got {d!r}")
-    names = {f.name for f in fields(DetectorJoints)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    try:
-        return replace(base, **dict(d))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return replace_from_mapping(DetectorJoints(), d, where, "DetectorJoints fields")

@@ -17,18 +17,19 @@ these helpers, and every npz it reads:
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pickle
 import re
 import secrets
 import socket
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 from numpy.lib import format as npformat
 
-__all__ = ["TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
+__all__ = ["replace_from_mapping", "TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
            "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS", "UnsafeNpzError",
            "load_npz", "require_key", "check_pose_array"]
 
@@ -280,3 +281,23 @@ def check_pose_array(value: Any, where: str, *, dims: int, num_joints: int | Non
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a UTF-8 text file atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def replace_from_mapping(base: Any, d: Any, where: str, what: str = "settings") -> Any:
+    """The dataclass instance ``base`` with the fields named in mapping ``d`` changed (``base``
+    itself when ``d`` is None or empty). A non-mapping, unknown keys and values the dataclass
+    refuses raise ValueError naming ``where`` (and the key); ``what`` says what ``d`` should
+    hold."""
+    if not d:
+        if d is None or isinstance(d, Mapping):
+            return base
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: must be an object of {what}, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    try:
+        return dataclasses.replace(base, **dict(d))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None

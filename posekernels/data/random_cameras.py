@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from .cameras import Camera, matrix_to_quaternion
+from .io import replace_from_mapping
 
 __all__ = [
     "CameraDistribution", "DEFAULT_CAMERAS", "EVALUATION_CAMERAS", "EVALUATION_SEED",
@@ -136,18 +137,7 @@ def camera_distribution_from_dict(d: Mapping[str, Any] | None,
                                   ) -> CameraDistribution:
     """``base`` (the training distribution unless given) with the fields of ``d`` changed
     (unknown keys and bad values raise ValueError naming ``where`` and the key)."""
-    if d is None:
-        return base
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where}: must be an object of camera ranges, got {type(d).__name__}")
-    names = {f.name for f in dataclasses.fields(CameraDistribution)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    try:
-        return dataclasses.replace(base, **dict(d))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return replace_from_mapping(base, d, where, "camera ranges")
 
 
 @dataclass

@@ -16,15 +16,16 @@ is vectorised over the batch (the only Python loops run over the window's frames
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ..data.detector_joints import DetectorJoints
+from ..data.io import replace_from_mapping
 from ..data.random_cameras import (DEFAULT_CAMERAS, CameraDistribution, project_windows,
                                    sample_cameras)
-from ..data.detector_joints import DetectorJoints
 from ..data.virtual import DetectorNoise
 from ..data.windows import WindowDataset
 from ..skeletons import flip_permutation
@@ -170,17 +171,7 @@ def _rotation_matrices(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_config"
                          ) -> Augment2D:
     """An :class:`Augment2D` with the given fields changed (errors name ``where`` and the key)."""
-    base = Augment2D()
-    if not d:
-        return base
-    names = {f.name for f in fields(Augment2D)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    try:
-        return replace(base, **dict(d))
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return replace_from_mapping(Augment2D(), d, where, "Augment2D fields")
 
 
 def fill_missing_windows(uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
