@@ -377,7 +377,7 @@ def write_table(out: str, stem: str, data, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-SHIPPED = ("bal81a_centered", "bal_causal")  # the shipped lifters' runs (--ship-runs default)
+SHIPPED = ("bal81a_centered", "bal81a_causal")  # the shipped lifters' runs (--ship-runs default)
 FRAME_RATE = 50.0  # the rate import-bvh resamples the training motion to (recorded in checkpoints)
 
 
