@@ -166,6 +166,11 @@ RUNS = {
     **{f"det_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=epochs, lr=lr, detector_joints=0.5,
                            init_from=f"run:bal81a_{mode}")
        for mode, epochs, lr in (("centered", 2, 3e-4), ("causal", 6, 5e-4))},
+    # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
+    # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
+    "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
+                          model={"arch": "glagcn", "receptive_field": 243, "channels": 48,
+                                 "sequence_branch": False, "head": "shared", "causal": True}),
     # four-epoch probes of the input representation (T = 27, C = 32, the LIVE recipe): screen
     # coordinates as they are against the window-normalised input, centred and causal
     **{f"probe_{inp}{'_causal' if causal else ''}": dict(
@@ -268,6 +273,7 @@ LABELS = {
     "bal81a_centered": "Centred lifter, clips drawn alike from the start, window-normalised, "
                        "bf16 autocast, T=81, C=64",
     "bal81a_causal": "Causal lifter, clips drawn alike from the start, bf16 autocast, T=81, C=64",
+    "bal243_causal": "Causal lifter, bal81a_causal's recipe, T=243, C=48",
     **{f"det_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} + "
        f"{epochs} epochs with a COCO detector's joints in half the windows, T=81, C=64"
        for mode, epochs in (("centered", 2), ("causal", 6))},
