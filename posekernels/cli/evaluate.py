@@ -32,6 +32,8 @@ from ._args import add_weights_arg
 
 
 def register(sub) -> None:
+    from posekernels.data.detector_joints import KEYPOINT_STYLES
+
     p = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on BVH files or a 3D npz (MPJPE, P-MPJPE, ...)",
         description="Lift 2D projections (default virtual rig) of BVH motion capture or of a "
@@ -67,7 +69,7 @@ def register(sub) -> None:
     p.add_argument("--native-rate", action="store_true",
                    help="--bvh --fps: feed the frames as they are (windows of T camera frames "
                         "whatever the rate), to measure what a frame-rate mismatch costs")
-    p.add_argument("--keypoints", choices=("h36m17", "coco17"), default="h36m17",
+    p.add_argument("--keypoints", choices=KEYPOINT_STYLES, default="h36m17",
                    help="--bvh: the 2D input: the mocap joints projected (h36m17, the default), "
                         "or COCO-17 points made into h36m17 by posekernels.adapters, as a live "
                         "pipeline with a COCO detector gives them (coco17)")
@@ -206,7 +208,7 @@ def run(args) -> int:
                    checkpoint=args.checkpoint,
                    weights=getattr(model, "checkpoint_info", {}).get("weights"),
                    detector_noise=bool(args.detector_noise),
-                   keypoints=getattr(args, "keypoints", "h36m17"),
+                   keypoints=keypoints,
                    cameras=_camera_set(args, sequences, dist),
                    fps=args.fps if args.bvh else None, windows_resampled_from_fps=rate,
                    model_frame_rate=getattr(model, "frame_rate", None),

@@ -29,8 +29,8 @@ from typing import Any, BinaryIO, Callable, Mapping
 import numpy as np
 from numpy.lib import format as npformat
 
-__all__ = ["replace_from_mapping", "TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
-           "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS", "UnsafeNpzError",
+__all__ = ["TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
+           "replace_from_mapping", "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS", "UnsafeNpzError",
            "load_npz", "require_key", "check_pose_array"]
 
 
@@ -288,15 +288,16 @@ def replace_from_mapping(base: Any, d: Any, where: str, what: str = "settings") 
     itself when ``d`` is None or empty). A non-mapping, unknown keys and values the dataclass
     refuses raise ValueError naming ``where`` (and the key); ``what`` says what ``d`` should
     hold."""
-    if not d:
-        if d is None or isinstance(d, Mapping):
-            return base
+    if d is None:
+        return base
     if not isinstance(d, Mapping):
         raise ValueError(f"{where}: must be an object of {what}, got {type(d).__name__}")
     names = {f.name for f in dataclasses.fields(base)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    if not d:
+        return base
     try:
         return dataclasses.replace(base, **dict(d))
     except ValueError as exc:
