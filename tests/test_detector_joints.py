@@ -106,7 +106,7 @@ def test_training_faces_match_forward_kinematics():
     assert float(shift.std()) > 0.01
 
 
-def test_detector_joint_windows(monkeypatch):
+def test_detector_joint_windows():
     rng = np.random.default_rng()
     sk = get_skeleton("h36m17")
     text = [cmu_like_text(swinging_motion(120, int(rng.integers(1 << 30)))) for _ in range(3)]
@@ -170,7 +170,7 @@ def test_detector_joints_errors():
                             detector_joints=DetectorJoints())
 
 
-def test_training_config_detector_joints(tmp_path):
+def test_training_config_detector_joints():
     from posekernels.training.config import ConfigError, config_from_dict
 
     base = {"cameras": "random", "detector_joints": 0.5}
