@@ -240,6 +240,38 @@ def test_missing_data_never_raises_and_matches_offline_fill():
     np.testing.assert_allclose(got, lift_sequence(model, filled), atol=TOL, rtol=0)
 
 
+def test_far_coordinates_are_missing_joints():
+    """A joint beyond MAX_COORDINATE (normalised units) is missing, exactly as NaN is: the stream
+    gives the poses it gives with NaN there, finite, and warns once (pixels passed by mistake);
+    fill_missing follows the same rule and lift_sequence refuses such input by name."""
+    from posekernels.stream import MAX_COORDINATE
+
+    model = _model(9, causal=True)
+    rng = np.random.default_rng()
+    seq = rng.uniform(-0.8, 0.8, size=(14, 17, 2))
+    far = seq.copy()
+    frames, joints = rng.choice(14, 4, replace=False), rng.choice(17, 4)
+    for f, j, v in zip(frames, joints, (1e30, -5e3, 1e300, MAX_COORDINATE * 1.01)):
+        far[f, j, rng.integers(2)] = v
+    nan = far.copy()
+    nan[np.abs(far) > MAX_COORDINATE] = np.nan
+    edge = seq.copy()
+    edge[0, 0, 0] = MAX_COORDINATE  # at the bound: a valid joint
+    assert np.isfinite(fill_missing(edge)).all() and fill_missing(edge)[0, 0, 0] == MAX_COORDINATE
+    np.testing.assert_array_equal(fill_missing(far), fill_missing(nan))
+    with pytest.warns(UserWarning, match="treated as missing joints") as record:
+        a = StreamingLifter(model)
+        got = np.stack([a.push(f) for f in far])
+    assert len(record) == 1 and "normalize_screen_coordinates" in str(record[0].message)
+    b = StreamingLifter(model)
+    want = np.stack([b.push(f) for f in nan])
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, lift_sequence(model, fill_missing(nan)), atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match=r"keypoints2d has coordinates up to 5000.*pixels"):
+        lift_sequence(model, np.where(np.abs(far) > 1e4, 0.0, far))
+
+
 def test_all_missing_first_frame_gives_zeros():
     filled = fill_missing(np.full((2, 17, 2), np.nan))
     assert (filled == 0).all()

@@ -15,6 +15,12 @@ from ..data.windows import flip_pose
 from .plan import PRECISIONS, GLAGCNPlan, build_plan
 from .smoothing import one_euro, smoothing_config
 
+# Normalised screen coordinates lie within about [-1, 1] (x / w * 2 - [1, h / w]); a joint beyond
+# this magnitude is not a detection (no camera puts one 500 image widths off the image), and
+# lifting it would give poses kilometres long, or NaN once float32 overflows: lift_sequence
+# refuses it, the streaming lifter and fill_missing treat it as a missing joint.
+MAX_COORDINATE = 1000.0
+
 __all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
            "model_joints"]
 
@@ -184,7 +190,9 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     window ends at the predicted frame, pad only on the left). Windows are gathered by index
     arithmetic and lifted ``batch_size`` at a time on the model's device, in eval mode and
     without gradients. Single-frame models (no ``receptive_field`` attribute, input (N, V, 2))
-    are applied frame by frame in batches.
+    are applied frame by frame in batches. NaN/inf and coordinates beyond ``MAX_COORDINATE``
+    (1000; pixels passed by mistake, say) raise ValueError: fill missing joints first
+    (:func:`posekernels.stream.fill_missing`).
 
     ``fps``: the input's frame rate, when it is not the rate the model was trained at (a 30 fps
     webcam, a 50 Hz model): each window then samples the input at the model's frame spacing,
@@ -239,6 +247,13 @@ def lift_sequence(model: nn.Module, keypoints2d, *, flip_tta: bool = False,
     if not bool(torch.isfinite(kp).all()):
         raise ValueError("keypoints2d contains NaN or inf; fill missing joints first "
                          "(posekernels.stream.StreamingLifter does this for live input)")
+    largest = float(kp.abs().max())
+    if largest > MAX_COORDINATE:
+        raise ValueError(f"keypoints2d has coordinates up to {largest:.4g}, beyond "
+                         f"+-{MAX_COORDINATE:g}: expected normalised screen coordinates "
+                         "(x / w * 2 - [1, h / w], about [-1, 1]); pixels? normalise them with "
+                         "posekernels.data.normalize_screen_coordinates (fill_missing treats "
+                         "such joints as missing)")
 
     skeleton = getattr(model, "skeleton", None)
     left, right = (skeleton.left, skeleton.right) if skeleton is not None else ((), ())

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from ..checkpoints import DefaultModelUnavailable, load_model
 from ..inference import GLAGCNPlan, ModulePlan, build_plan
-from .lifter import DEFAULT_MIN_SCORE, MAX_STREAMS, StreamingLifter, fill_missing
+from .lifter import DEFAULT_MIN_SCORE, MAX_COORDINATE, MAX_STREAMS, StreamingLifter, fill_missing
 from ..inference.smoothing import (SMOOTHING_DEFAULTS, OneEuroFilter, SmoothingConfig, one_euro,
                                   smoothing_config)
 
 __all__ = ["StreamingLifter", "fill_missing", "build_plan", "GLAGCNPlan", "ModulePlan",
-           "load_model", "DefaultModelUnavailable", "DEFAULT_MIN_SCORE", "MAX_STREAMS",
+           "load_model", "DefaultModelUnavailable", "DEFAULT_MIN_SCORE", "MAX_COORDINATE", "MAX_STREAMS",
            "OneEuroFilter", "SmoothingConfig", "one_euro", "smoothing_config",
            "SMOOTHING_DEFAULTS"]

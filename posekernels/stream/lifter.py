@@ -48,8 +48,10 @@ filling, or not pushed) are computed and discarded.
 
 Missing data
 ------------
-A joint given as NaN/inf, or with a score below ``min_score``, takes that joint's last valid
-value in the stream. A joint never valid since the stream started takes the mean of the frame's
+A joint given as NaN/inf, beyond ``MAX_COORDINATE`` (1000) in either coordinate (no
+detection in normalised screen coordinates is that far off the image; the lifter warns once,
+since pixel coordinates passed by mistake look like this), or with a score below
+``min_score``, takes that joint's last valid value in the stream. A joint never valid since the stream started takes the mean of the frame's
 valid joints (or 0, the image centre, when the frame has none). A frame with nothing valid thus
 repeats the previous frame. None of this raises: bad *values* never raise in ``push``; bad
 *shapes* or out-of-range stream indices raise ValueError, and stream indices that are not ints
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -74,10 +77,10 @@ import torch
 from torch import Tensor, nn
 
 from ..inference import build_plan, model_joints, model_rate, window_sampling
-from ..inference.lift import pose_rate
+from ..inference.lift import MAX_COORDINATE, pose_rate
 from ..inference.smoothing import OneEuroFilter, smoothing_config
 
-__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS"]
+__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS", "MAX_COORDINATE"]
 
 DEFAULT_MIN_SCORE = 0.3
 MAX_STREAMS = 1 << 16  # the most streams one lifter holds (its ring and window are preallocated)
@@ -122,7 +125,7 @@ def fill_missing(keypoints, scores=None, *, min_score: float = DEFAULT_MIN_SCORE
 
 
 def _valid(frames: Tensor, scores: Tensor | None, min_score: float) -> Tensor:
-    ok = torch.isfinite(frames).all(-1)
+    ok = (frames.abs() <= MAX_COORDINATE).all(-1)  # NaN compares False: invalid, as is inf
     if scores is not None:
         ok &= scores >= min_score  # NaN scores compare False: invalid
     return ok
@@ -296,6 +299,7 @@ class StreamingLifter:
         self._smoother = (OneEuroFilter(smooth, S, V, device="cpu", dtype=dt)
                           if smooth is not None else None)
         self._lock = threading.RLock()
+        self._warned_far = False  # coordinates beyond MAX_COORDINATE seen (warn once)
         self._local = threading.local()  # per thread: last_frame_index, last_ready, numpy
         # ---- CUDA graph
         if cuda_graph is None:
@@ -522,6 +526,16 @@ class StreamingLifter:
             raise ValueError(f"frames must have shape {want} for this lifter (V = {V} joints, "
                              f"S = {self.num_streams} streams), got {tuple(f.shape)}{hint}")
         f = f.reshape(n, V, 2)
+        if not self._warned_far and f.device.type == "cpu":  # host input: no device sync
+            far = (f.abs() > MAX_COORDINATE) & torch.isfinite(f)
+            if bool(far.any()):
+                self._warned_far = True
+                warnings.warn(
+                    f"StreamingLifter.push: coordinates beyond +-{MAX_COORDINATE:g} (up to "
+                    f"{float(f[far].abs().max()):.4g}) are treated as missing joints; the lifter "
+                    "expects normalised screen coordinates (x / w * 2 - [1, h / w], about "
+                    "[-1, 1]): pixels? see posekernels.data.normalize_screen_coordinates "
+                    "(warned once per lifter)", stacklevel=3)
         s = None
         if scores is not None:
             s = scores.detach() if isinstance(scores, Tensor) else torch.from_numpy(
