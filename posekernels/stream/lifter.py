@@ -87,14 +87,17 @@ MAX_STREAMS = 1 << 16  # the most streams one lifter holds (its ring and window 
 _MODES = {"centered": False, "centred": False, "causal": True}
 
 
-def fill_missing(keypoints, scores=None, *, min_score: float = DEFAULT_MIN_SCORE):
+def fill_missing(keypoints, scores=None, *, min_score: float = DEFAULT_MIN_SCORE,
+                 max_coordinate: float = MAX_COORDINATE):
     """Offline version of the lifter's missing-data rule on a whole sequence (F, V, 2), or on a
     batch of sequences (N, F, V, 2) filled independently (vectorised over the batch).
 
     Returns a filled copy (numpy in, numpy out; a tensor keeps its dtype and device): what a
     :class:`StreamingLifter` writes into its window for the same frames and scores (F, V) or
     (N, F, V). Use it to compare a live stream with :func:`posekernels.lift_sequence`; the
-    camera-randomised training applies it to its augmented windows.
+    camera-randomised training applies it to its augmented windows (in pixels, with
+    ``max_coordinate=math.inf``: there only NaN marks a missing joint). A joint is missing when
+    NaN/inf, beyond ``max_coordinate`` in either coordinate, or scored below ``min_score``.
     """
     as_numpy = not isinstance(keypoints, Tensor)
     kp = torch.as_tensor(np.asarray(keypoints) if as_numpy else keypoints).double()
@@ -116,24 +119,26 @@ def fill_missing(keypoints, scores=None, *, min_score: float = DEFAULT_MIN_SCORE
     seen = torch.zeros(n, v, dtype=torch.bool, device=kp.device)
     for f in range(nf):
         s_f = None if sc is None else sc[:, f]
-        out[:, f] = _fill_step(kp[:, f], s_f, last, seen, min_score)
+        out[:, f] = _fill_step(kp[:, f], s_f, last, seen, min_score, max_coordinate)
         last = out[:, f]
-        seen = seen | _valid(kp[:, f], s_f, min_score)
+        seen = seen | _valid(kp[:, f], s_f, min_score, max_coordinate)
     if single:
         out = out[0]
     return out.numpy().astype(np.asarray(keypoints).dtype) if as_numpy else out.to(keypoints.dtype)
 
 
-def _valid(frames: Tensor, scores: Tensor | None, min_score: float) -> Tensor:
-    ok = (frames.abs() <= MAX_COORDINATE).all(-1)  # NaN compares False: invalid, as is inf
+def _valid(frames: Tensor, scores: Tensor | None, min_score: float,
+           max_coordinate: float = MAX_COORDINATE) -> Tensor:
+    ok = (frames.abs() <= max_coordinate).all(-1)  # NaN compares False: invalid (inf too
+    ok &= torch.isfinite(frames).all(-1)           # when max_coordinate is inf)
     if scores is not None:
         ok &= scores >= min_score  # NaN scores compare False: invalid
     return ok
 
 
-def _fill_step(frames, scores, last, seen, min_score):
+def _fill_step(frames, scores, last, seen, min_score, max_coordinate=MAX_COORDINATE):
     """frames (n, V, 2) -> filled (n, V, 2); pure function of the inputs (no state change)."""
-    valid = _valid(frames, scores, min_score)
+    valid = _valid(frames, scores, min_score, max_coordinate)
     vmask = valid[..., None]
     clean = torch.where(vmask, frames, torch.zeros((), dtype=frames.dtype, device=frames.device))
     nvalid = valid.sum(-1, keepdim=True).clamp_(min=1).to(frames.dtype)  # (n, 1)

@@ -177,10 +177,12 @@ def augment_2d_from_dict(d: Mapping[str, Any] | None, where: str = "augment_2d_c
 def fill_missing_windows(uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Fill the joints that are not ``valid`` in windows (N, T, V, 2) by the streaming lifter's
     rule (:func:`posekernels.stream.fill_missing`), frame by frame from each window's first
-    frame, vectorised over the windows."""
+    frame, vectorised over the windows; ``uv`` in pixels, so only ``valid`` marks what is
+    missing (no coordinate bound)."""
     from ..stream import fill_missing
 
-    return fill_missing(torch.where(valid[..., None], uv, torch.full_like(uv, float("nan"))))
+    return fill_missing(torch.where(valid[..., None], uv, torch.full_like(uv, float("nan"))),
+                        max_coordinate=math.inf)
 
 
 class RandomCameraWindows:
