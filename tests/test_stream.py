@@ -259,6 +259,8 @@ def test_far_coordinates_are_missing_joints():
     edge[0, 0, 0] = MAX_COORDINATE  # at the bound: a valid joint
     assert np.isfinite(fill_missing(edge)).all() and fill_missing(edge)[0, 0, 0] == MAX_COORDINATE
     np.testing.assert_array_equal(fill_missing(far), fill_missing(nan))
+    finite_far = np.where(np.isfinite(far) & (np.abs(far) < 1e200), far, 0.0)  # no bound: kept
+    np.testing.assert_array_equal(fill_missing(finite_far, max_coordinate=np.inf), finite_far)
     with pytest.warns(UserWarning, match="treated as missing joints") as record:
         a = StreamingLifter(model)
         got = np.stack([a.push(f) for f in far])
