@@ -63,6 +63,10 @@ BAL81 = {mode: dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0], tr
                            "window_norm": mode == "centered"})
          for mode in ("centered", "causal")}
 
+# one user's camera (the README's "How well on your own camera"), as CameraDistribution ranges
+MY_CAMERA = {"image_sizes": [[1920, 1080]], "hfov_deg": [68.9, 68.9], "height": [2.2, 2.2],
+             "distance": [2.5, 5.0]}
+
 RUNS = {
     "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
                                           "channels": 48, "sequence_branch": False,
@@ -166,6 +170,12 @@ RUNS = {
     **{f"det_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=epochs, lr=lr, detector_joints=0.5,
                            init_from=f"run:bal81a_{mode}")
        for mode, epochs, lr in (("centered", 2, 3e-4), ("causal", 6, 5e-4))},
+    # the shipped lifters tuned to one camera that a user knows (the README's: 1080p, 68.9
+    # degree horizontal field of view, 2.2 m high; people 2.5-5 m from it, any azimuth), two
+    # epochs at lr 3e-4 on the training subjects' motion seen only through that camera
+    **{f"cam_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
+                           camera_distribution=MY_CAMERA, init_from=f"default:{mode}")
+       for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
@@ -274,6 +284,9 @@ LABELS = {
                        "bf16 autocast, T=81, C=64",
     "bal81a_causal": "Causal lifter, clips drawn alike from the start, bf16 autocast, T=81, C=64",
     "bal243_causal": "Causal lifter, bal81a_causal's recipe, T=243, C=48",
+    **{f"cam_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter tuned to one "
+                      "camera (1080p, 68.9 deg, 2.2 m high, 2.5-5 m away), T=81, C=64"
+       for mode in ("centered", "causal")},
     **{f"det_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} + "
        f"{epochs} epochs with a COCO detector's joints in half the windows, T=81, C=64"
        for mode, epochs in (("centered", 2), ("causal", 6))},

@@ -45,7 +45,8 @@ from .models.checkpoint import describe_load_error
 
 __all__ = ["FORMAT", "build_model", "model_config_of", "save_checkpoint", "read_checkpoint",
            "load_checkpoint", "default_checkpoint_path", "load_default_model", "load_model",
-           "DefaultModelUnavailable", "atomic_torch_save", "init_weights", "checkpoint_path"]
+           "DefaultModelUnavailable", "atomic_torch_save", "init_weights", "checkpoint_path",
+           "default_training_config"]
 
 FORMAT = "posekernels-checkpoint"
 VERSION = 1
@@ -334,6 +335,25 @@ def load_default_model(map_location: Any = "cpu", mode: str = "centered") -> nn.
         raise ValueError(f"{path}: the default {_default_mode(mode)} model is missing from this "
                          "installation (package data 'assets/*' was not installed)")
     return load_checkpoint(path, map_location)
+
+
+# Settings of a run that belong to the machine it ran on, not to its recipe.
+_MACHINE_SETTINGS = ("data_3d", "out_dir", "device", "threads", "init_from")
+
+
+def default_training_config(mode: str = "centered") -> dict:
+    """The training recipe (TrainConfig fields, as a dict) the shipped ``mode`` lifter was
+    trained with, without the settings of the machine it ran on (``data_3d``, ``out_dir``,
+    ``device``, ``threads``, ``init_from``): the base for tuning it further
+    (``posekernels train --config default:centered --init-from default:centered ...``)."""
+    path = default_checkpoint_path(mode)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: the default {_default_mode(mode)} model is missing from this "
+                         "installation (package data 'assets/*' was not installed)")
+    config = read_checkpoint(path).get("config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: holds no training config")
+    return {k: v for k, v in config.items() if k not in _MACHINE_SETTINGS}
 
 
 class DefaultModelUnavailable(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -534,6 +535,44 @@ def test_train_command_bad_input(tmp_path, positions, capsys):
                 "--arch", "glagcn", "--receptive-field", "3", "--channels", "8",
                 "--resume", str(model_only), "--no-progress"]) == 1
     assert "missing key 'optimizer'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["centered", "causal"])
+def test_train_from_the_shipped_recipe_and_ones_own_camera(tmp_path, mode):
+    """--config default:MODE is the shipped lifter's recipe without its machine's settings;
+    --camera-distribution (inline or a file) sets the training cameras; bad values are refused
+    by name."""
+    from posekernels.checkpoints import (default_checkpoint_path, default_training_config,
+                                         read_checkpoint)
+    from posekernels.cli import build_parser
+    from posekernels.cli.train import config_from_args
+
+    shipped = read_checkpoint(default_checkpoint_path(mode))["config"]
+    recipe = default_training_config(mode)
+    assert set(shipped) - set(recipe) == {"data_3d", "out_dir", "device", "threads", "init_from"}
+    assert all(recipe[k] == shipped[k] for k in recipe)
+    rng = np.random.default_rng()
+    height, hfov = round(float(rng.uniform(0.5, 3.0)), 3), round(float(rng.uniform(40, 90)), 3)
+    mine = {"image_sizes": [[1280, 720]], "height": [height, height], "hfov_deg": [hfov, hfov]}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(mine))
+    parser = build_parser()
+    base = ["train", "--config", f"default:{mode}", "--init-from", f"default:{mode}",
+            "--epochs", "2", "--lr", "3e-4", "--data-3d", str(tmp_path / "d.npz"),
+            "--out-dir", str(tmp_path / "out")]
+    for arg in (json.dumps(mine), str(path)):
+        cfg = config_from_args(parser.parse_args(base + ["--camera-distribution", arg]))
+        assert cfg.camera_distribution == mine and cfg.init_from == f"default:{mode}"
+        assert (cfg.epochs, cfg.lr, cfg.out_dir) == (2, 3e-4, str(tmp_path / "out"))
+        assert cfg.model == shipped["model"] and cfg.track_start == shipped["track_start"]
+        assert cfg.cameras == "random" and cfg.amp_cpu == shipped["amp_cpu"]
+    for args, msg in ((["--config", "default:sideways"], "mode must be one of"),
+                      (["--camera-distribution", '{"heigth": [1, 2]}'], "unknown key(s) ['heigth']"),
+                      (["--camera-distribution", '{"height": [3, 1]}'], "height must satisfy"),
+                      (["--camera-distribution", str(tmp_path / "none.json")], "cannot read"),
+                      (["--camera-distribution", "{oops"], "not valid JSON")):
+        with pytest.raises(ValueError, match=re.escape(msg) if "[" in msg else msg):
+            config_from_args(parser.parse_args(base + args))
 
 
 def test_amp_is_off_on_cpu_and_numbers_are_float32(tmp_path, positions):

@@ -98,39 +98,18 @@ def _finite(obj):
     return obj
 
 
-_MAX_DISTRIBUTION_BYTES = 1 << 16
-
-
 def _camera_distribution(args):
     """The evaluation distribution with ``--camera-distribution``'s changes (None without it)."""
     from posekernels.data.random_cameras import EVALUATION_CAMERAS, camera_distribution_from_dict
+
+    from ._args import read_json_object
 
     text = getattr(args, "camera_distribution", None)
     if text is None:
         return None
     if args.cameras != "random":
         raise ValueError("--camera-distribution needs --cameras random")
-    where = "--camera-distribution"
-    if text.lstrip().startswith(("{", "[")):  # inline JSON, else a file
-        source = text
-    else:
-        try:
-            with open(text, "rb") as f:
-                raw = f.read(_MAX_DISTRIBUTION_BYTES + 1)
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read {text!r} ({exc.strerror or exc})") from None
-        where = f"{where} {text}"
-        if len(raw) > _MAX_DISTRIBUTION_BYTES:
-            raise ValueError(f"{where}: larger than {_MAX_DISTRIBUTION_BYTES:,} bytes; expected a "
-                             "small JSON object of camera ranges")
-        try:
-            source = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{where}: not UTF-8 text; expected a JSON object") from None
-    try:
-        d = json.loads(source)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: not valid JSON ({exc})") from None
+    d, where = read_json_object(text, "--camera-distribution")
     return camera_distribution_from_dict(d, where, base=EVALUATION_CAMERAS)
 
 

@@ -1,12 +1,16 @@
 """``posekernels train``: train GLA-GCN, the released single-frame model or the global-node GCN.
 
     posekernels train --config run.json [flags that override it]
+    posekernels train --config default:centered --init-from default:centered \
+        --camera-distribution mycam.json --epochs 2 --lr 3e-4 --data-3d out/cmu/data_3d_cmu.npz \
+        --out-dir out/mycam     # the shipped lifter tuned to one's own camera
     posekernels train --data-3d out/cmu/data_3d_cmu.npz --val-subjects 09 \\
         --arch glagcn --receptive-field 27 --channels 32 --epochs 8 --out-dir out/run
     torchrun --nproc_per_node 2 -m posekernels train --config run.json   # DDP
 
-The config file is JSON with the fields of :class:`posekernels.training.TrainConfig`; flags
-override it. Writes ``<out-dir>/last.pt`` after every epoch (``--resume auto`` continues from
+The config file is JSON with the fields of :class:`posekernels.training.TrainConfig`
+(``default:centered`` / ``default:causal``: the shipped lifter's own recipe,
+:func:`posekernels.checkpoints.default_training_config`); flags override it. Writes ``<out-dir>/last.pt`` after every epoch (``--resume auto`` continues from
 it), ``<out-dir>/model.pt`` at the end and ``<out-dir>/history.json``.
 """
 from __future__ import annotations
@@ -21,7 +25,13 @@ def register(sub) -> None:
         description="Train a lifting model on world 3D sequences projected through the default "
                     "virtual rig. Settings come from --config (JSON, TrainConfig fields) and the "
                     "flags below, which override it.")
-    p.add_argument("--config", help="JSON config file (fields of TrainConfig)")
+    p.add_argument("--config",
+                   help="JSON config file (fields of TrainConfig), or default:centered / "
+                        "default:causal for the recipe the shipped lifter was trained with")
+    p.add_argument("--camera-distribution", metavar="JSON",
+                   help="camera ranges changed from the training distribution (a JSON file or "
+                        "an inline object, keys of CameraDistribution), e.g. one's own camera "
+                        "to tune a lifter to it; needs cameras 'random'")
     p.add_argument("--data-3d", dest="data_3d", help="VideoPose3D 3D npz (world, metres)")
     p.add_argument("--train-subjects", nargs="+", help="training subjects (default: all others)")
     p.add_argument("--val-subjects", nargs="+", help="validation subjects")
@@ -72,8 +82,23 @@ def config_from_args(args):
     """The TrainConfig of a parsed command line (config file, then flag overrides)."""
     from posekernels.training import TrainConfig, config_from_dict, load_config
 
-    cfg = load_config(args.config) if args.config else TrainConfig()
+    if args.config and args.config.startswith("default:"):
+        from posekernels.checkpoints import default_training_config
+
+        mode = args.config.partition(":")[2]
+        try:
+            recipe = default_training_config(mode)
+        except ValueError as exc:
+            raise ValueError(f"--config {args.config}: {exc}") from None
+        cfg = config_from_dict(recipe, f"--config {args.config}")
+    else:
+        cfg = load_config(args.config) if args.config else TrainConfig()
     overrides = {k: getattr(args, k) for k in _PLAIN if getattr(args, k) is not None}
+    if args.camera_distribution is not None:
+        from ._args import read_json_object
+
+        overrides["camera_distribution"], _ = read_json_object(args.camera_distribution,
+                                                               "--camera-distribution")
     model = dict(cfg.model)
     if args.arch is not None:
         model = {"arch": args.arch}
