@@ -1,8 +1,8 @@
 """``posekernels train``: train GLA-GCN, the released single-frame model or the global-node GCN.
 
     posekernels train --config run.json [flags that override it]
-    posekernels train --config default:centered --init-from default:centered \
-        --camera-distribution mycam.json --epochs 2 --lr 3e-4 --data-3d out/cmu/data_3d_cmu.npz \
+    posekernels train --config default:centered --init-from default:centered \\
+        --camera-distribution mycam.json --epochs 2 --lr 3e-4 --data-3d out/cmu/data_3d_cmu.npz \\
         --out-dir out/mycam     # the shipped lifter tuned to one's own camera
     posekernels train --data-3d out/cmu/data_3d_cmu.npz --val-subjects 09 \\
         --arch glagcn --receptive-field 27 --channels 32 --epochs 8 --out-dir out/run
@@ -10,8 +10,9 @@
 
 The config file is JSON with the fields of :class:`posekernels.training.TrainConfig`
 (``default:centered`` / ``default:causal``: the shipped lifter's own recipe,
-:func:`posekernels.checkpoints.default_training_config`); flags override it. Writes ``<out-dir>/last.pt`` after every epoch (``--resume auto`` continues from
-it), ``<out-dir>/model.pt`` at the end and ``<out-dir>/history.json``.
+:func:`posekernels.checkpoints.default_training_config`); flags override it. Writes
+``<out-dir>/last.pt`` after every epoch (``--resume auto`` continues from it),
+``<out-dir>/model.pt`` at the end and ``<out-dir>/history.json``.
 """
 from __future__ import annotations
 

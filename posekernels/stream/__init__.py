@@ -20,6 +20,6 @@ from ..inference.smoothing import (SMOOTHING_DEFAULTS, OneEuroFilter, SmoothingC
                                   smoothing_config)
 
 __all__ = ["StreamingLifter", "fill_missing", "build_plan", "GLAGCNPlan", "ModulePlan",
-           "load_model", "DefaultModelUnavailable", "DEFAULT_MIN_SCORE", "MAX_COORDINATE", "MAX_STREAMS",
-           "OneEuroFilter", "SmoothingConfig", "one_euro", "smoothing_config",
+           "load_model", "DefaultModelUnavailable", "DEFAULT_MIN_SCORE", "MAX_COORDINATE",
+           "MAX_STREAMS", "OneEuroFilter", "SmoothingConfig", "one_euro", "smoothing_config",
            "SMOOTHING_DEFAULTS"]
