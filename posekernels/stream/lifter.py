@@ -52,10 +52,11 @@ A joint given as NaN/inf, beyond ``MAX_COORDINATE`` (1000) in either coordinate 
 detection in normalised screen coordinates is that far off the image; the lifter warns once,
 since pixel coordinates passed by mistake look like this), or with a score below
 ``min_score``, takes that joint's last valid value in the stream. A joint never valid since
-the stream started takes the mean of the frame's valid joints (or 0, the image centre, when the frame has none). A frame with nothing valid thus
-repeats the previous frame. None of this raises: bad *values* never raise in ``push``; bad
-*shapes* or out-of-range stream indices raise ValueError, and stream indices that are not ints
-(``1.7``, ``"12"``, ``True``) raise TypeError, before any state changes.
+the stream started takes the mean of the frame's valid joints (or 0, the image centre, when
+the frame has none). A frame with nothing valid thus repeats the previous frame. None of this
+raises: bad *values* never raise in ``push``; bad *shapes* or out-of-range stream indices raise
+ValueError, and stream indices that are not ints (``1.7``, ``"12"``, ``True``) raise
+TypeError, before any state changes.
 
 Threads
 -------
