@@ -221,6 +221,8 @@ class MetricAccumulator:
         self.group = group
         # (subject, action) -> metric -> [sum, count]
         self._sums: dict[tuple[str, str], dict[str, list[float]]] = {}
+        # (subject, action, joints) -> [per-joint error sums (joints,) in mm, frames] (mpjpe)
+        self._joint_sums: dict[tuple[str, str], list] = {}
 
     def _per_frame(self, name: str, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if name == "mpjpe":
@@ -255,6 +257,14 @@ class MetricAccumulator:
         sums.setdefault("frames", [0.0, 0])
         n_frames = int(mask.sum()) if mask is not None else p.shape[0]
         sums["frames"][1] += n_frames
+        if "mpjpe" in self.metrics:
+            per_joint = per_joint_error(p, t, root=self.root)
+            if mask is not None:
+                per_joint = per_joint[mask]
+            acc = self._joint_sums.setdefault((*key, p.shape[1]), [
+                torch.zeros(p.shape[1], dtype=torch.float64), 0])
+            acc[0] += per_joint.double().sum(0).cpu()
+            acc[1] += int(per_joint.shape[0])
         for name in self.metrics:
             if name == "mpjve":
                 if p.shape[0] < 2:
@@ -285,7 +295,9 @@ class MetricAccumulator:
         return out
 
     def summary(self) -> dict:
-        """JSON-ready results: per action, per subject, mean over actions, all frames."""
+        """JSON-ready results: per action, per subject, mean over actions, all frames; with MPJPE
+        also ``per_joint_mpjpe`` (mm per joint, frame-weighted within an action, averaged over
+        actions like the headline; None when sequences of different joint counts were added)."""
         if not self._sums:
             raise ValueError("no sequences were added")
         actions = sorted({a for _, a in self._sums})
@@ -298,6 +310,16 @@ class MetricAccumulator:
         for m in self.metrics:
             vals = [r[m] for r in per_action.values() if not math.isnan(r[m])]
             mean_actions[m] = float(np.mean(vals)) if vals else math.nan
+        per_joint = None
+        joint_counts = {v for _, _, v in self._joint_sums}
+        if len(joint_counts) == 1:  # MPJPE per joint, frame-weighted per action, mean over actions
+            rows = []
+            for a in actions:
+                groups = [v for (_, aa, _), v in self._joint_sums.items() if aa == a]
+                n = sum(g[1] for g in groups)
+                if n:
+                    rows.append(sum(g[0] for g in groups) / n)
+            per_joint = torch.stack(rows).mean(0).tolist() if rows else None
         units = dict(UNITS)
         if self.fps is not None:
             units["mpjve"] = "mm/s"
@@ -309,6 +331,7 @@ class MetricAccumulator:
             "all_frames": self._merge(self._sums.values(), self.metrics),
             "per_action": per_action,
             "per_subject": per_subject,
+            "per_joint_mpjpe": per_joint,
             "pck_threshold_mm": self.pck_threshold,
         }
 

@@ -71,6 +71,13 @@ def test_evaluate_bvh_json(bvh_dir, tiny_checkpoint, capsys):
     frames = sum(import_bvh(bvh_dir / "S7" / f"S7_0{i}.bvh").positions.shape[0] for i in (1, 2))
     assert res["frames"] == 4 * frames
     assert set(res["per_action"]) == {"S7_01", "S7_02"} and set(res["per_subject"]) == {"S7"}
+    # per joint: named by the skeleton, and their mean is the headline MPJPE (both are means
+    # over actions of frame-weighted means, and MPJPE is the mean over joints)
+    from posekernels.skeletons import get_skeleton
+
+    per_joint = res["per_joint_mpjpe"]
+    assert list(per_joint) == list(get_skeleton("h36m17").joint_names)
+    assert np.mean(list(per_joint.values())) == pytest.approx(res["mpjpe"], rel=1e-9)
     # bfloat16 products: recorded in the JSON, metrics within a millimetre or so
     assert cli(["evaluate", "--bvh", str(bvh_dir), "--checkpoint", str(tiny_checkpoint), "--json",
                 "--precision", "bf16"]) == 0

@@ -196,3 +196,36 @@ def test_accumulator_valid_mask_and_no_grouping():
     assert out["all_frames"]["mpjve"] == pytest.approx(v.mean(), rel=1e-12)
     assert out["frames"] == 17
     assert not math.isnan(out["mean_over_actions"]["mpjpe"])
+
+
+def test_per_joint_mpjpe_against_float64():
+    """per_joint_mpjpe: per joint, frame-weighted within an action (valid frames only), averaged
+    over actions; None when sequences of different joint counts were added."""
+    rng = np.random.default_rng()
+    acc = M.MetricAccumulator(("mpjpe", "p_mpjpe"), root=0, group=None)
+    want = []
+    for action in ("walk", "run"):
+        sums, frames = np.zeros(17), 0
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(3, 12))
+            t = rng.normal(size=(n, 17, 3))
+            p = t + rng.normal(scale=0.05, size=(n, 17, 3))
+            valid = rng.random(n) < 0.7
+            valid[0] = True
+            acc.add("S1", action, p.astype(np.float32), t, valid=valid)
+            pr, tr = p - p[:, :1], t - t[:, :1]
+            e = np.linalg.norm(pr.astype(np.float32).astype(np.float64) - tr, axis=-1)[valid]
+            sums += e.sum(0) * 1000
+            frames += e.shape[0]
+        want.append(sums / frames)
+    summary = acc.summary()
+    np.testing.assert_allclose(summary["per_joint_mpjpe"], np.mean(want, 0), rtol=1e-5)
+    assert np.mean(summary["per_joint_mpjpe"]) == pytest.approx(
+        summary["mean_over_actions"]["mpjpe"], rel=1e-5)
+    mixed = M.MetricAccumulator(("mpjpe",))
+    mixed.add("S1", "a", rng.normal(size=(4, 17, 3)), rng.normal(size=(4, 17, 3)))
+    mixed.add("S1", "b", rng.normal(size=(4, 16, 3)), rng.normal(size=(4, 16, 3)))
+    assert mixed.summary()["per_joint_mpjpe"] is None
+    no_mpjpe = M.MetricAccumulator(("p_mpjpe",))
+    no_mpjpe.add("S1", "a", rng.normal(size=(4, 17, 3)), rng.normal(size=(4, 17, 3)))
+    assert no_mpjpe.summary()["per_joint_mpjpe"] is None

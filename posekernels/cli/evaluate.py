@@ -18,7 +18,8 @@ last``. Errors are in mm
 (MPJVE in mm per frame), frame-weighted within an action (a BVH clip is an action), averaged
 over actions; also per subject. The terminal gets a table; ``--json`` prints one JSON object
 whose top-level ``mpjpe``, ``p_mpjpe``, ``n_mpjpe``, ``mpjve``, ``pck``, ``auc`` (means over
-actions) and ``frames`` are followed by ``per_action``, ``per_subject`` and ``all_frames``.
+actions) and ``frames`` are followed by ``per_action``, ``per_subject``, ``all_frames`` and
+``per_joint_mpjpe`` (mm per joint name, frame-weighted within an action, averaged over actions).
 ``--keypoints coco17`` (with ``--bvh``) feeds the lifter what a live pipeline feeds it: COCO-17
 points (nominal face points moved with the head; :mod:`posekernels.data.detector_joints`), the
 detector noise on those, then :mod:`posekernels.adapters`' h36m17 rules.
@@ -113,6 +114,17 @@ def _camera_distribution(args):
     return camera_distribution_from_dict(d, where, base=EVALUATION_CAMERAS)
 
 
+def _per_joint(summary, model) -> dict | None:
+    """MPJPE per joint (mm), keyed by the model skeleton's joint names (indices without one)."""
+    values = summary.get("per_joint_mpjpe")
+    if values is None:
+        return None
+    names = getattr(getattr(model, "skeleton", None), "joint_names", None)
+    if names is None or len(names) != len(values):
+        names = [str(i) for i in range(len(values))]
+    return dict(zip(names, values))
+
+
 def _camera_set(args, sequences, dist=None) -> dict:
     """The camera set of a run, for the JSON output (every camera of every clip for random)."""
     from posekernels.data.random_cameras import EVALUATION_CAMERAS, EVALUATION_SEED
@@ -194,7 +206,8 @@ def run(args) -> int:
                    smoothing=bool(getattr(args, "smooth", False)),
                    precision=getattr(args, "precision", "float32"),
                    per_action=summary["per_action"],
-                   per_subject=summary["per_subject"], all_frames=summary["all_frames"])
+                   per_subject=summary["per_subject"], all_frames=summary["all_frames"],
+                   per_joint_mpjpe=_per_joint(summary, model))
         print(json.dumps(_finite(out), indent=1))
     else:
         print(format_table(summary, by=args.by))
