@@ -222,11 +222,10 @@ class MetricAccumulator:
         # (subject, action) -> metric -> [sum, count]
         self._sums: dict[tuple[str, str], dict[str, list[float]]] = {}
         # (subject, action, joints) -> [per-joint error sums (joints,) in mm, frames] (mpjpe)
-        self._joint_sums: dict[tuple[str, str], list] = {}
+        self._joint_sums: dict[tuple[str, str, int], list] = {}
 
     def _per_frame(self, name: str, p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if name == "mpjpe":
-            return mpjpe(p, t, root=self.root, reduce=False)
+        # (MPJPE comes from add()'s per-joint errors)
         if name == "p_mpjpe":
             return p_mpjpe(p, t, reduce=False)
         if name == "n_mpjpe":
@@ -257,14 +256,14 @@ class MetricAccumulator:
         sums.setdefault("frames", [0.0, 0])
         n_frames = int(mask.sum()) if mask is not None else p.shape[0]
         sums["frames"][1] += n_frames
+        per_joint = None  # (frames, joints) mm, computed once: per-joint sums and MPJPE
         if "mpjpe" in self.metrics:
             per_joint = per_joint_error(p, t, root=self.root)
-            if mask is not None:
-                per_joint = per_joint[mask]
+            kept = per_joint[mask] if mask is not None else per_joint
             acc = self._joint_sums.setdefault((*key, p.shape[1]), [
                 torch.zeros(p.shape[1], dtype=torch.float64), 0])
-            acc[0] += per_joint.double().sum(0).cpu()
-            acc[1] += int(per_joint.shape[0])
+            acc[0] += kept.double().sum(0).cpu()
+            acc[1] += int(kept.shape[0])
         for name in self.metrics:
             if name == "mpjve":
                 if p.shape[0] < 2:
@@ -273,7 +272,8 @@ class MetricAccumulator:
                 if mask is not None:
                     vals = vals[mask[1:] & mask[:-1]]
             else:
-                vals = self._per_frame(name, p, t)
+                vals = (per_joint.mean(-1) if name == "mpjpe"
+                        else self._per_frame(name, p, t))
                 if mask is not None:
                     vals = vals[mask]
             sums[name][0] += float(vals.sum())

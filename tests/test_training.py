@@ -567,7 +567,8 @@ def test_train_from_the_shipped_recipe_and_ones_own_camera(tmp_path, mode):
         assert cfg.model == shipped["model"] and cfg.track_start == shipped["track_start"]
         assert cfg.cameras == "random" and cfg.amp_cpu == shipped["amp_cpu"]
     for args, msg in ((["--config", "default:sideways"], "mode must be one of"),
-                      (["--camera-distribution", '{"heigth": [1, 2]}'], "unknown key(s) ['heigth']"),
+                      (["--camera-distribution", '{"heigth": [1, 2]}'],
+                       "unknown key(s) ['heigth']"),
                       (["--camera-distribution", '{"height": [3, 1]}'], "height must satisfy"),
                       (["--camera-distribution", str(tmp_path / "none.json")], "cannot read"),
                       (["--camera-distribution", "{oops"], "not valid JSON")):

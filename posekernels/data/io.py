@@ -30,7 +30,8 @@ import numpy as np
 from numpy.lib import format as npformat
 
 __all__ = ["TEMP_SUFFIX", "temporary_name", "remove_stale_temporaries", "atomic_write",
-           "replace_from_mapping", "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS", "UnsafeNpzError",
+           "replace_from_mapping", "atomic_write_text", "atomic_savez", "NPZ_ALLOWED_GLOBALS",
+           "UnsafeNpzError",
            "load_npz", "require_key", "check_pose_array"]
 
 

@@ -81,7 +81,8 @@ from ..inference import build_plan, model_joints, model_rate, window_sampling
 from ..inference.lift import MAX_COORDINATE, pose_rate
 from ..inference.smoothing import OneEuroFilter, smoothing_config
 
-__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS", "MAX_COORDINATE"]
+__all__ = ["StreamingLifter", "fill_missing", "DEFAULT_MIN_SCORE", "MAX_STREAMS",
+           "MAX_COORDINATE"]
 
 DEFAULT_MIN_SCORE = 0.3
 MAX_STREAMS = 1 << 16  # the most streams one lifter holds (its ring and window are preallocated)
