@@ -176,6 +176,12 @@ RUNS = {
     **{f"cam_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
                            camera_distribution=MY_CAMERA, init_from=f"default:{mode}")
        for mode in ("centered", "causal")},
+    # the shipped lifters fine-tuned two epochs with limb swings of other amplitudes
+    # (limb_swing, see probe_swing) and, as the equal-step control, without
+    **{f"{kind}_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
+                              init_from=f"default:{mode}",
+                              **({"limb_swing": [0.8, 1.6]} if kind == "swing" else {}))
+       for kind in ("swing", "more") for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
@@ -237,6 +243,17 @@ RUNS = {
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True})
        for deg in (15, 30) for v02 in (False, True)},
+    # limb swings of another amplitude (limb_swing: each limb bone's angle to its window-mean
+    # direction scaled by a factor in [0.8, 1.6]; strides and arm swings towards running, which
+    # the training subjects barely hold) on top of probe_bal100's recipe, held out 09 and 02
+    **{f"probe_swing{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=1.0, limb_swing=[0.8, 1.6],
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -274,6 +291,9 @@ LABELS = {
        f"Probe: centred, window input, clips alike, bones turned up to {deg} deg, T=27, C=32, "
        f"4 epochs{', validated on 02' if v02 else ''}"
        for deg in (15, 30) for v02 in (False, True)},
+    **{f"probe_swing{'_v02' if v02 else ''}":
+       f"Probe: centred, window input, clips alike, limb swing x0.8-1.6, T=27, C=32, 4 epochs"
+       f"{', validated on 02' if v02 else ''}" for v02 in (False, True)},
     "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
                     "T=81, C=64",
     "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",
@@ -290,6 +310,9 @@ LABELS = {
     **{f"det_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} + "
        f"{epochs} epochs with a COCO detector's joints in half the windows, T=81, C=64"
        for mode, epochs in (("centered", 2), ("causal", 6))},
+    **{f"{kind}_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} "
+       f"+ 2 epochs{' with limb swing x0.8-1.6' if kind == 'swing' else ''}, T=81, C=64"
+       for kind in ("swing", "more") for mode in ("centered", "causal")},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",

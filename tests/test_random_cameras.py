@@ -204,11 +204,67 @@ def test_bone_rotation_turns_each_bone_rigidly_over_the_window():
     assert float((angles[left] - angles[right]).abs().max()) > 1.0
 
 
+def test_limb_swing_rescales_each_limb_angle_about_its_window_mean():
+    rng = np.random.default_rng()
+    lo = float(rng.uniform(0.5, 1.0))
+    hi = float(rng.uniform(1.1, 2.0))
+    sk, ref, got = _jittered_walk(rng, limb_swing=(lo, hi))
+    sided = set(sk.left) | set(sk.right)
+    ref, got = ref.double(), got.double()
+    factors = {}
+    for j, q in enumerate(sk.parents):
+        if q < 0:
+            continue
+        a, b = got[:, :, j] - got[:, :, q], ref[:, :, j] - ref[:, :, q]
+        torch.testing.assert_close(a.norm(dim=-1), b.norm(dim=-1))      # lengths kept
+        if not (j in sided and sk.parents[j] in sided):                 # trunk, offsets: as is
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+            continue
+        # independent float64 computation: the mean direction of the recorded bone over the
+        # window, each frame's angle to it and the plane they span
+        ub = b / b.norm(dim=-1, keepdim=True)
+        ua = a / a.norm(dim=-1, keepdim=True)
+        m = ub.mean(1, keepdim=True)
+        m = m / m.norm(dim=-1, keepdim=True)
+        ang_b = torch.arccos((ub * m).sum(-1).clamp(-1, 1))
+        ang_a = torch.arccos((ua * m).sum(-1).clamp(-1, 1))
+        big = ang_b > 0.05                                  # frames with a measurable swing
+        f = torch.where(big, ang_a / ang_b.clamp_min(1e-12), torch.nan)
+        fw = torch.nanmean(f, 1)                            # one factor per window
+        ok = big.any(1)
+        assert ok.sum() > 10
+        torch.testing.assert_close(f[big], fw[:, None].expand_as(f)[big], atol=1e-6, rtol=1e-6)
+        assert float(fw[ok].min()) >= lo - 1e-6 and float(fw[ok].max()) <= hi + 1e-6
+        # the new direction lies in the plane of the old one and the mean (same side of m)
+        n = torch.cross(m.expand_as(ub), ub, dim=-1)
+        assert float(((ua * n).sum(-1)[big]).abs().max()) < 1e-6
+        side = (torch.cross(m.expand_as(ua), ua, dim=-1) * n).sum(-1)
+        assert bool((side[big] > 0).all())
+        factors[j] = torch.where(ok, fw, torch.nan)
+    for left, right in zip(sk.left, sk.right):              # mirror limbs share the factor
+        if left in factors:
+            both = ~(factors[left].isnan() | factors[right].isnan())
+            torch.testing.assert_close(factors[left][both], factors[right][both], atol=1e-6,
+                                       rtol=1e-6)
+    allf = torch.cat([f[~f.isnan()] for f in factors.values()])
+    assert float(allf.max() - allf.min()) > (hi - lo) / 2  # drawn afresh per window
+
+
+@pytest.mark.parametrize("value", [(0.3, 1.2), (1.2, 1.1), (1.0, 2.5), "wide", (1.0,)])
+def test_limb_swing_range_is_checked(value):
+    sk = get_skeleton("h36m17")
+    with pytest.raises(ValueError, match="limb_swing"):
+        RandomCameraWindows([_walk(30, np.random.default_rng(), 0.0)], receptive_field=9,
+                            joints_left=sk.left, joints_right=sk.right, root=sk.root,
+                            parents=sk.parents, limb_swing=value)
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"bone_jitter": 0.6}, "bone_jitter"), ({"bone_jitter": -0.1}, "bone_jitter"),
     ({"bone_rotation": 50.0}, "bone_rotation"), ({"bone_rotation": -1.0}, "bone_rotation"),
     ({"bone_jitter": 0.1, "parents": None}, "parents"),
-    ({"bone_rotation": 10.0, "parents": None}, "parents")])
+    ({"bone_rotation": 10.0, "parents": None}, "parents"),
+    ({"limb_swing": (0.8, 1.2), "parents": None}, "parents")])
 def test_bone_jitter_and_rotation_arguments_are_checked(kw, match):
     sk = get_skeleton("h36m17")
     kw = {"parents": sk.parents, **kw}

@@ -157,7 +157,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
               target_jitter=True)
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, bone_rotation=15,
-                  speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9,
+                  limb_swing=[0.8, 1.4], speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9,
                   detector_joints=0.5, detector_joints_config={"yaw_deg": 20})
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
@@ -331,6 +331,12 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
             tiny_config(tmp_path, cameras="random", bone_rotation=bad)
     with pytest.raises(ConfigError, match="need cameras='random'"):
         tiny_config(tmp_path, bone_rotation=10)
+    for bad in ([0.4, 1.2], [1.5, 1.2], [1.0, 2.5], [1.0], [float("nan"), 1.2]):
+        with pytest.raises(ConfigError, match="limb_swing"):
+            tiny_config(tmp_path, cameras="random", limb_swing=bad)
+    with pytest.raises(ConfigError, match="need cameras='random'"):
+        tiny_config(tmp_path, limb_swing=[0.8, 1.2])
+    tiny_config(tmp_path, cameras="random", limb_swing=[0.8, 1.2])
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="track_start"):
             tiny_config(tmp_path, cameras="random", track_start=bad)

@@ -142,6 +142,20 @@ def check_speed_range(value: Any, where: str = "speed_range") -> tuple[float, fl
     return lo, hi
 
 
+def check_limb_swing(value: Any, where: str = "limb_swing") -> tuple[float, float] | None:
+    """None, or a (low, high) pair with 0.5 <= low <= high <= 2 (limb-swing amplitude factors)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a (low, high) pair of amplitude factors, got "
+                         f"{value!r}") from None
+    if not 0.5 <= lo <= hi <= 2.0:
+        raise ValueError(f"{where} must satisfy 0.5 <= low <= high <= 2, got {value!r}")
+    return lo, hi
+
+
 def _topological_order(parents: Sequence[int], num_joints: int) -> list[int]:
     """The non-root joints, every parent before its children."""
     if len(parents) != num_joints:
@@ -199,6 +213,7 @@ class RandomCameraWindows:
                  cameras: CameraDistribution = DEFAULT_CAMERAS,
                  augment: Augment2D | None = None, scale_jitter: float = 0.0,
                  bone_jitter: float = 0.0, bone_rotation: float = 0.0,
+                 limb_swing: Sequence[float] | None = None,
                  parents: Sequence[int] | None = None,
                  speed_range: Sequence[float] | None = None, track_start: float = 0.0,
                  detector_joints: DetectorJoints | None = None,
@@ -215,8 +230,11 @@ class RandomCameraWindows:
             raise ValueError(f"bone_jitter must lie in [0, 0.5), got {bone_jitter}")
         if not 0 <= bone_rotation <= 45:
             raise ValueError(f"bone_rotation must lie in [0, 45] degrees, got {bone_rotation}")
-        if (bone_jitter > 0 or bone_rotation > 0) and parents is None:
-            raise ValueError("bone_jitter and bone_rotation need the skeleton's parents")
+        self.limb_swing = check_limb_swing(limb_swing)
+        if (bone_jitter > 0 or bone_rotation > 0 or self.limb_swing is not None) \
+                and parents is None:
+            raise ValueError("bone_jitter, bone_rotation and limb_swing need the skeleton's "
+                             "parents")
         self.speed_range = check_speed_range(speed_range)
         self.receptive_field = int(receptive_field)
         self.causal = bool(causal)
@@ -236,9 +254,13 @@ class RandomCameraWindows:
                              f"{self._ds.num_joints} joints")
         self.detector_joints = detector_joints
         self.parents = None if parents is None else [int(q) for q in parents]
+        self.left, self.right = list(joints_left), list(joints_right)
         if self.parents is not None:
             self._order = _topological_order(self.parents, self._ds.num_joints)
-        self.left, self.right = list(joints_left), list(joints_right)
+            # the limbs' bones: a sided joint whose parent is sided too (upper arm, forearm,
+            # thigh, shin), not the shoulder or hip offsets from the trunk
+            sided = set(self.left) | set(self.right)
+            self._limbs = [j for j, q in enumerate(self.parents) if j in sided and q in sided]
         self.device = self._ds.device
         self.perm = torch.tensor(flip_permutation(self._ds.num_joints, self.left, self.right),
                                  device=self.device)
@@ -301,7 +323,13 @@ class RandomCameraWindows:
         rotation drawn per window and bone (axis uniform on the sphere, angle uniform in
         0 .. ``bone_rotation`` degrees), left and right independently, the same rotation in
         every frame of the window: the motion stays smooth, and the poses (arm swing planes,
-        stance, lean) are ones the recording does not hold."""
+        stance, lean) are ones the recording does not hold. With ``limb_swing`` (low, high) each
+        limb bone (a sided joint with a sided parent: upper arms, forearms, thighs, shins)
+        swings wider or narrower about its direction averaged over the window: its angle to
+        that direction is multiplied in every frame by a factor drawn per window and bone
+        (uniform in low .. high, a bone and its mirror image alike; at most 180 degrees), in
+        the plane the two directions span: a stride or arm swing of another amplitude (walking
+        towards running), the bone's length kept."""
         n, _, v, _ = world.shape
         dev, dt = world.device, world.dtype
         s = None
@@ -323,6 +351,8 @@ class RandomCameraWindows:
         bone = world - world[:, :, parent]                              # (N, T, V, 3)
         if rot is not None:
             bone = torch.einsum("nvij,ntvj->ntvi", rot, bone)
+        if self.limb_swing is not None and self._limbs:
+            bone = self._swing(bone, generator)
         if s is not None:
             bone = s[:, None, :, None] * bone
         out = world.clone()
@@ -346,6 +376,31 @@ class RandomCameraWindows:
         before = (pos <= 0).sum(1)
         after = (pos >= ds.last[frames].unsqueeze(1).to(pos.dtype)).sum(1)
         return (before - 1).clamp_min(0), torch.where(after > 0, t - after, t - 1)
+
+    def _swing(self, bone: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """``bone`` (N, T, V, 3) with the limb bones' swing amplitude rescaled (limb_swing)."""
+        n, dev, dt = bone.shape[0], bone.device, bone.dtype
+        v = bone.shape[2]
+        lo, hi = self.limb_swing
+        f = lo + (hi - lo) * torch.rand(n, v, generator=generator, device=dev, dtype=dt)
+        f = f[:, torch.minimum(torch.arange(v, device=dev), self.perm)]
+        limbs = torch.tensor(self._limbs, device=dev)
+        b = bone[:, :, limbs]                                           # (N, T, L, 3)
+        length = b.norm(dim=-1, keepdim=True)
+        u = b / length.clamp_min(1e-12)
+        mean = u.mean(1, keepdim=True)
+        m = mean / mean.norm(dim=-1, keepdim=True).clamp_min(1e-12)     # (N, 1, L, 3)
+        c = (u * m).sum(-1, keepdim=True).clamp(-1, 1)
+        perp = u - c * m                                                # in-plane, normal to m
+        sin = perp.norm(dim=-1, keepdim=True)
+        w = perp / sin.clamp_min(1e-12)
+        angle = (torch.atan2(sin, c) * f[:, None, limbs, None]).clamp_max(math.pi)
+        turned = length * (m * torch.cos(angle) + w * torch.sin(angle))
+        # a bone along its mean direction (or a mean of opposite directions) stays as it is
+        keep = (sin < 1e-9) | (mean.norm(dim=-1, keepdim=True) < 1e-6)
+        out = bone.clone()
+        out[:, :, limbs] = torch.where(keep, b, turned)
+        return out
 
     def track_ends(self, n: int, generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -395,7 +450,7 @@ class RandomCameraWindows:
         frames = self._frames(ids)
         world = self._world_windows(ids, frames, speed)
         n = world.shape[0]
-        if self.bone_jitter > 0 or self.bone_rotation > 0:
+        if self.bone_jitter > 0 or self.bone_rotation > 0 or self.limb_swing is not None:
             world = self.jitter_bones(world, generator)
         ends = self.track_ends(n, generator)
         if ends is not None:

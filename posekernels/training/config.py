@@ -62,6 +62,10 @@ class TrainConfig:
     bone_rotation: float = 0.0              # random cameras: each bone turned by up to this
                                             # many degrees (random axis, per window, left and
                                             # right independently): poses the data lacks
+    limb_swing: list | None = None          # random cameras: [low, high] factor on each limb
+                                            # bone's swing about its window-mean direction (per
+                                            # window, mirror pairs alike): strides and arm swings
+                                            # of other amplitudes
     speed_range: list | None = None         # random cameras: [low, high] playback speed per
                                             # window, log-uniform (data rate / camera rate:
                                             # [0.8, 2] covers 25-62 fps cameras on 50 Hz data)
@@ -175,16 +179,18 @@ class TrainConfig:
         if not 0 <= self.sample_balance <= 1:
             bad("sample_balance", f"must lie in [0, 1], got {self.sample_balance}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
-                                      or self.bone_rotation or self.speed_range
-                                      or self.camera_distribution or self.track_start
-                                      or self.detector_joints):
-            bad("cameras", "augment_2d, scale_jitter, bone_jitter, bone_rotation, speed_range, "
-                "track_start, detector_joints and camera_distribution need cameras='random'")
+                                      or self.bone_rotation or self.limb_swing
+                                      or self.speed_range or self.camera_distribution
+                                      or self.track_start or self.detector_joints):
+            bad("cameras", "augment_2d, scale_jitter, bone_jitter, bone_rotation, limb_swing, "
+                "speed_range, track_start, detector_joints and camera_distribution need "
+                "cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
         from ..data.detector_joints import detector_joints_from_dict
-        from .camera_data import augment_2d_from_dict, check_speed_range
+        from .camera_data import augment_2d_from_dict, check_limb_swing, check_speed_range
         try:
             check_speed_range(self.speed_range, f"{where}: speed_range")
+            check_limb_swing(self.limb_swing, f"{where}: limb_swing")
             camera_distribution_from_dict(self.camera_distribution,
                                           f"{where}: camera_distribution")
             augment_2d_from_dict(self.augment_2d_config, f"{where}: augment_2d_config")

@@ -215,7 +215,7 @@ def _random_camera_data(cfg: TrainConfig, model: nn.Module, device: torch.device
         cameras=camera_distribution_from_dict(cfg.camera_distribution),
         augment=augment_2d_from_dict(cfg.augment_2d_config) if cfg.augment_2d else None,
         scale_jitter=cfg.scale_jitter, bone_jitter=cfg.bone_jitter,
-        bone_rotation=cfg.bone_rotation, parents=sk.parents, speed_range=cfg.speed_range,
+        bone_rotation=cfg.bone_rotation, limb_swing=cfg.limb_swing, parents=sk.parents, speed_range=cfg.speed_range,
         track_start=cfg.track_start,
         detector_joints=(replace(detector_joints_from_dict(cfg.detector_joints_config),
                                  prob=cfg.detector_joints) if cfg.detector_joints else None))
