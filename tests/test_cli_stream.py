@@ -452,3 +452,72 @@ def test_closed_output_pipe_exits_quietly(tmp_path):
         p.kill()
     assert p.returncode == 0, err
     assert err == "", err
+
+
+# ----------------------------------------------------------------------------- placement
+def _walk_in_pixels(frames: int):
+    """A built-in walk seen by the demo's user camera: h36m17 pixels (F, 17, 2), the camera."""
+    from posekernels.data.cameras import image_coordinates
+    from posekernels.stream.motion import camera_view, synth_walk
+
+    kp, _, cam = camera_view(synth_walk(frames), "user")
+    return image_coordinates(kp.astype(np.float64), cam.width, cam.height), cam
+
+
+@pytest.mark.parametrize("how", ["camera", "hfov"])
+def test_stream_cli_places_poses_in_the_camera(tmp_path, capsys, monkeypatch, how):
+    from posekernels.data.cameras import image_coordinates
+    from posekernels.inference import place_in_camera
+
+    # the shipped causal lifter: a random model's poses need not fit any placement in front
+    # of the camera
+    model = checkpoints.load_model("default", mode="causal")
+    _serve_model(monkeypatch, model)
+
+    uv, cam = _walk_in_pixels(14)
+    sc = np.random.default_rng().uniform(0.5, 1.0, (14, 17))
+    sc[5, :16] = 0.0                                     # frame 5: one usable joint: null
+    lines = [json.dumps({"keypoints": [[float(x), float(y), float(s)] for (x, y), s
+                                       in zip(uv[f], sc[f])]}).encode() for f in range(14)]
+    if how == "camera":
+        flags = ["--camera", json.dumps({"focal_length": list(cam.focal_length),
+                                         "center": list(cam.center)})]
+    else:
+        flags = ["--hfov", repr(float(np.degrees(2 * np.arctan(960 / 1400.0))))]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    dst = tmp_path / "out.jsonl"
+    code = main(["stream", "--input", str(src), "--output", str(dst), "--format", "h36m17",
+                 "--width", "1920", "--height", "1080", *flags])
+    assert code == 0, capsys.readouterr().err
+    recs = [_strict(line) for line in dst.read_text().splitlines()]
+    assert len(recs) == 14
+    kp, hsc = adapters.to_h36m17(uv, sc, fmt="h36m17", width=1920, height=1080)
+    pose = lift_sequence(model, stream.fill_missing(kp, hsc, min_score=0.3))
+    want = place_in_camera(pose, image_coordinates(kp, 1920, 1080), cam, scores=hsc) * 1000.0
+    assert recs[5]["position_mm"] is None and np.isnan(want[5]).all()
+    for f in (0, 1, 2, 3, 4, 6, 13):
+        np.testing.assert_allclose(recs[f]["position_mm"], want[f], atol=0.02)
+        placed, pose_mm = np.array(recs[f]["position_mm"]), np.array(recs[f]["pose_mm"])
+        np.testing.assert_allclose(placed - placed[0], pose_mm - pose_mm[0], atol=0.03)
+        assert 2500 < placed[0, 2] < 4500  # the walk is about 3.5 m from the camera
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--camera", '{"focal_length": [1000, 1000]}'], "needs focal_length and center"),
+    (["--camera", '{"focal_length": [1000, 1000], "center": [1, 2], "fx": 3}'], "fx"),
+    (["--camera", '{"focal_length": [1000], "center": [320, 240]}'], "focal_length"),
+    (["--camera", '{"focal_length": [-5, 5], "center": [320, 240]}'], "positive"),
+    (["--camera", '{"focal_length": ["a", 5], "center": [320, 240]}'], "list of numbers"),
+    (["--camera", "[1, 2]"], "JSON object"),
+    (["--camera", "no-such-file.json"], "cannot read"),
+    (["--hfov", "0.5"], "--hfov"),
+    (["--hfov", "30", "--units", "normalized"], "pixel"),
+])
+def test_bad_camera_is_a_clear_error(tmp_path, capsys, model, flags, message):
+    src = tmp_path / "in.jsonl"
+    src.write_text("")
+    code = main(["stream", "--input", str(src), "--format", "coco17", "--width", "640",
+                 "--height", "480", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and ("--camera" in err or "--hfov" in err)

@@ -29,7 +29,9 @@ Output, one JSON object per lifted frame (``--output FILE`` or ``-``)::
      "latency_ms": 3.1, "age_ms": 2045.2}
 
 ``pose_mm``: the h36m17 pose in millimetres, root-relative, camera frame (x right, y down,
-z forward); ``index``: the frame's position in its stream; ``latency_ms``: processing time from
+z forward); with ``--camera`` or ``--hfov`` also ``position_mm``, the same pose placed in the
+camera's frame (where the person stands: the root's row is their position; ``null`` when the
+frame had fewer than two usable keypoints; :func:`posekernels.inference.place_in_camera`); ``index``: the frame's position in its stream; ``latency_ms``: processing time from
 reading the line that completed the pose's window to writing the pose; ``age_ms``: time since
 the pose's own frame was read (adds the centred window's (T - 1) / 2 frames of delay). Every
 line is strict JSON: no NaN or infinity is ever written (a non-finite pose is reported and
@@ -148,6 +150,16 @@ def register(sub) -> None:
                    default=DEFAULT_MAX_LINE_BYTES, metavar="BYTES",
                    help=f"longer lines are reported and skipped (default {DEFAULT_MAX_LINE_BYTES}"
                         ", 1 MiB)")
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--camera", metavar="JSON", default=None,
+                     help="the camera's intrinsics, inline JSON or a JSON file: focal_length "
+                          "[fx, fy] and center [cx, cy] in pixels, optional radial_distortion "
+                          "[k1, k2, k3], tangential_distortion [p1, p2], distortion_model "
+                          "(brown, as OpenCV, or h36m); adds position_mm, each pose placed in "
+                          "the camera's frame")
+    cam.add_argument("--hfov", type=_finite(0.0, "a field of view in degrees"), default=None,
+                     metavar="DEG", help="like --camera for a pinhole camera of this horizontal "
+                                         "field of view, centred in the image")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                    help="bf16: bfloat16 weight products (CPU; faster where the CPU has AVX-512 "
@@ -329,11 +341,58 @@ def _smoothing(args):
                                **{k: v for k, v in overrides.items() if v is not None})
 
 
+CAMERA_KEYS = ("focal_length", "center", "radial_distortion", "tangential_distortion",
+               "distortion_model")
+
+
+def camera_from_args(args):
+    """The --camera / --hfov camera (a posekernels.data.Camera of the --width x --height image),
+    or None; ValueError naming the option on a bad value."""
+    from posekernels.data.cameras import Camera
+
+    from ._args import read_json_object
+
+    hfov, text = getattr(args, "hfov", None), getattr(args, "camera", None)
+    if hfov is None and text is None:
+        return None
+    if args.units == "normalized":
+        raise ValueError("--camera / --hfov need pixel (or --units unit) input: normalised "
+                         "coordinates do not say where the image's pixels are")
+    w, h = float(args.width), float(args.height)
+    if hfov is not None:
+        if not 1.0 <= hfov <= 179.0:
+            raise ValueError(f"--hfov must be a field of view in [1, 179] degrees, got {hfov:g}")
+        f = w / 2 / math.tan(math.radians(hfov) / 2)
+        return Camera("hfov", round(w), round(h), (f, f), (w / 2, h / 2))
+    d, where = read_json_object(text, "--camera")
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object with {', '.join(CAMERA_KEYS)}")
+    unknown = sorted(set(d) - set(CAMERA_KEYS))
+    if unknown or "focal_length" not in d or "center" not in d:
+        raise ValueError(f"{where}: needs focal_length and center"
+                         + (f"; unknown key(s) {unknown}" if unknown else "")
+                         + f"; valid keys: {list(CAMERA_KEYS)}")
+    for key, value in d.items():
+        if key != "distortion_model" and not (
+                isinstance(value, list) and all(isinstance(v, (int, float))
+                                                and not isinstance(v, bool) for v in value)):
+            raise ValueError(f"{where}: {key} must be a list of numbers, got {value!r}")
+    try:
+        cam = Camera("camera", round(w), round(h), **d)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if min(cam.focal_length) <= 0:
+        raise ValueError(f"{where}: focal_length must be positive, got {list(cam.focal_length)}")
+    return cam
+
+
 def run(args) -> int:
     import numpy as np
 
     from posekernels import adapters
     from posekernels.checkpoints import DefaultModelUnavailable, load_model
+    from posekernels.data.cameras import image_coordinates
+    from posekernels.inference import place_in_camera
     from posekernels.stream import StreamingLifter
 
     if args.units != "normalized" and not (args.width > 0 and args.height > 0):
@@ -341,6 +400,11 @@ def run(args) -> int:
         return 2
     if not 1 <= args.max_streams <= MAX_STREAMS:  # callers that bypass the parser
         _report(f"--max-streams must be an integer in [1, {MAX_STREAMS}]")
+        return 2
+    try:
+        camera = camera_from_args(args)
+    except ValueError as exc:
+        _report(str(exc))
         return 2
     steady_threads(args.threads, _report, args.device)
     try:
@@ -408,16 +472,24 @@ def run(args) -> int:
 
     def pose_line(index: int, frame_index: int, pose, started: float):
         nonlocal bad
-        frame_id, read_at = pending[index].popleft()
+        frame_id, read_at, kp2d = pending[index].popleft()
         pose = np.asarray(pose, dtype=np.float64)
         if not np.isfinite(pose).all():
             bad += 1
             _report(f"stream {_short(ids[index])} frame {frame_id}: the model gave a "
                     "non-finite pose; skipped")
             return None
+        placed = None
+        if camera is not None:
+            kp, sc = kp2d
+            at = place_in_camera(pose[None], image_coordinates(kp, args.width, args.height)[None],
+                                 camera, scores=None if sc is None else sc[None],
+                                 min_score=args.min_score)[0]
+            placed = np.round(at * 1000.0, 2).tolist() if np.isfinite(at).all() else None
         now = time.perf_counter()
         rec = {"stream": ids[index], "frame": frame_id, "index": int(frame_index),
                "pose_mm": np.round(pose * 1000.0, 2).tolist(),
+               **({"position_mm": placed} if camera is not None else {}),
                "latency_ms": round((now - started) * 1e3, 3),
                "age_ms": round((now - read_at) * 1e3, 3)}
         return json.dumps(rec, allow_nan=False) + "\n"
@@ -500,7 +572,7 @@ def run(args) -> int:
         last_seen[index] = time.monotonic()
         last_seen.move_to_end(index)
         pending[index].append((frame if frame is not None else int(lifter.counts[index]),
-                               read_at))
+                               read_at, (kp, sc) if camera is not None else None))
         try:
             pose = lifter.push(kp, sc, streams=index)
         except Exception as exc:  # the lifter checks before it changes any state

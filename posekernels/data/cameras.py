@@ -35,7 +35,8 @@ import numpy as np
 
 __all__ = [
     "Camera", "quaternion_to_matrix", "matrix_to_quaternion", "qrot", "world_to_camera",
-    "camera_to_world", "project_to_2d", "normalize_screen_coordinates", "image_coordinates",
+    "camera_to_world", "project_to_2d", "undistort_points", "normalize_screen_coordinates",
+    "image_coordinates",
     "look_at_camera", "load_cameras_json", "save_cameras_json",
 ]
 
@@ -189,6 +190,57 @@ def project_to_2d(X, focal_length, center, radial_distortion=(0.0, 0.0, 0.0),
     return _cat_last([xd, yd]) * f + c
 
 
+def _undistort(xy, target, k, t, model, tol, max_iterations):
+    """:func:`undistort_points`' iteration (float64 arrays)."""
+    ones = np.ones(xy.shape[:-1] + (1,))
+    active = np.isfinite(target).all(-1)
+    for _ in range(max_iterations):
+        d = project_to_2d(np.concatenate([xy, ones], -1), (1.0, 1.0), (0.0, 0.0), k, t,
+                          model) - target
+        active &= ~(np.abs(d).max(-1) <= tol)
+        if not active.any():
+            break
+        xy = np.where(active[..., None], xy - d, xy)
+    d = project_to_2d(np.concatenate([xy, ones], -1), (1.0, 1.0), (0.0, 0.0), k, t,
+                      model) - target
+    xy[~(np.abs(d).max(-1) <= tol * 10)] = np.nan
+    return xy
+
+
+def undistort_points(uv, focal_length, center, radial_distortion=(0.0, 0.0, 0.0),
+                     tangential_distortion=(0.0, 0.0), model: str = "brown", *,
+                     tol: float = 1e-9, max_iterations: int = 100):
+    """Pixels (..., 2) to undistorted normalised image coordinates (..., 2): ``(x, y)`` with
+    ``project_to_2d([x, y, 1]) == uv``, the inverse of :func:`project_to_2d` along the rays.
+
+    Without distortion this is ``(uv - c) / f``. With it, fixed-point iteration on the
+    residual (``xy += (uv - c) / f - distort(xy)``, computed in float64) until every point is
+    within ``tol`` (in normalised units) or ``max_iterations`` pass; a point where it has not
+    converged by then (distortion too strong to invert there) comes back NaN. NaN inputs give
+    NaN."""
+    if model not in DISTORTION_MODELS:
+        raise ValueError(f"unknown distortion model {model!r}; use one of {DISTORTION_MODELS}")
+    if uv.shape[-1] != 2:
+        raise ValueError(f"uv: expected (..., 2) pixel coordinates, got shape {tuple(uv.shape)}")
+    torch_in = _is_torch(uv)
+    a = uv.detach().cpu().double().numpy() if torch_in else np.asarray(uv, dtype=np.float64)
+    f = np.asarray(focal_length, dtype=np.float64)
+    c = np.asarray(center, dtype=np.float64)
+    target = (a - c) / f
+    k = [float(v) for v in radial_distortion]
+    t = [float(v) for v in tangential_distortion]
+    xy = target.copy()
+    if any(k) or any(t):
+        with np.errstate(over="ignore", invalid="ignore"):  # diverging points become NaN
+            xy = _undistort(xy, target, k, t, model, tol, max_iterations)
+    if torch_in:
+        import torch
+
+        return torch.as_tensor(xy, dtype=uv.dtype if uv.is_floating_point() else torch.float64,
+                               device=uv.device)
+    return xy
+
+
 def normalize_screen_coordinates(X, w: float, h: float):
     """Pixels (..., 2) to normalised screen coordinates: ``X / w * 2 - [1, h / w]``."""
     if X.shape[-1] != 2:
@@ -265,6 +317,12 @@ class Camera:
 
     def project_world(self, X):
         return self.project(self.world_to_camera(X))
+
+    def unproject(self, uv):
+        """Pixels (..., 2) to the undistorted normalised image coordinates (..., 2) of their
+        rays, ``(x / z, y / z)`` in the camera frame (:func:`undistort_points`)."""
+        return undistort_points(uv, self.focal_length, self.center, self.radial_distortion,
+                                self.tangential_distortion, self.distortion_model)
 
     def normalize(self, uv):
         return normalize_screen_coordinates(uv, self.width, self.height)

@@ -12,6 +12,8 @@
   (centred or causal); :func:`window_sampling`: where that window reads input at another frame
   rate (:func:`model_rate`: the rate a model was trained at); :func:`model_joints`: the number of
   joints a model takes;
+* :func:`place_in_camera` (:mod:`posekernels.inference.placement`): where the lifted person
+  stands in a calibrated camera's frame (the root's position from the pose and its 2D);
 * :func:`one_euro`, :class:`OneEuroFilter` (:mod:`posekernels.inference.smoothing`): causal
   smoothing of lifted poses, offline and live.
 
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 from .lift import (WindowSampling, lift_sequence, model_joints, model_rate, window_offsets,
                    window_sampling)
+from .placement import place_in_camera
 from .plan import GLAGCNPlan, ModulePlan, build_plan
 from .smoothing import SMOOTHING_DEFAULTS, OneEuroFilter, SmoothingConfig, one_euro
 
 __all__ = ["lift_sequence", "window_offsets", "window_sampling", "WindowSampling", "model_rate",
-           "model_joints", "build_plan", "GLAGCNPlan",
+           "model_joints", "place_in_camera", "build_plan", "GLAGCNPlan",
            "ModulePlan", "one_euro", "OneEuroFilter", "SmoothingConfig", "SMOOTHING_DEFAULTS"]
