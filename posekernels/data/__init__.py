@@ -12,7 +12,8 @@ Modules
   quaternion + translation extrinsics), world <-> camera, projection, screen normalisation.
 * :mod:`~posekernels.data.bvh`: BVH parser, forward kinematics, import to Human3.6M 17 joints in
   metres (Z-up world), resampling, T-pose / zero-frame removal, glitch flags; BVH files of
-  folders and their (subject, action) names.
+  folders and their (subject, action) names; :mod:`~posekernels.data.bvh_writer`: h36m17 poses
+  written as BVH with joint rotations (for animation tools).
 * :mod:`~posekernels.data.virtual`: the default virtual camera rig and detector-like 2D noise.
 * :mod:`~posekernels.data.random_cameras`: random cameras (a fresh one per training window,
   vectorised on the device) and the seeded evaluation cameras of ``evaluate --cameras random``.
@@ -27,13 +28,14 @@ Units: 3D positions in metres everywhere; 2D in pixels until normalised.
 """
 from __future__ import annotations
 
-from . import bvh, cameras, formats, io, random_cameras, splits, virtual, windows
+from . import bvh, bvh_writer, cameras, formats, io, random_cameras, splits, virtual, windows
 from .bvh import (CMU_H36M17_TABLE, CMU_UNIT_METRES, Bvh, BvhImport, bvh_sequence_name,
                   find_bvh_files, find_glitches, forward_kinematics, import_bvh, parse_bvh,
                   read_bvh)
+from .bvh_writer import poses_to_bvh, save_bvh
 from .cameras import (Camera, camera_to_world, image_coordinates, load_cameras_json,
                       look_at_camera, normalize_screen_coordinates, project_to_2d,
-                      save_cameras_json, world_to_camera)
+                      save_cameras_json, undistort_points, world_to_camera)
 from .formats import (PoseSequence, h36m_metadata, load_3dhp, load_h36m_2d, load_h36m_3d,
                       load_humaneva_2d, load_humaneva_3d, load_positions_2d, load_positions_3d,
                       pair_sequences, save_positions_2d, save_positions_3d)
@@ -45,12 +47,13 @@ from .virtual import (DEFAULT_RIG, DetectorNoise, RigSpec, default_rig,
 from .windows import WindowDataset, flip_pose
 
 __all__ = [
-    "bvh", "cameras", "formats", "io", "random_cameras", "splits", "virtual", "windows",
+    "bvh", "bvh_writer", "cameras", "formats", "io", "random_cameras", "splits", "virtual", "windows",
     "CMU_H36M17_TABLE", "CMU_UNIT_METRES", "Bvh", "BvhImport", "bvh_sequence_name",
     "find_bvh_files", "find_glitches", "forward_kinematics", "import_bvh", "parse_bvh",
-    "read_bvh",
+    "read_bvh", "poses_to_bvh", "save_bvh",
     "Camera", "camera_to_world", "image_coordinates", "load_cameras_json", "look_at_camera",
-    "normalize_screen_coordinates", "project_to_2d", "save_cameras_json", "world_to_camera",
+    "normalize_screen_coordinates", "project_to_2d", "save_cameras_json", "undistort_points",
+    "world_to_camera",
     "PoseSequence", "h36m_metadata", "load_3dhp", "load_h36m_2d", "load_h36m_3d",
     "load_humaneva_2d", "load_humaneva_3d", "load_positions_2d", "load_positions_3d",
     "pair_sequences", "save_positions_2d", "save_positions_3d",
