@@ -184,6 +184,10 @@ def test_bvh_command_writes_the_placed_stream(tmp_path, capsys):
     ('{"index": -1, "pose_mm": []}\n', [], "index"),
     ('{"index": 0, "pose_mm": [[1, 2]]}\n', [], "17 [x, y, z]"),
     ("", [], "no poses"),
+    ("x" * (1 << 21), [], "longer than"),
+    (b"\xff\xfe\n", [], "UTF-8"),
+    ("[" * 100_000 + "]" * 100_000 + "\n", [], "line 1"),
+    ('{"index": 0, "pose_mm": ' + json.dumps([[1e999, 0, 0]] * 17) + "}\n", [], "finite"),
     (None, ["--field", "position_mm"], "no position_mm"),
     (None, ["--fps", "0"], "--fps"),
     (None, ["--stream", "nobody"], "no poses of stream"),
@@ -193,7 +197,10 @@ def test_bvh_command_errors_are_clear(tmp_path, capsys, content, flags, message)
     if content is None:
         content = "\n".join(_stream_lines(_rigid_motion(np.random.default_rng(), 4),
                                           placed=False)) + "\n"
-    src.write_text(content)
+    if isinstance(content, bytes):
+        src.write_bytes(content)
+    else:
+        src.write_text(content)
     fps = [] if "--fps" in flags else ["--fps", "30"]
     code = main(["bvh", "--input", str(src), "--output", str(tmp_path / "x.bvh"), *fps,
                  *flags])

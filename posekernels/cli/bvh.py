@@ -67,10 +67,18 @@ def read_stream_lines(path: str, stream, max_frames: int):
 
     out: dict = {}
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        lineno = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)   # a line is never read whole past the limit
+            if not raw:
+                break
+            lineno += 1
             if len(raw) > MAX_LINE_BYTES:
                 raise ValueError(f"line {lineno}: longer than {MAX_LINE_BYTES} bytes")
-            text = raw.decode("utf-8", errors="strict").strip()
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ValueError(f"line {lineno}: not valid UTF-8") from None
             if not text:
                 continue
             try:
@@ -126,7 +134,7 @@ def run(args) -> int:
     except OSError as exc:
         _report(f"cannot read --input: {exc.strerror or exc}")
         return 2
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         _report(f"--input {args.input}: {exc}")
         return 2
     if not streams:
