@@ -173,6 +173,15 @@ def _animate(gif, kp, results, gt, fps, skeleton, max_frames=120):
     plt.close(fig)
 
 
+def _bone_sum(poses) -> float:
+    """Mean total bone length of h36m17 poses (F, 17, 3): the body's size."""
+    from posekernels.skeletons import get_skeleton
+
+    parents = get_skeleton("h36m17").parents
+    return float(sum(np.linalg.norm(poses[:, j] - poses[:, q], axis=-1).mean()
+                     for j, q in enumerate(parents) if q >= 0))
+
+
 def _rate(model, args) -> dict:
     """A trained model that records its frame rate samples the motion at that rate (fps=...);
     a model that does not takes the frames as they are."""
@@ -214,6 +223,7 @@ def run(args) -> int:
     import torch
 
     from posekernels import lift_sequence, metrics
+    from posekernels.inference import place_in_camera
     from posekernels.skeletons import get_skeleton
     from posekernels.stream.motion import camera_view, synth_walk
 
@@ -241,7 +251,8 @@ def run(args) -> int:
     else:
         world = synth_walk(args.frames, args.fps)
         source = f"built-in walk ({args.frames} frames at {args.fps:g} fps)"
-    kp, gt, cam = camera_view(world, camera)
+    kp, gt, cam, root = camera_view(world, camera, with_root=True)
+    uv = cam.denormalize(kp.astype(np.float64))
     print(f"motion: {source}; camera {cam.name} ({cam.width}x{cam.height}, focal "
           f"{cam.focal_length[0]:.0f} px); torch threads {torch.get_num_threads()}")
     results = []
@@ -263,6 +274,14 @@ def run(args) -> int:
         print(f"[{label}] MPJPE {metrics.mpjpe(pred, gt):.1f} mm, P-MPJPE "
               f"{metrics.p_mpjpe(pred, gt):.1f} mm vs ground truth"
               + ("" if trained else "  (random weights: meaningless)"))
+        placed = place_in_camera(pred, uv, cam)[:, 0]
+        err = np.linalg.norm(placed - root, axis=-1)
+        size = _bone_sum(pred) / _bone_sum(gt)
+        print(f"[{label}] placed in the camera (place_in_camera): root {1e3 * np.nanmean(err):.0f}"
+              f" mm from the truth on average ({100 * np.nanmean(err / root[:, 2]):.1f} % of the "
+              f"{root[:, 2].mean():.1f} m distance; the lifted body is {size:.2f}x the true "
+              "one's size, and the distance scales with it)"
+              + ("" if trained else "  (meaningless)"))
         print(f"[{label}] streamed vs offline lift_sequence: max |difference| "
               f"{np.abs(pred - offline).max():.2e} m")
         results.append({"label": label, "pred": pred})

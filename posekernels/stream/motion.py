@@ -77,12 +77,14 @@ def user_camera():
                           width=1920, height=1080, focal=1400.0)
 
 
-def camera_view(world: np.ndarray, camera_index: int | str = 0):
+def camera_view(world: np.ndarray, camera_index: int | str = 0, *, with_root: bool = False):
     """Project a world sequence through camera ``camera_index`` of the default virtual rig, or
     through :func:`user_camera` for ``"user"``.
 
     Returns ``(keypoints2d, pose3d, camera)``: normalised screen coordinates (F, 17, 2) float32,
-    the root-relative camera-frame ground truth (F, 17, 3) in metres, and the camera.
+    the root-relative camera-frame ground truth (F, 17, 3) in metres, and the camera; with
+    ``with_root``, also the root's camera-frame position (F, 3) in metres (where the person
+    stands).
     """
     from ..data.virtual import default_rig, project_sequence
 
@@ -93,4 +95,6 @@ def camera_view(world: np.ndarray, camera_index: int | str = 0):
         cam = cams[int(camera_index) % len(cams)]
     (uv, c3), = project_sequence(world, [cam], recenter_mode="sequence")
     kp = cam.normalize(uv).astype(np.float32)
+    if with_root:
+        return kp, (c3 - c3[:, :1]).astype(np.float32), cam, c3[:, 0].astype(np.float64)
     return kp, (c3 - c3[:, :1]).astype(np.float32), cam
