@@ -67,6 +67,9 @@ BAL81 = {mode: dict(LIVE, epochs=12, bone_jitter=0.1, speed_range=[0.8, 2.0], tr
 MY_CAMERA = {"image_sizes": [[1920, 1080]], "hfov_deg": [68.9, 68.9], "height": [2.2, 2.2],
              "distance": [2.5, 5.0]}
 
+# a wider training camera distribution than the default CameraDistribution (2-9 m, 40-90 deg)
+WIDE_CAMERAS = {"distance": [2.0, 15.0], "hfov_deg": [20.0, 110.0]}
+
 RUNS = {
     "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
                                           "channels": 48, "sequence_branch": False,
@@ -182,6 +185,11 @@ RUNS = {
                               init_from=f"default:{mode}",
                               **({"limb_swing": [0.8, 1.6]} if kind == "swing" else {}))
        for kind in ("swing", "more") for mode in ("centered", "causal")},
+    # the shipped lifters fine-tuned two epochs through the wider camera distribution
+    # (probe_widecam); more_centered / more_causal are the equal-step controls
+    **{f"widecam_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
+                               init_from=f"default:{mode}", camera_distribution=WIDE_CAMERAS)
+       for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
@@ -254,6 +262,13 @@ RUNS = {
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True})
        for v02 in (False, True)},
+    # a wider camera distribution in training (2-15 m away, 20-110 degree fields of view:
+    # CCTV far off, telephoto, phones' wide lenses) on top of probe_bal100's recipe
+    "probe_widecam": dict(
+        LIVE, epochs=4, sample_balance=1.0, camera_distribution=WIDE_CAMERAS,
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True}),
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -294,6 +309,8 @@ LABELS = {
     **{f"probe_swing{'_v02' if v02 else ''}":
        f"Probe: centred, window input, clips alike, limb swing x0.8-1.6, T=27, C=32, 4 epochs"
        f"{', validated on 02' if v02 else ''}" for v02 in (False, True)},
+    "probe_widecam": "Probe: centred, window input, clips alike, cameras 2-15 m and 20-110 deg, "
+                     "T=27, C=32, 4 epochs",
     "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
                     "T=81, C=64",
     "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",
@@ -313,6 +330,9 @@ LABELS = {
     **{f"{kind}_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} "
        f"+ 2 epochs{' with limb swing x0.8-1.6' if kind == 'swing' else ''}, T=81, C=64"
        for kind in ("swing", "more") for mode in ("centered", "causal")},
+    **{f"widecam_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, "
+       f"bal81a_{mode} + 2 epochs through cameras 2-15 m and 20-110 deg, T=81, C=64"
+       for mode in ("centered", "causal")},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",

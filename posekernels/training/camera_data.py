@@ -128,32 +128,30 @@ class Augment2D:
         return out, ~missing
 
 
-def check_speed_range(value: Any, where: str = "speed_range") -> tuple[float, float] | None:
-    """None, or a (low, high) pair with 0.25 <= low <= high <= 4 (playback-speed factors)."""
+def _factor_range(value: Any, where: str, what: str, lo_bound: float,
+                  hi_bound: float) -> tuple[float, float] | None:
+    """None, or a (low, high) pair with lo_bound <= low <= high <= hi_bound."""
     if value is None:
         return None
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a (low, high) pair of speed factors, got {value!r}") \
+        raise ValueError(f"{where} must be a (low, high) pair of {what}, got {value!r}") \
             from None
-    if not 0.25 <= lo <= hi <= 4.0:
-        raise ValueError(f"{where} must satisfy 0.25 <= low <= high <= 4, got {value!r}")
+    if not lo_bound <= lo <= hi <= hi_bound:
+        raise ValueError(f"{where} must satisfy {lo_bound:g} <= low <= high <= {hi_bound:g}, "
+                         f"got {value!r}")
     return lo, hi
+
+
+def check_speed_range(value: Any, where: str = "speed_range") -> tuple[float, float] | None:
+    """None, or a (low, high) pair with 0.25 <= low <= high <= 4 (playback-speed factors)."""
+    return _factor_range(value, where, "speed factors", 0.25, 4.0)
 
 
 def check_limb_swing(value: Any, where: str = "limb_swing") -> tuple[float, float] | None:
     """None, or a (low, high) pair with 0.5 <= low <= high <= 2 (limb-swing amplitude factors)."""
-    if value is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be a (low, high) pair of amplitude factors, got "
-                         f"{value!r}") from None
-    if not 0.5 <= lo <= hi <= 2.0:
-        raise ValueError(f"{where} must satisfy 0.5 <= low <= high <= 2, got {value!r}")
-    return lo, hi
+    return _factor_range(value, where, "amplitude factors", 0.5, 2.0)
 
 
 def _topological_order(parents: Sequence[int], num_joints: int) -> list[int]:
