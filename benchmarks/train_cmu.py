@@ -185,11 +185,6 @@ RUNS = {
                               init_from=f"default:{mode}",
                               **({"limb_swing": [0.8, 1.6]} if kind == "swing" else {}))
        for kind in ("swing", "more") for mode in ("centered", "causal")},
-    # the shipped lifters fine-tuned two epochs through the wider camera distribution
-    # (probe_widecam); more_centered / more_causal are the equal-step controls
-    **{f"widecam_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
-                               init_from=f"default:{mode}", camera_distribution=WIDE_CAMERAS)
-       for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
@@ -330,9 +325,6 @@ LABELS = {
     **{f"{kind}_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} "
        f"+ 2 epochs{' with limb swing x0.8-1.6' if kind == 'swing' else ''}, T=81, C=64"
        for kind in ("swing", "more") for mode in ("centered", "causal")},
-    **{f"widecam_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, "
-       f"bal81a_{mode} + 2 epochs through cameras 2-15 m and 20-110 deg, T=81, C=64"
-       for mode in ("centered", "causal")},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
