@@ -277,8 +277,9 @@ def run(args) -> int:
         placed = place_in_camera(pred, uv, cam)[:, 0]
         err = np.linalg.norm(placed - root, axis=-1)
         size = _bone_sum(pred) / _bone_sum(gt)
-        print(f"[{label}] placed in the camera (place_in_camera): root {1e3 * np.nanmean(err):.0f}"
-              f" mm from the truth on average ({100 * np.nanmean(err / root[:, 2]):.1f} % of the "
+        share = 100 * np.nanmean(err / root[:, 2])
+        print(f"[{label}] placed in the camera (place_in_camera): root "
+              f"{1e3 * np.nanmean(err):.0f} mm from the truth on average ({share:.1f} % of the "
               f"{root[:, 2].mean():.1f} m distance; the lifted body is {size:.2f}x the true "
               "one's size, and the distance scales with it)"
               + ("" if trained else "  (meaningless)"))

@@ -31,7 +31,8 @@ Output, one JSON object per lifted frame (``--output FILE`` or ``-``)::
 ``pose_mm``: the h36m17 pose in millimetres, root-relative, camera frame (x right, y down,
 z forward); with ``--camera`` or ``--hfov`` also ``position_mm``, the same pose placed in the
 camera's frame (where the person stands: the root's row is their position; ``null`` when the
-frame had fewer than two usable keypoints; :func:`posekernels.inference.place_in_camera`); ``index``: the frame's position in its stream; ``latency_ms``: processing time from
+frame had fewer than two usable keypoints; :func:`posekernels.inference.place_in_camera`);
+``index``: the frame's position in its stream; ``latency_ms``: processing time from
 reading the line that completed the pose's window to writing the pose; ``age_ms``: time since
 the pose's own frame was read (adds the centred window's (T - 1) / 2 frames of delay). Every
 line is strict JSON: no NaN or infinity is ever written (a non-finite pose is reported and

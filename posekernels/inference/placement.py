@@ -6,9 +6,11 @@ pixels, the root's position follows from the pose's own size: the translation ``
 the pose ``P + t`` project onto the keypoints. For a joint with pose ``(X, Y, Z)`` and ray
 ``(x, y)`` (undistorted normalised image coordinates, :meth:`posekernels.data.Camera.unproject`)
 the projection condition ``(X + tx) = x (Z + tz)``, ``(Y + ty) = y (Z + tz)`` is linear in ``t``;
-:func:`place_in_camera` solves it per frame by least squares over the usable joints, then
-re-weights each joint by ``1 / (Z + tz)^2`` and solves again (so that the squared residuals it
-minimises are the reprojection errors on the image plane, not those errors times depth).
+:func:`place_in_camera` solves it per frame by least squares over the usable joints, then takes
+Gauss-Newton steps on the reprojection errors themselves (the linear rows are those errors times
+depth, with the noisy ``x, y`` multiplying the unknown depth, which biases that solution towards
+the camera under 2D noise), each joint weighted by a Cauchy function of its residual scaled by
+the frame's median residual (``robust``), so that a wrong or swapped keypoint barely moves it.
 
 The distance comes out in the units of the pose: a lifter that makes a person 5 % too small
 puts them 5 % too close. Frames with fewer than two usable joints, or whose solution would put a
@@ -58,8 +60,9 @@ def place_in_camera(poses3d, keypoints2d, camera, *, scores=None, min_score: flo
     ``keypoints2d`` (..., V, 2): the same frames' 2D keypoints in pixels of ``camera`` (a
     :class:`posekernels.data.Camera`: its focal length, principal point and distortion are
     used), the same joints in the same order; ``scores`` (..., V), optional: joints scored below
-    ``min_score`` are not used, nor are non-finite keypoints. ``iterations``: re-weighted
-    solves after the first (0: the plain linear least squares).
+    ``min_score`` are not used, nor are non-finite keypoints. ``iterations``: Gauss-Newton
+    steps after the linear solution (0: the linear least squares alone); ``robust``: Cauchy
+    weights on the reprojection residuals (False: plain least squares).
 
     Returns the poses moved by each frame's solved translation (numpy float64 for numpy input,
     a tensor of the poses' dtype and device for tensor input); NaN for frames with fewer than
