@@ -62,7 +62,8 @@ def _points(value, where: str):
 
 
 def read_stream_lines(path: str, stream, max_frames: int):
-    """{stream id: {index: (pose_mm, position_mm or None or absent)}} from the stream output."""
+    """{stream id: {index: (pose_mm, position_mm or None, whether the line has position_mm)}}
+    from the stream output (metres x 1000 arrays as written)."""
     import numpy as np
 
     out: dict = {}
@@ -99,14 +100,15 @@ def read_stream_lines(path: str, stream, max_frames: int):
             pose = _points(rec["pose_mm"], f"line {lineno}: pose_mm")
             if pose is None:
                 raise ValueError(f"line {lineno}: pose_mm is null")
+            has_placed = "position_mm" in rec
             placed = (_points(rec["position_mm"], f"line {lineno}: position_mm")
-                      if "position_mm" in rec else "absent")
+                      if has_placed else None)
             frames = out.setdefault(str(sid), {})
             if idx in frames:
                 raise ValueError(f"line {lineno}: stream {sid!r} index {idx} appears twice")
             frames[idx] = (np.asarray(pose, dtype=np.float64),
-                           None if placed is None or placed == "absent"
-                           else np.asarray(placed, dtype=np.float64), placed != "absent")
+                           None if placed is None else np.asarray(placed, dtype=np.float64),
+                           has_placed)
     return out
 
 

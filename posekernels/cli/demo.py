@@ -177,9 +177,8 @@ def _bone_sum(poses) -> float:
     """Mean total bone length of h36m17 poses (F, 17, 3): the body's size."""
     from posekernels.skeletons import get_skeleton
 
-    parents = get_skeleton("h36m17").parents
     return float(sum(np.linalg.norm(poses[:, j] - poses[:, q], axis=-1).mean()
-                     for j, q in enumerate(parents) if q >= 0))
+                     for j, q in get_skeleton("h36m17").bones()))
 
 
 def _rate(model, args) -> dict:

@@ -34,10 +34,12 @@ import os
 
 import numpy as np
 
+from ..skeletons import SKELETONS
+
 __all__ = ["poses_to_bvh", "save_bvh", "H36M17_BVH_JOINTS", "BVH_UNITS"]
 
-# h36m17 parents (posekernels.skeletons' h36m17) and the BVH joint name of every non-leaf joint
-_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
+_PARENTS = SKELETONS["h36m17"].parents
+# the BVH joint name of every non-leaf h36m17 joint
 H36M17_BVH_JOINTS = {0: "Hips", 1: "RightUpLeg", 2: "RightLeg", 4: "LeftUpLeg", 5: "LeftLeg",
                      7: "Spine", 8: "Neck", 9: "Head", 11: "LeftArm", 12: "LeftForeArm",
                      14: "RightArm", 15: "RightForeArm"}
@@ -176,8 +178,10 @@ def poses_to_bvh(positions, fps: float, *, frame: str = "camera", units: str = "
         local[j] = r if parent is None else np.swapaxes(parent, 1, 2) @ r
 
     lines = ["HIERARCHY"]
+    order: list[int] = []
 
     def write(j: int, depth: int) -> None:
+        order.append(j)
         pad = "  " * depth
         name = H36M17_BVH_JOINTS[j]
         off = np.zeros(3) if j == 0 else offset[j]
@@ -199,16 +203,7 @@ def poses_to_bvh(positions, fps: float, *, frame: str = "camera", units: str = "
 
     write(0, 0)
     cols = [p[:, 0]]
-    order = []
-
-    def collect(j: int) -> None:
-        order.append(j)
-        for c in _children(j):
-            if c in H36M17_BVH_JOINTS:
-                collect(c)
-
-    collect(0)
-    for j in order:
+    for j in order:                 # the channels in the order the hierarchy lists the joints
         cols.append(np.degrees(np.unwrap(np.radians(_euler_zyx(local[j])), axis=0)))
     motion = np.concatenate(cols, 1)
     lines += ["MOTION", f"Frames: {nf}", f"Frame Time: {1.0 / fps:.8f}"]

@@ -29,10 +29,16 @@ ROBUST_C = 2.385  # Cauchy weights' scale, in robust standard deviations of the 
 MIN_DEPTH = 0.05  # metres: a solution with a joint nearer the camera than this is refused (NaN)
 
 
+def _float64(value: Any) -> np.ndarray:
+    """A tensor or array-like as a float64 numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
 def _as_array(value: Any, name: str, last: int) -> np.ndarray:
     try:
-        a = (value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor)
-             else np.asarray(value, dtype=np.float64))
+        a = _float64(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected an array of numbers, got "
                          f"{type(value).__name__}") from None
@@ -84,8 +90,7 @@ def place_in_camera(poses3d, keypoints2d, camera, *, scores=None, min_score: flo
                          f"{tuple(p.shape)} (the same frames and joints, 2 values each)")
     ok = np.isfinite(uv).all(-1) & np.isfinite(p).all(-1)
     if scores is not None:
-        sc = (scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor)
-              else np.asarray(scores, dtype=np.float64))
+        sc = _float64(scores)
         if sc.shape != p.shape[:-1]:
             raise ValueError(f"scores: expected shape {tuple(p.shape[:-1])}, got "
                              f"{tuple(sc.shape)}")

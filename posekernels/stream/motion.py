@@ -95,6 +95,5 @@ def camera_view(world: np.ndarray, camera_index: int | str = 0, *, with_root: bo
         cam = cams[int(camera_index) % len(cams)]
     (uv, c3), = project_sequence(world, [cam], recenter_mode="sequence")
     kp = cam.normalize(uv).astype(np.float32)
-    if with_root:
-        return kp, (c3 - c3[:, :1]).astype(np.float32), cam, c3[:, 0].astype(np.float64)
-    return kp, (c3 - c3[:, :1]).astype(np.float32), cam
+    pose = (c3 - c3[:, :1]).astype(np.float32)
+    return (kp, pose, cam, c3[:, 0].astype(np.float64)) if with_root else (kp, pose, cam)
