@@ -29,6 +29,14 @@ SETTINGS = {
         subject_offset=0.0, target_jitter=0.0, hfov_deg=(20.0, 35.0), distance=(6.0, 12.0)),
     "wide (hfov 90-110 deg)": CameraDistribution(subject_offset=0.0, target_jitter=0.0,
                                                  hfov_deg=(90.0, 110.0)),
+    "high (3.5-5 m up, 2-5 m away)": CameraDistribution(
+        subject_offset=0.0, target_jitter=0.0, height=(3.5, 5.0), distance=(2.0, 5.0)),
+    "floor (0-0.3 m up)": CameraDistribution(subject_offset=0.0, target_jitter=0.0,
+                                             height=(0.0, 0.3)),
+    "barrel distortion (k1 -0.3..-0.1)": CameraDistribution(
+        subject_offset=0.0, target_jitter=0.0, k1=(-0.3, -0.1), k2=(0.0, 0.05)),
+    "tilted (roll up to +-25 deg)": CameraDistribution(
+        subject_offset=0.0, target_jitter=0.0, roll_deg=(-25.0, 25.0)),
 }
 
 
@@ -41,10 +49,20 @@ def main(argv=None) -> int:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--data", default=os.path.join(ROOT, "out", "cmu", "data_3d_cmu.npz"))
     p.add_argument("--subjects", nargs="+", default=["09"])
+    p.add_argument("--settings", default=None,
+                   help="comma-separated first words of the settings to run (default: all), "
+                        "e.g. standard,high,floor")
     args = p.parse_args(argv)
+    settings = SETTINGS
+    if args.settings:
+        wanted = [w for w in args.settings.split(",") if w]
+        settings = {n: d for n, d in SETTINGS.items() if n.split()[0] in wanted}
+        known = {n.split()[0] for n in SETTINGS}
+        if not settings or set(wanted) - known:
+            p.error(f"--settings: expected first words among {sorted(known)}, got {wanted}")
     models = {c: load_checkpoint(checkpoint_path(c)) for c in args.checkpoints}
     pos = load_positions_3d(args.data)
-    for name, dist in SETTINGS.items():
+    for name, dist in settings.items():
         def clip_cameras(subject, action, clip, dist=dist):
             return evaluation_cameras(clip, 4, seed=EVALUATION_SEED, key=f"{subject}/{action}",
                                       dist=dist)

@@ -70,6 +70,10 @@ MY_CAMERA = {"image_sizes": [[1920, 1080]], "hfov_deg": [68.9, 68.9], "height": 
 # a wider training camera distribution than the default CameraDistribution (2-9 m, 40-90 deg)
 WIDE_CAMERAS = {"distance": [2.0, 15.0], "hfov_deg": [20.0, 110.0]}
 
+# cameras mounted anywhere from the floor to a ceiling corner (0-5 m up; the default is 0.3-3 m)
+# and held less level (roll within +-15 degrees; the default +-5)
+MOUNT_CAMERAS = {"height": [0.0, 5.0], "roll_deg": [-15.0, 15.0]}
+
 RUNS = {
     "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
                                           "channels": 48, "sequence_branch": False,
@@ -185,6 +189,11 @@ RUNS = {
                               init_from=f"default:{mode}",
                               **({"limb_swing": [0.8, 1.6]} if kind == "swing" else {}))
        for kind in ("swing", "more") for mode in ("centered", "causal")},
+    # the shipped lifters fine-tuned two epochs with cameras mounted higher, lower and less
+    # level (MOUNT_CAMERAS); more_{mode} is the equal-step control
+    **{f"mount_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
+                             init_from=f"default:{mode}", camera_distribution=MOUNT_CAMERAS)
+       for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
@@ -264,6 +273,16 @@ RUNS = {
         model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True}),
+    # cameras from the floor to a ceiling corner, less level (MOUNT_CAMERAS) on top of
+    # probe_bal100's recipe, held out 09 and 02
+    **{f"probe_mount{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=1.0, camera_distribution=MOUNT_CAMERAS,
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -306,6 +325,9 @@ LABELS = {
        f"{', validated on 02' if v02 else ''}" for v02 in (False, True)},
     "probe_widecam": "Probe: centred, window input, clips alike, cameras 2-15 m and 20-110 deg, "
                      "T=27, C=32, 4 epochs",
+    **{f"probe_mount{'_v02' if v02 else ''}":
+       f"Probe: centred, window input, clips alike, cameras 0-5 m up, roll +-15 deg, T=27, C=32, "
+       f"4 epochs{', validated on 02' if v02 else ''}" for v02 in (False, True)},
     "bal_centered": "Centred lifter, shipped + 3 epochs, clips drawn alike, track starts, "
                     "T=81, C=64",
     "bal_causal": "Causal lifter, shipped + 3 epochs, clips drawn alike, T=81, C=64",
@@ -325,6 +347,9 @@ LABELS = {
     **{f"{kind}_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} "
        f"+ 2 epochs{' with limb swing x0.8-1.6' if kind == 'swing' else ''}, T=81, C=64"
        for kind in ("swing", "more") for mode in ("centered", "causal")},
+    **{f"mount_{mode}": f"{'Centred' if mode == 'centered' else 'Causal'} lifter, bal81a_{mode} "
+       "+ 2 epochs with cameras 0-5 m up, roll +-15 deg, T=81, C=64"
+       for mode in ("centered", "causal")},
     "default_centered": "Default centred lifter (random cameras, 2D noise), T=27, C=48",
     "default_causal": "Default causal lifter (random cameras, 2D noise), T=27, C=48",
     "gla_full": "GLA-GCN full (sequence branch + ICL, two stages), T=27, C=32",
