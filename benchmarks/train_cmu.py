@@ -167,7 +167,7 @@ RUNS = {
     # bal81_* again from the start under CPU bf16 autocast (amp_cpu) with two threads, one run
     # after the other (about 5 min per epoch instead of ~20 for one thread beside the other run;
     # the average kept from the first step): the bal81 runs' last.pt files were lost with their
-    # machine on 2026-12-02 before epoch 7. bal81a_centered is the shipped centred lifter
+    # machine on 2026-12-02 before epoch 7. The shipped lifters are their mount_ fine-tunes
     **{f"bal81a_{mode}": dict(BAL81[mode], amp_cpu=True) for mode in ("centered", "causal")},
     # the bal81a lifters trained on with half the windows' 2D made as a COCO detector and
     # posekernels.adapters make it (detector_joints: the nose for the neck/nose joint, the
@@ -189,10 +189,11 @@ RUNS = {
                               init_from=f"default:{mode}",
                               **({"limb_swing": [0.8, 1.6]} if kind == "swing" else {}))
        for kind in ("swing", "more") for mode in ("centered", "causal")},
-    # the shipped lifters fine-tuned two epochs with cameras mounted higher, lower and less
-    # level (MOUNT_CAMERAS); more_{mode} is the equal-step control
+    # the bal81a lifters fine-tuned two epochs with cameras mounted higher, lower and less
+    # level (MOUNT_CAMERAS); more_{mode} is the equal-step control. Shipped since 2026-12-02
+    # (the runs were started from default:{mode}, then the very weights of bal81a_{mode})
     **{f"mount_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
-                             init_from=f"default:{mode}", camera_distribution=MOUNT_CAMERAS)
+                             init_from=f"run:bal81a_{mode}", camera_distribution=MOUNT_CAMERAS)
        for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
@@ -456,7 +457,7 @@ def write_table(out: str, stem: str, data, lines: list[str]) -> None:
     print("\n".join(lines))
 
 
-SHIPPED = ("bal81a_centered", "bal81a_causal")  # the shipped lifters' runs (--ship-runs default)
+SHIPPED = ("mount_centered", "mount_causal")  # the shipped lifters' runs (--ship-runs default)
 FRAME_RATE = 50.0  # the rate import-bvh resamples the training motion to (recorded in checkpoints)
 
 
