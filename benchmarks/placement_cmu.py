@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the checkout's posekernels, installed or not
 
 
 def main(argv=None) -> int:
