@@ -284,6 +284,18 @@ RUNS = {
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True})
        for v02 in (False, True)},
+    # how the held-out error falls with the amount of training motion: probe_bal100's recipe
+    # (held out 09, and 02 as a second held-out subject) on a seeded fraction of every training
+    # subject's clips (clip_fraction; at least one clip each), as many optimiser steps as the
+    # whole set's four epochs (the epochs scaled by the frames kept; run_one)
+    **{f"probe_data{int(f * 100)}{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=1.0, clip_fraction=f,
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for f in (0.125, 0.25, 0.5) for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
@@ -407,7 +419,48 @@ def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
         if not os.path.isfile(path):
             raise SystemExit(f"{name}: init_from {init}: {path} not found (train that run first)")
         recipe = dict(recipe, init_from=path)
+    if "clip_fraction" in recipe:
+        recipe = dict(recipe)
+        data, recipe["epochs"] = clip_subset(data, os.path.join(out, name), recipe, seed)
     train_run(recipe, os.path.join(out, name), data, threads, seed, name)
+
+
+def clip_subset(data: str, run_dir: str, recipe: dict, seed: int) -> tuple[str, int]:
+    """Keep a seeded fraction (``recipe.pop("clip_fraction")``, at least one clip) of every
+    training subject's clips of the 3D npz ``data`` and all of the validation subjects' clips;
+    write it as ``run_dir``/data_3d.npz. Returns its path and the epochs that give as many
+    optimiser steps as ``recipe["epochs"]`` on the whole training set."""
+    import numpy as np
+
+    from posekernels.data import load_positions_3d, save_positions_3d
+
+    frac = float(recipe.pop("clip_fraction"))
+    if not 0 < frac <= 1:
+        raise SystemExit(f"clip_fraction must lie in (0, 1], got {frac}")
+    pos = load_positions_3d(data)
+    val = set(recipe.get("val_subjects", VAL))
+    train = recipe.get("train_subjects") or [s for s in sorted(pos) if s not in val]
+    rng = np.random.default_rng(seed)
+    kept, full, sub = {}, 0, 0
+    for s in sorted(pos):
+        clips = sorted(pos[s])
+        if s in val:
+            kept[s] = dict(pos[s])
+            continue
+        if s not in train:
+            continue
+        k = max(1, int(round(frac * len(clips))))
+        pick = sorted(rng.choice(len(clips), size=k, replace=False))
+        kept[s] = {clips[i]: pos[s][clips[i]] for i in pick}
+        full += sum(len(a) for a in pos[s].values())
+        sub += sum(len(kept[s][c]) for c in kept[s])
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "data_3d.npz")
+    save_positions_3d(path, kept)
+    epochs = max(1, int(round(recipe["epochs"] * full / sub)))
+    print(f"{os.path.basename(run_dir)}: {sum(len(v) for s, v in kept.items() if s not in val)} "
+          f"training clips, {sub:,} of {full:,} frames; {epochs} epochs")
+    return path, epochs
 
 
 def table(out: str) -> dict:
