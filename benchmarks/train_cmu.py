@@ -421,7 +421,10 @@ def run_one(name: str, out: str, data: str, threads: int, seed: int) -> None:
         recipe = dict(recipe, init_from=path)
     if "clip_fraction" in recipe:
         recipe = dict(recipe)
+        base = recipe["epochs"]
         data, recipe["epochs"] = clip_subset(data, os.path.join(out, name), recipe, seed)
+        if recipe.get("val_every"):  # validate after the same shares of the steps
+            recipe["val_every"] = max(1, round(recipe["val_every"] * recipe["epochs"] / base))
     train_run(recipe, os.path.join(out, name), data, threads, seed, name)
 
 
@@ -479,7 +482,7 @@ def table(out: str) -> dict:
         params = sum(v.numel() for k, v in ck["model"].items()
                      if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
         rows[name] = {
-            "label": LABELS[name], "model": ck["model_config"], "parameters": params,
+            "label": LABELS.get(name, name), "model": ck["model_config"], "parameters": params,
             "epochs": cfg["epochs"], "seed": cfg["seed"], "batch_size": cfg["batch_size"],
             "frame_stride": cfg["frame_stride"], "optimizer": cfg["optimizer"],
             "train_seconds": round(sum(h["seconds"] for h in history), 1),
