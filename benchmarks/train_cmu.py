@@ -296,6 +296,16 @@ RUNS = {
                "sequence_branch": False, "head": "shared", "causal": False,
                "window_norm": True})
        for f in (0.125, 0.25, 0.5) for v02 in (False, True)},
+    # fast motion drawn more often (motion_weight g: a frame's draw weight times (its joints'
+    # speed / the mean) ** g) on top of probe_bal100's recipe, held out 09 and 02
+    **{f"probe_motion{g}{'_v02' if v02 else ''}": dict(
+        LIVE, epochs=4, sample_balance=1.0, motion_weight=float(g),
+        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+           if v02 else {}),
+        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
+               "sequence_branch": False, "head": "shared", "causal": False,
+               "window_norm": True})
+       for g in (1, 2) for v02 in (False, True)},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,

@@ -531,3 +531,42 @@ def test_streaming_on_random_cameras_agrees_with_evaluate(causal):
     got = headline(acc.summary())
     for key in ("mpjpe", "p_mpjpe", "n_mpjpe"):
         assert abs(got[key] - ref[key]) < 1e-3, (key, got[key], ref[key])
+
+
+@pytest.mark.parametrize("balance, motion", [(0.0, 1.0), (1.0, 0.5), (0.5, 2.0), (1.0, 0.0)])
+def test_motion_weighted_sample_weights_match_float64(balance, motion):
+    """sample_weights(balance, motion): the clip balance times (speed / mean) ** motion, a
+    frame's speed the mean joint displacement relative to the root to the next frame of its
+    sequence (the last frame: the step into it), floored at a tenth of the mean."""
+    rng = np.random.default_rng()
+    sk = get_skeleton("h36m17")
+    world = [rng.standard_normal((int(rng.integers(2, 40)), 17, 3)) * rng.uniform(0.05, 0.5)
+             + rng.standard_normal(3) for _ in range(int(rng.integers(2, 6)))]
+    world.append(np.repeat(world[0][:1], 5, axis=0))  # a still clip: every frame floored
+    stride = int(rng.integers(1, 4))
+    valid = [np.arange(len(w)) % stride == 0 for w in world]
+    ds = RandomCameraWindows(world, receptive_field=9, joints_left=sk.left,
+                             joints_right=sk.right, root=sk.root, valid=valid)
+    speeds, base = [], []
+    for w, m in zip(world, valid):
+        rel = w - w[:, sk.root:sk.root + 1]
+        step = np.linalg.norm(np.diff(rel, axis=0), axis=-1).mean(-1)
+        v = np.append(step, step[-1]) if len(w) > 1 else np.zeros(1)
+        speeds.append(v[m])
+        base.append(np.full(int(m.sum()), float(m.sum()) ** -balance))
+    v, base = np.concatenate(speeds), np.concatenate(base)
+    expect = base * np.maximum(v / v.mean(), 0.1) ** motion
+    got = ds.sample_weights(balance, motion=motion)
+    assert got.dtype == torch.float64 and got.shape == (ds.num_frames,)
+    np.testing.assert_allclose(got.numpy(), expect, rtol=1e-5)
+    if motion > 0:  # faster frames weigh more within a clip of equal balance weights
+        assert float(got[-1]) < float(got.max())
+
+
+@pytest.mark.parametrize("motion", [-0.5, 4.5, float("nan")])
+def test_motion_weight_range_is_checked(motion):
+    sk = get_skeleton("h36m17")
+    ds = RandomCameraWindows([_walk(30, np.random.default_rng())], receptive_field=9,
+                             joints_left=sk.left, joints_right=sk.right, root=sk.root)
+    with pytest.raises(ValueError, match="motion"):
+        ds.sample_weights(1.0, motion=motion)

@@ -158,6 +158,7 @@ def test_resume_inside_an_epoch_matches_uninterrupted_run(tmp_path, positions, m
     if cameras == "random":
         kw.update(augment_2d=True, scale_jitter=0.1, bone_jitter=0.1, bone_rotation=15,
                   limb_swing=[0.8, 1.4], speed_range=[0.8, 1.6], track_start=0.3, sample_balance=0.5, ema_decay=0.9,
+                  motion_weight=0.5,
                   detector_joints=0.5, detector_joints_config={"yaw_deg": 20})
     quiet = lambda *a: None  # noqa: E731
     a = train(tiny_config(tmp_path / "a", **kw), positions_3d=positions, log=quiet)
@@ -347,6 +348,11 @@ def test_checkpoint_minutes_and_bone_jitter_are_checked(tmp_path):
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="sample_balance"):
             tiny_config(tmp_path, sample_balance=bad)
+    for bad in (-0.1, 4.5, float("nan")):
+        with pytest.raises(ConfigError, match="motion_weight"):
+            tiny_config(tmp_path, cameras="random", motion_weight=bad)
+    with pytest.raises(ConfigError, match="motion_weight"):
+        tiny_config(tmp_path, motion_weight=1.0)  # the rig
     assert tiny_config(tmp_path, cameras="random", speed_range=[0.8, 2]).speed_range == [0.8, 2]
     for bad in (0.5, 2000.0, float("nan")):
         with pytest.raises(ConfigError, match="frame_rate"):
@@ -699,6 +705,39 @@ def test_sample_balance_draws_short_clips_as_often_as_long_ones(tmp_path, positi
     if balance == 0:  # one pass: every frame once per epoch in each orientation's place
         counts = torch.bincount(torch.cat(drawn), minlength=len(ds.keys))
         assert torch.equal(counts, (3 * lengths).to(torch.int64))
+
+
+@pytest.mark.parametrize("balance, motion", [(0.0, 1.0), (1.0, 2.0)])
+def test_motion_weight_draws_fast_frames_more_often(tmp_path, positions, monkeypatch, balance,
+                                                    motion):
+    """motion_weight g draws each epoch's frames with replacement by the dataset's weights for
+    (sample_balance, g); the frames drawn are faster on average than the frames themselves."""
+    from posekernels.training import trainer
+    from posekernels.training.camera_data import RandomCameraWindows
+
+    drawn, datasets, calls = [], [], []
+    real_batch = trainer.TrainingData.batch
+    real_weights = RandomCameraWindows.sample_weights
+
+    def recording_batch(self, ids):
+        drawn.append(self.dataset._frames(ids))
+        datasets.append(self.dataset)
+        return real_batch(self, ids)
+
+    def recording_weights(self, b, motion=0.0):
+        calls.append((b, motion))
+        return real_weights(self, b, motion=motion)
+
+    monkeypatch.setattr(trainer.TrainingData, "batch", recording_batch)
+    monkeypatch.setattr(RandomCameraWindows, "sample_weights", recording_weights)
+    train(tiny_config(tmp_path, epochs=2, batch_size=32, cameras="random", val_every=0,
+                      sample_balance=balance, motion_weight=motion),
+          positions_3d=positions, log=lambda *a: None)
+    assert calls == [(balance, motion)]
+    ds = datasets[0]
+    speed = ds.frame_speeds()
+    frames = torch.cat(drawn)
+    assert float(speed[frames].mean()) > float(speed[ds._ds.frames].mean())
 
 
 @pytest.mark.parametrize("tune", [True, False])

@@ -275,9 +275,37 @@ class RandomCameraWindows:
     def __len__(self) -> int:
         return self.num_frames * (2 if self.flip else 1)
 
-    def sample_weights(self, balance: float) -> torch.Tensor:
-        """Sampling weights of the samples (:meth:`WindowDataset.sample_weights`)."""
-        return self._ds.sample_weights(balance)
+    def sample_weights(self, balance: float, motion: float = 0.0) -> torch.Tensor:
+        """(num_frames,) float64 sampling weights of the samples: those of
+        :meth:`WindowDataset.sample_weights` for ``balance``, times ``(v / mean v) ** motion``
+        with ``v`` a frame's speed (:meth:`frame_speeds`; its mean over the samples), floored at
+        a tenth of the mean so that a still frame keeps a chance. ``motion`` 0 leaves them as
+        they are; larger values draw fast motion more often."""
+        motion = float(motion)
+        if not 0 <= motion <= 4:
+            raise ValueError(f"motion must lie in [0, 4], got {motion}")
+        w = self._ds.sample_weights(balance)
+        if motion == 0:
+            return w
+        v = self.frame_speeds()[self._ds.frames]
+        rel = (v / v.mean()).clamp_min(0.1) if float(v.mean()) > 0 else torch.ones_like(v)
+        return w * rel.pow(motion)
+
+    def frame_speeds(self) -> torch.Tensor:
+        """(total frames,) float64 speed of every recorded frame: the mean over the joints of
+        the distance each joint moves, relative to the root, from the frame to the next one of
+        its sequence (a sequence's last frame takes its previous frame's value; metres per
+        data frame)."""
+        ds = self._ds
+        pos = ds.targets[:ds.num_total_frames].to(torch.float64)
+        rel = pos - pos[:, self.root:self.root + 1]
+        step = (rel[1:] - rel[:-1]).norm(dim=-1).mean(dim=-1)
+        last = torch.arange(pos.shape[0], device=pos.device) == ds.start + ds.last
+        nxt = torch.cat([step, step[-1:]])
+        prev = torch.cat([step[:1], step])
+        # a sequence's last frame: the step into it (one-frame sequences: 0)
+        single = ds.last == 0
+        return torch.where(single, torch.zeros_like(nxt), torch.where(last, prev, nxt))
 
     def world_windows(self, ids: torch.Tensor, speed: torch.Tensor | None = None
                       ) -> torch.Tensor:

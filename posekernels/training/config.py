@@ -84,6 +84,10 @@ class TrainConfig:
                                             # with replacement, a sequence of L frames weighing
                                             # L ** (1 - b) in all (1: every sequence alike), so
                                             # that long clips do not drown short ones
+    motion_weight: float = 0.0              # random cameras: g > 0 draws each epoch's frames
+                                            # with replacement, a frame's weight (after
+                                            # sample_balance) times (its joints' speed / the
+                                            # mean) ** g: fast motion drawn more often
     val_cameras: str = "rig"                # validation cameras: "rig" or "random"
     val_num_cameras: int = 4                # "random": cameras per validation clip
     camera_seed: int = 20261130             # "random" validation cameras (evaluation seed)
@@ -178,13 +182,16 @@ class TrainConfig:
             bad("detector_joints_config", "sets 'prob' through detector_joints, not here")
         if not 0 <= self.sample_balance <= 1:
             bad("sample_balance", f"must lie in [0, 1], got {self.sample_balance}")
+        if not 0 <= self.motion_weight <= 4:
+            bad("motion_weight", f"must lie in [0, 4], got {self.motion_weight}")
         if self.cameras == "rig" and (self.augment_2d or self.scale_jitter or self.bone_jitter
                                       or self.bone_rotation or self.limb_swing
                                       or self.speed_range or self.camera_distribution
-                                      or self.track_start or self.detector_joints):
+                                      or self.track_start or self.detector_joints
+                                      or self.motion_weight):
             bad("cameras", "augment_2d, scale_jitter, bone_jitter, bone_rotation, limb_swing, "
-                "speed_range, track_start, detector_joints and camera_distribution need "
-                "cameras='random'")
+                "speed_range, track_start, detector_joints, motion_weight and "
+                "camera_distribution need cameras='random'")
         from ..data.random_cameras import camera_distribution_from_dict
         from ..data.detector_joints import detector_joints_from_dict
         from .camera_data import augment_2d_from_dict, check_limb_swing, check_speed_range
@@ -253,7 +260,7 @@ def config_from_dict(data: Any, where: str = "config", base: TrainConfig | None 
             value = [str(s) for s in value]
         if key in ("lr", "lr_min", "lr_decay", "weight_decay", "grad_clip", "scale_jitter",
                    "bone_jitter", "bone_rotation", "track_start", "sample_balance", "ema_decay",
-                   "detector_joints",
+                   "detector_joints", "motion_weight",
                    "checkpoint_minutes") and value is not None:
             value = float(value)
         values[key] = value

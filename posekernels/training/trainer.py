@@ -422,8 +422,12 @@ def _train(cfg, info: DistInfo, resume, stop_after, positions_3d, log) -> dict:
     final = ema.module if ema is not None else model
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    # per-sample draw weights (sample_balance), the same every epoch
-    weights = ds.sample_weights(cfg.sample_balance).cpu() if cfg.sample_balance > 0 else None
+    # per-sample draw weights (sample_balance, motion_weight), the same every epoch
+    weights = None
+    if cfg.motion_weight > 0:
+        weights = ds.sample_weights(cfg.sample_balance, motion=cfg.motion_weight).cpu()
+    elif cfg.sample_balance > 0:
+        weights = ds.sample_weights(cfg.sample_balance).cpu()
     metrics: dict = history[-1].get("val", {}) if history else {}
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
