@@ -195,13 +195,6 @@ RUNS = {
     **{f"mount_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
                              init_from=f"run:bal81a_{mode}", camera_distribution=MOUNT_CAMERAS)
        for mode in ("centered", "causal")},
-    # the shipped (mount_*) lifters fine-tuned two epochs with fast motion drawn more often
-    # (motion_weight 2, see probe_motion2); their equal-step control is more_{mode} (two more
-    # epochs of the bal81a recipe: +0.0 and -0.3 mm)
-    **{f"motion_{mode}": dict(BAL81[mode], amp_cpu=True, epochs=2, lr=3e-4,
-                              init_from=f"run:mount_{mode}", camera_distribution=MOUNT_CAMERAS,
-                              motion_weight=2.0)
-       for mode in ("centered", "causal")},
     # a longer history for the causal lifter: bal81a_causal's recipe over 243 frames (4.9 s at
     # 50 Hz) at C = 48 (about 1.7x the T = 81, C = 64 step; the width changes too)
     "bal243_causal": dict(BAL81["causal"], amp_cpu=True,
