@@ -74,6 +74,22 @@ WIDE_CAMERAS = {"distance": [2.0, 15.0], "hfov_deg": [20.0, 110.0]}
 # and held less level (roll within +-15 degrees; the default +-5)
 MOUNT_CAMERAS = {"height": [0.0, 5.0], "roll_deg": [-15.0, 15.0]}
 
+# four-epoch probes of the training recipe (T = 27, C = 32, centred, window-normalised input,
+# the LIVE recipe with every clip drawn alike: probe_bal100), held out on subject 09 and, as
+# name_v02, on subject 02 (trained on the other five)
+PROBE_MODEL = {"arch": "glagcn", "receptive_field": 27, "channels": 32, "sequence_branch": False,
+               "head": "shared", "causal": False, "window_norm": True}
+HELD_OUT_02 = {"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
+
+
+def _probes(name: str, **changes) -> dict:
+    """``name`` (held out 09) and ``name``_v02 (held out 02): probe_bal100's recipe with
+    ``changes``."""
+    return {f"{name}{'_v02' if v02 else ''}": dict(
+        LIVE, **{"epochs": 4, "sample_balance": 1.0, **changes, **(HELD_OUT_02 if v02 else {})},
+        model=dict(PROBE_MODEL)) for v02 in (False, True)}
+
+
 RUNS = {
     "default_centered": dict(LIVE, model={"arch": "glagcn", "receptive_field": 27,
                                           "channels": 48, "sequence_branch": False,
@@ -234,78 +250,31 @@ RUNS = {
                                     "sequence_branch": False, "head": "shared",
                                     "causal": False}),
     # training frames drawn per clip (sample_balance 1: every clip alike, with replacement)
-    # against one pass over the frames (0; subject 01's 14 climbing clips are half of them),
-    # centred window-normalised probes validated on subject 09 and, as a second held-out
-    # subject, on 02 (trained on the other five)
-    **{f"probe_bal{int(b * 100)}{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=b,
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for b in (0.0, 0.5, 1.0) for v02 in (False, True)},
+    # against one pass over the frames (0; subject 01's 14 climbing clips are half of them)
+    **{k: v for b in (0.0, 0.5, 1.0)
+       for k, v in _probes(f"probe_bal{int(b * 100)}", sample_balance=b).items()},
     # every bone turned by a random rotation per window (bone_rotation, degrees: poses the
-    # recordings lack, e.g. other arm-swing planes) on top of probe_bal100's recipe, held out
-    # 09 and 02 as there
-    **{f"probe_rot{deg}{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=1.0, bone_rotation=float(deg),
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for deg in (15, 30) for v02 in (False, True)},
+    # recordings lack, e.g. other arm-swing planes)
+    **{k: v for deg in (15, 30)
+       for k, v in _probes(f"probe_rot{deg}", bone_rotation=float(deg)).items()},
     # limb swings of another amplitude (limb_swing: each limb bone's angle to its window-mean
     # direction scaled by a factor in [0.8, 1.6]; strides and arm swings towards running, which
-    # the training subjects barely hold) on top of probe_bal100's recipe, held out 09 and 02
-    **{f"probe_swing{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=1.0, limb_swing=[0.8, 1.6],
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for v02 in (False, True)},
+    # the training subjects barely hold)
+    **_probes("probe_swing", limb_swing=[0.8, 1.6]),
     # a wider camera distribution in training (2-15 m away, 20-110 degree fields of view:
-    # CCTV far off, telephoto, phones' wide lenses) on top of probe_bal100's recipe
-    "probe_widecam": dict(
-        LIVE, epochs=4, sample_balance=1.0, camera_distribution=WIDE_CAMERAS,
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True}),
-    # cameras from the floor to a ceiling corner, less level (MOUNT_CAMERAS) on top of
-    # probe_bal100's recipe, held out 09 and 02
-    **{f"probe_mount{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=1.0, camera_distribution=MOUNT_CAMERAS,
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for v02 in (False, True)},
-    # how the held-out error falls with the amount of training motion: probe_bal100's recipe
-    # (held out 09, and 02 as a second held-out subject) on a seeded fraction of every training
-    # subject's clips (clip_fraction; at least one clip each), as many optimiser steps as the
-    # whole set's four epochs (the epochs scaled by the frames kept; run_one)
-    **{f"probe_data{int(f * 100)}{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=1.0, clip_fraction=f,
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for f in (0.125, 0.25, 0.5) for v02 in (False, True)},
+    # CCTV far off, telephoto, phones' wide lenses); held out 09 only
+    "probe_widecam": _probes("probe_widecam", camera_distribution=WIDE_CAMERAS)["probe_widecam"],
+    # cameras from the floor to a ceiling corner, less level (MOUNT_CAMERAS)
+    **_probes("probe_mount", camera_distribution=MOUNT_CAMERAS),
+    # how the held-out error falls with the amount of training motion: a seeded fraction of
+    # every training subject's clips (clip_fraction; at least one clip each), as many optimiser
+    # steps as the whole set's four epochs (the epochs scaled by the frames kept; run_one)
+    **{k: v for f in (0.125, 0.25, 0.5)
+       for k, v in _probes(f"probe_data{int(f * 100)}", clip_fraction=f).items()},
     # fast motion drawn more often (motion_weight g: a frame's draw weight times (its joints'
-    # speed / the mean) ** g) on top of probe_bal100's recipe, held out 09 and 02
-    **{f"probe_motion{g}{'_v02' if v02 else ''}": dict(
-        LIVE, epochs=4, sample_balance=1.0, motion_weight=float(g),
-        **({"val_subjects": ["02"], "train_subjects": ["01", "05", "06", "07", "09"]}
-           if v02 else {}),
-        model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
-               "sequence_branch": False, "head": "shared", "causal": False,
-               "window_norm": True})
-       for g in (1, 2) for v02 in (False, True)},
+    # speed / the mean) ** g)
+    **{k: v for g in (1, 2)
+       for k, v in _probes(f"probe_motion{g}", motion_weight=float(g)).items()},
     "gla_full": dict(GLA, model={"arch": "glagcn", "receptive_field": 27, "channels": 32,
                                  "sequence_branch": True, "head": "icl"}),
     "released": dict(GLA, model={"arch": "released_sagcn", "receptive_field": 27,
